@@ -1,0 +1,482 @@
+//! One requirement line, as pip's `parse_req_from_line` and `parse_editable` read it.
+
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+
+use pep508_rs::{MarkerTree, Requirement, VerbatimUrl, VersionOrUrl};
+use wheelship::names::{canonicalize_name, WheelFilename};
+
+use crate::marker;
+
+const VCS_SCHEMES: &[&str] = &[
+    "git",
+    "git+http",
+    "git+https",
+    "git+ssh",
+    "git+git",
+    "git+file",
+    "hg+file",
+    "hg+http",
+    "hg+https",
+    "hg+ssh",
+    "hg+static-http",
+    "svn",
+    "svn+ssh",
+    "svn+http",
+    "svn+https",
+    "svn+svn",
+    "svn+file",
+    "bzr+http",
+    "bzr+https",
+    "bzr+ssh",
+    "bzr+sftp",
+    "bzr+ftp",
+    "bzr+lp",
+    "bzr+file",
+];
+
+const ARCHIVE_EXTENSIONS: &[&str] = &[
+    ".zip",
+    ".whl",
+    ".tar.bz2",
+    ".tbz",
+    ".tar.gz",
+    ".tgz",
+    ".tar",
+    ".tar.xz",
+    ".txz",
+    ".tlz",
+    ".tar.lz",
+    ".tar.lzma",
+];
+
+/// What a requirement line means, before it gets its file, line and options.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Parsed {
+    pub name: Option<String>,
+    pub specifier: String,
+    pub extras: Vec<String>,
+    pub marker: Option<String>,
+    /// Not yet redacted: the caller removes credentials.
+    pub url: Option<String>,
+    pub pinned: bool,
+    pub warning: Option<String>,
+}
+
+/// pip's `is_url`: a scheme pip knows before the first `:`.
+pub fn is_url(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once(':') else {
+        return false;
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    matches!(scheme.as_str(), "http" | "https" | "file" | "ftp")
+        || VCS_SCHEMES.contains(&scheme.as_str())
+}
+
+fn is_vcs_url(s: &str) -> bool {
+    s.split_once(':')
+        .is_some_and(|(scheme, _)| VCS_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()))
+}
+
+fn is_archive_file(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ARCHIVE_EXTENSIONS.iter().any(|e| lower.ends_with(e))
+}
+
+fn looks_like_path(name: &str) -> bool {
+    name.contains('/') || name.starts_with('.')
+}
+
+/// `_strip_extras`: `path[extra1,extra2]` into the path and the bracketed extras.
+fn strip_extras(path: &str) -> (&str, Option<&str>) {
+    if path.ends_with(']') {
+        if let Some(i) = path.rfind('[') {
+            if i > 0 && !path[i + 1..path.len() - 1].contains(']') && i + 2 < path.len() {
+                return (&path[..i], Some(&path[i..]));
+            }
+        }
+    }
+    (path, None)
+}
+
+/// `os.path.normpath(os.path.abspath(p))`, lexically.
+pub fn abspath(cwd: &Path, p: &str) -> PathBuf {
+    let joined = cwd.join(p);
+    let mut out = PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn path_to_url(p: &Path) -> String {
+    let mut s = String::from("file://");
+    for b in p.to_string_lossy().bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// The `#egg=` fragment of a URL.
+fn egg_fragment(url: &str) -> Result<Option<String>, String> {
+    let Some((_, frag)) = url.split_once('#') else {
+        return Ok(None);
+    };
+    for part in frag.split('&') {
+        if let Some(v) = part.strip_prefix("egg=") {
+            // pip 26: `InvalidEggFragment` unless it is a PEP 508 name (with optional extras).
+            let (n, _) = strip_extras(v);
+            if !wheelship::names::is_valid_name(n) {
+                return Err(format!(
+                    "the `#egg=` fragment `{v}` is not a valid project name"
+                ));
+            }
+            return Ok(Some(n.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+fn last_segment(url: &str) -> &str {
+    let no_frag = url.split(['#', '?']).next().unwrap_or(url);
+    no_frag.rsplit('/').next().unwrap_or(no_frag)
+}
+
+fn canonical_extras(extras: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = extras.into_iter().map(|e| canonicalize_name(&e)).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn bracket_extras(s: Option<&str>) -> Result<Vec<String>, String> {
+    let Some(s) = s else { return Ok(Vec::new()) };
+    let inner = &s[1..s.len() - 1];
+    let mut out = Vec::new();
+    for e in inner.split(',') {
+        let e = e.trim();
+        if !wheelship::names::is_valid_name(e) {
+            return Err(format!("invalid extra `{e}`"));
+        }
+        out.push(e.to_string());
+    }
+    Ok(canonical_extras(out))
+}
+
+/// A requirement line (not `-e`). Errors are pip's meaning in our words, without file:line.
+pub fn parse_requirement(line: &str, cwd: &Path) -> Result<Parsed, String> {
+    let sep = if is_url(line) { "; " } else { ";" };
+    let (req, marker_text) = match line.split_once(sep) {
+        Some((r, m)) => (r, Some(m.trim())),
+        None => (line, None),
+    };
+    let marker = match marker_text.filter(|m| !m.is_empty()) {
+        None => None,
+        Some(m) => Some(canonical_marker(m)?),
+    };
+    let req = req.trim_matches(crate::lines::py_isspace);
+    let mut parsed = Parsed {
+        marker,
+        ..Parsed::default()
+    };
+
+    // A bare URL, or a local path to a directory or archive: pip makes a link of it.
+    let mut link: Option<String> = None;
+    let mut path_extras = None;
+    if is_url(req) {
+        link = Some(req.to_string());
+    } else {
+        let (p, extras) = strip_extras(req);
+        let abs = abspath(cwd, p);
+        if looks_like_path(req) && abs.is_dir() {
+            if !abs.join("setup.py").is_file() && !abs.join("pyproject.toml").is_file() {
+                return Err(format!(
+                    "directory `{req}` is not installable: neither `setup.py` nor `pyproject.toml` found"
+                ));
+            }
+            link = Some(path_to_url(&abs));
+            path_extras = extras;
+        } else if is_archive_file(p) {
+            let parts: Vec<&str> = req.splitn(2, '@').collect();
+            if abs.is_file() {
+                link = Some(path_to_url(&abs));
+                path_extras = extras;
+            } else if !(parts.len() == 2 && !looks_like_path(parts[0])) {
+                parsed.warning = Some(format!(
+                    "requirement `{req}` looks like a file name, but the file does not exist"
+                ));
+                link = Some(path_to_url(&abs));
+                path_extras = extras;
+            }
+        }
+    }
+
+    if let Some(url) = link {
+        parsed.extras = bracket_extras(path_extras)?;
+        let file = last_segment(&url);
+        if file.to_ascii_lowercase().ends_with(".whl") {
+            let w = WheelFilename::parse(file)?;
+            let v = pep440_rs::Version::from_str(&w.version)
+                .map_err(|e| format!("invalid version in wheel file name `{file}`: {e}"))?;
+            parsed.name = Some(canonicalize_name(&w.name));
+            parsed.specifier = format!("=={v}");
+        } else {
+            parsed.name = egg_fragment(&url)?.map(|n| canonicalize_name(&n));
+        }
+        parsed.url = Some(url);
+        parsed.pinned = true;
+        return Ok(parsed);
+    }
+
+    let (name, specifier, extras, url) = parse_pep508(req)?;
+    parsed.name = Some(name);
+    parsed.pinned = url.is_some()
+        || specifier
+            .split(',')
+            .any(|s| s.starts_with("===") || (s.starts_with("==") && !s.ends_with(".*")));
+    parsed.specifier = specifier;
+    parsed.extras = extras;
+    parsed.url = url;
+    Ok(parsed)
+}
+
+fn canonical_marker(m: &str) -> Result<String, String> {
+    MarkerTree::from_str(m)
+        .map_err(|e| format!("invalid marker `{m}`: {}", first_line(&e.to_string())))?;
+    marker::canonical(m).ok_or_else(|| format!("invalid marker `{m}`"))
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// Parses `name[extras] specifiers` or `name[extras] @ url` (no marker: pip splits it off
+/// first). `===` takes any string, as pip does; `pep508_rs` only takes PEP 440 versions there,
+/// so arbitrary operands are swapped for placeholders while it parses and restored after.
+fn parse_pep508(req: &str) -> Result<(String, String, Vec<String>, Option<String>), String> {
+    let mut arbitrary = Vec::new();
+    let mut text = String::new();
+    let mut rest = req;
+    if !req.contains(" @") && !req.contains("@ ") {
+        while let Some(i) = rest.find("===") {
+            text.push_str(&rest[..i + 3]);
+            let after = &rest[i + 3..];
+            let ws = after.len() - after.trim_start_matches([' ', '\t']).len();
+            let end = after[ws..]
+                .find([',', ';', ')', ' ', '\t'])
+                .map_or(after.len(), |e| e + ws);
+            let operand = &after[ws..end];
+            if !operand.is_empty() {
+                text.push_str(&format!("0.0.0.0.0.0.{}", arbitrary.len()));
+                arbitrary.push(operand.to_string());
+            }
+            rest = &after[end..];
+        }
+    }
+    text.push_str(rest);
+
+    let r = Requirement::<VerbatimUrl>::from_str(&text).map_err(|e| {
+        let mut msg = format!(
+            "invalid requirement `{req}`: {}",
+            first_line(&e.to_string())
+        );
+        if req.contains('/') {
+            msg.push_str(" (it looks like a path, but there is no such file or directory)");
+        } else if req.contains('=')
+            && !["==", "!=", "<=", ">=", "~=", "==="]
+                .iter()
+                .any(|op| req.contains(op))
+        {
+            msg.push_str(" (`=` is not a valid operator: did you mean `==`?)");
+        }
+        msg
+    })?;
+    let name = r.name.to_string();
+    let extras = canonical_extras(r.extras.iter().map(|e| e.to_string()));
+    match r.version_or_url {
+        None => Ok((name, String::new(), extras, None)),
+        Some(VersionOrUrl::Url(u)) => {
+            let given = u
+                .given()
+                .map(str::to_string)
+                .unwrap_or_else(|| u.to_string());
+            Ok((name, String::new(), extras, Some(given)))
+        }
+        Some(VersionOrUrl::VersionSpecifier(specs)) => {
+            let mut parts: Vec<String> = specs
+                .iter()
+                .map(|s| {
+                    let shown = s.to_string();
+                    match shown.strip_prefix("===0.0.0.0.0.0.") {
+                        Some(i) => format!("==={}", arbitrary[i.parse::<usize>().unwrap()]),
+                        None => shown,
+                    }
+                })
+                .collect();
+            parts.sort();
+            Ok((name, parts.join(","), extras, None))
+        }
+    }
+}
+
+/// An `-e` line, as pip's `parse_editable`.
+pub fn parse_editable(value: &str, cwd: &Path) -> Result<Parsed, String> {
+    let (no_extras, extras) = strip_extras(value);
+    let abs = abspath(cwd, no_extras);
+    let mut url = if abs.is_dir() {
+        path_to_url(&abs)
+    } else {
+        no_extras.to_string()
+    };
+    if url.to_ascii_lowercase().starts_with("file:") {
+        return Ok(Parsed {
+            name: egg_fragment(&url)?.map(|n| canonicalize_name(&n)),
+            extras: bracket_extras(extras)?,
+            url: Some(url),
+            pinned: true,
+            ..Parsed::default()
+        });
+    }
+    url = value.to_string();
+    for vc in ["git", "hg", "svn", "bzr"] {
+        if url.to_ascii_lowercase().starts_with(&format!("{vc}:")) {
+            url = format!("{vc}+{url}");
+            break;
+        }
+    }
+    if !is_vcs_url(&url) {
+        return Err(format!(
+            "`{value}` is not a valid editable requirement: it should be a path to a local project or a VCS URL (beginning with {})",
+            VCS_SCHEMES.join(", ")
+        ));
+    }
+    let Some(name) = egg_fragment(&url)? else {
+        return Err(format!(
+            "cannot detect the project name of `{value}`: add `#egg=<name>` to it"
+        ));
+    };
+    Ok(Parsed {
+        name: Some(canonicalize_name(&name)),
+        url: Some(url),
+        pinned: true,
+        ..Parsed::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Parsed {
+        parse_requirement(s, Path::new("/nonexistent-cwd")).unwrap()
+    }
+    fn err(s: &str) -> String {
+        parse_requirement(s, Path::new("/nonexistent-cwd")).unwrap_err()
+    }
+
+    #[test]
+    fn names_extras_specifiers_markers() {
+        let r = p("Foo_Bar[B,a,A] >= 1.0 , <2 ; python_version>'3.8'");
+        assert_eq!(r.name.as_deref(), Some("foo-bar"));
+        assert_eq!(r.extras, ["a", "b"]);
+        assert_eq!(r.specifier, "<2,>=1.0");
+        assert_eq!(r.marker.as_deref(), Some("python_version > \"3.8\""));
+        assert!(!r.pinned);
+        assert!(p("foo==1.0").pinned);
+        assert!(!p("foo==1.*").pinned);
+    }
+
+    #[test]
+    fn versions_are_normalised() {
+        assert_eq!(p("foo==1.0.POST1").specifier, "==1.0.post1");
+        assert_eq!(p("foo>=v1.0-beta1").specifier, ">=1.0b1");
+    }
+
+    #[test]
+    fn arbitrary_equality_keeps_its_string() {
+        let r = p("foo===foobar");
+        assert_eq!(r.specifier, "===foobar");
+        assert!(r.pinned);
+        assert_eq!(p("foo === 1.00, !=2").specifier, "!=2,===1.00");
+    }
+
+    #[test]
+    fn strict_pep440_refusals() {
+        for bad in [
+            "foo==1.0-beta-legacy",
+            "foo>=1.0+local",
+            "foo>=1.*",
+            "foo~=1",
+            "foo==1.0#x",
+            "café==1.0",
+        ] {
+            let e = err(bad);
+            assert!(
+                e.starts_with(&format!("invalid requirement `{bad}`: ")),
+                "{e}"
+            );
+        }
+        assert!(err("foo=1.0").ends_with("(`=` is not a valid operator: did you mean `==`?)"));
+        assert!(err("foo==1.0 bar==2.0").starts_with("invalid requirement"));
+    }
+
+    #[test]
+    fn urls_and_wheels() {
+        let r = p("https://h.example/Foo_Bar-1.2.3-py3-none-any.whl ; python_version >= '3'");
+        assert_eq!(r.name.as_deref(), Some("foo-bar"));
+        assert_eq!(r.specifier, "==1.2.3");
+        assert_eq!(r.marker.as_deref(), Some("python_version >= \"3\""));
+        let r = p("https://h.example/x.tar.gz#egg=Pkg");
+        assert_eq!(r.name.as_deref(), Some("pkg"));
+        assert_eq!(p("https://h.example/x.tar.gz").name, None);
+        let r = p("pkg @ https://h.example/x.tar.gz#sha256=ab ; os_name=='posix'");
+        assert_eq!(
+            r.url.as_deref(),
+            Some("https://h.example/x.tar.gz#sha256=ab")
+        );
+        assert_eq!(r.marker.as_deref(), Some("os_name == \"posix\""));
+        // Without the space after `;`, the marker stays in a bare URL (pip 26 refuses it).
+        assert!(parse_requirement(
+            "https://h/x.tar.gz#egg=foo;python_version>'3'",
+            Path::new("/")
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn editables() {
+        let r = parse_editable("git+https://h/r.git@abc#egg=Foo", Path::new("/")).unwrap();
+        assert_eq!(r.name.as_deref(), Some("foo"));
+        let r = parse_editable("git://h/r.git#egg=foo", Path::new("/")).unwrap();
+        assert_eq!(r.url.as_deref(), Some("git+git://h/r.git#egg=foo"));
+        assert!(parse_editable("git+https://h/r.git", Path::new("/"))
+            .unwrap_err()
+            .contains("#egg="));
+        assert!(parse_editable("./missing", Path::new("/nonexistent"))
+            .unwrap_err()
+            .contains("not a valid editable"));
+    }
+
+    #[test]
+    fn local_directories_must_be_projects() {
+        let d = std::env::temp_dir().join(format!("hashreq-req-test-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("proj")).unwrap();
+        let e = parse_requirement("./proj", &d).unwrap_err();
+        assert!(e.contains("is not installable"), "{e}");
+        std::fs::write(d.join("proj/pyproject.toml"), "").unwrap();
+        let r = parse_requirement("./proj[X]", &d).unwrap();
+        assert!(r.url.unwrap().ends_with("/proj"));
+        assert_eq!(r.extras, ["x"]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

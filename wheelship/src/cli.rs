@@ -1,0 +1,116 @@
+//! The one error path of every tool: `tool: message` on stderr, `hint:` lines where one helps,
+//! exit 1 when the work failed and 2 for usage, and a quiet end when stdout is closed.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+/// An error that carries a `hint:` line for the person reading it.
+#[derive(Debug)]
+pub struct Hint {
+    pub message: String,
+    pub hint: String,
+}
+
+impl Hint {
+    pub fn new(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Hint {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+impl fmt::Display for Hint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Hint {}
+
+/// A usage error found after argument parsing (conflicting flags, a missing input): exit 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Parses the command line with clap, rendering usage errors as `tool: ...` with exit 2 and
+/// printing `--help`/`--version` on stdout with exit 0.
+pub fn parse_args<P: clap::Parser>(tool: &str) -> Result<P, ExitCode> {
+    match P::try_parse() {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    Err(
+                        if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                            ExitCode::from(2)
+                        } else {
+                            ExitCode::SUCCESS
+                        },
+                    )
+                }
+                _ => {
+                    let text = e.render().to_string();
+                    let text = text.strip_prefix("error: ").unwrap_or(&text);
+                    eprint!("{tool}: {text}");
+                    if !text.ends_with('\n') {
+                        eprintln!();
+                    }
+                    Err(ExitCode::from(2))
+                }
+            }
+        }
+    }
+}
+
+/// Maps the result of a tool's `run` to its exit status, printing the error chain on stderr.
+pub fn finish(tool: &str, result: anyhow::Result<()>) -> ExitCode {
+    let err = match result {
+        Ok(()) => return ExitCode::SUCCESS,
+        Err(err) => err,
+    };
+    if is_broken_pipe(&err) {
+        // `tool | head`: the reader has what it wanted.
+        return ExitCode::SUCCESS;
+    }
+    let mut stderr = io::stderr().lock();
+    let _ = writeln!(stderr, "{tool}: {err:#}");
+    for cause in err.chain() {
+        if let Some(h) = cause.downcast_ref::<Hint>() {
+            let _ = writeln!(stderr, "hint: {}", h.hint);
+        }
+    }
+    if err.chain().any(|c| c.is::<UsageError>()) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// An I/O error's text without Rust's ` (os error N)` suffix: `No such file or directory`.
+pub fn io_reason(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
+    }
+}

@@ -1,0 +1,303 @@
+//! The pipeline document (DESIGN.md, "The document"): one JSON object whose sections are named
+//! for the tool that writes them. A tool passes every section it does not own through untouched,
+//! unknown keys included, and replaces its own section whole.
+
+use std::collections::BTreeMap;
+use std::io::{self, IsTerminal, Read, Write};
+
+use anyhow::{Context, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Keys this version of wheelship does not know, kept so that they pass through.
+pub type Extra = Map<String, Value>;
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Document(Map<String, Value>);
+
+impl Document {
+    /// Reads the document from stdin. A terminal, or an empty stdin, is an empty document.
+    pub fn from_stdin() -> Result<Self> {
+        let stdin = io::stdin();
+        if stdin.is_terminal() {
+            return Ok(Document::default());
+        }
+        let mut text = String::new();
+        stdin
+            .lock()
+            .read_to_string(&mut text)
+            .context("stdin: cannot read the document")?;
+        Document::parse(&text, "stdin")
+    }
+
+    /// Parses a document from text; `source` names where it came from in messages.
+    pub fn parse(text: &str, source: &str) -> Result<Self> {
+        if text.trim().is_empty() {
+            return Ok(Document::default());
+        }
+        let value: Value =
+            serde_json::from_str(text).with_context(|| format!("{source}: not a JSON document"))?;
+        match value {
+            Value::Object(map) => Ok(Document(map)),
+            other => anyhow::bail!(
+                "{source}: the document must be a JSON object, not {}",
+                kind(&other)
+            ),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// The raw value of a section.
+    pub fn raw(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+
+    /// A section read as its type; an error names the section when its shape is wrong.
+    pub fn section<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => T::deserialize(v)
+                .map(Some)
+                .with_context(|| format!("stdin: the `{name}` section is malformed")),
+        }
+    }
+
+    /// Replaces a section whole (in place if it exists, else at the end).
+    pub fn set<T: Serialize>(&mut self, name: &str, section: &T) -> Result<()> {
+        let value = serde_json::to_value(section)
+            .with_context(|| format!("cannot serialise the `{name}` section"))?;
+        self.0.insert(name.to_string(), value);
+        Ok(())
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Value> {
+        self.0.shift_remove(name)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.0).expect("a JSON map always serialises")
+    }
+
+    /// Writes the document as one JSON object and a newline on stdout: the only thing a tool
+    /// ever writes there.
+    pub fn write_stdout(&self) -> Result<()> {
+        let mut out = io::BufWriter::new(io::stdout().lock());
+        out.write_all(self.to_json().as_bytes())?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        Ok(())
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `requirements`, written by `hashreq`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Requirements {
+    /// `sha256:` + 64 lowercase hex over the canonical form (docs/hashreq.md).
+    pub hash: String,
+    /// Absolute paths of every file read, includes too, in the order first read.
+    pub files: Vec<String>,
+    pub entries: Vec<Entry>,
+    #[serde(default)]
+    pub options: ReqOptions,
+    /// Requirements that are not pinned with `==`/`===` or a URL: the hash names the request,
+    /// not what it resolves to.
+    #[serde(default)]
+    pub unpinned: Vec<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// One requirement line, as pip means it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// PEP 503 canonical name; null for an unnamed URL or path requirement.
+    pub name: Option<String>,
+    /// Canonical specifier set (sorted, comma-separated), `""` when there is none.
+    pub specifier: String,
+    /// Canonical extras (PEP 685), sorted and deduplicated.
+    pub extras: Vec<String>,
+    /// The marker in packaging's normal form, or null.
+    pub marker: Option<String>,
+    /// `algo:digest` values from `--hash`, sorted and deduplicated.
+    pub hashes: Vec<String>,
+    /// A direct reference (`name @ url`, a bare URL, or a local path as a `file:` URL), with
+    /// any credentials replaced by `***`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The requirement file (absolute) and line it came from.
+    pub file: String,
+    pub line: u32,
+    /// From a `-c` constraints file.
+    #[serde(default)]
+    pub constraint: bool,
+    /// An `-e` editable requirement.
+    #[serde(default)]
+    pub editable: bool,
+    /// `--config-settings KEY=VALUE` given on the line.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config_settings: BTreeMap<String, Vec<String>>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The options of the requirement files that affect resolution or the artifacts, after pip's
+/// own rules for combining them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReqOptions {
+    /// The primary index set by `-i`/`--index-url`; null leaves pip's own default.
+    pub index_url: Option<String>,
+    pub extra_index_urls: Vec<String>,
+    pub no_index: bool,
+    pub find_links: Vec<String>,
+    /// `--pre` is folded into `all_releases: [":all:"]`, as pip 26 does.
+    pub all_releases: Vec<String>,
+    pub only_final: Vec<String>,
+    pub no_binary: Vec<String>,
+    pub only_binary: Vec<String>,
+    pub prefer_binary: bool,
+    pub require_hashes: bool,
+    pub no_require_hashes: bool,
+    /// Recorded, but not hashed: they do not change what is resolved.
+    pub trusted_hosts: Vec<String>,
+    pub use_features: Vec<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `wheelhouse`, the lock, written by `wheelhouse`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Wheelhouse {
+    pub dir: String,
+    pub wheels: Vec<LockedWheel>,
+    #[serde(default)]
+    pub target: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LockedWheel {
+    pub name: String,
+    pub version: String,
+    pub file: String,
+    pub sha256: String,
+    pub size: u64,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `env`, written by `mkenv`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Env {
+    pub path: String,
+    pub key: String,
+    pub reused: bool,
+    pub python: EnvPython,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnvPython {
+    pub version: String,
+    pub implementation: String,
+    pub tag: String,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `bundle`, written by `bundle pack`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bundle {
+    pub path: String,
+    pub id: String,
+    pub sha256: String,
+    pub size: u64,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `release`, written by `bundle unpack`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    pub id: String,
+    pub dir: String,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `switch`, written by `switch`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Switch {
+    pub root: String,
+    pub current: String,
+    pub previous: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_is_empty_document() {
+        assert!(Document::parse("", "stdin").unwrap().is_empty());
+        assert!(Document::parse(" \n\t", "stdin").unwrap().is_empty());
+    }
+
+    #[test]
+    fn not_an_object_is_an_error() {
+        let err = Document::parse("[1]", "stdin").unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "stdin: the document must be a JSON object, not an array"
+        );
+    }
+
+    #[test]
+    fn malformed_json_names_line_and_column() {
+        let err = Document::parse("{\"a\": }", "stdin").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.starts_with("stdin: not a JSON document: "), "{msg}");
+        assert!(msg.contains("line 1 column 7"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_sections_and_keys_pass_through_in_order() {
+        let text =
+            r#"{"zeta":{"x":[1,2]},"release":{"id":"a","dir":"/r/a","later":true},"alpha":3}"#;
+        let mut doc = Document::parse(text, "stdin").unwrap();
+        let release: Release = doc.section("release").unwrap().unwrap();
+        assert_eq!(release.extra.get("later"), Some(&Value::Bool(true)));
+        doc.set("release", &release).unwrap();
+        assert_eq!(doc.to_json(), text);
+    }
+
+    #[test]
+    fn a_malformed_section_names_it() {
+        let doc = Document::parse(r#"{"release":{"id":3}}"#, "stdin").unwrap();
+        let err = doc.section::<Release>("release").unwrap_err();
+        assert!(format!("{err:#}").starts_with("stdin: the `release` section is malformed: "));
+    }
+}

@@ -1,0 +1,9 @@
+//! What two or more wheelship tools need, and only that: the pipeline document and its
+//! stdin/stdout handling, the error-to-exit path, and Python packaging primitives.
+
+pub mod cli;
+pub mod doc;
+pub mod names;
+
+pub use cli::{Hint, UsageError};
+pub use doc::Document;

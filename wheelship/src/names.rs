@@ -1,0 +1,157 @@
+//! Python packaging names.
+
+/// PEP 503 normalised name: runs of `-`, `_` and `.` become one `-`, and the result is
+/// lowercased. `Django_REST.framework` gives `django-rest-framework`.
+pub fn canonicalize_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut in_sep = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !in_sep {
+                out.push('-');
+            }
+            in_sep = true;
+        } else {
+            out.extend(c.to_lowercase());
+            in_sep = false;
+        }
+    }
+    out
+}
+
+/// A valid project name (PEP 508): ASCII letters and digits, with `.`, `_` and `-` only
+/// between them.
+pub fn is_valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// `sha256:` followed by the 64 lowercase hex digits of `data`'s SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(data);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pep503_examples() {
+        assert_eq!(
+            canonicalize_name("Django_REST.framework"),
+            "django-rest-framework"
+        );
+        assert_eq!(canonicalize_name("Foo__Bar--baz..qux"), "foo-bar-baz-qux");
+        assert_eq!(canonicalize_name("foo"), "foo");
+    }
+
+    #[test]
+    fn valid_names() {
+        assert!(is_valid_name("a"));
+        assert!(is_valid_name("zope.interface"));
+        assert!(!is_valid_name("café"));
+        assert!(!is_valid_name("-foo"));
+        assert!(!is_valid_name("foo_"));
+        assert!(!is_valid_name(""));
+    }
+
+    #[test]
+    fn sha256_of_empty() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}
+
+/// A wheel file name (the binary distribution format spec):
+/// `{name}-{version}(-{build})?-{python}-{abi}-{platform}.whl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WheelFilename {
+    /// As written in the file name (escaped: `-` never appears in it).
+    pub name: String,
+    pub version: String,
+    pub build: Option<String>,
+    pub python: Vec<String>,
+    pub abi: Vec<String>,
+    pub platform: Vec<String>,
+}
+
+impl WheelFilename {
+    pub fn parse(file: &str) -> Result<Self, String> {
+        let stem = file.strip_suffix(".whl").ok_or_else(|| {
+            format!("`{file}` is not a wheel file name: it does not end in `.whl`")
+        })?;
+        let parts: Vec<&str> = stem.split('-').collect();
+        let bad = |why: &str| format!("`{file}` is not a valid wheel file name: {why}");
+        let (name, version, build, tags) = match parts.as_slice() {
+            [n, v, py, abi, plat] => (*n, *v, None, [*py, *abi, *plat]),
+            [n, v, b, py, abi, plat] => {
+                if !b.starts_with(|c: char| c.is_ascii_digit()) {
+                    return Err(bad("the build tag must start with a digit"));
+                }
+                (*n, *v, Some(b.to_string()), [*py, *abi, *plat])
+            }
+            _ => return Err(bad("expected 5 or 6 `-`-separated parts")),
+        };
+        if !is_valid_name(name) {
+            return Err(bad("invalid project name"));
+        }
+        if version.is_empty() || tags.iter().any(|t| t.is_empty()) {
+            return Err(bad("empty version or tag"));
+        }
+        let split = |t: &str| t.split('.').map(str::to_string).collect::<Vec<_>>();
+        Ok(WheelFilename {
+            name: name.to_string(),
+            version: version.to_string(),
+            build,
+            python: split(tags[0]),
+            abi: split(tags[1]),
+            platform: split(tags[2]),
+        })
+    }
+
+    /// Every `python-abi-platform` tag the compressed tag sets expand to.
+    pub fn tags(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in &self.python {
+            for a in &self.abi {
+                for pl in &self.platform {
+                    out.push(format!("{p}-{a}-{pl}"));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod wheel_tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_expands() {
+        let w = WheelFilename::parse("Foo_Bar-1.2.3-1abc-py2.py3-none-any.whl").unwrap();
+        assert_eq!(canonicalize_name(&w.name), "foo-bar");
+        assert_eq!(w.version, "1.2.3");
+        assert_eq!(w.build.as_deref(), Some("1abc"));
+        assert_eq!(w.tags(), ["py2-none-any", "py3-none-any"]);
+    }
+
+    #[test]
+    fn refuses_bad_names() {
+        assert!(WheelFilename::parse("foo-1.0.tar.gz").is_err());
+        assert!(WheelFilename::parse("foo-1.0-py3-none.whl").is_err());
+        assert!(WheelFilename::parse("foo-1.0-x-py3-none-any.whl").is_err());
+    }
+}
