@@ -250,10 +250,20 @@ pub fn parse_requirement(line: &str, cwd: &Path) -> Result<Parsed, String> {
     Ok(parsed)
 }
 
+/// The marker in packaging's form. The lexer follows packaging (which takes `'3.8'and(`);
+/// `pep508_rs` then checks the meaning on the spaced-out form.
 fn canonical_marker(m: &str) -> Result<String, String> {
-    MarkerTree::from_str(m)
-        .map_err(|e| format!("invalid marker `{m}`: {}", first_line(&e.to_string())))?;
-    marker::canonical(m).ok_or_else(|| format!("invalid marker `{m}`"))
+    let invalid = |e: pep508_rs::Pep508Error<VerbatimUrl>| {
+        format!("invalid marker `{m}`: {}", first_line(&e.to_string()))
+    };
+    let Some(canonical) = marker::canonical(m) else {
+        return Err(match MarkerTree::from_str(m) {
+            Err(e) => invalid(e),
+            Ok(_) => format!("invalid marker `{m}`"),
+        });
+    };
+    MarkerTree::from_str(&canonical).map_err(invalid)?;
+    Ok(canonical)
 }
 
 fn first_line(s: &str) -> &str {

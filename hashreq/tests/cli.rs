@@ -1,0 +1,370 @@
+//! hashreq's command line, run for real in a temp dir per test.
+
+use std::path::Path;
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::Value;
+use tempfile::TempDir;
+
+fn dir(files: &[(&str, &str)]) -> TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let p = d.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    d
+}
+
+fn hashreq(cwd: &Path, args: &[&str], stdin: &str) -> Output {
+    Command::cargo_bin("hashreq")
+        .unwrap()
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("SECRET_TOKEN")
+        .write_stdin(stdin)
+        .output()
+        .unwrap()
+}
+
+fn ok(cwd: &Path, args: &[&str]) -> Value {
+    let out = hashreq(cwd, args, "");
+    assert!(
+        out.status.success(),
+        "hashreq {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn hash_of(text: &str) -> String {
+    let d = dir(&[("requirements.txt", text)]);
+    ok(d.path(), &[])["requirements"]["hash"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Runs and expects failure: returns (exit code, stderr) and checks stdout is empty.
+fn fails(cwd: &Path, args: &[&str], stdin: &str) -> (i32, String) {
+    let out = hashreq(cwd, args, stdin);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "stdout on failure: {:?}", out.stdout);
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+const BASE: &str =
+    "flask==3.0.3\nclick>=8.1,<9\nrequests[socks,security]==2.32.3 ; python_version >= '3.8'\n";
+
+#[test]
+fn hash_ignores_what_does_not_change_meaning() {
+    let base = hash_of(BASE);
+    for variant in [
+        // line order, comments, blank lines, whitespace
+        "# deps\n\nrequests[socks,security]==2.32.3;python_version>='3.8'   # net\nclick>=8.1,<9\n\n  flask==3.0.3\n",
+        // continuations
+        "flask\\\n==3.0.3\nclick>=8.1,\\\n<9\nrequests[socks,security]==2.32.3 ; python_version >= '3.8'\n",
+        // name case and -_. spelling, extras and specifier order, marker quoting
+        "Flask==3.0.3\nCLICK<9,>=8.1\nRequests[Security,socks]==2.32.3 ; python_version >= \"3.8\"\n",
+        // CRLF line endings and a BOM
+        "\u{feff}flask==3.0.3\r\nclick>=8.1,<9\r\nrequests[socks,security]==2.32.3 ; python_version >= '3.8'\r\n",
+    ] {
+        assert_eq!(hash_of(variant), base, "{variant:?}");
+    }
+    // Whether a line sits in an included file.
+    let d = dir(&[
+        ("requirements.txt", "flask==3.0.3\n-r more/deps.txt\n"),
+        (
+            "more/deps.txt",
+            "click>=8.1,<9\nrequests[socks,security]==2.32.3 ; python_version >= '3.8'\n",
+        ),
+    ]);
+    assert_eq!(ok(d.path(), &[])["requirements"]["hash"], base);
+}
+
+#[test]
+fn hash_changes_with_what_changes_meaning() {
+    let base = hash_of(BASE);
+    let mut seen = vec![base.clone()];
+    for variant in [
+        BASE.replace("3.0.3", "3.0.2"),
+        BASE.replace(">=8.1", ">=8.0"),
+        BASE.replace("'3.8'", "'3.9'"),
+        BASE.replace("socks,", ""),
+        BASE.replace(
+            "flask==3.0.3",
+            &format!("flask==3.0.3 --hash=sha256:{}", "a".repeat(64)),
+        ),
+        BASE.replace(
+            "flask==3.0.3",
+            "flask @ https://h.example/flask-3.0.3-py3-none-any.whl",
+        ),
+        format!("{BASE}--index-url https://mirror.example/simple\n"),
+        format!("{BASE}--extra-index-url https://mirror.example/simple\n"),
+        format!("{BASE}--no-index\n"),
+        format!("{BASE}--find-links /wheels\n"),
+        format!("{BASE}--pre\n"),
+        format!("{BASE}--only-binary :all:\n"),
+        format!("{BASE}--no-binary flask\n"),
+        format!("{BASE}--prefer-binary\n"),
+        format!("{BASE}--require-hashes\n"),
+        format!("-e git+https://h.example/r.git#egg=flask\nclick>=8.1,<9\n"),
+    ] {
+        let h = hash_of(&variant);
+        assert!(!seen.contains(&h), "no change for {variant:?}");
+        seen.push(h);
+    }
+}
+
+#[test]
+fn hash_changes_with_constraint_file_content_and_flag() {
+    let a = dir(&[
+        ("requirements.txt", "flask\n-c c.txt\n"),
+        ("c.txt", "flask==3.0.3\n"),
+    ]);
+    let b = dir(&[
+        ("requirements.txt", "flask\n-c c.txt\n"),
+        ("c.txt", "flask==3.0.2\n"),
+    ]);
+    let c = dir(&[
+        ("requirements.txt", "flask\n-r c.txt\n"),
+        ("c.txt", "flask==3.0.3\n"),
+    ]);
+    let ha = ok(a.path(), &[])["requirements"]["hash"].clone();
+    let hb = ok(b.path(), &[])["requirements"]["hash"].clone();
+    let hc = ok(c.path(), &[])["requirements"]["hash"].clone();
+    assert_ne!(ha, hb);
+    assert_ne!(ha, hc);
+}
+
+#[test]
+fn section_shape() {
+    let d = dir(&[
+        ("requirements.txt", "Flask_Login[X]==0.6.3\n-c sub/c.txt\n"),
+        ("sub/c.txt", "werkzeug==3.0.3 ; os_name=='posix'\n"),
+    ]);
+    let doc = ok(d.path(), &[]);
+    let r = &doc["requirements"];
+    let root = std::fs::canonicalize(d.path()).unwrap();
+    assert!(r["hash"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(r["hash"].as_str().unwrap().len(), 7 + 64);
+    assert_eq!(
+        r["files"],
+        serde_json::json!([
+            root.join("requirements.txt").display().to_string(),
+            root.join("sub/c.txt").display().to_string()
+        ])
+    );
+    let e = &r["entries"][0];
+    assert_eq!(e["name"], "flask-login");
+    assert_eq!(e["extras"], serde_json::json!(["x"]));
+    assert_eq!(e["specifier"], "==0.6.3");
+    assert_eq!(e["line"], 1);
+    assert_eq!(e["constraint"], false);
+    let c = &r["entries"][1];
+    assert_eq!(c["constraint"], true);
+    assert_eq!(c["marker"], "os_name == \"posix\"");
+    assert_eq!(c["file"], root.join("sub/c.txt").display().to_string());
+}
+
+#[test]
+fn print_hash_is_just_the_hex() {
+    let d = dir(&[("requirements.txt", BASE)]);
+    let out = hashreq(d.path(), &["--print-hash"], "");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let doc = ok(d.path(), &[]);
+    assert_eq!(
+        text,
+        format!(
+            "{}\n",
+            doc["requirements"]["hash"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+        )
+    );
+}
+
+#[test]
+fn unknown_sections_pass_through() {
+    let d = dir(&[("requirements.txt", "flask==3.0.3\n")]);
+    let input = r#"{"custom":{"keep":[1,{"x":null}]},"requirements":{"old":true},"env":{"path":"/e","key":"k","reused":true,"python":{"version":"3","implementation":"cpython","tag":"cp3"},"future":1}}"#;
+    let out = hashreq(d.path(), &[], input);
+    assert!(out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let orig: Value = serde_json::from_str(input).unwrap();
+    assert_eq!(doc["custom"], orig["custom"]);
+    assert_eq!(doc["env"], orig["env"]);
+    assert!(
+        doc["requirements"].get("old").is_none(),
+        "own section is replaced whole"
+    );
+    let keys: Vec<&String> = doc.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["custom", "requirements", "env"]);
+    assert!(out.stdout.ends_with(b"}\n"));
+}
+
+#[test]
+fn errors_name_file_and_line() {
+    let d = dir(&[
+        ("requirements.txt", "flask==3.0.3\n\nfoo==1.0-beta-legacy\n"),
+        ("opt.txt", "--install-option=x\n"),
+        ("inc.txt", "# x\n-r missing.txt\n"),
+        ("a.txt", "-r b.txt\n"),
+        ("b.txt", "flask\n-r a.txt\n"),
+        ("tab.txt", "flask==1.0\t--hash=sha256:aa\n"),
+        ("md5.txt", "flask==1.0 --hash=md5:aa\n"),
+    ]);
+    let (code, err) = fails(d.path(), &[], "");
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(
+            "hashreq: requirements.txt:3: invalid requirement `foo==1.0-beta-legacy`: "
+        ),
+        "{err}"
+    );
+    let (code, err) = fails(d.path(), &["opt.txt"], "");
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "hashreq: opt.txt:1: no such option: --install-option\n")
+    );
+    let (code, err) = fails(d.path(), &["inc.txt"], "");
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "hashreq: inc.txt:2: cannot read included file `missing.txt`: No such file or directory\n")
+    );
+    let (code, err) = fails(d.path(), &["a.txt"], "");
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("hashreq: b.txt:2: `a.txt` includes itself: "),
+        "{err}"
+    );
+    assert!(
+        err.trim_end().ends_with("a.txt -> ") == false && err.contains("b.txt -> "),
+        "{err}"
+    );
+    let (_, err) = fails(d.path(), &["tab.txt"], "");
+    assert!(
+        err.starts_with("hashreq: tab.txt:1: invalid requirement `flask==1.0\t--hash=sha256:aa`"),
+        "{err}"
+    );
+    let (_, err) = fails(d.path(), &["md5.txt"], "");
+    assert_eq!(
+        err,
+        "hashreq: md5.txt:1: Allowed hash algorithms for --hash are sha256, sha384, sha512.\n"
+    );
+}
+
+#[test]
+fn missing_file_and_bad_stdin_and_usage() {
+    let d = dir(&[("requirements.txt", "flask==3.0.3\n")]);
+    let (code, err) = fails(d.path(), &["nope.txt"], "");
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "hashreq: nope.txt: cannot read requirements file: No such file or directory\n"
+        )
+    );
+    let (code, err) = fails(d.path(), &[], "{\"a\": ");
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("hashreq: stdin: not a JSON document: "),
+        "{err}"
+    );
+    let (code, err) = fails(d.path(), &[], "[]");
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "hashreq: stdin: the document must be a JSON object, not an array\n"
+        )
+    );
+    let (code, err) = fails(d.path(), &["--bogus"], "");
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("hashreq: unexpected argument '--bogus'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn credentials_never_leave() {
+    let d = dir(&[(
+        "requirements.txt",
+        "-i https://alice:hunter22@pypi.example/simple\n--extra-index-url https://${SECRET_TOKEN}@x.example/simple/\npkg @ https://bob:pw99@files.example/pkg-1.0.tar.gz\n-f https://h.example/${SECRET_TOKEN}/links\nbad==1.0-beta-legacy --hash=sha256:${SECRET_TOKEN}\n",
+    )]);
+    // The last line fails: the secret must not be in the message either.
+    let out = Command::cargo_bin("hashreq")
+        .unwrap()
+        .current_dir(d.path())
+        .env("SECRET_TOKEN", "tok-12345")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        !err.contains("tok-12345") && !err.contains("hunter22"),
+        "{err}"
+    );
+    std::fs::write(
+        d.path().join("requirements.txt"),
+        "-i https://alice:hunter22@pypi.example/simple\n--extra-index-url https://${SECRET_TOKEN}@x.example/simple/\npkg @ https://bob:pw99@files.example/pkg-1.0.tar.gz\n-f https://h.example/${SECRET_TOKEN}/links\n",
+    )
+    .unwrap();
+    let run = |token: &str| {
+        let out = Command::cargo_bin("hashreq")
+            .unwrap()
+            .current_dir(d.path())
+            .env("SECRET_TOKEN", token)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let a = run("tok-12345");
+    for secret in ["hunter22", "alice", "tok-12345", "pw99"] {
+        assert!(!a.contains(secret), "{secret} leaked: {a}");
+    }
+    assert!(a.contains("https://***@pypi.example/simple"));
+    assert!(a.contains("https://h.example/${SECRET_TOKEN}/links"));
+    // A rotated secret does not change the hash: it is not in the hash input.
+    let b = run("tok-67890");
+    let h = |s: &str| serde_json::from_str::<Value>(s).unwrap()["requirements"]["hash"].clone();
+    assert_eq!(h(&a), h(&b));
+}
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::process::{Command as Std, Stdio};
+    let d = dir(&[("requirements.txt", &"flask==3.0.3\n".repeat(1))]);
+    // A big document, so the write meets the closed pipe.
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(1 << 20));
+    let mut child = Std::new(assert_cmd::cargo::cargo_bin("hashreq"))
+        .current_dir(d.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(big.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,138 @@
+//! hashreq against pip's own parser on tricky requirement files: the same files accepted and
+//! refused, the same canonical names, extras, specifier sets and markers.
+//!
+//! Needs a Python whose pip is 26 or newer in `WHEELSHIP_PIP_PYTHON` (`.ci/run` makes one);
+//! without it the test says so loudly and passes.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+const CASES: &[(&str, &str)] = &[
+    ("plain", "Flask==3.0.3\nclick>=8.1,<9\n"),
+    ("spelling", "Django_REST.framework==3.15\nFoo__Bar--baz..qux>=1\n"),
+    ("extras", "requests[Socks,security,socks]==2.32.3\n"),
+    ("markers", "six==1.16 ; python_version>'3.8'and(sys_platform=='linux'or os.name == \"nt\")\nattrs==23.1;python_implementation=='CPython'\nidna==3.7 ; extra == 'Foo_Bar'\n"),
+    ("continuation", "flask\\\n==3.0.3\nclick\\\n # comment \\\n"),
+    ("comment-hash", "flask==3.0.3#x\n"),
+    ("comment-ok", "flask==3.0.3 #x\n\t# only a comment\n"),
+    ("legacy-version", "foo==1.0-beta-legacy\n"),
+    ("local-ge", "foo>=1.0+local\n"),
+    ("wildcard-ge", "foo>=1.*\n"),
+    ("compatible-one", "foo~=1\n"),
+    ("arbitrary", "foo===foobar\nbar===1.00\n"),
+    ("single-eq", "foo=1.0\n"),
+    ("two-reqs", "foo==1.0 bar==2.0\n"),
+    ("tab-hash", "foo==1.0\t--hash=sha256:aaaa\n"),
+    ("hashes", "foo==1.0 --hash=sha256:bbbb --hash=sha256:aaaa \\\n  --hash=sha512:cccc\n"),
+    ("md5", "foo==1.0 --hash=md5:aaaa\n"),
+    ("no-algo", "foo==1.0 --hash=aaaa\n"),
+    ("install-option", "foo==1.0\n--install-option=--x\n"),
+    ("unknown-option", "--frobnicate\n"),
+    ("ignored-option", "foo==1.0 --pre\n"),
+    ("dash-f", "-foo==1.0\n"),
+    ("options", "-i https://pypi.example/simple\n--extra-index-url https://x.example/simple\n--pre\n--only-binary :all:\n--prefer-binary\n--require-hashes\nfoo==1.0\n"),
+    ("url-marker-space", "https://h.example/pkg-1.0.tar.gz#egg=pkg ; python_version >= '3'\n"),
+    ("wheel-url", "https://h.example/Foo_Bar-1.2.3-py3-none-any.whl\n"),
+    ("direct-ref", "pkg @ https://h.example/pkg-1.0.tar.gz ; os_name == 'posix'\n"),
+    ("name-invalid", "café==1.0\n"),
+    ("editable-vcs", "-e git+https://h.example/r.git@v1#egg=Some_Pkg\n"),
+    ("editable-noname", "-e git+https://h.example/r.git\n"),
+    ("parens", "foo (>=1.0, <2)\n"),
+    ("extras-after", "foo>=1.0[bar]\n"),
+    ("crlf", "foo==1.0\r\nbar==2.0\r\n"),
+    ("bad-marker", "foo==1.0 ; python_version >\n"),
+    ("marker-case", "foo==1.0 ; OS_NAME == 'nt'\n"),
+    ("empty-marker", "foo==1.0 ;\n"),
+];
+
+#[test]
+fn pip_oracle_agrees_on_tricky_files() {
+    let Ok(python) = std::env::var("WHEELSHIP_PIP_PYTHON") else {
+        eprintln!("\n*** SKIPPED pip_oracle_agrees_on_tricky_files: WHEELSHIP_PIP_PYTHON is not set (a Python with pip >= 26; .ci/run makes one) ***\n");
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pip_oracle.py");
+    let dir = tempfile::tempdir().unwrap();
+    let mut disagreements = Vec::new();
+    for (name, text) in CASES {
+        let file = dir.path().join(format!("{name}.txt"));
+        std::fs::write(&file, text).unwrap();
+        let pip = Command::new(&python)
+            .arg(&script)
+            .arg(&file)
+            .current_dir(dir.path())
+            .env("PIP_NO_INPUT", "1")
+            .output()
+            .unwrap();
+        assert!(
+            pip.status.success(),
+            "{}",
+            String::from_utf8_lossy(&pip.stderr)
+        );
+        let pip: Value = serde_json::from_slice(&pip.stdout).unwrap();
+        let ours = Command::new(assert_cmd::cargo::cargo_bin("hashreq"))
+            .arg(&file)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let pip_ok = pip.get("error").is_none();
+        if pip_ok != ours.status.success() {
+            disagreements.push(format!(
+                "{name}: pip {} / hashreq {}",
+                pip.get("error")
+                    .map_or("accepts".to_string(), |e| format!("refuses ({e})")),
+                if ours.status.success() {
+                    "accepts".to_string()
+                } else {
+                    format!("refuses ({})", String::from_utf8_lossy(&ours.stderr).trim())
+                }
+            ));
+            continue;
+        }
+        if !pip_ok {
+            continue;
+        }
+        let doc: Value = serde_json::from_slice(&ours.stdout).unwrap();
+        let entries = doc["requirements"]["entries"].as_array().unwrap();
+        let theirs = pip["entries"].as_array().unwrap();
+        if entries.len() != theirs.len() {
+            disagreements.push(format!(
+                "{name}: {} entries, pip has {}",
+                entries.len(),
+                theirs.len()
+            ));
+            continue;
+        }
+        for (e, p) in entries.iter().zip(theirs) {
+            for key in [
+                "name",
+                "extras",
+                "marker",
+                "hashes",
+                "constraint",
+                "editable",
+            ] {
+                if e[key] != p[key] {
+                    disagreements.push(format!("{name}: {key} {} vs pip {}", e[key], p[key]));
+                }
+            }
+            // pip keeps the versions as written; hashreq normalises them, so compare the
+            // operator sets and the normalised text where they agree in spelling.
+            let ours_spec = e["specifier"].as_str().unwrap();
+            let pip_spec = p["specifier"].as_str().unwrap();
+            if ours_spec.replace(' ', "") != pip_spec.replace(' ', "") {
+                disagreements.push(format!(
+                    "{name}: specifier `{ours_spec}` vs pip `{pip_spec}`"
+                ));
+            }
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "hashreq and pip disagree:\n{}",
+        disagreements.join("\n")
+    );
+}
