@@ -71,7 +71,7 @@ fn decode_as(data: &[u8], encoding: &str) -> Result<String> {
         },
         "utf-32-be" | "utf-32-le" => {
             let be = label.ends_with("be");
-            if data.len() % 4 != 0 {
+            if !data.len().is_multiple_of(4) {
                 bail!("not valid {label}: truncated data");
             }
             let mut s = String::new();

@@ -211,7 +211,7 @@ pub fn parse_requirement(line: &str, cwd: &Path) -> Result<Parsed, String> {
             if abs.is_file() {
                 link = Some(path_to_url(&abs));
                 path_extras = extras;
-            } else if !(parts.len() == 2 && !looks_like_path(parts[0])) {
+            } else if parts.len() != 2 || looks_like_path(parts[0]) {
                 parsed.warning = Some(format!(
                     "requirement `{req}` looks like a file name, but the file does not exist"
                 ));

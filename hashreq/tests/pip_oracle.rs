@@ -59,7 +59,12 @@ fn pip_oracle_agrees_on_tricky_files() {
     for (name, text) in CASES {
         let file = dir.path().join(format!("{name}.txt"));
         std::fs::write(&file, text).unwrap();
-        let pip = Command::new(&python)
+        let mut pip = Command::new(&python);
+        // pip's own configuration must not colour what it parses: drop PIP_* settings.
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PIP_")) {
+            pip.env_remove(k);
+        }
+        let pip = pip
             .arg(&script)
             .arg(&file)
             .current_dir(dir.path())
