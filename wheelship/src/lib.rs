@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod doc;
+pub mod fsx;
 pub mod names;
 
 pub use cli::{Hint, UsageError};

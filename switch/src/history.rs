@@ -1,0 +1,173 @@
+//! `ROOT/history.jsonl`: one JSON event a line, in the order they happened. The file is
+//! rewritten whole through a temp file and a rename, so a crash leaves it with or without the
+//! new line, never with half of one.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use serde::{Deserialize, Serialize};
+use wheelship::cli::io_reason;
+
+pub const FILE: &str = "history.jsonl";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub time: String,
+    /// `deploy`, `revert`, `rollback` (a failed health check), `recover` (a flip whose event a
+    /// crash lost, found by the next run), `bad`, `prune`
+    pub action: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub user: String,
+    pub rev: Option<String>,
+    pub env: Option<String>,
+}
+
+impl Event {
+    pub fn new(
+        action: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        rev: Option<String>,
+        env: Option<String>,
+    ) -> Event {
+        Event {
+            time: now_rfc3339(),
+            action: action.to_string(),
+            from: from.map(str::to_string),
+            to: to.map(str::to_string),
+            user: std::env::var("SUDO_USER")
+                .or_else(|_| std::env::var("USER"))
+                .or_else(|_| std::env::var("LOGNAME"))
+                .unwrap_or_else(|_| {
+                    use std::os::unix::fs::MetadataExt;
+                    std::fs::metadata("/proc/self")
+                        .map_or("unknown".into(), |m| format!("uid {}", m.uid()))
+                }),
+            rev,
+            env,
+        }
+    }
+
+    fn activates(&self) -> bool {
+        matches!(
+            self.action.as_str(),
+            "deploy" | "revert" | "rollback" | "recover"
+        )
+    }
+}
+
+pub struct History {
+    events: Vec<Event>,
+}
+
+impl History {
+    pub fn read(root: &Path) -> Result<History> {
+        let path = root.join(FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(anyhow!(
+                    "cannot read `{}`: {}",
+                    path.display(),
+                    io_reason(&e)
+                ))
+            }
+        };
+        let mut events = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let e: Event = serde_json::from_str(line)
+                .map_err(|e| anyhow!("{}:{}: not a history event: {e}", path.display(), i + 1))?;
+            events.push(e);
+        }
+        Ok(History { events })
+    }
+
+    pub fn append(root: &Path, event: &Event) -> Result<()> {
+        let path = root.join(FILE);
+        let mut data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(anyhow!(
+                    "cannot read `{}`: {}",
+                    path.display(),
+                    io_reason(&e)
+                ))
+            }
+        };
+        if !data.is_empty() && !data.ends_with(b"\n") {
+            data.push(b'\n');
+        }
+        data.extend_from_slice(serde_json::to_string(event)?.as_bytes());
+        data.push(b'\n');
+        wheelship::fsx::write_atomic(&path, &data)
+    }
+
+    /// The release the history says is live: the `to` of the last activating event.
+    pub fn live(&self) -> Option<String> {
+        self.events
+            .iter()
+            .rev()
+            .find(|e| e.activates())
+            .and_then(|e| e.to.clone())
+    }
+
+    pub fn is_bad(&self, id: &str) -> bool {
+        self.events
+            .iter()
+            .any(|e| e.action == "bad" && e.to.as_deref() == Some(id))
+    }
+
+    /// The position and time of the last event that made `id` live.
+    pub fn last_activation(&self, id: &str) -> Option<(usize, String)> {
+        self.events
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, e)| e.activates() && e.to.as_deref() == Some(id))
+            .map(|(i, e)| (i, e.time.clone()))
+    }
+
+    /// The release that was live before `current` became live: the `from` of the latest event
+    /// that made `current` live, skipping releases marked bad or gone. After `revert`, that is
+    /// the release reverted from, so a second revert undoes the first.
+    pub fn previous(&self, current: &str, exists: impl Fn(&str) -> bool) -> Option<String> {
+        self.events
+            .iter()
+            .rev()
+            .filter(|e| e.activates() && e.to.as_deref() == Some(current))
+            .filter_map(|e| e.from.clone())
+            .find(|f| f != current && !self.is_bad(f) && exists(f))
+    }
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn now_rfc3339() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}

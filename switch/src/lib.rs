@@ -1,0 +1,742 @@
+//! `switch`: activate, revert, list and prune releases under a root by atomic symlink flips.
+//!
+//! ```text
+//! ROOT/releases/<id>/         an unpacked release; <id>/venv -> ../../envs/<key>
+//! ROOT/envs/<key>/            virtualenvs, shared by releases with equal keys
+//! ROOT/shared/                paths that outlive releases, linked into each
+//! ROOT/current -> releases/<id>
+//! ROOT/history.jsonl          one event a line, rewritten atomically
+//! ROOT/.lock                  serialises every change
+//! ```
+
+mod history;
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use wheelship::cli::io_reason;
+use wheelship::doc::{Env, Release};
+use wheelship::fsx::{self, point, Lock};
+use wheelship::{Document, Hint, UsageError};
+
+use crate::history::{Event, History};
+
+/// Deploy, revert, list and prune releases by atomic symlink flips.
+///
+/// Without a subcommand, activates a release: the one in the document's `release` section (with
+/// the env of its `env` section), or `--release`. It links `releases/<id>/venv` to the env and
+/// the shared paths into the release, then renames a new `current` symlink over the old one
+/// (never a moment without `current`), fsyncs, and appends the event to `history.jsonl`.
+///
+/// Exit status: 0 success; 1 the work failed (refused input, failed health check, lock
+/// timeout); 2 usage.
+#[derive(Debug, Parser)]
+#[command(name = "switch", version, max_term_width = 100)]
+pub struct Args {
+    /// The deploy root [default: the grandparent of the document's `release.dir`]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Print the document of what would happen and change nothing
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// After the flip, run CMD with `sh -c` in ROOT/current; if it fails, flip back, mark the
+    /// release bad and exit 1 with CMD's output on stderr
+    #[arg(long, global = true, value_name = "CMD")]
+    pub check: Option<String>,
+
+    /// Seconds to wait for another switch on the same root before giving up
+    #[arg(long, global = true, default_value_t = 60, value_name = "SECS")]
+    pub lock_timeout: u64,
+
+    /// Activate this already unpacked release (an id, or a directory in ROOT/releases)
+    /// instead of the document's
+    #[arg(long, value_name = "DIR_OR_ID")]
+    pub release: Option<String>,
+
+    /// The env to link as the release's `venv` [default: the document's `env.path`; else the
+    /// link the release already has]
+    #[arg(long, value_name = "PATH")]
+    pub env: Option<PathBuf>,
+
+    /// A path (relative to the release) that lives in ROOT/shared and is linked into each
+    /// release; repeatable, added to those listed in the release's `.wheelship-shared` file.
+    /// A trailing `/` makes it a directory (created if missing); a file must already exist in
+    /// ROOT/shared
+    #[arg(long, value_name = "PATH")]
+    pub shared: Vec<String>,
+
+    /// Create ROOT (with releases/, envs/ and shared/) if it does not exist
+    #[arg(long)]
+    pub init: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Go back to the release that was live before the current one, by the history (a second
+    /// revert undoes the first, like `cd -`); `--to ID` for any kept release
+    Revert {
+        #[arg(long, value_name = "ID")]
+        to: Option<String>,
+    },
+    /// Print the releases: id, current, env, last activation, bad
+    List,
+    /// Remove releases beyond the N most recently activated (never current, previous, one
+    /// activated after them, or one never activated), then the envs only they used
+    Prune {
+        #[arg(long, value_name = "N")]
+        keep: usize,
+    },
+}
+
+/// The file in a release that names its shared paths, one a line (`#` comments).
+pub const SHARED_FILE: &str = ".wheelship-shared";
+
+struct Root {
+    dir: PathBuf,
+}
+
+impl Root {
+    fn releases(&self) -> PathBuf {
+        self.dir.join("releases")
+    }
+    fn current(&self) -> PathBuf {
+        self.dir.join("current")
+    }
+    fn release(&self, id: &str) -> PathBuf {
+        self.releases().join(id)
+    }
+
+    /// The id `current` points at; refuses a `current` that is not a symlink.
+    fn current_id(&self) -> Result<Option<String>> {
+        let link = self.current();
+        match fs::symlink_metadata(&link) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => bail!("cannot read `{}`: {}", link.display(), io_reason(&e)),
+            Ok(m) if !m.file_type().is_symlink() => {
+                return Err(Hint::new(
+                    format!(
+                        "`{}` is not a symlink: refusing to replace it",
+                        link.display()
+                    ),
+                    "move it out of the way; switch manages `current` as a symlink into releases/",
+                )
+                .into())
+            }
+            Ok(_) => {}
+        }
+        let target = fs::read_link(&link)
+            .map_err(|e| anyhow!("cannot read `{}`: {}", link.display(), io_reason(&e)))?;
+        let id = target
+            .strip_prefix("releases")
+            .ok()
+            .and_then(|p| p.to_str())
+            .filter(|s| check_id(s).is_ok())
+            .ok_or_else(|| {
+                anyhow!(
+                    "`{}` points at `{}`, not at a release in releases/",
+                    link.display(),
+                    target.display()
+                )
+            })?;
+        Ok(Some(id.to_string()))
+    }
+
+    /// Removes what a crash may have left: temp links and files, trash directories.
+    fn clean_leftovers(&self) {
+        for dir in [self.dir.clone(), self.releases(), self.dir.join("envs")] {
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                let p = e.path();
+                if name.starts_with(".trash-") {
+                    let _ = fs::remove_dir_all(&p);
+                } else if name.starts_with(".current.tmp-") || name.starts_with(".tmp-") {
+                    let _ = fs::remove_file(&p);
+                }
+            }
+        }
+    }
+}
+
+/// A release id is one safe path component.
+fn check_id(id: &str) -> Result<()> {
+    if id.is_empty()
+        || id == "."
+        || id == ".."
+        || id.starts_with('.')
+        || id.contains('/')
+        || id.contains('\0')
+        || id.len() > 255
+    {
+        bail!("`{id}` is not a valid release id (one path component, no `/` or `..`, not starting with `.`)");
+    }
+    Ok(())
+}
+
+/// An env is complete when it exists under its final name with its `pyvenv.cfg`: mkenv
+/// renames an env into place only when it is whole.
+fn check_env(env: &Path) -> Result<()> {
+    if !env.join("pyvenv.cfg").is_file() {
+        bail!(
+            "env `{}` is not complete (no `pyvenv.cfg`): refusing to link it",
+            env.display()
+        );
+    }
+    Ok(())
+}
+
+fn open_root(args: &Args, doc_release: Option<&Release>) -> Result<Root> {
+    let dir = match (&args.root, doc_release) {
+        (Some(r), _) => r.clone(),
+        (None, Some(rel)) => Path::new(&rel.dir)
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .ok_or_else(|| anyhow!("cannot derive the root from `release.dir` `{}`", rel.dir))?,
+        (None, None) => {
+            return Err(UsageError("--root DIR is required without a document".into()).into())
+        }
+    };
+    if !dir.exists() {
+        if args.init && !args.dry_run {
+            for sub in ["releases", "envs", "shared"] {
+                fs::create_dir_all(dir.join(sub)).map_err(|e| {
+                    anyhow!(
+                        "cannot create `{}`: {}",
+                        dir.join(sub).display(),
+                        io_reason(&e)
+                    )
+                })?;
+            }
+        } else if !args.init {
+            return Err(Hint::new(
+                format!("root `{}` does not exist", dir.display()),
+                "create it with `switch --init`, or check --root",
+            )
+            .into());
+        }
+    }
+    let dir = if dir.exists() {
+        fs::canonicalize(&dir)
+            .map_err(|e| anyhow!("cannot open root `{}`: {}", dir.display(), io_reason(&e)))?
+    } else {
+        std::path::absolute(&dir)?
+    };
+    if dir.exists() && !dir.is_dir() {
+        bail!("root `{}` is not a directory", dir.display());
+    }
+    Ok(Root { dir })
+}
+
+fn lock(root: &Root, timeout: u64) -> Result<Lock> {
+    let l = Lock::acquire(
+        &root.dir.join(".lock"),
+        Duration::from_secs(timeout),
+        "another switch on this root",
+    )?;
+    root.clean_leftovers();
+    reconcile(root)?;
+    Ok(l)
+}
+
+/// A crash between the flip and the history leaves `current` ahead of the history: record the
+/// flip that happened, so that revert and prune read a true story.
+fn reconcile(root: &Root) -> Result<()> {
+    let hist = History::read(&root.dir)?;
+    let current = root.current_id()?;
+    if current.is_some() && hist.live() != current {
+        let ev = Event::new(
+            "recover",
+            hist.live().as_deref(),
+            current.as_deref(),
+            None,
+            None,
+        );
+        History::append(&root.dir, &ev)?;
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut doc = Document::from_stdin()?;
+    let doc_release: Option<Release> = doc.section("release")?;
+    let section = match &args.command {
+        None => {
+            let root = open_root(&args, doc_release.as_ref())?;
+            activate_cmd(&args, &root, &doc, doc_release.as_ref())?
+        }
+        Some(Cmd::Revert { to }) => {
+            let root = open_root(&args, None)?;
+            revert(&args, &root, to.as_deref())?
+        }
+        Some(Cmd::List) => {
+            let root = open_root(&args, None)?;
+            list(&root)?
+        }
+        Some(Cmd::Prune { keep }) => {
+            let root = open_root(&args, None)?;
+            prune(&args, &root, *keep)?
+        }
+    };
+    doc.set("switch", &section)?;
+    doc.write_stdout()
+}
+
+fn activate_cmd(
+    args: &Args,
+    root: &Root,
+    doc: &Document,
+    doc_release: Option<&Release>,
+) -> Result<Value> {
+    let (id, given_dir) = match (&args.release, doc_release) {
+        (Some(r), _) => resolve_release_arg(r)?,
+        (None, Some(rel)) => (rel.id.clone(), Some(PathBuf::from(&rel.dir))),
+        (None, None) => {
+            return Err(UsageError(
+                "nothing to activate: give --release, or a document with a `release` section (or use revert, list, prune)".into(),
+            )
+            .into())
+        }
+    };
+    check_id(&id)?;
+    let dir = root.release(&id);
+    if let Some(given) = given_dir {
+        let given_real = fs::canonicalize(&given)
+            .map_err(|e| anyhow!("release `{}`: {}", given.display(), io_reason(&e)))?;
+        if given_real != dir {
+            bail!(
+                "release `{}` is not in `{}`: refusing a release outside the root's releases/",
+                given.display(),
+                root.releases().display()
+            );
+        }
+    }
+    if !dir.is_dir() {
+        bail!(
+            "release `{id}` not found: `{}` is not a directory",
+            dir.display()
+        );
+    }
+    let env = match &args.env {
+        Some(e) => Some(e.clone()),
+        None => doc.section::<Env>("env")?.map(|e| PathBuf::from(e.path)),
+    };
+    let env = match env {
+        Some(e) => {
+            let real = fs::canonicalize(&e)
+                .map_err(|err| anyhow!("env `{}`: {}", e.display(), io_reason(&err)))?;
+            check_env(&real)?;
+            Some(real)
+        }
+        None => None,
+    };
+    let rev = doc
+        .raw("bundle")
+        .and_then(|b| b.get("rev"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let shared = shared_paths(&dir, &args.shared)?;
+    if args.dry_run {
+        let current = root.current_id()?;
+        return Ok(json!({
+            "root": root.dir, "current": id, "previous": current, "dry_run": true,
+            "would": {"activate": id, "from": current, "env": env, "shared": shared, "check": args.check},
+        }));
+    }
+    let _lock = lock(root, args.lock_timeout)?;
+    let from = root.current_id()?;
+    activate(
+        root,
+        &id,
+        env.as_deref(),
+        &shared,
+        "deploy",
+        from.as_deref(),
+        rev,
+    )?;
+    run_check(args, root, &id, from.as_deref())?;
+    let hist = History::read(&root.dir)?;
+    Ok(
+        json!({"root": root.dir, "current": id, "previous": hist.previous(&id, |r| root.release(r).is_dir())}),
+    )
+}
+
+fn resolve_release_arg(r: &str) -> Result<(String, Option<PathBuf>)> {
+    if r.contains('/') {
+        let p = PathBuf::from(r);
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| anyhow!("`{r}` does not name a release directory"))?
+            .to_string();
+        Ok((name, Some(p)))
+    } else {
+        check_id(r)?;
+        Ok((r.to_string(), None))
+    }
+}
+
+/// The shared paths of a release: its `.wheelship-shared` file plus `--shared`.
+fn shared_paths(release: &Path, extra: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let file = release.join(SHARED_FILE);
+    let listed = match fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => bail!("cannot read `{}`: {}", file.display(), io_reason(&e)),
+    };
+    let lines = listed
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            (
+                format!("{}:{}", file.display(), i + 1),
+                l.trim().to_string(),
+            )
+        })
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
+    let flags = extra.iter().map(|s| ("--shared".to_string(), s.clone()));
+    for (source, p) in lines.chain(flags) {
+        let rel = Path::new(p.trim_end_matches('/'));
+        let ok = !p.trim_end_matches('/').is_empty()
+            && rel.components().all(|c| matches!(c, Component::Normal(_)))
+            && p != "venv";
+        if !ok {
+            bail!("{source}: shared path `{p}` must be relative, inside the release, without `..` (and not `venv`)");
+        }
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// The steps of an activation, each durable before the next: venv link, shared links, the
+/// flip of `current`, the history.
+fn activate(
+    root: &Root,
+    id: &str,
+    env: Option<&Path>,
+    shared: &[String],
+    action: &str,
+    from: Option<&str>,
+    rev: Option<String>,
+) -> Result<()> {
+    let dir = root.release(id);
+    point("switch-before-venv");
+    if let Some(env) = env {
+        let target = match env.strip_prefix(&root.dir) {
+            Ok(inside) => Path::new("../..").join(inside),
+            Err(_) => env.to_path_buf(),
+        };
+        fsx::replace_symlink(&target, &dir.join("venv"))?;
+    } else if let Ok(target) = fs::read_link(dir.join("venv")) {
+        // Reverting: the release keeps the env it had; it must still be there.
+        check_env(&dir.join(&target)).with_context(|| format!("release `{id}`'s venv"))?;
+    }
+    point("switch-after-venv");
+    link_shared(root, &dir, shared)?;
+    point("switch-after-shared");
+    fsx::fsync_dir(&dir)?;
+    fsx::replace_symlink(&Path::new("releases").join(id), &root.current())?;
+    point("switch-after-flip");
+    fsx::fsync_dir(&root.dir)?;
+    point("switch-after-fsync");
+    if from != Some(id) {
+        let env_key = fs::read_link(dir.join("venv"))
+            .ok()
+            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().to_string()));
+        History::append(&root.dir, &Event::new(action, from, Some(id), rev, env_key))?;
+    }
+    point("switch-after-history");
+    Ok(())
+}
+
+fn link_shared(root: &Root, dir: &Path, shared: &[String]) -> Result<()> {
+    for p in shared {
+        let is_dir = p.ends_with('/');
+        let rel = p.trim_end_matches('/');
+        let in_shared = root.dir.join("shared").join(rel);
+        if is_dir {
+            fs::create_dir_all(&in_shared).map_err(|e| {
+                anyhow!("cannot create `{}`: {}", in_shared.display(), io_reason(&e))
+            })?;
+        } else if !in_shared.exists() {
+            return Err(Hint::new(
+                format!("shared file `{}` does not exist", in_shared.display()),
+                "create it once on the server (it outlives releases), or list a directory with a trailing `/`",
+            )
+            .into());
+        }
+        let link = dir.join(rel);
+        let depth = Path::new(rel).components().count();
+        let mut target = PathBuf::new();
+        for _ in 0..depth + 1 {
+            target.push("..");
+        }
+        target.push("shared");
+        target.push(rel);
+        if let Some(parent) = link.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| anyhow!("cannot create `{}`: {}", parent.display(), io_reason(&e)))?;
+        }
+        // What the release shipped at that path gives way to the shared one (a rename cannot
+        // replace a directory with a link).
+        match fs::symlink_metadata(&link) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&link)?,
+            _ => {}
+        }
+        fsx::replace_symlink(&target, &link)?;
+    }
+    Ok(())
+}
+
+fn run_check(args: &Args, root: &Root, id: &str, from: Option<&str>) -> Result<()> {
+    let Some(cmd) = &args.check else {
+        return Ok(());
+    };
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(root.current())
+        .env("WHEELSHIP_ROOT", &root.dir)
+        .env("WHEELSHIP_RELEASE", id)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run the health check `{cmd}`"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(&out.stdout);
+    let _ = err.write_all(&out.stderr);
+    drop(err);
+    point("switch-check-failed");
+    let back = match from {
+        Some(prev) if prev != id => {
+            fsx::replace_symlink(&Path::new("releases").join(prev), &root.current())?;
+            format!("rolled back to `{prev}`")
+        }
+        _ => {
+            fs::remove_file(root.current())?;
+            "removed `current` (there was no release live before)".to_string()
+        }
+    };
+    fsx::fsync_dir(&root.dir)?;
+    History::append(
+        &root.dir,
+        &Event::new("rollback", Some(id), from, None, None),
+    )?;
+    History::append(&root.dir, &Event::new("bad", None, Some(id), None, None))?;
+    bail!(
+        "health check `{cmd}` failed ({}): {back}; release `{id}` is marked bad",
+        out.status
+    )
+}
+
+fn revert(args: &Args, root: &Root, to: Option<&str>) -> Result<Value> {
+    if let Some(t) = to {
+        check_id(t)?;
+    }
+    let hist = History::read(&root.dir)?;
+    let current = root.current_id()?.ok_or_else(|| {
+        anyhow!(
+            "nothing to revert: `{}` does not exist",
+            root.current().display()
+        )
+    })?;
+    let target = match to {
+        Some(t) => {
+            check_id(t)?;
+            if !root.release(t).is_dir() {
+                bail!("release `{t}` not found in `{}`", root.releases().display());
+            }
+            t.to_string()
+        }
+        None => hist
+            .previous(&current, |r| root.release(r).is_dir())
+            .ok_or_else(|| Hint::new(
+                format!("no release to revert to: the history has no good, kept release that was live before `{current}`"),
+                "name one with `revert --to ID` (see `switch list`)",
+            ))?,
+    };
+    let shared = shared_paths(&root.release(&target), &args.shared)?;
+    if args.dry_run {
+        return Ok(
+            json!({"root": root.dir, "current": target, "previous": current, "dry_run": true,
+                          "would": {"revert": target, "from": current}}),
+        );
+    }
+    let _lock = lock(root, args.lock_timeout)?;
+    let from = root.current_id()?;
+    activate(
+        root,
+        &target,
+        None,
+        &shared,
+        "revert",
+        from.as_deref(),
+        None,
+    )?;
+    run_check(args, root, &target, from.as_deref())?;
+    Ok(json!({"root": root.dir, "current": target, "previous": from}))
+}
+
+struct Listed {
+    id: String,
+    env: Option<PathBuf>,
+    last: Option<(usize, String)>,
+    bad: bool,
+}
+
+fn releases(root: &Root, hist: &History) -> Result<Vec<Listed>> {
+    let dir = root.releases();
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => bail!("cannot read `{}`: {}", dir.display(), io_reason(&e)),
+    };
+    for e in rd.flatten() {
+        let id = e.file_name().to_string_lossy().to_string();
+        if id.starts_with('.') || !e.path().is_dir() {
+            continue;
+        }
+        let env = fs::read_link(e.path().join("venv")).ok().map(|t| {
+            let p = e.path().join(t);
+            fs::canonicalize(&p).unwrap_or(p)
+        });
+        out.push(Listed {
+            last: hist.last_activation(&id),
+            bad: hist.is_bad(&id),
+            env,
+            id,
+        });
+    }
+    // Most recently activated first, by the history's order; never-activated ones last.
+    out.sort_by(|a, b| {
+        b.last
+            .as_ref()
+            .map(|l| l.0)
+            .cmp(&a.last.as_ref().map(|l| l.0))
+            .then(a.id.cmp(&b.id))
+    });
+    Ok(out)
+}
+
+fn list(root: &Root) -> Result<Value> {
+    let hist = History::read(&root.dir)?;
+    let current = root.current_id()?;
+    let rels = releases(root, &hist)?;
+    let previous = current
+        .as_deref()
+        .and_then(|c| hist.previous(c, |r| root.release(r).is_dir()));
+    Ok(json!({
+        "root": root.dir,
+        "current": current,
+        "previous": previous,
+        "releases": rels.iter().map(|r| json!({
+            "id": r.id,
+            "current": current.as_deref() == Some(r.id.as_str()),
+            "env": r.env,
+            "last_activated": r.last.as_ref().map(|l| &l.1),
+            "bad": r.bad,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+fn prune(args: &Args, root: &Root, keep: usize) -> Result<Value> {
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(lock(root, args.lock_timeout)?)
+    };
+    let hist = History::read(&root.dir)?;
+    let current = root.current_id()?;
+    let previous = current
+        .as_deref()
+        .and_then(|c| hist.previous(c, |r| root.release(r).is_dir()));
+    let rels = releases(root, &hist)?;
+    // Anything activated at or after the oldest of current and previous is kept too.
+    let floor = [current.as_deref(), previous.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|id| hist.last_activation(id).map(|l| l.0))
+        .min();
+    let mut kept = Vec::new();
+    let mut doomed = Vec::new();
+    let mut activated_seen = 0;
+    for r in &rels {
+        let Some((pos, _)) = &r.last else {
+            kept.push(r);
+            continue;
+        };
+        activated_seen += 1;
+        let protected = Some(r.id.as_str()) == current.as_deref()
+            || Some(r.id.as_str()) == previous.as_deref()
+            || floor.is_some_and(|f| *pos >= f)
+            || activated_seen <= keep;
+        if protected {
+            kept.push(r);
+        } else {
+            doomed.push(r);
+        }
+    }
+    let kept_envs: Vec<&PathBuf> = kept.iter().filter_map(|r| r.env.as_ref()).collect();
+    let mut doomed_envs: Vec<PathBuf> = doomed
+        .iter()
+        .filter_map(|r| r.env.clone())
+        .filter(|e| !kept_envs.contains(&e) && e.starts_with(root.dir.join("envs")))
+        .collect();
+    doomed_envs.sort();
+    doomed_envs.dedup();
+    let ids: Vec<&str> = doomed.iter().map(|r| r.id.as_str()).collect();
+    let section = json!({
+        "root": root.dir, "current": current, "previous": previous,
+        "pruned": {"releases": ids, "envs": doomed_envs},
+        "dry_run": args.dry_run,
+    });
+    if args.dry_run {
+        return Ok(section);
+    }
+    // Rename to a trash name first, then delete: a crash leaves a whole release or a trash
+    // directory that the next run removes, never a half-deleted release.
+    for (i, r) in doomed.iter().enumerate() {
+        trash(&root.releases(), &root.release(&r.id))?;
+        if i == 0 {
+            point("switch-prune-after-first-trash");
+        }
+    }
+    for e in &doomed_envs {
+        trash(&root.dir.join("envs"), e)?;
+    }
+    for id in &ids {
+        History::append(&root.dir, &Event::new("prune", Some(id), None, None, None))?;
+    }
+    Ok(section)
+}
+
+fn trash(parent: &Path, p: &Path) -> Result<()> {
+    let t = parent.join(fsx::temp_name(".trash-"));
+    fs::rename(p, &t).map_err(|e| {
+        anyhow!(
+            "cannot move `{}` to the trash: {}",
+            p.display(),
+            io_reason(&e)
+        )
+    })?;
+    fsx::fsync_dir(parent)?;
+    fs::remove_dir_all(&t)
+        .map_err(|e| anyhow!("cannot delete `{}`: {}", t.display(), io_reason(&e)))
+}

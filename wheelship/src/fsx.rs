@@ -1,0 +1,162 @@
+//! File-system primitives the tools share: temp-then-rename, directory fsync, atomic symlink
+//! replacement, the lock file, and failpoints for crash-injection tests.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::cli::io_reason;
+
+/// A name unique to this process and call, for temporary siblings (`.tmp-<pid>-<n>`).
+pub fn temp_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// fsync a directory, so that renames and new entries in it survive a crash.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(|e| {
+        anyhow!(
+            "cannot sync directory `{}`: {}",
+            dir.display(),
+            io_reason(&e)
+        )
+    })
+}
+
+/// Writes `data` to `path` atomically: a temp file in the same directory, fsync, rename,
+/// fsync of the directory. A crash leaves the old content or the new.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = parent(path);
+    let tmp = dir.join(temp_name(".tmp-"));
+    let res = (|| -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(anyhow!(
+            "cannot write `{}`: {}",
+            path.display(),
+            io_reason(&e)
+        ));
+    }
+    fsync_dir(dir)
+}
+
+/// Points the symlink `link` at `target` by creating a new link under a temp name and
+/// renaming it over `link`: there is never a moment without `link` (never unlink-then-create).
+/// Does not fsync; callers sync the directory once after their last change.
+pub fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
+    let dir = parent(link);
+    let tmp = dir.join(temp_name(&format!(
+        ".{}.tmp-",
+        link.file_name()
+            .map_or("link".into(), |n| n.to_string_lossy())
+    )));
+    std::os::unix::fs::symlink(target, &tmp).map_err(|e| {
+        anyhow!(
+            "cannot create symlink `{}`: {}",
+            tmp.display(),
+            io_reason(&e)
+        )
+    })?;
+    point("replace-symlink-before-rename");
+    if let Err(e) = fs::rename(&tmp, link) {
+        let _ = fs::remove_file(&tmp);
+        return Err(anyhow!(
+            "cannot replace `{}`: {}",
+            link.display(),
+            io_reason(&e)
+        ));
+    }
+    Ok(())
+}
+
+fn parent(p: &Path) -> &Path {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// An exclusive lock on a lock file, released when dropped or when the process dies (flock),
+/// so a crash can never leave it stale.
+pub struct Lock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+impl Lock {
+    /// Waits up to `timeout` for the lock, then fails with a message that names the file.
+    pub fn acquire(path: &Path, timeout: Duration, what: &str) -> Result<Lock> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| {
+                anyhow!(
+                    "cannot open lock file `{}`: {}",
+                    path.display(),
+                    io_reason(&e)
+                )
+            })?;
+        let start = Instant::now();
+        let mut told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => {
+                    return Ok(Lock {
+                        _file: file,
+                        path: path.to_path_buf(),
+                    })
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    if start.elapsed() >= timeout {
+                        return Err(crate::Hint::new(
+                            format!(
+                                "another process holds `{}` ({what}); gave up after {}s",
+                                path.display(),
+                                timeout.as_secs()
+                            ),
+                            "wait for it to finish, or raise --lock-timeout",
+                        )
+                        .into());
+                    }
+                    if !told && start.elapsed() > Duration::from_secs(1) {
+                        eprintln!("waiting for the lock `{}` ({what})", path.display());
+                        told = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock `{}`", path.display()))
+                }
+            }
+        }
+    }
+}
+
+/// A failpoint for crash-injection tests: when `WHEELSHIP_FAILPOINT` names this point, the
+/// process dies on the spot (SIGABRT: no destructor, no cleanup), as a `kill -9` would leave it.
+/// `WHEELSHIP_FAILPOINT=list` prints each point reached on stderr, so tests can enumerate them.
+pub fn point(name: &str) {
+    if let Some(v) = std::env::var_os("WHEELSHIP_FAILPOINT") {
+        if v == "list" {
+            eprintln!("failpoint: {name}");
+        } else if v == name {
+            std::process::abort();
+        }
+    }
+}
