@@ -78,6 +78,15 @@ impl Document {
         Ok(())
     }
 
+    /// The sections in order, as raw values.
+    pub fn sections(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.0.iter()
+    }
+
+    pub fn set_raw(&mut self, name: &str, value: Value) {
+        self.0.insert(name.to_string(), value);
+    }
+
     pub fn remove(&mut self, name: &str) -> Option<Value> {
         self.0.shift_remove(name)
     }

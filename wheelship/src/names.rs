@@ -30,15 +30,10 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-/// `sha256:` followed by the 64 lowercase hex digits of `data`'s SHA-256.
+/// The 64 lowercase hex digits of `data`'s SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(data);
-    let mut s = String::with_capacity(64);
-    for b in digest {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    crate::fsx::hex(&Sha256::digest(data))
 }
 
 #[cfg(test)]

@@ -1,0 +1,110 @@
+//! `bundle`: pack the committed tree, the locked wheels and the document into one reproducible
+//! `.tar.zst`, and unpack such an archive safely into a releases directory.
+//!
+//! Inside the archive, the app's tree sits at the root and wheelship's files in one reserved
+//! directory:
+//!
+//! ```text
+//! .wheelship/release.json     the first entry: id, name, rev, commit time, tree
+//! .wheelship/document.json    the document the release was built from
+//! .wheelship/wheels/*.whl     exactly the locked wheels
+//! <the git tree at REV>
+//! ```
+
+mod pack;
+mod unpack;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+/// The directory of a release that belongs to wheelship, not to the app.
+pub const RESERVED: &str = ".wheelship";
+
+/// `.wheelship/release.json`: what the release is, readable before the rest is extracted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub id: String,
+    pub name: String,
+    pub rev: String,
+    pub tree: String,
+    pub commit_time: i64,
+}
+
+/// Pack the reproducible release tarball, and unpack it safely.
+#[derive(Debug, Parser)]
+#[command(name = "bundle", version, max_term_width = 100)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Pack the git tree at REV, the locked wheels and the document into
+    /// OUT/<name>-<id>.tar.zst; add the `bundle` section.
+    ///
+    /// The same tree, wheels and document give the same bytes, whatever the mtimes, umask,
+    /// user, cwd or thread count. Exit status: 0 success, 1 the work failed, 2 usage.
+    Pack(PackArgs),
+    /// Verify and extract an archive into RELEASES/<id>; print the document it carries, with
+    /// `wheelhouse.dir` pointing at its wheels, plus the `release` section.
+    ///
+    /// Fails closed on a hostile or corrupt archive: nothing is written outside a staging
+    /// directory, which is removed. Exit status: 0 success, 1 the work failed, 2 usage.
+    Unpack(UnpackArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PackArgs {
+    /// Directory for the archive
+    #[arg(long, default_value = "dist", value_name = "DIR")]
+    pub out: PathBuf,
+    /// The git repository of the app
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub repo: PathBuf,
+    /// The commit to pack (never uncommitted or untracked files)
+    #[arg(long, default_value = "HEAD", value_name = "REV")]
+    pub rev: String,
+    /// The release name [default: the repository directory's name]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// zstd compression level (1-22)
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=22), value_name = "N")]
+    pub level: i32,
+    /// zstd worker threads [default: the number of CPUs]; the output does not depend on it
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
+    /// Pack without wheels (no `wheelhouse` lock needed)
+    #[arg(long)]
+    pub no_wheels: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnpackArgs {
+    /// The releases directory
+    #[arg(long, default_value = "releases", value_name = "DIR")]
+    pub releases: PathBuf,
+    /// Refuse an archive that expands to more than this many bytes
+    #[arg(long, default_value_t = 8 << 30, value_name = "BYTES")]
+    pub max_bytes: u64,
+    /// Refuse an archive with more than this many entries
+    #[arg(long, default_value_t = 500_000, value_name = "N")]
+    pub max_entries: u64,
+    /// Refuse an archive that expands more than this many times its compressed size (past the
+    /// first 64 MiB)
+    #[arg(long, default_value_t = 200, value_name = "RATIO")]
+    pub max_ratio: u64,
+    /// The archive [default: the document's `bundle.path`]
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.command {
+        Cmd::Pack(a) => pack::run(a),
+        Cmd::Unpack(a) => unpack::run(a),
+    }
+}

@@ -1,0 +1,337 @@
+//! `bundle pack`: the committed tree (exactly what `git archive` gives), the locked wheels and
+//! the document, as a reproducible `.tar.zst`.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use wheelship::cli::io_reason;
+use wheelship::doc::Wheelhouse;
+use wheelship::fsx;
+use wheelship::{Document, Hint};
+
+use crate::{Manifest, PackArgs, RESERVED};
+
+enum Kind {
+    Dir,
+    File { exec: bool, data: Vec<u8> },
+    Wheel(PathBuf, u64),
+    Symlink(Vec<u8>),
+}
+
+struct Item {
+    path: Vec<u8>,
+    kind: Kind,
+}
+
+fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| anyhow!("cannot run git: {}", io_reason(&e)))?;
+    if !out.status.success() {
+        bail!(
+            "`git {}` failed in `{}`: {}",
+            args.join(" "),
+            repo.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out.stdout)
+}
+
+fn git_line(repo: &Path, args: &[&str]) -> Result<String> {
+    Ok(String::from_utf8_lossy(&git(repo, args)?).trim().to_string())
+}
+
+pub fn run(a: PackArgs) -> Result<()> {
+    let mut doc = Document::from_stdin()?;
+    let repo = std::fs::canonicalize(&a.repo)
+        .map_err(|e| anyhow!("repository `{}`: {}", a.repo.display(), io_reason(&e)))?;
+    let rev = git_line(&repo, &["rev-parse", "--verify", "--quiet", &format!("{}^{{commit}}", a.rev)])
+        .map_err(|_| anyhow!("`{}` is not a commit in `{}`", a.rev, repo.display()))?;
+    let tree = git_line(&repo, &["rev-parse", &format!("{rev}^{{tree}}")])?;
+    let commit_time: i64 = git_line(&repo, &["log", "-1", "--format=%ct", &rev])?
+        .parse()
+        .context("cannot read the commit time")?;
+
+    let mut items = tree_items(&repo, &rev)?;
+    let wheels = if a.no_wheels {
+        Vec::new()
+    } else {
+        let wh: Wheelhouse = doc.section("wheelhouse")?.ok_or_else(|| {
+            Hint::new(
+                "the document has no `wheelhouse` section (the lock)",
+                "pipe the output of `wheelhouse` into `bundle pack`, or pack the code alone with --no-wheels",
+            )
+        })?;
+        checked_wheels(&wh)?
+    };
+
+    // The embedded document is the build's; a `bundle` section there would describe another
+    // archive.
+    let mut embedded = doc.clone();
+    embedded.remove("bundle");
+    let document = format!("{}\n", embedded.to_json());
+
+    let name = sanitize_name(&match &a.name {
+        Some(n) => n.clone(),
+        None => repo.file_name().map_or("app".into(), |n| n.to_string_lossy().to_string()),
+    })?;
+    let mut content = Sha256::new();
+    content.update(format!("wheelship-release-v1\n{tree}\n").as_bytes());
+    for (file, sha, _) in &wheels {
+        content.update(format!("{file} {sha}\n").as_bytes());
+    }
+    content.update(document.as_bytes());
+    let content = fsx::hex(&content.finalize());
+    let id = format!("{}-{}-{}", utc_stamp(commit_time), &rev[..12], &content[..12]);
+    let manifest = Manifest {
+        id: id.clone(),
+        name: name.clone(),
+        rev: rev.clone(),
+        tree,
+        commit_time,
+    };
+
+    let counts = json!({
+        "files": items.iter().filter(|i| matches!(i.kind, Kind::File { .. })).count(),
+        "dirs": items.iter().filter(|i| matches!(i.kind, Kind::Dir)).count(),
+        "symlinks": items.iter().filter(|i| matches!(i.kind, Kind::Symlink(_))).count(),
+        "wheels": wheels.len(),
+    });
+    let r = RESERVED.as_bytes();
+    items.push(Item { path: r.to_vec(), kind: Kind::Dir });
+    items.push(Item {
+        path: [r, b"/document.json"].concat(),
+        kind: Kind::File { exec: false, data: document.into_bytes() },
+    });
+    items.push(Item { path: [r, b"/wheels"].concat(), kind: Kind::Dir });
+    for (file, _, size) in &wheels {
+        items.push(Item {
+            path: [r, b"/wheels/", file.as_bytes()].concat(),
+            kind: Kind::Wheel(PathBuf::from(&doc_dir(&doc)?).join(file), *size),
+        });
+    }
+    items.sort_by(|x, y| x.path.cmp(&y.path));
+    let first = Item {
+        path: [r, b"/release.json"].concat(),
+        kind: Kind::File {
+            exec: false,
+            data: format!("{}\n", serde_json::to_string(&manifest)?).into_bytes(),
+        },
+    };
+
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| anyhow!("cannot create `{}`: {}", a.out.display(), io_reason(&e)))?;
+    let out_dir = std::fs::canonicalize(&a.out)?;
+    let final_path = out_dir.join(format!("{name}-{id}.tar.zst"));
+    let tmp = out_dir.join(fsx::temp_name(".tmp-"));
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+        .max(1);
+    let written = write_archive(&tmp, std::iter::once(&first).chain(items.iter()), commit_time, a.level, threads);
+    let (sha256, size) = match written {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.context(format!("cannot write `{}`", final_path.display())));
+        }
+    };
+    std::fs::rename(&tmp, &final_path)
+        .map_err(|e| anyhow!("cannot write `{}`: {}", final_path.display(), io_reason(&e)))?;
+    fsx::fsync_dir(&out_dir)?;
+
+    doc.set(
+        "bundle",
+        &json!({
+            "path": final_path, "id": id, "sha256": sha256, "size": size, "rev": rev,
+            "name": name, "level": a.level, "entries": counts,
+        }),
+    )?;
+    doc.write_stdout()
+}
+
+fn doc_dir(doc: &Document) -> Result<String> {
+    Ok(doc.section::<Wheelhouse>("wheelhouse")?.map(|w| w.dir).unwrap_or_default())
+}
+
+/// The lock's wheels, each checked against its sha256 and size: (file, sha256, size).
+fn checked_wheels(wh: &Wheelhouse) -> Result<Vec<(String, String, u64)>> {
+    let mut out = Vec::new();
+    for w in &wh.wheels {
+        if w.file.contains('/') || !w.file.ends_with(".whl") || w.file.starts_with('.') {
+            bail!("the lock names `{}`, which is not a wheel file name", w.file);
+        }
+        let path = Path::new(&wh.dir).join(&w.file);
+        let (sha, size) = fsx::sha256_file(&path)?;
+        if sha != w.sha256 || size != w.size {
+            return Err(Hint::new(
+                format!(
+                    "wheel `{}` does not match the lock: sha256 {sha} ({size} bytes), the lock says {} ({} bytes)",
+                    path.display(),
+                    w.sha256,
+                    w.size
+                ),
+                "the wheelhouse changed since it was locked: run `wheelhouse` again",
+            )
+            .into());
+        }
+        out.push((w.file.clone(), sha, size));
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The entries `git archive` gives for the commit, paths without a trailing `/`.
+fn tree_items(repo: &Path, rev: &str) -> Result<Vec<Item>> {
+    let bytes = git(repo, &["archive", "--format=tar", rev])?;
+    let mut ar = tar::Archive::new(&bytes[..]);
+    let mut items = Vec::new();
+    for e in ar.entries().context("cannot read `git archive` output")? {
+        let mut e = e.context("cannot read `git archive` output")?;
+        let path = e.path_bytes().to_vec();
+        let path = path.strip_suffix(b"/").unwrap_or(&path).to_vec();
+        let top = path.split(|&b| b == b'/').next().unwrap_or_default();
+        let kind = match e.header().entry_type() {
+            tar::EntryType::XGlobalHeader => continue,
+            _ if top == RESERVED.as_bytes() => bail!(
+                "the repository has `{}`, which is reserved for wheelship's files in a release",
+                String::from_utf8_lossy(&path)
+            ),
+            tar::EntryType::Directory => Kind::Dir,
+            tar::EntryType::Regular => {
+                let exec = e.header().mode()? & 0o111 != 0;
+                let mut data = Vec::new();
+                io::copy(&mut e, &mut data)?;
+                Kind::File { exec, data }
+            }
+            tar::EntryType::Symlink => {
+                Kind::Symlink(e.link_name_bytes().map(|l| l.to_vec()).unwrap_or_default())
+            }
+            other => bail!("unexpected {other:?} entry `{}` from git archive", String::from_utf8_lossy(&path)),
+        };
+        items.push(Item { path, kind });
+    }
+    Ok(items)
+}
+
+fn sanitize_name(n: &str) -> Result<String> {
+    let s: String = n
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .collect();
+    let s = s.trim_start_matches(['.', '-']).to_string();
+    if s.is_empty() {
+        bail!("`{n}` gives an empty release name: give --name");
+    }
+    Ok(s)
+}
+
+/// `YYYYMMDDTHHMMSSZ` of a Unix time.
+fn utc_stamp(t: i64) -> String {
+    let (days, rem) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Counts and hashes what passes through to the file.
+struct HashWriter<W> {
+    inner: W,
+    hash: Sha256,
+    n: u64,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the entries with normalised headers (uid/gid 0, no user names, mtime of the
+/// commit, 0644/0755 modes) through zstd with fixed parameters. Multithreaded zstd output does
+/// not depend on the number of workers (≥ 1), so the bytes do not either.
+fn write_archive<'a>(
+    path: &Path,
+    items: impl Iterator<Item = &'a Item>,
+    mtime: i64,
+    level: i32,
+    threads: u32,
+) -> Result<(String, u64)> {
+    let file = File::create(path).map_err(|e| anyhow!("cannot create `{}`: {}", path.display(), io_reason(&e)))?;
+    let sink = HashWriter { inner: BufWriter::with_capacity(1 << 20, file), hash: Sha256::new(), n: 0 };
+    let mut enc = zstd::stream::write::Encoder::new(sink, level)?;
+    enc.multithread(threads)?;
+    enc.include_checksum(true)?;
+    enc.include_contentsize(false)?;
+    let mut b = tar::Builder::new(enc);
+    b.mode(tar::HeaderMode::Deterministic);
+    let mtime = mtime.max(0) as u64;
+    for it in items {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(mtime);
+        let p = String::from_utf8(it.path.clone())
+            .map_err(|_| anyhow!("path `{}` is not UTF-8", String::from_utf8_lossy(&it.path)))?;
+        match &it.kind {
+            Kind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, format!("{p}/"), io::empty())?;
+            }
+            Kind::File { exec, data } => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(if *exec { 0o755 } else { 0o644 });
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, &p, &data[..])?;
+            }
+            Kind::Wheel(src, size) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(*size);
+                let f = File::open(src).map_err(|e| anyhow!("cannot read `{}`: {}", src.display(), io_reason(&e)))?;
+                b.append_data(&mut h, &p, io::Read::take(f, *size))?;
+            }
+            Kind::Symlink(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                let t = String::from_utf8(target.clone())
+                    .map_err(|_| anyhow!("symlink target of `{p}` is not UTF-8"))?;
+                b.append_link(&mut h, &p, &t)?;
+            }
+        }
+    }
+    let enc = b.into_inner()?;
+    let mut sink = enc.finish()?;
+    sink.flush()?;
+    let HashWriter { inner, hash, n } = sink;
+    let file = inner.into_inner().map_err(|e| anyhow!("{}", e.error()))?;
+    file.sync_all()?;
+    Ok((fsx::hex(&hash.finalize()), n))
+}
