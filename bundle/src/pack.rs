@@ -48,15 +48,25 @@ fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>> {
 }
 
 fn git_line(repo: &Path, args: &[&str]) -> Result<String> {
-    Ok(String::from_utf8_lossy(&git(repo, args)?).trim().to_string())
+    Ok(String::from_utf8_lossy(&git(repo, args)?)
+        .trim()
+        .to_string())
 }
 
 pub fn run(a: PackArgs) -> Result<()> {
     let mut doc = Document::from_stdin()?;
     let repo = std::fs::canonicalize(&a.repo)
         .map_err(|e| anyhow!("repository `{}`: {}", a.repo.display(), io_reason(&e)))?;
-    let rev = git_line(&repo, &["rev-parse", "--verify", "--quiet", &format!("{}^{{commit}}", a.rev)])
-        .map_err(|_| anyhow!("`{}` is not a commit in `{}`", a.rev, repo.display()))?;
+    let rev = git_line(
+        &repo,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{}^{{commit}}", a.rev),
+        ],
+    )
+    .map_err(|_| anyhow!("`{}` is not a commit in `{}`", a.rev, repo.display()))?;
     let tree = git_line(&repo, &["rev-parse", &format!("{rev}^{{tree}}")])?;
     let commit_time: i64 = git_line(&repo, &["log", "-1", "--format=%ct", &rev])?
         .parse()
@@ -83,7 +93,9 @@ pub fn run(a: PackArgs) -> Result<()> {
 
     let name = sanitize_name(&match &a.name {
         Some(n) => n.clone(),
-        None => repo.file_name().map_or("app".into(), |n| n.to_string_lossy().to_string()),
+        None => repo
+            .file_name()
+            .map_or("app".into(), |n| n.to_string_lossy().to_string()),
     })?;
     let mut content = Sha256::new();
     content.update(format!("wheelship-release-v1\n{tree}\n").as_bytes());
@@ -92,7 +104,12 @@ pub fn run(a: PackArgs) -> Result<()> {
     }
     content.update(document.as_bytes());
     let content = fsx::hex(&content.finalize());
-    let id = format!("{}-{}-{}", utc_stamp(commit_time), &rev[..12], &content[..12]);
+    let id = format!(
+        "{}-{}-{}",
+        utc_stamp(commit_time),
+        &rev[..12],
+        &content[..12]
+    );
     let manifest = Manifest {
         id: id.clone(),
         name: name.clone(),
@@ -108,12 +125,21 @@ pub fn run(a: PackArgs) -> Result<()> {
         "wheels": wheels.len(),
     });
     let r = RESERVED.as_bytes();
-    items.push(Item { path: r.to_vec(), kind: Kind::Dir });
+    items.push(Item {
+        path: r.to_vec(),
+        kind: Kind::Dir,
+    });
     items.push(Item {
         path: [r, b"/document.json"].concat(),
-        kind: Kind::File { exec: false, data: document.into_bytes() },
+        kind: Kind::File {
+            exec: false,
+            data: document.into_bytes(),
+        },
     });
-    items.push(Item { path: [r, b"/wheels"].concat(), kind: Kind::Dir });
+    items.push(Item {
+        path: [r, b"/wheels"].concat(),
+        kind: Kind::Dir,
+    });
     for (file, _, size) in &wheels {
         items.push(Item {
             path: [r, b"/wheels/", file.as_bytes()].concat(),
@@ -138,7 +164,13 @@ pub fn run(a: PackArgs) -> Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
         .max(1);
-    let written = write_archive(&tmp, std::iter::once(&first).chain(items.iter()), commit_time, a.level, threads);
+    let written = write_archive(
+        &tmp,
+        std::iter::once(&first).chain(items.iter()),
+        commit_time,
+        a.level,
+        threads,
+    );
     let (sha256, size) = match written {
         Ok(v) => v,
         Err(e) => {
@@ -161,7 +193,10 @@ pub fn run(a: PackArgs) -> Result<()> {
 }
 
 fn doc_dir(doc: &Document) -> Result<String> {
-    Ok(doc.section::<Wheelhouse>("wheelhouse")?.map(|w| w.dir).unwrap_or_default())
+    Ok(doc
+        .section::<Wheelhouse>("wheelhouse")?
+        .map(|w| w.dir)
+        .unwrap_or_default())
 }
 
 /// The lock's wheels, each checked against its sha256 and size: (file, sha256, size).
@@ -169,7 +204,10 @@ fn checked_wheels(wh: &Wheelhouse) -> Result<Vec<(String, String, u64)>> {
     let mut out = Vec::new();
     for w in &wh.wheels {
         if w.file.contains('/') || !w.file.ends_with(".whl") || w.file.starts_with('.') {
-            bail!("the lock names `{}`, which is not a wheel file name", w.file);
+            bail!(
+                "the lock names `{}`, which is not a wheel file name",
+                w.file
+            );
         }
         let path = Path::new(&wh.dir).join(&w.file);
         let (sha, size) = fsx::sha256_file(&path)?;
@@ -218,7 +256,10 @@ fn tree_items(repo: &Path, rev: &str) -> Result<Vec<Item>> {
             tar::EntryType::Symlink => {
                 Kind::Symlink(e.link_name_bytes().map(|l| l.to_vec()).unwrap_or_default())
             }
-            other => bail!("unexpected {other:?} entry `{}` from git archive", String::from_utf8_lossy(&path)),
+            other => bail!(
+                "unexpected {other:?} entry `{}` from git archive",
+                String::from_utf8_lossy(&path)
+            ),
         };
         items.push(Item { path, kind });
     }
@@ -228,7 +269,13 @@ fn tree_items(repo: &Path, rev: &str) -> Result<Vec<Item>> {
 fn sanitize_name(n: &str) -> Result<String> {
     let s: String = n
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let s = s.trim_start_matches(['.', '-']).to_string();
     if s.is_empty() {
@@ -249,7 +296,12 @@ fn utc_stamp(t: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Counts and hashes what passes through to the file.
@@ -281,8 +333,13 @@ fn write_archive<'a>(
     level: i32,
     threads: u32,
 ) -> Result<(String, u64)> {
-    let file = File::create(path).map_err(|e| anyhow!("cannot create `{}`: {}", path.display(), io_reason(&e)))?;
-    let sink = HashWriter { inner: BufWriter::with_capacity(1 << 20, file), hash: Sha256::new(), n: 0 };
+    let file = File::create(path)
+        .map_err(|e| anyhow!("cannot create `{}`: {}", path.display(), io_reason(&e)))?;
+    let sink = HashWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hash: Sha256::new(),
+        n: 0,
+    };
     let mut enc = zstd::stream::write::Encoder::new(sink, level)?;
     enc.multithread(threads)?;
     enc.include_checksum(true)?;
@@ -314,7 +371,8 @@ fn write_archive<'a>(
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_mode(0o644);
                 h.set_size(*size);
-                let f = File::open(src).map_err(|e| anyhow!("cannot read `{}`: {}", src.display(), io_reason(&e)))?;
+                let f = File::open(src)
+                    .map_err(|e| anyhow!("cannot read `{}`: {}", src.display(), io_reason(&e)))?;
                 b.append_data(&mut h, &p, io::Read::take(f, *size))?;
             }
             Kind::Symlink(target) => {

@@ -2,6 +2,7 @@
 //! closed on anything hostile or corrupt (REFERENCE.md §3.1): the whole release is refused and
 //! the staging directory removed.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -9,7 +10,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::cell::Cell;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -37,7 +37,10 @@ pub fn run(a: UnpackArgs) -> Result<()> {
         (Some(p), _) => p.clone(),
         (None, Some(b)) => PathBuf::from(&b.path),
         (None, None) => {
-            return Err(UsageError("no archive: give ARCHIVE, or a document with a `bundle` section".into()).into())
+            return Err(UsageError(
+                "no archive: give ARCHIVE, or a document with a `bundle` section".into(),
+            )
+            .into())
         }
     };
     let archive = std::path::absolute(&archive)?;
@@ -51,10 +54,19 @@ pub fn run(a: UnpackArgs) -> Result<()> {
             );
         }
     }
-    fs::create_dir_all(&a.releases)
-        .map_err(|e| anyhow!("cannot create `{}`: {}", a.releases.display(), io_reason(&e)))?;
+    fs::create_dir_all(&a.releases).map_err(|e| {
+        anyhow!(
+            "cannot create `{}`: {}",
+            a.releases.display(),
+            io_reason(&e)
+        )
+    })?;
     let releases = fs::canonicalize(&a.releases)?;
-    let _lock = Lock::acquire(&releases.join(".lock"), Duration::from_secs(600), "another unpack into this directory")?;
+    let _lock = Lock::acquire(
+        &releases.join(".lock"),
+        Duration::from_secs(600),
+        "another unpack into this directory",
+    )?;
     clean_staging(&releases);
 
     let manifest = peek_manifest(&archive)?;
@@ -67,14 +79,24 @@ pub fn run(a: UnpackArgs) -> Result<()> {
             return Err(e.context(format!("refusing `{}`", archive.display())));
         }
         point("unpack-before-rename");
-        fs::rename(&staging, &final_dir)
-            .map_err(|e| anyhow!("cannot rename into `{}`: {}", final_dir.display(), io_reason(&e)))?;
+        fs::rename(&staging, &final_dir).map_err(|e| {
+            anyhow!(
+                "cannot rename into `{}`: {}",
+                final_dir.display(),
+                io_reason(&e)
+            )
+        })?;
         fsx::fsync_dir(&releases)?;
     } else {
-        let had = fs::read_to_string(final_dir.join(RESERVED).join("archive.sha256")).unwrap_or_default();
+        let had =
+            fs::read_to_string(final_dir.join(RESERVED).join("archive.sha256")).unwrap_or_default();
         if had.trim() != sha256 {
             return Err(Hint::new(
-                format!("`{}` exists but holds another archive (sha256 {})", final_dir.display(), had.trim()),
+                format!(
+                    "`{}` exists but holds another archive (sha256 {})",
+                    final_dir.display(),
+                    had.trim()
+                ),
                 "remove it (it is not live) or check the archive",
             )
             .into());
@@ -104,7 +126,10 @@ pub fn run(a: UnpackArgs) -> Result<()> {
     b.insert("size".into(), json!(size));
     b.insert("rev".into(), json!(manifest.rev));
     doc.set_raw("bundle", Value::Object(b));
-    doc.set("release", &json!({"id": manifest.id, "dir": final_dir, "name": manifest.name, "rev": manifest.rev}))?;
+    doc.set(
+        "release",
+        &json!({"id": manifest.id, "dir": final_dir, "name": manifest.name, "rev": manifest.rev}),
+    )?;
     doc.write_stdout()
 }
 
@@ -119,9 +144,13 @@ fn clean_staging(releases: &Path) {
 }
 
 fn decoder(archive: &Path, counter: Rc<Cell<u64>>) -> Result<tar::Archive<impl Read>> {
-    let f = File::open(archive).map_err(|e| anyhow!("cannot read `{}`: {}", archive.display(), io_reason(&e)))?;
-    let mut dec = zstd::stream::read::Decoder::new(Counting { inner: f, n: counter })
-        .map_err(|e| anyhow!("`{}` is not a zstd archive: {e}", archive.display()))?;
+    let f = File::open(archive)
+        .map_err(|e| anyhow!("cannot read `{}`: {}", archive.display(), io_reason(&e)))?;
+    let mut dec = zstd::stream::read::Decoder::new(Counting {
+        inner: f,
+        n: counter,
+    })
+    .map_err(|e| anyhow!("`{}` is not a zstd archive: {e}", archive.display()))?;
     dec.window_log_max(WINDOW_LOG_MAX)?;
     Ok(tar::Archive::new(dec))
 }
@@ -129,7 +158,8 @@ fn decoder(archive: &Path, counter: Rc<Cell<u64>>) -> Result<tar::Archive<impl R
 /// Reads `.wheelship/release.json`, which `bundle pack` writes first.
 fn peek_manifest(archive: &Path) -> Result<Manifest> {
     let mut ar = decoder(archive, Rc::new(Cell::new(0)))?;
-    let corrupt = |e: io::Error| anyhow!("`{}` is corrupt or not a tar.zst: {e}", archive.display());
+    let corrupt =
+        |e: io::Error| anyhow!("`{}` is corrupt or not a tar.zst: {e}", archive.display());
     let mut entries = ar.entries().map_err(corrupt)?;
     let not_release = || {
         anyhow!(
@@ -141,18 +171,27 @@ fn peek_manifest(archive: &Path) -> Result<Manifest> {
         Some(e) => e.map_err(corrupt)?,
         None => return Err(not_release()),
     };
-    if e.path_bytes().as_ref() != format!("{RESERVED}/release.json").as_bytes() || e.header().entry_size()? > 65_536 {
+    if e.path_bytes().as_ref() != format!("{RESERVED}/release.json").as_bytes()
+        || e.header().entry_size()? > 65_536
+    {
         return Err(not_release());
     }
     let mut text = String::new();
     e.read_to_string(&mut text).map_err(corrupt)?;
-    let m: Manifest = serde_json::from_str(&text).map_err(|e| anyhow!("`{}`: malformed release.json: {e}", archive.display()))?;
+    let m: Manifest = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("`{}`: malformed release.json: {e}", archive.display()))?;
     let id_ok = !m.id.is_empty()
         && m.id.len() <= 200
         && !m.id.starts_with('.')
-        && m.id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && m.id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if !id_ok {
-        bail!("`{}`: release id `{}` is not safe as a directory name", archive.display(), m.id);
+        bail!(
+            "`{}`: release id `{}` is not safe as a directory name",
+            archive.display(),
+            m.id
+        );
     }
     Ok(m)
 }
@@ -175,20 +214,30 @@ impl<R: Read> Read for Counting<R> {
 fn safe_path(raw: &[u8]) -> Result<PathBuf, String> {
     let shown = String::from_utf8_lossy(raw);
     if raw.contains(&0) {
-        return Err(format!("`{}`: NUL in a member name", shown.replace('\0', "\\0")));
+        return Err(format!(
+            "`{}`: NUL in a member name",
+            shown.replace('\0', "\\0")
+        ));
     }
     if raw.first() == Some(&b'/') {
         return Err(format!("`{shown}`: absolute member name"));
     }
     if raw.len() > MAX_PATH {
-        return Err(format!("`{}…`: member name longer than {MAX_PATH} bytes", &shown[..64.min(shown.len())]));
+        return Err(format!(
+            "`{}…`: member name longer than {MAX_PATH} bytes",
+            &shown[..64.min(shown.len())]
+        ));
     }
     let mut p = PathBuf::new();
     for c in raw.split(|&b| b == b'/') {
         match c {
             b"" | b"." => continue,
             b".." => return Err(format!("`{shown}`: `..` in a member name")),
-            c if c.len() > MAX_COMPONENT => return Err(format!("`{shown}`: a name component longer than {MAX_COMPONENT} bytes")),
+            c if c.len() > MAX_COMPONENT => {
+                return Err(format!(
+                    "`{shown}`: a name component longer than {MAX_COMPONENT} bytes"
+                ))
+            }
             c => p.push(std::ffi::OsStr::from_bytes(c)),
         }
     }
@@ -205,7 +254,10 @@ fn check_link_target(link: &Path, target: &[u8]) -> Result<(), String> {
         return Err(format!("`{}`: empty or NUL symlink target", link.display()));
     }
     if target.first() == Some(&b'/') {
-        return Err(format!("`{}`: symlink to absolute path `{shown}`", link.display()));
+        return Err(format!(
+            "`{}`: symlink to absolute path `{shown}`",
+            link.display()
+        ));
     }
     let mut depth = link.components().count() as i64 - 1;
     for c in target.split(|&b| b == b'/') {
@@ -214,7 +266,10 @@ fn check_link_target(link: &Path, target: &[u8]) -> Result<(), String> {
             b".." => {
                 depth -= 1;
                 if depth < 0 {
-                    return Err(format!("`{}`: symlink `{shown}` leaves the release", link.display()));
+                    return Err(format!(
+                        "`{}`: symlink `{shown}` leaves the release",
+                        link.display()
+                    ));
                 }
             }
             _ => depth += 1,
@@ -223,8 +278,15 @@ fn check_link_target(link: &Path, target: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn extract_into(archive: &Path, staging: &Path, a: &UnpackArgs, manifest: &Manifest, sha256: &str) -> Result<()> {
-    fs::create_dir(staging).map_err(|e| anyhow!("cannot create `{}`: {}", staging.display(), io_reason(&e)))?;
+fn extract_into(
+    archive: &Path,
+    staging: &Path,
+    a: &UnpackArgs,
+    manifest: &Manifest,
+    sha256: &str,
+) -> Result<()> {
+    fs::create_dir(staging)
+        .map_err(|e| anyhow!("cannot create `{}`: {}", staging.display(), io_reason(&e)))?;
     let compressed = Rc::new(Cell::new(0u64));
     let mut ar = decoder(archive, compressed.clone())?;
     let corrupt = |e: io::Error| anyhow!("corrupt or truncated archive: {e}");
@@ -236,7 +298,10 @@ fn extract_into(archive: &Path, staging: &Path, a: &UnpackArgs, manifest: &Manif
     let mut first = true;
     let check_ratio = |total: u64| -> Result<()> {
         if total > a.max_bytes {
-            bail!("the archive expands to more than {} bytes (--max-bytes)", a.max_bytes);
+            bail!(
+                "the archive expands to more than {} bytes (--max-bytes)",
+                a.max_bytes
+            );
         }
         if total > RATIO_GRACE && total / compressed.get().max(1) > a.max_ratio {
             bail!("the archive expands more than {} times its size (--max-ratio): a compression bomb?", a.max_ratio);
@@ -259,7 +324,11 @@ fn extract_into(archive: &Path, staging: &Path, a: &UnpackArgs, manifest: &Manif
         }
         first = false;
         if let Some(l) = rel.ancestors().skip(1).find(|p| links.contains(*p)) {
-            bail!("`{}`: written through the symlink `{}`", rel.display(), l.display());
+            bail!(
+                "`{}`: written through the symlink `{}`",
+                rel.display(),
+                l.display()
+            );
         }
         if !seen.insert(rel.clone()) {
             bail!("`{}`: duplicate entry", rel.display());
@@ -269,7 +338,8 @@ fn extract_into(archive: &Path, staging: &Path, a: &UnpackArgs, manifest: &Manif
             bail!("`{}`: path too long once extracted", rel.display());
         }
         if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(|e| anyhow!("cannot create `{}`: {}", parent.display(), io_reason(&e)))?;
+            fs::create_dir_all(parent)
+                .map_err(|e| anyhow!("cannot create `{}`: {}", parent.display(), io_reason(&e)))?;
         }
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -281,8 +351,15 @@ fn extract_into(archive: &Path, staging: &Path, a: &UnpackArgs, manifest: &Manif
                     .create_new(true)
                     .mode(mode)
                     .open(&dest)
-                    .map_err(|e| anyhow!("cannot create `{}`: {}", dest.display(), io_reason(&e)))?;
-                let declared = e.header().entry_size().map_err(corrupt)?;
+                    .map_err(|e| {
+                        anyhow!("cannot create `{}`: {}", dest.display(), io_reason(&e))
+                    })?;
+                let declared = e.size();
+                if declared != e.header().entry_size().map_err(corrupt)? {
+                    // A PAX size that disagrees with the header's is how entries get smuggled
+                    // past other readers (CVE-2026-33055, TARmageddon): refuse it outright.
+                    bail!("`{}`: the PAX and tar header sizes disagree", rel.display());
+                }
                 let mut got = 0u64;
                 loop {
                     let n = e.read(&mut buf).map_err(corrupt)?;
@@ -292,7 +369,9 @@ fn extract_into(archive: &Path, staging: &Path, a: &UnpackArgs, manifest: &Manif
                     got += n as u64;
                     total += n as u64;
                     check_ratio(total)?;
-                    f.write_all(&buf[..n]).map_err(|e| anyhow!("cannot write `{}`: {}", dest.display(), io_reason(&e)))?;
+                    f.write_all(&buf[..n]).map_err(|e| {
+                        anyhow!("cannot write `{}`: {}", dest.display(), io_reason(&e))
+                    })?;
                 }
                 if got != declared {
                     bail!("`{}`: truncated ({got} of {declared} bytes)", rel.display());
@@ -303,20 +382,28 @@ fn extract_into(archive: &Path, staging: &Path, a: &UnpackArgs, manifest: &Manif
                 if fs::symlink_metadata(&dest).is_ok_and(|m| !m.is_dir()) {
                     bail!("`{}`: a directory over a file", rel.display());
                 }
-                fs::create_dir_all(&dest).map_err(|e| anyhow!("cannot create `{}`: {}", dest.display(), io_reason(&e)))?;
+                fs::create_dir_all(&dest).map_err(|e| {
+                    anyhow!("cannot create `{}`: {}", dest.display(), io_reason(&e))
+                })?;
             }
             tar::EntryType::Symlink => {
                 let target = e.link_name_bytes().map(|t| t.to_vec()).unwrap_or_default();
                 check_link_target(&rel, &target).map_err(|m| anyhow!(m))?;
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &dest)
-                    .map_err(|e| anyhow!("cannot create `{}`: {}", dest.display(), io_reason(&e)))?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &dest).map_err(
+                    |e| anyhow!("cannot create `{}`: {}", dest.display(), io_reason(&e)),
+                )?;
                 links.insert(rel);
             }
             tar::EntryType::Link => {
                 let target = e.link_name_bytes().map(|t| t.to_vec()).unwrap_or_default();
-                let t = safe_path(&target).map_err(|m| anyhow!("hard link `{}`: {m}", rel.display()))?;
+                let t = safe_path(&target)
+                    .map_err(|m| anyhow!("hard link `{}`: {m}", rel.display()))?;
                 if !files.contains(&t) {
-                    bail!("`{}`: hard link to `{}`, which is not a file of this release", rel.display(), t.display());
+                    bail!(
+                        "`{}`: hard link to `{}`, which is not a file of this release",
+                        rel.display(),
+                        t.display()
+                    );
                 }
                 fs::hard_link(staging.join(&t), &dest)?;
             }
@@ -350,11 +437,15 @@ fn extract_into(archive: &Path, staging: &Path, a: &UnpackArgs, manifest: &Manif
             bail!("more than 1 MiB of data after the end of the tar archive");
         }
     }
-    let got: Manifest = serde_json::from_slice(&fs::read(staging.join(RESERVED).join("release.json"))?)?;
+    let got: Manifest =
+        serde_json::from_slice(&fs::read(staging.join(RESERVED).join("release.json"))?)?;
     if &got != manifest {
         bail!("release.json changed between two reads of the archive");
     }
-    fsx::write_atomic(&staging.join(RESERVED).join("archive.sha256"), format!("{sha256}\n").as_bytes())?;
+    fsx::write_atomic(
+        &staging.join(RESERVED).join("archive.sha256"),
+        format!("{sha256}\n").as_bytes(),
+    )?;
     point("unpack-before-sync");
     // One syncfs for the whole tree instead of an fsync per file.
     let d = File::open(staging)?;

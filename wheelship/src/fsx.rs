@@ -165,7 +165,8 @@ pub fn point(name: &str) {
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
-    let mut f = File::open(path).map_err(|e| anyhow!("cannot read `{}`: {}", path.display(), io_reason(&e)))?;
+    let mut f = File::open(path)
+        .map_err(|e| anyhow!("cannot read `{}`: {}", path.display(), io_reason(&e)))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut size = 0u64;

@@ -1,0 +1,341 @@
+//! Every hostile case of REFERENCE.md §3.1, built byte by byte: the whole release is refused,
+//! nothing is written outside the staging directory, and no staging directory is left behind.
+
+mod common;
+
+use std::path::Path;
+
+use common::{bundle, zst, RawTar};
+
+struct Case {
+    tmp: tempfile::TempDir,
+}
+
+impl Case {
+    fn new() -> Case {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("releases")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("outside")).unwrap();
+        std::fs::write(tmp.path().join("outside/sentinel"), "untouched").unwrap();
+        Case { tmp }
+    }
+    fn p(&self) -> &Path {
+        self.tmp.path()
+    }
+    /// Unpacks `archive` (already compressed) and returns (exit code, stderr).
+    fn unpack_bytes(&self, archive: &[u8], extra: &[&str]) -> (i32, String) {
+        let a = self.p().join("a.tar.zst");
+        std::fs::write(&a, archive).unwrap();
+        let mut args = vec!["unpack", "--releases", "releases"];
+        args.extend_from_slice(extra);
+        args.push("a.tar.zst");
+        let out = bundle(self.p(), &args, "");
+        if !out.status.success() {
+            assert!(out.stdout.is_empty(), "stdout on failure");
+        }
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+    fn refused(&self, tar: &[u8], why: &str) {
+        let (code, err) = self.unpack_bytes(&zst(tar), &[]);
+        assert_eq!(code, 1, "accepted, expected `{why}`: {err}");
+        assert!(err.contains(why), "expected `{why}` in: {err}");
+        assert!(
+            err.starts_with("bundle: refusing `") || err.starts_with("bundle: `"),
+            "{err}"
+        );
+        self.assert_clean();
+    }
+    /// Nothing outside the target changed and nothing half-made is left.
+    fn assert_clean(&self) {
+        let names: Vec<String> = std::fs::read_dir(self.p().join("releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != ".lock")
+            .collect();
+        assert!(names.is_empty(), "left behind: {names:?}");
+        assert_eq!(
+            std::fs::read_to_string(self.p().join("outside/sentinel")).unwrap(),
+            "untouched"
+        );
+        let outside: Vec<_> = std::fs::read_dir(self.p().join("outside"))
+            .unwrap()
+            .collect();
+        assert_eq!(outside.len(), 1);
+        assert!(!Path::new("/tmp/abs_evil.txt").exists());
+    }
+}
+
+#[test]
+fn traversal_and_absolute_names() {
+    for (name, why) in [
+        (&b"../evil"[..], "`..` in a member name"),
+        (b"/tmp/abs_evil.txt", "absolute member name"),
+        (b"///tmp/abs_evil.txt", "absolute member name"),
+        (b"/./tmp/abs_evil.txt", "absolute member name"),
+        (b"/../tmp/abs_evil.txt", "absolute member name"),
+        (b"a/../../evil", "`..` in a member name"),
+        (b"./../evil", "`..` in a member name"),
+        (b"..", "`..` in a member name"),
+        (b"/////////..", "absolute member name"),
+        (b"some/../../outside/sentinel", "`..` in a member name"),
+    ] {
+        let c = Case::new();
+        c.refused(&RawTar::release("r1").file(name, b"x", 0o644).finish(), why);
+    }
+}
+
+#[test]
+fn links_that_leave() {
+    let c = Case::new();
+    // 5. a symlink to / followed by a file through it.
+    c.refused(
+        &RawTar::release("r1")
+            .entry(b"l", b'2', b"/", 0o777)
+            .file(b"l/etc/x", b"x", 0o644)
+            .finish(),
+        "symlink to absolute path `/`",
+    );
+    // 6. a symlink to .. followed by a file through it.
+    c.refused(
+        &RawTar::release("r1")
+            .entry(b"l", b'2', b"..", 0o777)
+            .file(b"l/evil", b"x", 0o644)
+            .finish(),
+        "leaves the release",
+    );
+    c.refused(
+        &RawTar::release("r1")
+            .entry(b"a/b/l", b'2', b"../../../outside", 0o777)
+            .finish(),
+        "leaves the release",
+    );
+    // A link that stays inside is fine, but nothing may be written through it.
+    c.refused(
+        &RawTar::release("r1")
+            .entry(b"sub/", b'5', b"", 0o755)
+            .entry(b"l", b'2', b"sub", 0o777)
+            .file(b"l/x", b"x", 0o644)
+            .finish(),
+        "written through the symlink `l`",
+    );
+    // 7. the CVE-2026-33056 shape: a symlink then a same-name directory entry with mode 0777.
+    c.refused(
+        &RawTar::release("r1")
+            .entry(b"d", b'2', b"/tmp/outside", 0o777)
+            .entry(b"d/.", b'5', b"", 0o777)
+            .finish(),
+        "symlink to absolute path",
+    );
+    c.refused(
+        &RawTar::release("r1")
+            .entry(b"d", b'2', b"x", 0o777)
+            .entry(b"d/.", b'5', b"", 0o777)
+            .finish(),
+        "duplicate entry",
+    );
+    // 8, 9. hard links to outside.
+    c.refused(
+        &RawTar::release("r1")
+            .entry(b"h", b'1', b"/etc/passwd", 0o644)
+            .finish(),
+        "absolute member name",
+    );
+    c.refused(
+        &RawTar::release("r1")
+            .entry(b"h", b'1', b"../x", 0o644)
+            .finish(),
+        "`..` in a member name",
+    );
+    c.refused(
+        &RawTar::release("r1")
+            .entry(b"h", b'1', b"nothere", 0o644)
+            .finish(),
+        "which is not a file of this release",
+    );
+}
+
+#[test]
+fn duplicates_devices_and_names() {
+    let c = Case::new();
+    // 10. a symlink, then a regular file with the same name.
+    c.refused(
+        &RawTar::release("r1")
+            .entry(b"x", b'2', b"y", 0o777)
+            .file(b"x", b"data", 0o644)
+            .finish(),
+        "duplicate entry",
+    );
+    c.refused(
+        &RawTar::release("r1")
+            .file(b"x", b"1", 0o644)
+            .file(b"./x", b"2", 0o644)
+            .finish(),
+        "duplicate entry",
+    );
+    // 11. devices and FIFOs.
+    c.refused(
+        &RawTar::release("r1").entry(b"c", b'3', b"", 0o644).finish(),
+        "character device entries are refused",
+    );
+    c.refused(
+        &RawTar::release("r1").entry(b"b", b'4', b"", 0o644).finish(),
+        "block device entries are refused",
+    );
+    c.refused(
+        &RawTar::release("r1").entry(b"f", b'6', b"", 0o644).finish(),
+        "FIFO entries are refused",
+    );
+    // 13. NUL in a name (through a GNU long name, which can carry one).
+    c.refused(
+        &RawTar::release("r1")
+            .long_name(b"a\0b")
+            .file(b"ignored", b"x", 0o644)
+            .finish(),
+        "NUL in a member name",
+    );
+    // 14, 16. `..` at the 100-byte boundary of a long name.
+    let mut long = "d/".repeat(49).into_bytes();
+    long.extend_from_slice(b"../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../evil");
+    c.refused(
+        &RawTar::release("r1")
+            .long_name(&long)
+            .file(&long[..100], b"x", 0o644)
+            .finish(),
+        "`..` in a member name",
+    );
+    c.refused(
+        &RawTar::release("r1")
+            .pax(&[("path", b"a/../../evil")])
+            .file(b"innocent", b"x", 0o644)
+            .finish(),
+        "`..` in a member name",
+    );
+    // 18. a path longer than PATH_MAX.
+    let huge = "a/".repeat(2100).into_bytes();
+    c.refused(
+        &RawTar::release("r1")
+            .long_name(&huge)
+            .file(b"x", b"x", 0o644)
+            .finish(),
+        "member name longer than",
+    );
+    c.refused(
+        &RawTar::release("r1")
+            .long_name(&[b'z'; 300])
+            .file(b"x", b"x", 0o644)
+            .finish(),
+        "a name component longer than 255 bytes",
+    );
+}
+
+#[test]
+fn pax_size_smuggling_cannot_hide_an_entry() {
+    // 15. A PAX size of 0 for a file whose ustar size covers a smuggled symlink header: the
+    // PAX size wins in tar >= 0.4.45; bundle refuses the disagreement itself.
+    let c = Case::new();
+    let mut t = RawTar::release("r1");
+    t.pax(&[("size", b"0")]);
+    let smuggled = common::header(b"evil", b'2', 0, 0o777, b"/etc");
+    t.0.extend(common::header(b"carrier", b'0', 512, 0o644, b""));
+    t.0.extend(smuggled);
+    c.refused(
+        &t.finish(),
+        "`carrier`: the PAX and tar header sizes disagree",
+    );
+}
+
+#[test]
+fn modes_are_normalised() {
+    // 12. setuid and world-writable files are accepted with those bits stripped.
+    use std::os::unix::fs::PermissionsExt;
+    let c = Case::new();
+    let tar = RawTar::release("r1")
+        .file(b"suid", b"x", 0o4755)
+        .file(b"ww", b"x", 0o666)
+        .file(b"sgid", b"x", 0o2777)
+        .finish();
+    let (code, err) = c.unpack_bytes(&zst(&tar), &[]);
+    assert_eq!(code, 0, "{err}");
+    let mode = |n: &str| {
+        std::fs::metadata(c.p().join("releases/r1").join(n))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("suid"), 0o755);
+    assert_eq!(mode("ww"), 0o644);
+    assert_eq!(mode("sgid"), 0o755);
+}
+
+#[test]
+fn bombs_and_limits() {
+    // 17. 300 MiB of zeros compresses to a few KiB: the ratio limit stops it.
+    let c = Case::new();
+    let mut t = RawTar::release("r1");
+    let size = 300u64 << 20;
+    t.0.extend(common::header(b"zeros", b'0', size, 0o644, b""));
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    use std::io::Write;
+    enc.write_all(&t.0).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..300 {
+        enc.write_all(&zeros).unwrap();
+    }
+    enc.write_all(&[0u8; 1024]).unwrap();
+    let bomb = enc.finish().unwrap();
+    assert!(bomb.len() < 1 << 20);
+    let (code, err) = c.unpack_bytes(&bomb, &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("a compression bomb?"), "{err}");
+    c.assert_clean();
+    // The byte and entry limits.
+    let tar = RawTar::release("r1")
+        .file(b"big", &[7u8; 5000], 0o644)
+        .finish();
+    let (code, err) = c.unpack_bytes(&zst(&tar), &["--max-bytes", "4096"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("more than 4096 bytes (--max-bytes)"), "{err}");
+    let (code, err) = c.unpack_bytes(&zst(&tar), &["--max-entries", "2"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("more than 2 entries"), "{err}");
+    c.assert_clean();
+}
+
+#[test]
+fn empty_truncated_and_corrupt() {
+    let c = Case::new();
+    // 19. empty archive, truncated archive.
+    let (code, err) = c.unpack_bytes(&zst(&[0u8; 1024]), &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a wheelship release"), "{err}");
+    let good = zst(&RawTar::release("r1")
+        .file(b"data", &[1u8; 100_000], 0o644)
+        .finish());
+    let (code, err) = c.unpack_bytes(&good[..good.len() / 2], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("corrupt"), "{err}");
+    let (code, err) = c.unpack_bytes(b"not zstd at all", &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("is corrupt or not a tar.zst") || err.contains("not a zstd archive"),
+        "{err}"
+    );
+    // A release whose first entry is not release.json.
+    let mut t = RawTar::default();
+    t.file(b"app.py", b"x", 0o644);
+    let (code, err) = c.unpack_bytes(&zst(&t.finish()), &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("does not start with `.wheelship/release.json`"),
+        "{err}"
+    );
+    // An unsafe id.
+    let (code, err) = c.unpack_bytes(&zst(&RawTar::release("../x").finish()), &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not safe as a directory name"), "{err}");
+    c.assert_clean();
+}
