@@ -5,6 +5,7 @@ pub mod cli;
 pub mod doc;
 pub mod fsx;
 pub mod names;
+pub mod python;
 
 pub use cli::{Hint, UsageError};
 pub use doc::Document;

@@ -1,0 +1,76 @@
+"""Builds small, real wheels for wheelship's tests (hermetic: no network, no build backend).
+
+Usage: python3 mkwheel.py OUTDIR < spec.json, where spec is one wheel or a list of them:
+  {"name": "Foo_Bar", "version": "1.0", "tag": "py3-none-any",
+   "requires": ["dep>=1", "other; extra == 'x'"], "extras": ["x"],
+   "files": {"foo_bar/__init__.py": "X = 1\n"},
+   "data": {"scripts/tool": "#!python\nprint(1)\n", "data/share/x.txt": "x"},
+   "entry_points": {"console_scripts": {"foo": "foo_bar:main"}},
+   "purelib": true}
+Prints the path of each wheel it wrote.
+"""
+import base64
+import hashlib
+import json
+import os
+import re
+import sys
+import zipfile
+
+
+def record_hash(data: bytes) -> str:
+    digest = hashlib.sha256(data).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def build(outdir: str, spec: dict) -> str:
+    name, version = spec["name"], spec["version"]
+    escaped = re.sub(r"[-_.]+", "_", name)
+    tag = spec.get("tag", "py3-none-any")
+    dist_info = f"{escaped}-{version}.dist-info"
+    data_dir = f"{escaped}-{version}.data"
+    files = dict(spec.get("files", {}))
+    meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    meta += [f"Provides-Extra: {e}" for e in spec.get("extras", [])]
+    meta += [f"Requires-Dist: {r}" for r in spec.get("requires", [])]
+    files[f"{dist_info}/METADATA"] = "\n".join(meta) + "\n\n"
+    purelib = "true" if spec.get("purelib", True) else "false"
+    wheel = ["Wheel-Version: 1.0", "Generator: wheelship-tests", f"Root-Is-Purelib: {purelib}"]
+    for t in tag.split("-")[0].split("."):
+        for a in tag.split("-")[1].split("."):
+            for p in tag.split("-")[2].split("."):
+                wheel.append(f"Tag: {t}-{a}-{p}")
+    files[f"{dist_info}/WHEEL"] = "\n".join(wheel) + "\n"
+    eps = spec.get("entry_points")
+    if eps:
+        text = ""
+        for group, items in eps.items():
+            text += f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in items.items()) + "\n"
+        files[f"{dist_info}/entry_points.txt"] = text
+    for key, content in spec.get("data", {}).items():
+        files[f"{data_dir}/{key}"] = content
+    record_name = f"{dist_info}/RECORD"
+    path = os.path.join(outdir, f"{escaped}-{version}-{tag}.whl")
+    rows = []
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for arc, content in sorted(files.items()):
+            data = content.encode() if isinstance(content, str) else bytes(content)
+            info = zipfile.ZipInfo(arc, date_time=(2020, 1, 1, 0, 0, 0))
+            mode = 0o755 if arc.startswith(f"{data_dir}/scripts/") else 0o644
+            info.external_attr = (0o100000 | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, data)
+            rows.append(f"{arc},{record_hash(data)},{len(data)}")
+        rows.append(f"{record_name},,")
+        info = zipfile.ZipInfo(record_name, date_time=(2020, 1, 1, 0, 0, 0))
+        z.writestr(info, "\n".join(rows) + "\n")
+    return path
+
+
+def main() -> None:
+    spec = json.load(sys.stdin)
+    for s in spec if isinstance(spec, list) else [spec]:
+        print(build(sys.argv[1], s))
+
+
+main()

@@ -1,0 +1,524 @@
+//! `wheelhouse`: make sure a local directory holds a wheel for every project of the
+//! requirements' closure (pip as builder and resolver), and write the lock: exactly the wheels
+//! the requirements resolve to for the target, with their sha256.
+
+mod pip;
+mod reqfile;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+use clap::Parser;
+use serde_json::{json, Value};
+use wheelship::cli::io_reason;
+use wheelship::doc::{LockedWheel, Requirements, Wheelhouse};
+use wheelship::fsx;
+use wheelship::names::{canonicalize_name, WheelFilename};
+use wheelship::{Document, UsageError};
+
+use crate::pip::Config;
+
+/// Version of the cached-lock format and of what the key covers.
+const CACHE_FORM: &str = "wheelship-lock-cache-v1";
+
+/// Fill the local wheel directory with pip and write the lock.
+///
+/// Reads the `requirements` section (from hashreq) or `-r FILE`, makes sure DIR holds a wheel
+/// for every project of the closure (pip wheel, or pip download for another target; wheels
+/// already in DIR are used, sdists are built here once), then resolves against DIR alone and
+/// writes the `wheelhouse` section: `dir`, `wheels` (name, version, file, sha256, size, sorted
+/// by name), `target`. An unchanged request against an unchanged DIR answers from a cached lock
+/// without starting pip.
+///
+/// Exit status: 0 success; 1 the work failed (a requirement nothing satisfies, a sha256
+/// mismatch, pip missing or too old, the network); 2 usage.
+#[derive(Debug, Parser)]
+#[command(name = "wheelhouse", version, max_term_width = 100)]
+pub struct Args {
+    /// The wheel directory
+    #[arg(long, default_value = "wheelhouse", value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// No index at all: resolve from DIR (and --find-links) only; pip's configuration
+    /// (PIP_* variables, pip.conf) is ignored
+    #[arg(long)]
+    pub offline: bool,
+
+    /// The target interpreter (its pip resolves; its markers and tags apply)
+    #[arg(long, default_value = "python3", value_name = "PY")]
+    pub python: String,
+
+    /// More local directories of wheels to resolve from (repeatable); wheels used from them
+    /// are copied into DIR
+    #[arg(long, value_name = "DIR")]
+    pub find_links: Vec<PathBuf>,
+
+    /// Read requirements from FILE (given to pip as is) instead of the document
+    #[arg(short = 'r', long = "requirement", value_name = "FILE")]
+    pub requirement: Option<PathBuf>,
+
+    /// Cross-target: a platform tag of the target (repeatable), e.g. manylinux_2_17_x86_64;
+    /// implies binary wheels only
+    #[arg(long, value_name = "TAG")]
+    pub platform: Vec<String>,
+
+    /// Cross-target: the target's Python version, e.g. 3.12
+    #[arg(long, value_name = "X.Y")]
+    pub python_version: Option<String>,
+
+    /// Cross-target: the target's implementation, e.g. cp, pp
+    #[arg(long, value_name = "IMPL")]
+    pub implementation: Option<String>,
+
+    /// Cross-target: an ABI tag of the target (repeatable), e.g. cp312
+    #[arg(long, value_name = "ABI")]
+    pub abi: Vec<String>,
+
+    /// Verify offline, without pip, that every wheel of the document's lock is in DIR with its
+    /// sha256 and size
+    #[arg(long, conflicts_with_all = ["prune", "offline"])]
+    pub check: bool,
+
+    /// Delete the wheels in DIR that the document's lock (and every --keep-lock) does not need
+    #[arg(long)]
+    pub prune: bool,
+
+    /// With --prune: another saved document whose lock must be kept too (repeatable)
+    #[arg(long, value_name = "FILE", requires = "prune")]
+    pub keep_lock: Vec<PathBuf>,
+
+    /// Do not answer from (or write) the cached lock
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl Args {
+    fn cross(&self) -> bool {
+        !self.platform.is_empty()
+            || self.python_version.is_some()
+            || self.implementation.is_some()
+            || !self.abi.is_empty()
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut doc = Document::from_stdin()?;
+    if args.check || args.prune {
+        return check_or_prune(&args, doc);
+    }
+    fs::create_dir_all(&args.dir)
+        .map_err(|e| anyhow!("cannot create `{}`: {}", args.dir.display(), io_reason(&e)))?;
+    let dir = fs::canonicalize(&args.dir)?;
+    let find_links: Vec<PathBuf> = args
+        .find_links
+        .iter()
+        .map(|f| {
+            fs::canonicalize(f)
+                .map_err(|e| anyhow!("--find-links `{}`: {}", f.display(), io_reason(&e)))
+        })
+        .collect::<Result<_>>()?;
+    let reqs: Option<Requirements> = doc.section("requirements")?;
+    let source = match (&args.requirement, &reqs) {
+        (Some(f), _) => Source::File(std::path::absolute(f)?),
+        (None, Some(r)) => Source::Doc(r.clone()),
+        (None, None) => {
+            return Err(UsageError(
+                "no requirements: pipe the output of `hashreq` in, or give -r FILE".into(),
+            )
+            .into())
+        }
+    };
+    let target = target(&args)?;
+    let key = cache_key(&source, &target, &dir, &find_links)?;
+    if !args.no_cache {
+        if let Some(wheels) = cache_get(&key) {
+            doc.set("wheelhouse", &section(&dir, wheels, &target, true))?;
+            return doc.write_stdout();
+        }
+    }
+    pip::check_version(&args.python)?;
+    let work = tempfile_dir(&dir)?;
+    let result = (|| -> Result<Vec<LockedWheel>> {
+        let (req, cons) = write_files(&source, &work.0, true)?;
+        if !args.offline {
+            fill(&args, &dir, &find_links, &work.0, &req, cons.as_deref())?;
+        }
+        let (req, cons) = write_files(&source, &work.0, false)?;
+        lock(&args, &dir, &find_links, &work.0, &req, cons.as_deref())
+    })();
+    drop(work);
+    let wheels = result?;
+    if !args.no_cache {
+        // Keyed by what DIR holds now, after the fill: the next identical run hits.
+        let key = cache_key(&source, &target, &dir, &find_links)?;
+        cache_put(&key, &wheels);
+    }
+    doc.set("wheelhouse", &section(&dir, wheels, &target, false))?;
+    doc.write_stdout()
+}
+
+enum Source {
+    Doc(Requirements),
+    File(PathBuf),
+}
+
+/// A temp directory inside DIR's parent... inside DIR itself, hidden, removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir(dir: &Path) -> Result<TempDir> {
+    let p = dir.join(fsx::temp_name(".wheelhouse-tmp-"));
+    fs::create_dir(&p)
+        .map_err(|e| anyhow!("cannot create `{}`: {}", p.display(), io_reason(&e)))?;
+    Ok(TempDir(p))
+}
+
+/// The requirement (and constraint) files pip reads.
+fn write_files(source: &Source, work: &Path, fill: bool) -> Result<(PathBuf, Option<PathBuf>)> {
+    match source {
+        Source::File(f) => Ok((f.clone(), None)),
+        Source::Doc(r) => {
+            let (req, cons) = reqfile::render(r, fill);
+            let tag = if fill { "fill" } else { "lock" };
+            let rp = work.join(format!("{tag}-requirements.txt"));
+            fs::write(&rp, req)?;
+            if cons.is_empty() {
+                return Ok((rp, None));
+            }
+            let cp = work.join(format!("{tag}-constraints.txt"));
+            fs::write(&cp, cons)?;
+            Ok((rp, Some(cp)))
+        }
+    }
+}
+
+fn cross_args(args: &Args) -> Vec<String> {
+    let mut v = Vec::new();
+    for p in &args.platform {
+        v.push(format!("--platform={p}"));
+    }
+    if let Some(pv) = &args.python_version {
+        v.push(format!("--python-version={pv}"));
+    }
+    if let Some(i) = &args.implementation {
+        v.push(format!("--implementation={i}"));
+    }
+    for a in &args.abi {
+        v.push(format!("--abi={a}"));
+    }
+    if args.cross() {
+        v.push("--only-binary=:all:".into());
+    }
+    v
+}
+
+fn progress(msg: &str) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("wheelhouse: {msg}");
+    }
+}
+
+/// Fetch or build what is missing: `pip wheel` (native) or `pip download` (cross-target) into a
+/// staging directory, then each new wheel renamed into DIR, so no partial file ever sits there.
+fn fill(
+    args: &Args,
+    dir: &Path,
+    find_links: &[PathBuf],
+    work: &Path,
+    req: &Path,
+    cons: Option<&Path>,
+) -> Result<()> {
+    let stage = work.join("stage");
+    fs::create_dir(&stage)?;
+    let mut c = pip::command(&args.python, Config::User);
+    if args.cross() {
+        c.args(["download", "--dest"])
+            .arg(&stage)
+            .args(cross_args(args));
+    } else {
+        c.args(["wheel", "--wheel-dir"]).arg(&stage);
+    }
+    c.arg("--find-links").arg(dir);
+    for f in find_links {
+        c.arg("--find-links").arg(f);
+    }
+    c.arg("-r").arg(req);
+    if let Some(cons) = cons {
+        c.arg("-c").arg(cons);
+    }
+    progress(&format!(
+        "filling `{}` with pip {} ...",
+        dir.display(),
+        if args.cross() { "download" } else { "wheel" }
+    ));
+    let out = pip::run(c, "pip")?;
+    if !out.status.success() {
+        return Err(pip::failure(
+            &out,
+            if args.cross() {
+                "pip download"
+            } else {
+                "pip wheel"
+            },
+            dir,
+            false,
+        ));
+    }
+    for e in fs::read_dir(&stage)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.ends_with(".whl") {
+            continue;
+        }
+        let dest = dir.join(&name);
+        if !dest.exists() {
+            fs::rename(e.path(), &dest).map_err(|err| {
+                anyhow!(
+                    "cannot move `{name}` into `{}`: {}",
+                    dir.display(),
+                    io_reason(&err)
+                )
+            })?;
+        }
+    }
+    fsx::fsync_dir(dir)
+}
+
+/// Resolve against DIR (and --find-links) alone, with pip's configuration ignored, and lock
+/// what pip would install.
+fn lock(
+    args: &Args,
+    dir: &Path,
+    find_links: &[PathBuf],
+    work: &Path,
+    req: &Path,
+    cons: Option<&Path>,
+) -> Result<Vec<LockedWheel>> {
+    let report = work.join("report.json");
+    let mut c = pip::command(&args.python, Config::Isolated);
+    c.args([
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--quiet",
+        "--no-index",
+        "--only-binary=:all:",
+        "--report",
+    ])
+    .arg(&report)
+    .arg("--find-links")
+    .arg(dir);
+    for f in find_links {
+        c.arg("--find-links").arg(f);
+    }
+    if args.cross() {
+        c.arg("--target")
+            .arg(work.join("target"))
+            .args(cross_args(args));
+    }
+    c.arg("-r").arg(req);
+    if let Some(cons) = cons {
+        c.arg("-c").arg(cons);
+    }
+    progress(&format!("resolving against `{}` ...", dir.display()));
+    let out = pip::run(c, "pip")?;
+    if !out.status.success() {
+        return Err(pip::failure(
+            &out,
+            "resolving against the wheelhouse",
+            dir,
+            true,
+        ));
+    }
+    let report = pip::read_report(&report)?;
+    let mut wheels = Vec::new();
+    for item in report.install {
+        let path = pip::file_url_path(&item.download_info.url)?;
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .ok_or_else(|| anyhow!("pip resolved `{}`", item.download_info.url))?;
+        WheelFilename::parse(&file).map_err(|e| anyhow!("pip resolved {e}"))?;
+        let in_dir = dir.join(&file);
+        if path.parent() != Some(dir) {
+            // From --find-links: the lock names files inside DIR, so copy it in.
+            let tmp = dir.join(fsx::temp_name(".tmp-"));
+            fs::copy(&path, &tmp).map_err(|e| {
+                anyhow!(
+                    "cannot copy `{}` into `{}`: {}",
+                    path.display(),
+                    dir.display(),
+                    io_reason(&e)
+                )
+            })?;
+            fs::rename(&tmp, &in_dir)?;
+        }
+        let (sha256, size) = fsx::sha256_file(&in_dir)?;
+        wheels.push(LockedWheel {
+            name: canonicalize_name(&item.metadata.name),
+            version: item.metadata.version,
+            file,
+            sha256,
+            size,
+            extra: Default::default(),
+        });
+    }
+    wheels.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(wheels)
+}
+
+/// What the lock is for: the interpreter's identity, or the cross-target's tags.
+fn target(args: &Args) -> Result<Value> {
+    if args.cross() {
+        return Ok(json!({
+            "native": false,
+            "python_version": args.python_version,
+            "implementation": args.implementation,
+            "abi": args.abi,
+            "platforms": args.platform,
+            "only_binary": true,
+        }));
+    }
+    let probe = r#"import json, platform, sys, sysconfig
+print(json.dumps({"native": True, "python": platform.python_version(), "implementation": sys.implementation.name,
+  "cache_tag": sys.implementation.cache_tag, "platform": sysconfig.get_platform(), "executable": sys.executable}))"#;
+    wheelship::python::probe(&args.python, probe)
+}
+
+fn section(dir: &Path, wheels: Vec<LockedWheel>, target: &Value, cached: bool) -> Value {
+    json!({"dir": dir, "wheels": wheels, "target": target, "cached": cached})
+}
+
+fn listing(dir: &Path) -> Result<Vec<(String, u64, i128)>> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir)
+        .map_err(|e| anyhow!("cannot read `{}`: {}", dir.display(), io_reason(&e)))?
+    {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        let m = e.metadata()?;
+        let mtime = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as i128);
+        v.push((name, m.len(), mtime));
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// The cache key: the request (requirements hash, or the bytes of `-r FILE`), the target, and
+/// what DIR and every --find-links directory hold (names, sizes, mtimes).
+fn cache_key(
+    source: &Source,
+    target: &Value,
+    dir: &Path,
+    find_links: &[PathBuf],
+) -> Result<String> {
+    let request = match source {
+        Source::Doc(r) => r.hash.clone(),
+        Source::File(f) => {
+            let (sha, _) = fsx::sha256_file(f)?;
+            format!("file:{}:{sha}", f.display())
+        }
+    };
+    let mut dirs = vec![json!([dir, listing(dir)?])];
+    for f in find_links {
+        dirs.push(json!([f, listing(f)?]));
+    }
+    let form = json!({"form": CACHE_FORM, "request": request, "target": target, "dirs": dirs});
+    Ok(wheelship::names::sha256_hex(form.to_string().as_bytes()))
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    wheelship::python::cache_dir().map(|d| d.join("locks"))
+}
+
+fn cache_get(key: &str) -> Option<Vec<LockedWheel>> {
+    let text = fs::read_to_string(cache_dir()?.join(format!("{key}.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Best effort: a cache that cannot be written only costs the next run a pip call.
+fn cache_put(key: &str, wheels: &[LockedWheel]) {
+    let Some(d) = cache_dir() else { return };
+    if fs::create_dir_all(&d).is_ok() {
+        if let Ok(text) = serde_json::to_vec(wheels) {
+            let _ = fsx::write_atomic(&d.join(format!("{key}.json")), &text);
+        }
+    }
+}
+
+fn check_or_prune(args: &Args, mut doc: Document) -> Result<()> {
+    let wh: Wheelhouse = doc.section("wheelhouse")?.ok_or_else(|| {
+        UsageError(
+            "--check and --prune need a document with a `wheelhouse` section (the lock)".into(),
+        )
+    })?;
+    let dir = if args.dir == Path::new("wheelhouse") {
+        PathBuf::from(&wh.dir)
+    } else {
+        args.dir.clone()
+    };
+    if args.check {
+        let mut bad = Vec::new();
+        for w in &wh.wheels {
+            let p = dir.join(&w.file);
+            match fsx::sha256_file(&p) {
+                Err(e) => bad.push(format!("`{}`: {e:#}", w.file)),
+                Ok((sha, size)) if sha != w.sha256 || size != w.size => bad.push(format!(
+                    "`{}`: sha256 {sha} ({size} bytes), the lock says {} ({} bytes)",
+                    w.file, w.sha256, w.size
+                )),
+                Ok(_) => {}
+            }
+        }
+        if !bad.is_empty() {
+            bail!(
+                "`{}` does not hold the locked wheels:\n  {}",
+                dir.display(),
+                bad.join("\n  ")
+            );
+        }
+        return doc.write_stdout();
+    }
+    let mut keep: BTreeSet<String> = wh.wheels.iter().map(|w| w.file.clone()).collect();
+    for f in &args.keep_lock {
+        let text =
+            fs::read_to_string(f).map_err(|e| anyhow!("`{}`: {}", f.display(), io_reason(&e)))?;
+        let other = Document::parse(&text, &f.display().to_string())?;
+        let w: Wheelhouse = other
+            .section("wheelhouse")?
+            .ok_or_else(|| anyhow!("`{}` has no `wheelhouse` section", f.display()))?;
+        keep.extend(w.wheels.into_iter().map(|w| w.file));
+    }
+    let mut removed = Vec::new();
+    for e in fs::read_dir(&dir)
+        .map_err(|e| anyhow!("cannot read `{}`: {}", dir.display(), io_reason(&e)))?
+    {
+        let name = e?.file_name().to_string_lossy().to_string();
+        if name.ends_with(".whl") && !keep.contains(&name) {
+            fs::remove_file(dir.join(&name))
+                .map_err(|e| anyhow!("cannot remove `{name}`: {}", io_reason(&e)))?;
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    fsx::fsync_dir(&dir)?;
+    let mut section = serde_json::to_value(&wh)?;
+    section["pruned"] = json!(removed);
+    doc.set_raw("wheelhouse", section);
+    doc.write_stdout()
+}

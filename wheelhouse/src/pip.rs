@@ -1,0 +1,207 @@
+//! Running pip: which configuration applies, and what its failures mean.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{anyhow, bail, Result};
+use serde::Deserialize;
+use wheelship::cli::io_reason;
+use wheelship::Hint;
+
+/// `pip install --dry-run --report` appeared in pip 22.2.
+pub const MIN_PIP: (u32, u32) = (22, 2);
+
+/// Whether pip's own configuration (PIP_* variables, pip.conf) applies to a call.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Config {
+    /// Fetching: the user's index URLs, proxies, certificates and credentials apply.
+    User,
+    /// Resolving the lock: nothing may widen it beyond the wheelhouse and `--find-links`.
+    Isolated,
+}
+
+pub fn command(python: &str, config: Config) -> Command {
+    let mut c = Command::new(python);
+    // -I: PYTHONPATH, PYTHONHOME and the user site do not change which pip runs or how.
+    c.args(["-I", "-m", "pip"]);
+    if config == Config::Isolated {
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("PIP_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("PIP_CONFIG_FILE", "/dev/null");
+    }
+    c.env("PIP_NO_INPUT", "1");
+    c.env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+    c.stdin(Stdio::null());
+    c
+}
+
+pub fn run(mut c: Command, what: &str) -> Result<Output> {
+    let out = c.output().map_err(|e| {
+        anyhow!(
+            "cannot run {what} ({:?}): {}",
+            c.get_program(),
+            io_reason(&e)
+        )
+    })?;
+    Ok(out)
+}
+
+/// Checks that `python -m pip` works and is new enough.
+pub fn check_version(python: &str) -> Result<()> {
+    let mut c = command(python, Config::Isolated);
+    c.arg("--version");
+    let out = run(c, "pip")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(Hint::new(
+            format!(
+                "pip is not available for `{python}`: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            format!("install it with `{python} -m ensurepip --upgrade`"),
+        )
+        .into());
+    }
+    let version = text.split_whitespace().nth(1).unwrap_or("");
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if v < MIN_PIP {
+        return Err(Hint::new(
+            format!(
+                "pip {version} for `{python}` is too old: wheelhouse needs pip >= {}.{}",
+                MIN_PIP.0, MIN_PIP.1
+            ),
+            format!("upgrade it: `{python} -m pip install --upgrade pip`"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// A pip failure in our words: a requirement that nothing satisfies, the network, or pip's
+/// own last error lines.
+pub fn failure(out: &Output, what: &str, dir: &Path, offline: bool) -> anyhow::Error {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let all = format!("{err}\n{}", String::from_utf8_lossy(&out.stdout));
+    for l in all.lines() {
+        if let Some(rest) = l
+            .split("Could not find a version that satisfies the requirement ")
+            .nth(1)
+        {
+            let (req, versions) = match rest.split_once(" (from versions: ") {
+                Some((r, v)) => (r.trim(), v.trim_end_matches(')').trim()),
+                None => (rest.trim(), ""),
+            };
+            let req = req.split(" (from ").next().unwrap_or(req);
+            let versions = if versions.is_empty() || versions == "none" {
+                "none".to_string()
+            } else {
+                versions.to_string()
+            };
+            let where_ = if offline {
+                format!("in `{}`", dir.display())
+            } else {
+                "in the wheelhouse or the index".to_string()
+            };
+            let hint = if offline {
+                "run wheelhouse without --offline to fetch it, or add --find-links DIR"
+            } else {
+                "check the pin, the index URL and the target"
+            };
+            return Hint::new(
+                format!("no wheel {where_} satisfies `{req}` (versions found: {versions})"),
+                hint,
+            )
+            .into();
+        }
+    }
+    let network = [
+        "NewConnectionError",
+        "Failed to establish a new connection",
+        "Temporary failure in name resolution",
+        "Network is unreachable",
+        "Max retries exceeded",
+        "Connection refused",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+    ];
+    if !offline && network.iter().any(|n| all.contains(n)) {
+        let detail = all
+            .lines()
+            .filter(|l| network.iter().any(|n| l.contains(n)))
+            .last()
+            .unwrap_or("")
+            .trim();
+        return Hint::new(
+            format!("{what} failed: cannot reach the package index (network): {detail}"),
+            "check the network or the index URL, or lock from the wheelhouse alone with --offline",
+        )
+        .into();
+    }
+    let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = tail[tail.len().saturating_sub(6)..].join("\n");
+    anyhow!("{what} failed ({}):\n{tail}", out.status)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Report {
+    pub install: Vec<Item>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Item {
+    pub download_info: DownloadInfo,
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DownloadInfo {
+    pub url: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Metadata {
+    pub name: String,
+    pub version: String,
+}
+
+pub fn read_report(path: &Path) -> Result<Report> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow!(
+            "pip wrote no report `{}`: {}",
+            path.display(),
+            io_reason(&e)
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| anyhow!("cannot read pip's report: {e}"))
+}
+
+/// `file:///a%20b/x.whl` to a path.
+pub fn file_url_path(url: &str) -> Result<std::path::PathBuf> {
+    let Some(rest) = url.strip_prefix("file://") else {
+        bail!("pip resolved `{url}`, which is not a local file");
+    };
+    let mut bytes = Vec::new();
+    let b = rest.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+            {
+                bytes.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        bytes.push(b[i]);
+        i += 1;
+    }
+    use std::os::unix::ffi::OsStringExt;
+    Ok(std::path::PathBuf::from(std::ffi::OsString::from_vec(
+        bytes,
+    )))
+}

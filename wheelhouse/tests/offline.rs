@@ -1,0 +1,379 @@
+//! wheelhouse against wheels the tests build (tests/support/mkwheel.py): hermetic, `--offline`.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::{json, Value};
+
+fn mkwheels(dir: &Path, spec: Value) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/mkwheel.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(spec.to_string().as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(PathBuf::from)
+        .collect()
+}
+
+struct T {
+    tmp: tempfile::TempDir,
+}
+
+impl T {
+    fn new() -> T {
+        let t = T {
+            tmp: tempfile::tempdir().unwrap(),
+        };
+        mkwheels(
+            &t.p().join("wh"),
+            json!([
+                {"name": "Alpha", "version": "1.0", "extras": ["fast"],
+                 "requires": ["beta>=2", "gamma; extra == 'fast'", "delta; python_version < '3'"]},
+                {"name": "beta", "version": "2.0"},
+                {"name": "beta", "version": "2.1"},
+                {"name": "beta", "version": "1.0"},
+                {"name": "gamma", "version": "1.0"},
+                {"name": "delta", "version": "1.0"},
+                {"name": "unrelated", "version": "1.0"},
+            ]),
+        );
+        t
+    }
+    fn p(&self) -> &Path {
+        self.tmp.path()
+    }
+    fn hashreq(&self, text: &str) -> String {
+        std::fs::write(self.p().join("requirements.txt"), text).unwrap();
+        // hashreq is another package of the workspace: its binary sits next to ours.
+        let exe = assert_cmd::cargo::cargo_bin("wheelhouse").with_file_name("hashreq");
+        let o = std::process::Command::new(&exe)
+            .current_dir(self.p())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (build the workspace: cargo test --workspace)",
+                    exe.display()
+                )
+            });
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+    fn wheelhouse(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+        let mut c = Command::cargo_bin("wheelhouse").unwrap();
+        c.current_dir(self.p())
+            .args(args)
+            .write_stdin(stdin)
+            .env("WHEELSHIP_CACHE", self.p().join("cache"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+    fn lock(&self, reqs: &str, args: &[&str]) -> Value {
+        let doc = self.hashreq(reqs);
+        let mut a = vec!["--dir", "wh", "--offline"];
+        a.extend_from_slice(args);
+        let out = self.wheelhouse(&a, &doc, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["wheelhouse"].clone()
+    }
+}
+
+fn names(section: &Value) -> Vec<String> {
+    section["wheels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            format!(
+                "{}=={}",
+                w["name"].as_str().unwrap(),
+                w["version"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn locks_exactly_the_closure_with_true_hashes() {
+    let t = T::new();
+    let s = t.lock("alpha[fast]==1.0\n", &[]);
+    // Extras followed, a false marker left out, the newest beta, no older version or unrelated
+    // wheel.
+    assert_eq!(names(&s), ["alpha==1.0", "beta==2.1", "gamma==1.0"]);
+    let dir = std::fs::canonicalize(t.p().join("wh")).unwrap();
+    assert_eq!(s["dir"], dir.to_str().unwrap());
+    for w in s["wheels"].as_array().unwrap() {
+        let data = std::fs::read(dir.join(w["file"].as_str().unwrap())).unwrap();
+        use sha2::Digest;
+        let sha: String = sha2::Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(w["sha256"], sha);
+        assert_eq!(w["size"], data.len());
+    }
+    assert_eq!(s["target"]["native"], true);
+    assert_eq!(s["cached"], false);
+    // Pins and constraints are followed.
+    assert_eq!(
+        names(&t.lock("alpha==1.0\nbeta==2.0\n", &[])),
+        ["alpha==1.0", "beta==2.0"]
+    );
+}
+
+#[test]
+fn an_unchanged_rerun_is_a_cache_hit_and_a_change_is_not() {
+    let t = T::new();
+    let first = t.lock("alpha==1.0\n", &[]);
+    let second = t.lock("alpha==1.0\n", &[]);
+    assert_eq!(second["cached"], true);
+    assert_eq!(second["wheels"], first["wheels"]);
+    mkwheels(&t.p().join("wh"), json!({"name": "beta", "version": "2.2"}));
+    let third = t.lock("alpha==1.0\n", &[]);
+    assert_eq!(third["cached"], false);
+    assert_eq!(names(&third), ["alpha==1.0", "beta==2.2"]);
+    let fourth = t.lock("alpha==1.0\n", &["--no-cache"]);
+    assert_eq!(fourth["cached"], false);
+}
+
+#[test]
+fn a_missing_requirement_is_refused_by_name() {
+    let t = T::new();
+    let doc = t.hashreq("alpha==9.9\n");
+    let out = t.wheelhouse(&["--dir", "wh", "--offline"], &doc, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let dir = std::fs::canonicalize(t.p().join("wh")).unwrap();
+    assert_eq!(
+        err,
+        format!("wheelhouse: no wheel in `{}` satisfies `alpha==9.9` (versions found: 1.0)\nhint: run wheelhouse without --offline to fetch it, or add --find-links DIR\n", dir.display())
+    );
+    let doc = t.hashreq("nosuch\n");
+    let out = t.wheelhouse(&["--dir", "wh", "--offline"], &doc, &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("satisfies `nosuch` (versions found: none)")
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(t.p().join("wh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn pip_configuration_does_not_widen_offline() {
+    let t = T::new();
+    mkwheels(
+        &t.p().join("elsewhere"),
+        json!({"name": "extra-thing", "version": "1.0"}),
+    );
+    let doc = t.hashreq("extra-thing==1.0\n");
+    let elsewhere = t.p().join("elsewhere");
+    let conf = t.p().join("pip.conf");
+    std::fs::write(
+        &conf,
+        format!("[global]\nfind-links = {}\n", elsewhere.display()),
+    )
+    .unwrap();
+    let out = t.wheelhouse(
+        &["--dir", "wh", "--offline"],
+        &doc,
+        &[
+            ("PIP_FIND_LINKS", elsewhere.to_str().unwrap()),
+            ("PIP_CONFIG_FILE", conf.to_str().unwrap()),
+            ("PIP_INDEX_URL", "http://127.0.0.1:9/simple"),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("satisfies `extra-thing==1.0`"));
+    // Given explicitly, the directory is used and its wheel copied into DIR.
+    let out = t.wheelhouse(
+        &["--dir", "wh", "--offline", "--find-links", "elsewhere"],
+        &doc,
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(names(&s["wheelhouse"]), ["extra-thing==1.0"]);
+    assert!(t.p().join("wh/extra_thing-1.0-py3-none-any.whl").is_file());
+}
+
+#[test]
+fn cross_target_locks_for_the_other_interpreter() {
+    let t = T::new();
+    mkwheels(
+        &t.p().join("wh"),
+        json!([
+            {"name": "native", "version": "1.0", "tag": "cp312-cp312-manylinux_2_17_x86_64", "purelib": false},
+            {"name": "native", "version": "0.9", "tag": "py3-none-any"},
+            {"name": "newpy", "version": "1.0", "requires": ["beta<2.1"]},
+        ]),
+    );
+    let cross = [
+        "--python-version",
+        "3.12",
+        "--platform",
+        "manylinux_2_17_x86_64",
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp312",
+    ];
+    let s = t.lock("native\nnewpy==1.0\n", &cross);
+    assert_eq!(names(&s), ["beta==2.0", "native==1.0", "newpy==1.0"]);
+    assert_eq!(s["target"]["native"], false);
+    assert_eq!(s["target"]["python_version"], "3.12");
+    // For this machine's interpreter (3.11 here or whatever runs the tests) the platform wheel
+    // is not compatible.
+    let native = t.lock("native\n", &[]);
+    assert_eq!(names(&native), ["native==0.9"]);
+}
+
+#[test]
+fn check_and_prune() {
+    let t = T::new();
+    let doc = t.hashreq("alpha==1.0\n");
+    let out = t.wheelhouse(&["--dir", "wh", "--offline"], &doc, &[]);
+    let locked = String::from_utf8(out.stdout).unwrap();
+    let out = t.wheelhouse(&["--check"], &locked, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), locked);
+    std::fs::write(t.p().join("wh/beta-2.1-py3-none-any.whl"), b"tampered").unwrap();
+    let out = t.wheelhouse(&["--check"], &locked, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not hold the locked wheels:\n  `beta-2.1-py3-none-any.whl`: sha256 "),
+        "{err}"
+    );
+    std::fs::remove_file(t.p().join("wh/beta-2.1-py3-none-any.whl")).unwrap();
+    let out = t.wheelhouse(&["--check"], &locked, &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`beta-2.1-py3-none-any.whl`: cannot read")
+    );
+    // Prune keeps what the lock (and another lock) needs.
+    let other = t.p().join("other.json");
+    std::fs::write(&other, json!({"wheelhouse": {"dir": "x", "wheels": [{"name": "gamma", "version": "1.0", "file": "gamma-1.0-py3-none-any.whl", "sha256": "0".repeat(64), "size": 1}]}}).to_string()).unwrap();
+    let out = t.wheelhouse(
+        &["--prune", "--keep-lock", other.to_str().unwrap()],
+        &locked,
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        s["wheelhouse"]["pruned"],
+        json!([
+            "beta-1.0-py3-none-any.whl",
+            "beta-2.0-py3-none-any.whl",
+            "delta-1.0-py3-none-any.whl",
+            "unrelated-1.0-py3-none-any.whl"
+        ])
+    );
+    let mut left: Vec<String> = std::fs::read_dir(t.p().join("wh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["Alpha-1.0-py3-none-any.whl", "gamma-1.0-py3-none-any.whl"]
+    );
+}
+
+#[test]
+fn usage_stdin_and_pip_errors() {
+    let t = T::new();
+    let out = t.wheelhouse(&["--offline"], "", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with("wheelhouse: no requirements: pipe the output of `hashreq` in"));
+    let out = t.wheelhouse(&["--offline"], "{oops", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("wheelhouse: stdin: not a JSON document")
+    );
+    let out = t.wheelhouse(&["--bogus"], "", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    // A pip that is too old, and no pip at all.
+    let fake = t.p().join("oldpy");
+    std::fs::write(&fake, "#!/bin/sh\ncase \"$*\" in *--version*) echo 'pip 21.0 from /x (python 3.11)';; *) exec python3 \"$@\";; esac\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let doc = t.hashreq("alpha==1.0\n");
+    let out = t.wheelhouse(
+        &[
+            "--dir",
+            "wh",
+            "--offline",
+            "--no-cache",
+            "--python",
+            fake.to_str().unwrap(),
+        ],
+        &doc,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pip 21.0 for `") && err.contains("is too old: wheelhouse needs pip >= 22.2"),
+        "{err}"
+    );
+    let out = t.wheelhouse(
+        &[
+            "--dir",
+            "wh",
+            "--offline",
+            "--python",
+            "/nonexistent/python9",
+        ],
+        &doc,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/python9"));
+}
