@@ -123,7 +123,7 @@ pub fn run(args: Args) -> Result<()> {
     let reqs: Option<Requirements> = doc.section("requirements")?;
     let source = match (&args.requirement, &reqs) {
         (Some(f), _) => Source::File(std::path::absolute(f)?),
-        (None, Some(r)) => Source::Doc(r.clone()),
+        (None, Some(r)) => Source::Doc(Box::new(r.clone())),
         (None, None) => {
             return Err(UsageError(
                 "no requirements: pipe the output of `hashreq` in, or give -r FILE".into(),
@@ -161,7 +161,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 enum Source {
-    Doc(Requirements),
+    Doc(Box<Requirements>),
     File(PathBuf),
 }
 

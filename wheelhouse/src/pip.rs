@@ -131,8 +131,7 @@ pub fn failure(out: &Output, what: &str, dir: &Path, offline: bool) -> anyhow::E
     if !offline && network.iter().any(|n| all.contains(n)) {
         let detail = all
             .lines()
-            .filter(|l| network.iter().any(|n| l.contains(n)))
-            .last()
+            .rfind(|l| network.iter().any(|n| l.contains(n)))
             .unwrap_or("")
             .trim();
         return Hint::new(
