@@ -7,6 +7,12 @@ Usage: python3 mkwheel.py OUTDIR < spec.json, where spec is one wheel or a list 
    "data": {"scripts/tool": "#!python\nprint(1)\n", "data/share/x.txt": "x"},
    "entry_points": {"console_scripts": {"foo": "foo_bar:main"}},
    "purelib": true}
+Hostile or broken wheels, for the tests that must refuse them:
+   "members": [{"name": "../x", "data": "...", "mode": 0o120777, "compress": "bzip2",
+                "in_record": true}]   extra members written as given, after the others
+   "tamper": {"path": "new content"}   content that no longer matches RECORD
+   "dist_info": "other-9.9"            another .dist-info directory name
+   "filename": "x.whl", "not_zip": true
 Prints the path of each wheel it wrote.
 """
 import base64
@@ -27,7 +33,7 @@ def build(outdir: str, spec: dict) -> str:
     name, version = spec["name"], spec["version"]
     escaped = re.sub(r"[-_.]+", "_", name)
     tag = spec.get("tag", "py3-none-any")
-    dist_info = f"{escaped}-{version}.dist-info"
+    dist_info = f"{spec.get('dist_info', f'{escaped}-{version}')}.dist-info"
     data_dir = f"{escaped}-{version}.data"
     files = dict(spec.get("files", {}))
     meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
@@ -50,17 +56,29 @@ def build(outdir: str, spec: dict) -> str:
     for key, content in spec.get("data", {}).items():
         files[f"{data_dir}/{key}"] = content
     record_name = f"{dist_info}/RECORD"
-    path = os.path.join(outdir, f"{escaped}-{version}-{tag}.whl")
+    path = os.path.join(outdir, spec.get("filename", f"{escaped}-{version}-{tag}.whl"))
+    if spec.get("not_zip"):
+        with open(path, "wb") as f:
+            f.write(b"this is not a zip file at all")
+        return path
     rows = []
+    tamper = spec.get("tamper", {})
+    methods = {"stored": zipfile.ZIP_STORED, "deflated": zipfile.ZIP_DEFLATED, "bzip2": zipfile.ZIP_BZIP2}
+    members = [{"name": a, "data": c} for a, c in sorted(files.items())] + spec.get("members", [])
+    import warnings
+    warnings.simplefilter("ignore")  # zipfile warns about duplicate names: some tests want them
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        for arc, content in sorted(files.items()):
+        for m in members:
+            arc, content = m["name"], m.get("data", "")
             data = content.encode() if isinstance(content, str) else bytes(content)
             info = zipfile.ZipInfo(arc, date_time=(2020, 1, 1, 0, 0, 0))
-            mode = 0o755 if arc.startswith(f"{data_dir}/scripts/") else 0o644
-            info.external_attr = (0o100000 | mode) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, data)
-            rows.append(f"{arc},{record_hash(data)},{len(data)}")
+            mode = m.get("mode", 0o100755 if arc.startswith(f"{data_dir}/scripts/") else 0o100644)
+            info.external_attr = mode << 16
+            info.compress_type = methods[m.get("compress", "deflated")]
+            written = tamper.get(arc, content)
+            z.writestr(info, written.encode() if isinstance(written, str) else bytes(written))
+            if m.get("in_record", True):
+                rows.append(f"{arc},{record_hash(data)},{len(data)}")
         rows.append(f"{record_name},,")
         info = zipfile.ZipInfo(record_name, date_time=(2020, 1, 1, 0, 0, 0))
         z.writestr(info, "\n".join(rows) + "\n")

@@ -1,0 +1,408 @@
+//! Building an env: the venv layout written natively (no `python -m venv`, no ensurepip), then
+//! each stored wheel spread into it as the wheel spec says, files linked from the store.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+use sha2::{Digest, Sha256};
+use wheelship::cli::io_reason;
+
+use crate::interp::Interp;
+use crate::wheel::{record_hash, Info};
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum LinkMode {
+    Unknown,
+    Reflink,
+    Hardlink,
+    Copy,
+}
+
+pub struct Build<'a> {
+    pub interp: &'a Interp,
+    /// Where the env will live: absolute paths inside it (shebangs, activators) use this.
+    pub final_path: PathBuf,
+    /// Where it is built now.
+    pub root: PathBuf,
+    pub mode: LinkMode,
+    pub files: usize,
+    /// Which file each installed path came from, to warn when two wheels write one path.
+    owners: BTreeMap<PathBuf, String>,
+    pub warnings: Vec<String>,
+    /// Link the `.pyc` files compiled in the store.
+    pub compile: bool,
+}
+
+impl<'a> Build<'a> {
+    pub fn new(interp: &'a Interp, final_path: PathBuf, root: PathBuf) -> Self {
+        Build {
+            interp,
+            final_path,
+            root,
+            mode: LinkMode::Unknown,
+            files: 0,
+            owners: BTreeMap::new(),
+            warnings: Vec::new(),
+            compile: true,
+        }
+    }
+
+    fn site(&self) -> PathBuf {
+        PathBuf::from(self.interp.purelib())
+    }
+
+    fn python(&self) -> PathBuf {
+        self.final_path.join("bin").join("python")
+    }
+
+    /// A `#!` line for scripts: the env's python, or the `/bin/sh` polyglot when the path is
+    /// too long for the kernel or has a space.
+    fn shebang(&self) -> String {
+        let py = self.python().display().to_string();
+        if py.len() + 2 > 127 || py.contains(' ') {
+            format!("#!/bin/sh\n'''exec' \"{py}\" \"$0\" \"$@\"\n' '''\n")
+        } else {
+            format!("#!{py}\n")
+        }
+    }
+
+    /// pyvenv.cfg, bin/python* links, site-packages, lib64, activators.
+    pub fn layout(&self, key: &str) -> Result<()> {
+        let i = self.interp;
+        let xy = i.xy();
+        for d in ["bin", "include"] {
+            fs::create_dir_all(self.root.join(d))?;
+        }
+        fs::create_dir_all(self.root.join(self.site()))?;
+        if i.pointer_bits == 64
+            && !self.root.join("lib64").exists()
+            && self.site().starts_with("lib")
+        {
+            std::os::unix::fs::symlink("lib", self.root.join("lib64"))?;
+        }
+        let base = Path::new(&i.base_executable);
+        std::os::unix::fs::symlink(base, self.root.join("bin/python"))?;
+        for alias in ["python3".to_string(), format!("python{xy}")] {
+            std::os::unix::fs::symlink("python", self.root.join("bin").join(alias))?;
+        }
+        let home = base.parent().unwrap_or(Path::new("/"));
+        let cfg = format!(
+            "home = {}\ninclude-system-site-packages = false\nversion = {}\nimplementation = {}\nexecutable = {}\nmkenv = {}\nkey = {key}\n",
+            home.display(),
+            i.version,
+            i.implementation,
+            base.display(),
+            env!("CARGO_PKG_VERSION"),
+        );
+        fs::write(self.root.join("pyvenv.cfg"), cfg)?;
+        let env = self.final_path.display().to_string();
+        let prompt = &key[..12.min(key.len())];
+        fs::write(
+            self.root.join("bin/activate"),
+            ACTIVATE_SH
+                .replace("@ENV@", &env)
+                .replace("@PROMPT@", prompt),
+        )?;
+        fs::write(
+            self.root.join("bin/activate.fish"),
+            ACTIVATE_FISH
+                .replace("@ENV@", &env)
+                .replace("@PROMPT@", prompt),
+        )?;
+        Ok(())
+    }
+
+    /// Where a member of the wheel goes, relative to the env root (PEP 427, "Spread"), and
+    /// whether it is a `.data/scripts` file to rewrite.
+    fn destination(&self, info: &Info, member: &str) -> Option<(PathBuf, bool)> {
+        if member == format!("{}/RECORD", info.dist_info) {
+            return None;
+        }
+        if let Some(rest) = member.strip_prefix(&format!("{}/", info.data_dir)) {
+            let (key, path) = rest.split_once('/')?;
+            return Some(match key {
+                "purelib" | "platlib" => (self.site().join(path), false),
+                "scripts" => (PathBuf::from("bin").join(path), true),
+                "headers" => (
+                    PathBuf::from("include/site")
+                        .join(format!("python{}", self.interp.xy()))
+                        .join(&info.name)
+                        .join(path),
+                    false,
+                ),
+                _ => (PathBuf::from(path), false),
+            });
+        }
+        Some((self.site().join(member), false))
+    }
+
+    /// Spreads one stored wheel into the env and writes its INSTALLER, REQUESTED and RECORD.
+    pub fn install(
+        &mut self,
+        store_files: &Path,
+        info: &Info,
+        file_name: &str,
+        requested: bool,
+    ) -> Result<()> {
+        let site = self.site();
+        let mut record: Vec<(String, String, String)> = Vec::new();
+        for (member, hash, size) in &info.files {
+            let Some((dest, script)) = self.destination(info, member) else {
+                continue;
+            };
+            let src = store_files.join(member);
+            let abs = self.root.join(&dest);
+            if let Some(p) = abs.parent() {
+                fs::create_dir_all(p)?;
+            }
+            if let Some(prev) = self.owners.insert(dest.clone(), file_name.to_string()) {
+                self.warnings.push(format!(
+                    "`{file_name}` overwrites `{}` from `{prev}`",
+                    dest.display()
+                ));
+                let _ = fs::remove_file(&abs);
+            }
+            let (h, s) = if script {
+                self.write_script(&src, &abs)?
+            } else {
+                self.link(&src, &abs)?;
+                // The bytecode compiled in the store for this interpreter comes along.
+                if self.compile && dest.starts_with(&site) && member.ends_with(".py") {
+                    self.link_pyc(&src, &abs)?;
+                }
+                (hash.clone(), size.to_string())
+            };
+            record.push((rel_to(&dest, &site), h, s));
+            self.files += 1;
+        }
+        for (name, target) in &info.console_scripts {
+            let (h, s) = self.launcher(name, target, false)?;
+            record.push((rel_to(&PathBuf::from("bin").join(name), &site), h, s));
+        }
+        for (name, target) in &info.gui_scripts {
+            let (h, s) = self.launcher(name, target, true)?;
+            record.push((rel_to(&PathBuf::from("bin").join(name), &site), h, s));
+        }
+        let di = site.join(&info.dist_info);
+        let mut extra = vec![("INSTALLER", b"wheelship\n".to_vec())];
+        if requested {
+            extra.push(("REQUESTED", Vec::new()));
+        }
+        for (name, content) in extra {
+            let (h, s) = write_new(&self.root.join(&di).join(name), &content, 0o644)?;
+            record.push((rel_to(&di.join(name), &site), h, s));
+        }
+        record.push((
+            rel_to(&di.join("RECORD"), &site),
+            String::new(),
+            String::new(),
+        ));
+        record.sort();
+        let mut text = String::new();
+        for (p, h, s) in record {
+            text.push_str(&format!("{},{h},{s}\n", csv_field(&p)));
+        }
+        write_new(&self.root.join(&di).join("RECORD"), text.as_bytes(), 0o644)?;
+        self.files += 3;
+        Ok(())
+    }
+
+    fn link_pyc(&mut self, src: &Path, dest: &Path) -> Result<()> {
+        let stem = src
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let pyc = format!("{stem}.{}.pyc", self.interp.cache_tag);
+        let from = src
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join("__pycache__")
+            .join(&pyc);
+        if from.is_file() {
+            let to_dir = dest.parent().unwrap_or(Path::new("/")).join("__pycache__");
+            fs::create_dir_all(&to_dir)?;
+            self.link(&from, &to_dir.join(&pyc))?;
+        }
+        Ok(())
+    }
+
+    /// reflink where the filesystem allows it, else a hard link, else a copy.
+    fn link(&mut self, src: &Path, dest: &Path) -> Result<()> {
+        let fail = |e: std::io::Error| {
+            anyhow!(
+                "cannot link `{}` to `{}`: {}",
+                src.display(),
+                dest.display(),
+                io_reason(&e)
+            )
+        };
+        if matches!(self.mode, LinkMode::Unknown | LinkMode::Reflink) {
+            match reflink(src, dest) {
+                Ok(()) => {
+                    self.mode = LinkMode::Reflink;
+                    return Ok(());
+                }
+                Err(_) if self.mode == LinkMode::Unknown => self.mode = LinkMode::Hardlink,
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        if self.mode == LinkMode::Hardlink {
+            match fs::hard_link(src, dest) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(18) || e.raw_os_error() == Some(1) => {
+                    self.mode = LinkMode::Copy
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        fs::copy(src, dest).map_err(fail)?;
+        Ok(())
+    }
+
+    /// `.data/scripts`: a first line `#!python` (or `#!pythonw`) becomes the env's python;
+    /// always a real copy, made executable.
+    fn write_script(&self, src: &Path, dest: &Path) -> Result<(String, String)> {
+        let data = fs::read(src)?;
+        let out = if data.starts_with(b"#!python") {
+            let rest = data
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(&[][..], |i| &data[i + 1..]);
+            [self.shebang().as_bytes(), rest].concat()
+        } else {
+            data
+        };
+        write_new(dest, &out, 0o755)
+    }
+
+    fn launcher(&mut self, name: &str, target: &str, _gui: bool) -> Result<(String, String)> {
+        let target = target.split('[').next().unwrap_or(target).trim();
+        let (module, attr) = target.split_once(':').unwrap_or((target, ""));
+        let (module, attr) = (module.trim(), attr.trim());
+        let head = attr.split('.').next().unwrap_or(attr);
+        let text = format!(
+            "{}# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom {module} import {head}\nif __name__ == \"__main__\":\n    sys.argv[0] = re.sub(r\"(-script\\.pyw|\\.exe)?$\", \"\", sys.argv[0])\n    sys.exit({attr}())\n",
+            self.shebang()
+        );
+        let dest = self.root.join("bin").join(name);
+        let _ = fs::remove_file(&dest);
+        self.files += 1;
+        write_new(&dest, text.as_bytes(), 0o755)
+    }
+}
+
+fn reflink(src: &Path, dest: &Path) -> std::io::Result<()> {
+    let s = fs::File::open(src)?;
+    let mode = s.metadata()?.permissions().mode() & 0o777;
+    let d = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(dest)?;
+    match rustix::fs::ioctl_ficlone(&d, &s) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            drop(d);
+            let _ = fs::remove_file(dest);
+            Err(e.into())
+        }
+    }
+}
+
+/// Writes a new file (never through a link into the store) and returns its RECORD hash and size.
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(String, String)> {
+    let _ = fs::remove_file(path);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| anyhow!("cannot write `{}`: {}", path.display(), io_reason(&e)))?;
+    f.write_all(data)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    Ok((record_hash(&Sha256::digest(data)), data.len().to_string()))
+}
+
+/// A path in RECORD: relative to site-packages, `../../../bin/x` for what lies outside.
+fn rel_to(dest: &Path, site: &Path) -> String {
+    if let Ok(r) = dest.strip_prefix(site) {
+        return r.display().to_string();
+    }
+    let up = site.components().count();
+    let mut s = "../".repeat(up);
+    s.push_str(&dest.display().to_string());
+    s
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+const ACTIVATE_SH: &str = r#"# Source this file from bash or zsh: `. bin/activate`. Written by mkenv.
+deactivate () {
+    if [ -n "${_OLD_VIRTUAL_PATH:-}" ]; then
+        PATH="$_OLD_VIRTUAL_PATH"; export PATH; unset _OLD_VIRTUAL_PATH
+    fi
+    if [ -n "${_OLD_VIRTUAL_PYTHONHOME:-}" ]; then
+        PYTHONHOME="$_OLD_VIRTUAL_PYTHONHOME"; export PYTHONHOME; unset _OLD_VIRTUAL_PYTHONHOME
+    fi
+    if [ -n "${_OLD_VIRTUAL_PS1:-}" ]; then
+        PS1="$_OLD_VIRTUAL_PS1"; export PS1; unset _OLD_VIRTUAL_PS1
+    fi
+    unset VIRTUAL_ENV VIRTUAL_ENV_PROMPT
+    hash -r 2>/dev/null
+    if [ "${1:-}" != "nondestructive" ]; then
+        unset -f deactivate
+    fi
+}
+deactivate nondestructive
+VIRTUAL_ENV="@ENV@"
+VIRTUAL_ENV_PROMPT="(@PROMPT@) "
+export VIRTUAL_ENV VIRTUAL_ENV_PROMPT
+_OLD_VIRTUAL_PATH="$PATH"
+PATH="$VIRTUAL_ENV/bin:$PATH"
+export PATH
+if [ -n "${PYTHONHOME:-}" ]; then
+    _OLD_VIRTUAL_PYTHONHOME="$PYTHONHOME"; unset PYTHONHOME
+fi
+if [ -z "${VIRTUAL_ENV_DISABLE_PROMPT:-}" ]; then
+    _OLD_VIRTUAL_PS1="${PS1:-}"; PS1="$VIRTUAL_ENV_PROMPT${PS1:-}"; export PS1
+fi
+hash -r 2>/dev/null
+"#;
+
+const ACTIVATE_FISH: &str = r#"# Source this file from fish: `source bin/activate.fish`. Written by mkenv.
+function deactivate -d "leave the env"
+    if set -q _OLD_VIRTUAL_PATH
+        set -gx PATH $_OLD_VIRTUAL_PATH
+        set -e _OLD_VIRTUAL_PATH
+    end
+    if set -q _OLD_VIRTUAL_PYTHONHOME
+        set -gx PYTHONHOME $_OLD_VIRTUAL_PYTHONHOME
+        set -e _OLD_VIRTUAL_PYTHONHOME
+    end
+    set -e VIRTUAL_ENV
+    set -e VIRTUAL_ENV_PROMPT
+    if test "$argv[1]" != "nondestructive"
+        functions -e deactivate
+    end
+end
+deactivate nondestructive
+set -gx VIRTUAL_ENV "@ENV@"
+set -gx VIRTUAL_ENV_PROMPT "(@PROMPT@) "
+set -gx _OLD_VIRTUAL_PATH $PATH
+set -gx PATH "$VIRTUAL_ENV/bin" $PATH
+if set -q PYTHONHOME
+    set -gx _OLD_VIRTUAL_PYTHONHOME $PYTHONHOME
+    set -e PYTHONHOME
+end
+"#;

@@ -1,0 +1,190 @@
+//! The target interpreter: one probe (cached by executable path and mtime) and the ordered list
+//! of wheel tags it supports (PEP 425, PEP 600), generated as `packaging.tags.sys_tags()` does.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Result};
+use serde::{Deserialize, Serialize};
+
+const PROBE: &str = r#"import json, os, platform, sys, sysconfig
+scheme = "venv" if "venv" in sysconfig.get_scheme_names() else "posix_prefix"
+base = {"base": "/@", "platbase": "/@", "installed_base": "/@", "installed_platbase": "/@"}
+paths = {k: os.path.relpath(v, "/@") for k, v in sysconfig.get_paths(scheme=scheme, vars=base).items()}
+libc = platform.libc_ver()
+print(json.dumps({
+  "implementation": sys.implementation.name,
+  "version": platform.python_version(),
+  "version_info": list(sys.version_info[:2]),
+  "cache_tag": sys.implementation.cache_tag,
+  "abiflags": getattr(sys, "abiflags", ""),
+  "soabi": sysconfig.get_config_var("SOABI") or "",
+  "platform": sysconfig.get_platform(),
+  "machine": platform.machine(),
+  "libc": [libc[0], libc[1]],
+  "base_executable": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
+  "pointer_bits": 64 if sys.maxsize > 2**32 else 32,
+  "gil_disabled": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+  "paths": paths,
+}))"#;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Interp {
+    pub implementation: String,
+    pub version: String,
+    pub version_info: (u32, u32),
+    pub cache_tag: String,
+    pub abiflags: String,
+    pub soabi: String,
+    pub platform: String,
+    pub machine: String,
+    pub libc: (String, String),
+    pub base_executable: String,
+    pub pointer_bits: u32,
+    pub gil_disabled: bool,
+    pub paths: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl Interp {
+    pub fn probe(python: &str) -> Result<Interp> {
+        let v = wheelship::python::probe(python, PROBE)?;
+        let mut i: Interp = serde_json::from_value(v)
+            .map_err(|e| anyhow!("unexpected probe of `{python}`: {e}"))?;
+        i.tags = tags(&i);
+        Ok(i)
+    }
+
+    /// `python3.11`
+    pub fn xy(&self) -> String {
+        format!("{}.{}", self.version_info.0, self.version_info.1)
+    }
+
+    /// `cp311`
+    pub fn tag(&self) -> String {
+        format!(
+            "{}{}{}",
+            short(&self.implementation),
+            self.version_info.0,
+            self.version_info.1
+        )
+    }
+
+    pub fn purelib(&self) -> &str {
+        self.paths
+            .get("purelib")
+            .map_or("lib/python3/site-packages", |s| s.as_str())
+    }
+}
+
+fn short(implementation: &str) -> &str {
+    match implementation {
+        "cpython" => "cp",
+        "pypy" => "pp",
+        "ironpython" => "ip",
+        "jython" => "jy",
+        other => other,
+    }
+}
+
+/// The platform tags, best first, as packaging 26 orders them: `linux_arch` (a wheel built on
+/// this machine), then `manylinux_2_Y_arch` from the glibc version down with the legacy
+/// aliases.
+fn platforms(i: &Interp) -> Vec<String> {
+    let plat = i.platform.replace(['-', '.', ' '], "_");
+    let Some(arch) = plat.strip_prefix("linux_") else {
+        return vec![plat];
+    };
+    // A 32-bit interpreter on a 64-bit kernel.
+    let arch = match (arch, i.pointer_bits) {
+        ("x86_64", 32) => "i686",
+        ("aarch64", 32) => "armv8l",
+        (a, _) => a,
+    };
+    let mut out = vec![format!("linux_{arch}")];
+    if i.libc.0 == "glibc" {
+        let mut parts = i.libc.1.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if major == 2 {
+            let lowest = if matches!(arch, "x86_64" | "i686") {
+                5
+            } else {
+                17
+            };
+            for m in (lowest..=minor).rev() {
+                out.push(format!("manylinux_2_{m}_{arch}"));
+                let legacy = match m {
+                    17 if matches!(
+                        arch,
+                        "x86_64" | "i686" | "aarch64" | "armv7l" | "ppc64" | "ppc64le" | "s390x"
+                    ) =>
+                    {
+                        Some("manylinux2014")
+                    }
+                    12 if matches!(arch, "x86_64" | "i686") => Some("manylinux2010"),
+                    5 if matches!(arch, "x86_64" | "i686") => Some("manylinux1"),
+                    _ => None,
+                };
+                if let Some(l) = legacy {
+                    out.push(format!("{l}_{arch}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `packaging.tags.sys_tags()`: the interpreter's own tags, then the compatible ones.
+pub fn tags(i: &Interp) -> Vec<String> {
+    let plats = platforms(i);
+    let (major, minor) = i.version_info;
+    let mut out = Vec::new();
+    if i.implementation == "cpython" {
+        let interp = format!("cp{major}{minor}");
+        let threading = if i.gil_disabled { "t" } else { "" };
+        let debug = if i.abiflags.contains('d') { "d" } else { "" };
+        let abi = format!("cp{major}{minor}{threading}{debug}");
+        for p in &plats {
+            out.push(format!("{interp}-{abi}-{p}"));
+        }
+        let abi3 = major == 3 && minor >= 2 && !i.gil_disabled;
+        if abi3 {
+            for p in &plats {
+                out.push(format!("{interp}-abi3-{p}"));
+            }
+        }
+        for p in &plats {
+            out.push(format!("{interp}-none-{p}"));
+        }
+        if abi3 {
+            for m in (2..minor).rev() {
+                for p in &plats {
+                    out.push(format!("cp{major}{m}-abi3-{p}"));
+                }
+            }
+        }
+    } else {
+        let interp = format!("{}{major}{minor}", short(&i.implementation));
+        let abi = i.soabi.replace(['-', '.'], "_");
+        for a in [abi.as_str(), "none"].into_iter().filter(|a| !a.is_empty()) {
+            for p in &plats {
+                out.push(format!("{interp}-{a}-{p}"));
+            }
+        }
+    }
+    // compatible_tags
+    let mut pys = vec![format!("py{major}{minor}"), format!("py{major}")];
+    for m in (0..minor).rev() {
+        pys.push(format!("py{major}{m}"));
+    }
+    for py in &pys {
+        for p in &plats {
+            out.push(format!("{py}-none-{p}"));
+        }
+    }
+    out.push(format!("{}-none-any", i.tag()));
+    for py in &pys {
+        out.push(format!("{py}-none-any"));
+    }
+    out
+}

@@ -1,0 +1,483 @@
+//! A wheel, unzipped once into the store and verified as it goes (REFERENCE.md §2.1, §3.2):
+//! names inside the tree, no links, no duplicates, stored or deflated only, one `.dist-info`
+//! that matches the file name, known `.data` keys, and every file's RECORD hash and size.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path};
+
+use anyhow::{anyhow, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wheelship::cli::io_reason;
+use wheelship::fsx;
+use wheelship::names::{canonicalize_name, WheelFilename};
+
+/// What the store keeps about a wheel beside its files (`<store>/<sha256>/info.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Info {
+    pub name: String,
+    pub version: String,
+    pub dist_info: String,
+    pub data_dir: String,
+    pub purelib: bool,
+    /// Every file of the wheel but RECORD: (path, `sha256=<urlsafe b64>`, size).
+    pub files: Vec<(String, String, u64)>,
+    pub console_scripts: Vec<(String, String)>,
+    pub gui_scripts: Vec<(String, String)>,
+}
+
+/// The most a single wheel may expand to.
+const MAX_UNPACKED: u64 = 8 << 30;
+
+pub fn record_hash(data_sha: &[u8]) -> String {
+    format!("sha256={}", data_encoding::BASE64URL_NOPAD.encode(data_sha))
+}
+
+/// Checks one member name: relative, inside, printable, no backslash.
+fn check_member(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().any(|c| c.is_control()) {
+        return Err("empty name or a control character in it".into());
+    }
+    if name.starts_with('/')
+        || name.contains('\\')
+        || (name.len() > 1 && name.as_bytes()[1] == b':')
+    {
+        return Err("absolute path".into());
+    }
+    for c in Path::new(name).components() {
+        match c {
+            Component::Normal(_) | Component::CurDir => {}
+            _ => return Err("`..` or a root in the name".into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads `<dist-info>/RECORD` rows: path, hash, size (CSV, quotes allowed).
+fn parse_record(text: &str) -> Result<BTreeMap<String, (String, Option<u64>)>, String> {
+    let mut out = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut fields = Vec::new();
+        let mut cur = String::new();
+        let mut quoted = false;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if quoted && chars.peek() == Some(&'"') => {
+                    cur.push('"');
+                    chars.next();
+                }
+                '"' => quoted = !quoted,
+                ',' if !quoted => fields.push(std::mem::take(&mut cur)),
+                c => cur.push(c),
+            }
+        }
+        fields.push(cur);
+        if fields.len() < 3 {
+            return Err(format!("RECORD line {}: expected path,hash,size", n + 1));
+        }
+        let size = if fields[2].is_empty() {
+            None
+        } else {
+            Some(
+                fields[2]
+                    .parse()
+                    .map_err(|_| format!("RECORD line {}: bad size", n + 1))?,
+            )
+        };
+        if out
+            .insert(fields[0].clone(), (fields[1].clone(), size))
+            .is_some()
+        {
+            return Err(format!("RECORD lists `{}` twice", fields[0]));
+        }
+    }
+    Ok(out)
+}
+
+/// `name = module:attr` items.
+type Scripts = Vec<(String, String)>;
+
+fn parse_entry_points(text: &str) -> (Scripts, Scripts) {
+    let (mut console, mut gui) = (Vec::new(), Vec::new());
+    let mut section = String::new();
+    for line in text.lines() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+            continue;
+        }
+        if l.starts_with('[') && l.ends_with(']') {
+            section = l[1..l.len() - 1].trim().to_string();
+            continue;
+        }
+        if let Some((k, v)) = l.split_once('=') {
+            let item = (k.trim().to_string(), v.trim().to_string());
+            match section.as_str() {
+                "console_scripts" => console.push(item),
+                "gui_scripts" => gui.push(item),
+                _ => {}
+            }
+        }
+    }
+    (console, gui)
+}
+
+/// Makes sure `<store>/<sha256>` holds the verified, unzipped wheel; returns its info.
+pub fn ensure_stored(store: &Path, wheel: &Path, sha256: &str) -> Result<Info> {
+    let entry = store.join(sha256);
+    if let Ok(text) = fs::read_to_string(entry.join("info.json")) {
+        if let Ok(info) = serde_json::from_str(&text) {
+            return Ok(info);
+        }
+    }
+    let file_name = wheel
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = store.join(fsx::temp_name(".tmp-"));
+    let res = unzip_verified(wheel, &file_name, &tmp.join("files"));
+    let info = match res {
+        Ok(info) => info,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    fs::write(tmp.join("info.json"), serde_json::to_vec(&info)?)?;
+    if entry.exists() {
+        // A store entry from a crash without info.json: replace it.
+        fs::remove_dir_all(&entry)?;
+    }
+    fs::rename(&tmp, &entry)
+        .map_err(|e| anyhow!("cannot store `{file_name}`: {}", io_reason(&e)))?;
+    Ok(info)
+}
+
+fn unzip_verified(wheel: &Path, file_name: &str, dest: &Path) -> Result<Info> {
+    let refuse = |what: String| anyhow!("cannot install `{file_name}`: {what}");
+    let fname = WheelFilename::parse(file_name).map_err(&refuse)?;
+    let f =
+        fs::File::open(wheel).map_err(|e| refuse(format!("cannot read it: {}", io_reason(&e))))?;
+    let mut zip =
+        zip::ZipArchive::new(f).map_err(|e| refuse(format!("not a valid zip file: {e}")))?;
+    // The zip reader keeps one entry per name; the central directory says how many there are.
+    // More there than here means duplicate names: which one a reader takes differs between
+    // readers (Python takes the last), so such a wheel is refused.
+    let declared = central_directory_entries(wheel).map_err(&refuse)?;
+    if declared != zip.len() as u64 {
+        return Err(refuse(format!(
+            "duplicate members: the central directory lists {declared} entries, {} distinct names",
+            zip.len()
+        )));
+    }
+
+    // First pass over the central directory: names, kinds, methods, duplicates, layout.
+    let mut names: Vec<(usize, String, bool)> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut dist_infos = HashSet::new();
+    let mut declared_total = 0u64;
+    for i in 0..zip.len() {
+        let z = zip
+            .by_index_raw(i)
+            .map_err(|e| refuse(format!("bad zip entry #{i}: {e}")))?;
+        let name = std::str::from_utf8(z.name_raw())
+            .map_err(|_| refuse(format!("member #{i} has a name that is not UTF-8")))?
+            .to_string();
+        check_member(&name)
+            .map_err(|why| refuse(format!("member `{}`: {why}", name.escape_debug())))?;
+        if let Some(mode) = z.unix_mode() {
+            if mode & 0o170000 == 0o120000 {
+                return Err(refuse(format!("member `{name}` is a symlink")));
+            }
+        }
+        if !matches!(
+            z.compression(),
+            zip::CompressionMethod::Stored | zip::CompressionMethod::Deflated
+        ) {
+            return Err(refuse(format!(
+                "member `{name}` uses unsupported compression {:?}",
+                z.compression()
+            )));
+        }
+        let norm = name
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        if !seen.insert(norm.clone()) {
+            return Err(refuse(format!("duplicate member `{name}`")));
+        }
+        let is_dir = name.ends_with('/');
+        declared_total += z.size();
+        if declared_total > MAX_UNPACKED {
+            return Err(refuse("it expands to more than 8 GiB".into()));
+        }
+        let top = norm.split('/').next().unwrap_or_default();
+        if top.ends_with(".dist-info") {
+            dist_infos.insert(top.to_string());
+        }
+        let exec = z.unix_mode().is_some_and(|m| m & 0o111 != 0);
+        if !is_dir {
+            names.push((i, norm, exec));
+        } else {
+            let _ = exec;
+        }
+    }
+    let dist_info = match dist_infos.len() {
+        1 => dist_infos.into_iter().next().unwrap(),
+        0 => return Err(refuse("no `.dist-info` directory".into())),
+        _ => {
+            let mut v: Vec<_> = dist_infos.into_iter().collect();
+            v.sort();
+            return Err(refuse(format!(
+                "more than one `.dist-info` directory: {}",
+                v.join(", ")
+            )));
+        }
+    };
+    let stem = dist_info.trim_end_matches(".dist-info");
+    let (di_name, di_version) = stem
+        .rsplit_once('-')
+        .ok_or_else(|| refuse(format!("`{dist_info}` is not `<name>-<version>.dist-info`")))?;
+    if canonicalize_name(di_name) != canonicalize_name(&fname.name)
+        || !same_version(di_version, &fname.version)
+    {
+        return Err(refuse(format!(
+            "`{dist_info}` does not match the file name"
+        )));
+    }
+    let data_dir = format!("{stem}.data");
+
+    // Second pass: extract, hashing as we go.
+    fs::create_dir_all(dest)?;
+    let mut hashes: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut buf = vec![0u8; 1 << 16];
+    for (i, name, exec) in &names {
+        let top = name.split('/').next().unwrap_or_default();
+        if top.ends_with(".data") {
+            if top != data_dir {
+                return Err(refuse(format!(
+                    "member `{name}` is in `{top}`, not `{data_dir}`"
+                )));
+            }
+            let key = name.split('/').nth(1).unwrap_or_default();
+            if !matches!(key, "purelib" | "platlib" | "scripts" | "headers" | "data") {
+                return Err(refuse(format!(
+                    "unknown `.data` key `{key}` (member `{name}`)"
+                )));
+            }
+        } else if top.ends_with(".dist-info") && top != dist_info {
+            return Err(refuse(format!(
+                "member `{name}` is in another `.dist-info`"
+            )));
+        }
+        let mut z = zip
+            .by_index(*i)
+            .map_err(|e| refuse(format!("member `{name}`: {e}")))?;
+        let out_path = dest.join(name);
+        if let Some(p) = out_path.parent() {
+            fs::create_dir_all(p)?;
+        }
+        let mode = if *exec || name.starts_with(&format!("{data_dir}/scripts/")) {
+            0o755
+        } else {
+            0o644
+        };
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&out_path)
+            .map_err(|e| refuse(format!("member `{name}`: {}", io_reason(&e))))?;
+        let mut h = Sha256::new();
+        let mut size = 0u64;
+        let keep = name.starts_with(&format!("{dist_info}/"));
+        let mut kept = Vec::new();
+        loop {
+            let n = z
+                .read(&mut buf)
+                .map_err(|e| refuse(format!("member `{name}` is corrupt: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            size += n as u64;
+            if size > z.size() {
+                return Err(refuse(format!("member `{name}` is larger than it says")));
+            }
+            out.write_all(&buf[..n])?;
+            if keep {
+                kept.extend_from_slice(&buf[..n]);
+            }
+        }
+        if keep {
+            small.insert(name.clone(), kept);
+        }
+        hashes.insert(name.clone(), (record_hash(&h.finalize()), size));
+    }
+
+    // RECORD: every file listed with its true hash and size, nothing listed that is absent.
+    let record_name = format!("{dist_info}/RECORD");
+    let record = small
+        .get(&record_name)
+        .ok_or_else(|| refuse(format!("no `{record_name}`")))?;
+    let record = std::str::from_utf8(record).map_err(|_| refuse("RECORD is not UTF-8".into()))?;
+    let rows = parse_record(record).map_err(&refuse)?;
+    let mut files = Vec::new();
+    for (name, (hash, size)) in &hashes {
+        if *name == record_name || name.ends_with(".jws") || name.ends_with(".p7s") {
+            continue;
+        }
+        let Some((rh, rsize)) = rows.get(name) else {
+            return Err(refuse(format!("`{name}` is not in RECORD")));
+        };
+        if rh != hash || rsize.is_some_and(|s| s != *size) {
+            return Err(refuse(format!("RECORD hash mismatch for `{name}`")));
+        }
+        files.push((name.clone(), hash.clone(), *size));
+    }
+    for name in rows.keys() {
+        if name != &record_name
+            && !hashes.contains_key(name)
+            && !name.ends_with(".jws")
+            && !name.ends_with(".p7s")
+        {
+            check_member(name).map_err(|why| refuse(format!("RECORD names `{name}`: {why}")))?;
+            return Err(refuse(format!(
+                "RECORD lists `{name}`, which is not in the wheel"
+            )));
+        }
+    }
+
+    // WHEEL: refuse a major version above 1; the first Wheel-Version counts (some wheels
+    // repeat it).
+    let wheel_text = small
+        .get(&format!("{dist_info}/WHEEL"))
+        .map(|b| String::from_utf8_lossy(b).to_string())
+        .ok_or_else(|| refuse(format!("no `{dist_info}/WHEEL`")))?;
+    let header = |k: &str| {
+        wheel_text.lines().find_map(|l| {
+            l.split_once(':')
+                .filter(|(key, _)| key.trim().eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.trim().to_string())
+        })
+    };
+    let wv = header("Wheel-Version").unwrap_or_default();
+    if wv
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok())
+        .is_none_or(|m| m > 1)
+    {
+        return Err(refuse(format!("unsupported Wheel-Version `{wv}`")));
+    }
+    let purelib = header("Root-Is-Purelib").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let metadata = small
+        .get(&format!("{dist_info}/METADATA"))
+        .ok_or_else(|| refuse(format!("no `{dist_info}/METADATA`")))?;
+    std::str::from_utf8(metadata).map_err(|_| refuse("METADATA is not UTF-8".into()))?;
+
+    let (console_scripts, gui_scripts) = small
+        .get(&format!("{dist_info}/entry_points.txt"))
+        .map(|b| parse_entry_points(&String::from_utf8_lossy(b)))
+        .unwrap_or_default();
+    for (name, target) in console_scripts.iter().chain(&gui_scripts) {
+        check_script_name(name).map_err(|why| refuse(format!("entry point `{name}`: {why}")))?;
+        if !target.contains(':') {
+            return Err(refuse(format!(
+                "entry point `{name}` = `{target}` is not `module:attr`"
+            )));
+        }
+    }
+    for (name, _, _) in &files {
+        if let Some(script) = name.strip_prefix(&format!("{data_dir}/scripts/")) {
+            check_script_name(script).map_err(|why| refuse(format!("script `{name}`: {why}")))?;
+        }
+    }
+    Ok(Info {
+        name: canonicalize_name(&fname.name),
+        version: di_version.to_string(),
+        dist_info,
+        data_dir,
+        purelib,
+        files,
+        console_scripts,
+        gui_scripts,
+    })
+}
+
+/// The entry count of the end-of-central-directory record (ZIP64 aware).
+fn central_directory_entries(path: &Path) -> Result<u64, String> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let tail_len = len.min(65_557);
+    f.seek(SeekFrom::Start(len - tail_len))
+        .map_err(|e| e.to_string())?;
+    let mut tail = vec![0u8; tail_len as usize];
+    f.read_exact(&mut tail).map_err(|e| e.to_string())?;
+    let eocd = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&i| tail[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
+        .ok_or("no end of central directory record")?;
+    let n = u16::from_le_bytes([tail[eocd + 10], tail[eocd + 11]]) as u64;
+    if n != 0xffff {
+        return Ok(n);
+    }
+    // ZIP64: the locator sits just before the EOCD and points at the ZIP64 EOCD record.
+    let loc = eocd.checked_sub(20).ok_or("truncated ZIP64 locator")?;
+    if tail[loc..loc + 4] != [0x50, 0x4b, 0x06, 0x07] {
+        return Err("ZIP64 entry count without a ZIP64 locator".into());
+    }
+    let off = u64::from_le_bytes(tail[loc + 8..loc + 16].try_into().unwrap());
+    f.seek(SeekFrom::Start(off)).map_err(|e| e.to_string())?;
+    let mut rec = [0u8; 56];
+    f.read_exact(&mut rec).map_err(|e| e.to_string())?;
+    if rec[..4] != [0x50, 0x4b, 0x06, 0x06] {
+        return Err("bad ZIP64 end of central directory record".into());
+    }
+    Ok(u64::from_le_bytes(rec[32..40].try_into().unwrap()))
+}
+
+fn same_version(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+    norm(a) == norm(b)
+}
+
+/// A script name must stay in `bin/` and must not replace the interpreter or the activators.
+pub fn check_script_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.contains('/')
+        || name.contains('\\')
+        || name == "."
+        || name == ".."
+        || name.chars().any(|c| c.is_control())
+    {
+        return Err("the name leaves `bin/`".into());
+    }
+    let lower = name.to_ascii_lowercase();
+    // python, python3, python3.12, python3.13t, pythonw, pypy3.10, ...
+    let interpreter = ["python", "pythonw", "pypy", "graalpy"].iter().any(|p| {
+        lower.strip_prefix(p).is_some_and(|rest| {
+            let rest = rest.strip_suffix('t').unwrap_or(rest);
+            rest.is_empty()
+                || rest
+                    .split('.')
+                    .all(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        })
+    });
+    let reserved = interpreter
+        || lower == "activate"
+        || lower.starts_with("activate.")
+        || lower == "deactivate";
+    if reserved {
+        return Err("the name is reserved for the env's interpreter or activators".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! mkenv builds envs that pip could have built, reuses them, and shares work through its store.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+/// Files under `dir`, relative, skipping what pip and mkenv legitimately differ on.
+fn tree(dir: &Path) -> BTreeSet<String> {
+    fn walk(base: &Path, d: &Path, out: &mut BTreeSet<String>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            let name = e.file_name().to_string_lossy().to_string();
+            if name == "__pycache__"
+                || ["RECORD", "INSTALLER", "REQUESTED", "direct_url.json"].contains(&name.as_str())
+            {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.insert(rel);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn clean_pip(cmd: &mut Command) -> &mut Command {
+    // The machine's PIP_* settings (PIP_FIND_LINKS, ...) must not change the reference.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PIP_")) {
+        cmd.env_remove(k);
+    }
+    cmd.env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_env_is_what_pip_would_build() {
+    let t = tempfile::tempdir().unwrap();
+    let wheels = app_wheels(&t.path().join("wh"));
+    let doc = lock(&wheels, &["shop-app"]);
+    let env = ok(t.path(), &["--envs", "envs"], &doc);
+    assert_eq!(env["reused"], false);
+    assert_eq!(env["wheels"], 2);
+    let path = PathBuf::from(env["path"].as_str().unwrap());
+    assert_eq!(
+        path.parent().unwrap(),
+        std::fs::canonicalize(t.path().join("envs")).unwrap()
+    );
+    assert_eq!(
+        path.file_name().unwrap().to_str().unwrap(),
+        env["key"].as_str().unwrap()
+    );
+
+    // The reference: python -m venv + pip install --no-index --find-links.
+    let reference = t.path().join("ref");
+    run_ok(clean_pip(
+        Command::new("python3").args(["-m", "venv"]).arg(&reference),
+    ));
+    run_ok(clean_pip(
+        Command::new(reference.join("bin/python"))
+            .args(["-m", "pip", "install", "-q", "--no-index", "--find-links"])
+            .arg(t.path().join("wh"))
+            .arg("shop-app"),
+    ));
+    let xy = run_ok(Command::new("python3").args([
+        "-c",
+        "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
+    ]));
+    let site = format!("lib/python{}/site-packages", xy.trim());
+    let ours = tree(&path.join(&site));
+    let theirs: BTreeSet<String> = tree(&reference.join(&site))
+        .into_iter()
+        .filter(|p| {
+            !p.starts_with("pip")
+                && !p.starts_with("setuptools")
+                && !p.starts_with("_distutils_hack")
+                && !p.starts_with("distutils-precedence")
+                && !p.starts_with("pkg_resources")
+        })
+        .collect();
+    assert_eq!(ours, theirs);
+    for f in &ours {
+        assert_eq!(
+            std::fs::read(path.join(&site).join(f)).unwrap(),
+            std::fs::read(reference.join(&site).join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(path.join("share/shop/README")).unwrap(),
+        std::fs::read(reference.join("share/shop/README")).unwrap()
+    );
+    assert!(path
+        .join(format!("include/site/python{}/shop-app/shop.h", xy.trim()))
+        .is_file());
+
+    // pip sees the same distributions and a consistent env.
+    let list = |py: &Path| -> Value {
+        let out = run_ok(clean_pip(
+            Command::new("python3")
+                .args(["-m", "pip", "--python"])
+                .arg(py)
+                .args(["list", "--format=json"]),
+        ));
+        let mut v: Vec<Value> = serde_json::from_str::<Vec<Value>>(&out)
+            .unwrap()
+            .into_iter()
+            .filter(|p| !["pip", "setuptools"].contains(&p["name"].as_str().unwrap()))
+            .collect();
+        v.sort_by_key(|p| p["name"].as_str().unwrap().to_lowercase());
+        Value::Array(v)
+    };
+    assert_eq!(
+        list(&path.join("bin/python")),
+        list(&reference.join("bin/python"))
+    );
+    run_ok(clean_pip(
+        Command::new("python3")
+            .args(["-m", "pip", "--python"])
+            .arg(path.join("bin/python"))
+            .arg("check"),
+    ));
+
+    // The console script and the `.data` script run, with the env's python.
+    assert_eq!(
+        run_ok(Command::new(path.join("bin/shop")).arg("x")),
+        "shop 1.2.0 x\n"
+    );
+    assert_eq!(
+        run_ok(&mut Command::new(path.join("bin/shop-admin"))),
+        "admin 1.2.0\n"
+    );
+    let first = std::fs::read_to_string(path.join("bin/shop-admin")).unwrap();
+    assert_eq!(
+        first.lines().next().unwrap(),
+        format!("#!{}", path.join("bin/python").display())
+    );
+    assert_eq!(
+        run_ok(Command::new(path.join("bin/python")).args([
+            "-c",
+            "import sys, shop_extra; print(sys.prefix == sys.base_prefix)"
+        ])),
+        "False\n"
+    );
+
+    // RECORD lists every installed file with its hash; REQUESTED only for what was asked for.
+    let record =
+        std::fs::read_to_string(path.join(&site).join("Shop_App-1.2.0.dist-info/RECORD")).unwrap();
+    assert!(record.contains("shop_app/cli.py,sha256="), "{record}");
+    assert!(record.contains("../../../bin/shop,sha256="), "{record}");
+    assert!(
+        record.contains("../../../bin/shop-admin,sha256="),
+        "{record}"
+    );
+    assert!(
+        record.contains("Shop_App-1.2.0.dist-info/RECORD,,"),
+        "{record}"
+    );
+    assert!(path
+        .join(&site)
+        .join("Shop_App-1.2.0.dist-info/REQUESTED")
+        .exists());
+    assert!(!path
+        .join(&site)
+        .join("helper-1.0.dist-info/REQUESTED")
+        .exists());
+    assert_eq!(
+        std::fs::read_to_string(path.join(&site).join("helper-1.0.dist-info/INSTALLER")).unwrap(),
+        "wheelship\n"
+    );
+
+    // Bytecode is there, valid without its mtime, and linked from the store.
+    let pyc: Vec<_> = std::fs::read_dir(path.join(&site).join("shop_app/__pycache__"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(pyc.len(), 2, "{pyc:?}");
+    let out = run_ok(Command::new(path.join("bin/python")).args([
+        "-c",
+        "import shop_app.cli, importlib.util; print(shop_app.cli.__cached__)",
+    ]));
+    assert!(out.contains("__pycache__"), "{out}");
+}
+
+#[test]
+fn reuse_and_sharing() {
+    let t = tempfile::tempdir().unwrap();
+    let wheels = app_wheels(&t.path().join("wh"));
+    let doc = lock(&wheels, &["shop-app"]);
+    let a = ok(t.path(), &["--envs", "envs"], &doc);
+    let again = ok(t.path(), &["--envs", "envs"], &doc);
+    assert_eq!(again["reused"], true);
+    assert_eq!(again["key"], a["key"]);
+    assert_eq!(again["path"], a["path"]);
+    // The key does not depend on the requirements hash or the wheelhouse dir, only the lock.
+    let mut moved = doc.clone();
+    moved["requirements"]["hash"] = Value::String(format!("sha256:{}", "1".repeat(64)));
+    assert_eq!(ok(t.path(), &["--envs", "envs"], &moved)["key"], a["key"]);
+    // --no-compile is another env.
+    let nc = ok(t.path(), &["--envs", "envs", "--no-compile"], &doc);
+    assert_ne!(nc["key"], a["key"]);
+    let nc_path = PathBuf::from(nc["path"].as_str().unwrap());
+    // A new lock that shares a wheel: the shared files (and their .pyc) are the store's inodes.
+    let more = mkwheels(
+        &t.path().join("wh"),
+        serde_json::json!({"name": "extra", "version": "1.0", "files": {"extra/__init__.py": ""}}),
+    );
+    let mut w2 = wheels.clone();
+    w2.extend(more);
+    let b = ok(
+        t.path(),
+        &["--envs", "envs"],
+        &lock(&w2, &["shop-app", "extra"]),
+    );
+    assert_ne!(b["key"], a["key"]);
+    let pa = PathBuf::from(a["path"].as_str().unwrap());
+    let pb = PathBuf::from(b["path"].as_str().unwrap());
+    let site = std::fs::read_dir(pa.join("lib"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("site-packages");
+    let rel = site.strip_prefix(&pa).unwrap();
+    let ino = |p: PathBuf| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        ino(pa.join(rel).join("helper/__init__.py")),
+        ino(pb.join(rel).join("helper/__init__.py"))
+    );
+    let pyc = std::fs::read_dir(pa.join(rel).join("helper/__pycache__"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    assert_eq!(
+        ino(pa.join(rel).join("helper/__pycache__").join(&pyc)),
+        ino(pb.join(rel).join("helper/__pycache__").join(&pyc))
+    );
+    // Rewritten files and RECORD are real copies.
+    assert_ne!(
+        ino(pa.join(rel).join("helper-1.0.dist-info/RECORD")),
+        ino(pb.join(rel).join("helper-1.0.dist-info/RECORD"))
+    );
+    assert!(!nc_path.join(rel).join("helper/__pycache__").exists());
+}
+
+#[test]
+fn concurrent_runs_for_one_key_do_the_work_once() {
+    let t = tempfile::tempdir().unwrap();
+    let wheels = app_wheels(&t.path().join("wh"));
+    let doc = lock(&wheels, &["shop-app"]);
+    let bin = assert_cmd::cargo::cargo_bin("mkenv");
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = std::process::Command::new(&bin)
+                .args(["--envs", "envs"])
+                .current_dir(t.path())
+                .env("WHEELSHIP_CACHE", t.path().join("cache"))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(doc.to_string().as_bytes())
+                .unwrap();
+            c
+        })
+        .collect();
+    let outs: Vec<Value> = children
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success());
+            serde_json::from_slice::<Value>(&o.stdout).unwrap()["env"].clone()
+        })
+        .collect();
+    assert_eq!(
+        outs.iter().filter(|e| e["reused"] == false).count(),
+        1,
+        "{outs:?}"
+    );
+    let names: Vec<String> = std::fs::read_dir(t.path().join("envs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(names.len(), 1);
+}
+
+#[test]
+fn a_crash_at_any_step_leaves_nothing_that_looks_complete() {
+    let t = tempfile::tempdir().unwrap();
+    let wheels = app_wheels(&t.path().join("wh"));
+    let doc = lock(&wheels, &["shop-app"]);
+    for point in [
+        "mkenv-after-store",
+        "mkenv-after-compile",
+        "mkenv-after-wheel",
+        "mkenv-before-rename",
+    ] {
+        let envs = format!("envs-{point}");
+        let out = mkenv_env(
+            t.path(),
+            &["--envs", &envs],
+            &doc,
+            &[("WHEELSHIP_FAILPOINT", point)],
+        );
+        assert!(!out.status.success(), "{point} did not fire");
+        let finals: Vec<String> = std::fs::read_dir(t.path().join(&envs))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        assert!(finals.is_empty(), "{point}: {finals:?}");
+        let env = ok(t.path(), &["--envs", &envs], &doc);
+        assert_eq!(env["reused"], false);
+        let left: Vec<String> = std::fs::read_dir(t.path().join(&envs))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".tmp-"))
+            .collect();
+        assert!(left.is_empty(), "{point}: {left:?}");
+        assert_eq!(
+            run_ok(&mut Command::new(
+                PathBuf::from(env["path"].as_str().unwrap()).join("bin/shop")
+            )),
+            "shop 1.2.0 \n"
+        );
+    }
+}
+
+#[test]
+fn gc_removes_what_no_kept_env_uses() {
+    let t = tempfile::tempdir().unwrap();
+    let wheels = app_wheels(&t.path().join("wh"));
+    let a = ok(t.path(), &["--envs", "envs"], &lock(&wheels, &["shop-app"]));
+    let b = ok(
+        t.path(),
+        &["--envs", "envs"],
+        &lock(&wheels[1..], &["helper"]),
+    );
+    let rel = t.path().join("releases/r1");
+    std::fs::create_dir_all(&rel).unwrap();
+    std::os::unix::fs::symlink(b["path"].as_str().unwrap(), rel.join("venv")).unwrap();
+    let out = mkenv(
+        t.path(),
+        &[
+            "--envs",
+            "envs",
+            "gc",
+            "--releases",
+            t.path().join("releases").to_str().unwrap(),
+        ],
+        &serde_json::json!({}),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let g: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(g["mkenv_gc"]["removed_envs"], serde_json::json!([a["key"]]));
+    assert_eq!(g["mkenv_gc"]["removed_wheels"].as_array().unwrap().len(), 1);
+    assert!(!Path::new(a["path"].as_str().unwrap()).exists());
+    assert!(Path::new(b["path"].as_str().unwrap())
+        .join("pyvenv.cfg")
+        .exists());
+    // b still works: its wheel is still in the store.
+    assert!(
+        ok(
+            t.path(),
+            &["--envs", "envs"],
+            &lock(&wheels[1..], &["helper"])
+        )["reused"]
+            == true
+    );
+}

@@ -1,0 +1,204 @@
+//! Hostile or broken wheels are refused before anything becomes final, with a message that
+//! names the wheel and the member; nothing is written outside the env store.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn refused(spec: Value, why: &str) {
+    let t = tempfile::tempdir().unwrap();
+    let mut spec = spec;
+    spec["name"] = json!("bad");
+    spec["version"] = json!("1.0");
+    if spec.get("files").is_none() {
+        spec["files"] = json!({"bad/__init__.py": "X = 1\n"});
+    }
+    let wheels = mkwheels(&t.path().join("wh"), spec);
+    let doc = lock(&wheels, &["bad"]);
+    let out = mkenv(t.path(), &["--envs", "envs"], &doc);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "accepted, expected `{why}`: {err}"
+    );
+    assert!(out.stdout.is_empty());
+    let file = wheels[0].file_name().unwrap().to_str().unwrap();
+    assert!(
+        err.contains(&format!("cannot install `{file}`")) || err.contains(file),
+        "{err}"
+    );
+    assert!(err.contains(why), "expected `{why}` in: {err}");
+    // No env under a final name, no temp left, nothing outside.
+    let names: Vec<String> = std::fs::read_dir(t.path().join("envs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with('.')), "{names:?}");
+    let store: Vec<String> = std::fs::read_dir(t.path().join("envs/.store"))
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(store.is_empty(), "half-made store entries: {store:?}");
+    assert!(!t.path().join("evil").exists() && !Path::new("/tmp/mkenv-evil").exists());
+}
+
+#[test]
+fn traversal_absolute_and_links() {
+    refused(
+        json!({"members": [{"name": "../evil", "data": "x"}]}),
+        "member `../evil`: `..` or a root in the name",
+    );
+    refused(
+        json!({"members": [{"name": "a/../../evil", "data": "x"}]}),
+        "`..` or a root in the name",
+    );
+    refused(
+        json!({"members": [{"name": "/tmp/mkenv-evil", "data": "x"}]}),
+        "member `/tmp/mkenv-evil`: absolute path",
+    );
+    refused(
+        json!({"members": [{"name": "C:\\evil", "data": "x"}]}),
+        "absolute path",
+    );
+    refused(
+        json!({"members": [{"name": "bad/link", "data": "/etc/passwd", "mode": 0o120777}]}),
+        "member `bad/link` is a symlink",
+    );
+    refused(
+        json!({"members": [{"name": "bad/x\ny.py", "data": ""}]}),
+        "control character",
+    );
+}
+
+#[test]
+fn duplicates_and_compression() {
+    refused(
+        json!({"members": [{"name": "bad/__init__.py", "data": "other"}]}),
+        "duplicate members: the central directory lists",
+    );
+    refused(
+        json!({"members": [{"name": "bad/__init__.py", "data": "X = 1\n", "in_record": false}]}),
+        "duplicate members",
+    );
+    refused(
+        json!({"members": [{"name": "bad/b.py", "data": "x", "compress": "bzip2"}]}),
+        "member `bad/b.py` uses unsupported compression",
+    );
+    refused(json!({"not_zip": true}), "not a valid zip file");
+}
+
+#[test]
+fn record_must_be_true() {
+    refused(
+        json!({"tamper": {"bad/__init__.py": "import os; os.system('evil')\n"}}),
+        "RECORD hash mismatch for `bad/__init__.py`",
+    );
+    refused(
+        json!({"members": [{"name": "bad/hidden.py", "data": "x", "in_record": false}]}),
+        "`bad/hidden.py` is not in RECORD",
+    );
+}
+
+#[test]
+fn metadata_layout() {
+    refused(
+        json!({"dist_info": "other-9.9"}),
+        "`other-9.9.dist-info` does not match the file name",
+    );
+    refused(
+        json!({"members": [{"name": "extra-1.0.dist-info/METADATA", "data": "Name: extra\n"}]}),
+        "more than one `.dist-info` directory",
+    );
+    refused(
+        json!({"data": {"weird/x": "x"}}),
+        "unknown `.data` key `weird`",
+    );
+}
+
+#[test]
+fn script_names() {
+    refused(
+        json!({"entry_points": {"console_scripts": {"../../evil": "bad:main"}}}),
+        "entry point `../../evil`: the name leaves `bin/`",
+    );
+    refused(
+        json!({"entry_points": {"console_scripts": {"python3": "bad:main"}}}),
+        "entry point `python3`: the name is reserved",
+    );
+    refused(
+        json!({"entry_points": {"gui_scripts": {"python3.11": "bad:main"}}}),
+        "the name is reserved",
+    );
+    refused(
+        json!({"data": {"scripts/python": "#!python\n"}}),
+        "script `bad-1.0.data/scripts/python`: the name is reserved",
+    );
+}
+
+#[test]
+fn lock_mismatch_and_incompatible_tags() {
+    let t = tempfile::tempdir().unwrap();
+    let wheels = mkwheels(
+        &t.path().join("wh"),
+        json!([
+            {"name": "ok", "version": "1.0"},
+            {"name": "native", "version": "1.0", "tag": "cp27-cp27mu-manylinux1_x86_64", "purelib": false},
+        ]),
+    );
+    let mut doc = lock(&wheels[..1], &["ok"]);
+    doc["wheelhouse"]["wheels"][0]["sha256"] = json!("0".repeat(64));
+    let out = mkenv(t.path(), &["--envs", "envs"], &doc);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ok-1.0-py3-none-any.whl`: sha256 ")
+            && err.contains("does not match the lock's 0000"),
+        "{err}"
+    );
+    let out = mkenv(
+        t.path(),
+        &["--envs", "envs"],
+        &lock(&wheels[1..], &["native"]),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot install `native-1.0-cp27-cp27mu-manylinux1_x86_64.whl`: it is not compatible with `python3`"), "{err}");
+    assert!(err.contains("\nhint: lock for this interpreter"), "{err}");
+}
+
+#[test]
+fn usage_and_input_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let out = mkenv(t.path(), &["--envs", "envs"], &json!({}));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("mkenv: no `wheelhouse` section"));
+    let out = assert_cmd::Command::cargo_bin("mkenv")
+        .unwrap()
+        .current_dir(t.path())
+        .write_stdin("{bad")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("mkenv: stdin: not a JSON document"));
+    let out = assert_cmd::Command::cargo_bin("mkenv")
+        .unwrap()
+        .arg("--frob")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let doc = json!({"wheelhouse": {"dir": t.path().join("nowhere"), "wheels": [{"name": "a", "version": "1", "file": "a-1-py3-none-any.whl", "sha256": "0".repeat(64), "size": 1}]}});
+    let out = mkenv(t.path(), &["--envs", "envs"], &doc);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("a-1-py3-none-any.whl`: No such file or directory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
