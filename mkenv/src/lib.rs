@@ -180,14 +180,12 @@ fn build(
     reqs: Option<&Requirements>,
     interp: &Interp,
 ) -> Result<(usize, usize)> {
+    let started = Instant::now();
     let store = envs.join(".store");
     fs::create_dir_all(&store)?;
-    // 1. Every wheel: its sha256 against the lock, its tags against the interpreter, then
-    //    verified into the store (once per wheel, shared by every env).
+    // 1. Every wheel's tags against the interpreter, before any work.
     let supported: HashSet<&str> = interp.tags.iter().map(String::as_str).collect();
-    let mut stored = Vec::new();
     for w in &wh.wheels {
-        let path = Path::new(&wh.dir).join(&w.file);
         let fname = WheelFilename::parse(&w.file).map_err(|e| anyhow!("the lock names {e}"))?;
         if !fname.tags().iter().any(|t| supported.contains(t.as_str())) {
             return Err(Hint::new(
@@ -203,42 +201,42 @@ fn build(
             )
             .into());
         }
-        let entry = store.join(&w.sha256);
-        if !entry.join("info.json").is_file() {
-            let (sha, size) = fsx::sha256_file(&path)?;
-            if sha != w.sha256 || size != w.size {
-                bail!(
-                    "cannot install `{}`: sha256 {sha} ({size} bytes) does not match the lock's {} ({} bytes)",
-                    path.display(),
-                    w.sha256,
-                    w.size
-                );
+    }
+    // 2. Each wheel checked against the lock's sha256 and verified into the store (once per
+    //    wheel, shared by every env), on every core; the bytecode of each stored wheel is
+    //    compiled by the target python as soon as the wheel is stored.
+    let marker = format!("compiled.{}", interp.cache_tag);
+    let needs_compile = !args.no_compile
+        && wh
+            .wheels
+            .iter()
+            .any(|w| !store.join(&w.sha256).join(&marker).exists());
+    let mut compiler = if needs_compile {
+        Some(Compiler::spawn(&args.python)?)
+    } else {
+        None
+    };
+    let stored = match store_all(&store, wh, &marker, compiler.as_mut()) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(c) = compiler {
+                c.kill();
+            }
+            return Err(e);
+        }
+    };
+    timing("store", &started);
+    point("mkenv-after-store");
+    if let Some(c) = compiler {
+        c.finish()?;
+        for (w, _) in &stored {
+            let m = store.join(&w.sha256).join(&marker);
+            if !m.exists() {
+                fs::write(m, b"")?;
             }
         }
-        let info = wheel::ensure_stored(&store, &path, &w.sha256)?;
-        if info.name != w.name {
-            bail!(
-                "cannot install `{}`: it holds `{}`, the lock says `{}`",
-                w.file,
-                info.name,
-                w.name
-            );
-        }
-        stored.push((w, info));
     }
-    point("mkenv-after-store");
-    // 2. Bytecode, once per stored wheel and interpreter, in parallel in the target python.
-    if !args.no_compile {
-        compile(
-            args,
-            &store,
-            &stored
-                .iter()
-                .map(|(w, i)| (w.sha256.as_str(), i))
-                .collect::<Vec<_>>(),
-            interp,
-        )?;
-    }
+    timing("compile", &started);
     point("mkenv-after-compile");
     // 3. The env, under a temp name, then renamed into place when whole.
     let tmp = envs.join(fsx::temp_name(".tmp-"));
@@ -290,6 +288,7 @@ fn build(
             return Err(e);
         }
     };
+    timing("env", &started);
     point("mkenv-before-rename");
     fs::rename(&tmp, final_path).map_err(|e| {
         anyhow!(
@@ -302,50 +301,55 @@ fn build(
     Ok((wh.wheels.len(), files))
 }
 
+/// `WHEELSHIP_TIMING=1`: the time of each phase on stderr, for benchmarks.
+fn timing(phase: &str, since: &Instant) {
+    if std::env::var_os("WHEELSHIP_TIMING").is_some() {
+        eprintln!(
+            "mkenv: timing: {phase} done at {:.3}s",
+            since.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Compiles the `.py` paths it is sent (NUL-separated on stdin, as they arrive) on every core,
+/// with the unchecked-hash invalidation mode: a `.pyc` linked into many envs stays valid
+/// whatever the mtimes, and envs are immutable.
 const COMPILE: &str = r#"import compileall, os, py_compile, sys
-files = [f for f in sys.stdin.read().split("\0") if f]
+from concurrent.futures import ProcessPoolExecutor
 mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
-def one(path):
-    compileall.compile_file(path, quiet=2, force=True, invalidation_mode=mode)
-workers = min(os.cpu_count() or 1, max(1, len(files) // 100))
-if workers > 1:
-    from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(workers) as ex:
-        list(ex.map(one, files, chunksize=32))
-else:
-    for f in files:
-        one(f)
+def many(paths):
+    for p in paths:
+        compileall.compile_file(p, quiet=2, force=True, invalidation_mode=mode)
+def batches():
+    buf, batch = b"", []
+    while True:
+        chunk = sys.stdin.buffer.read1(65536)
+        if not chunk:
+            break
+        *items, buf = (buf + chunk).split(b"\0")
+        for it in items:
+            if it:
+                batch.append(os.fsdecode(it))
+            if len(batch) >= 24:
+                yield batch
+                batch = []
+    if buf:
+        batch.append(os.fsdecode(buf))
+    if batch:
+        yield batch
+with ProcessPoolExecutor(os.cpu_count() or 1) as ex:
+    for f in [ex.submit(many, b) for b in batches()]:
+        f.result()
 "#;
 
-/// Compiles the `.py` files that go to site-packages of every stored wheel not yet compiled
-/// for this interpreter, with the unchecked-hash invalidation mode: a `.pyc` linked into many
-/// envs stays valid whatever the mtimes, and envs are immutable.
-fn compile(
-    args: &Args,
-    store: &Path,
-    stored: &[(&str, &wheel::Info)],
-    interp: &Interp,
-) -> Result<()> {
-    let marker = format!("compiled.{}", interp.cache_tag);
-    let mut files = Vec::new();
-    let mut todo = Vec::new();
-    for (sha, info) in stored {
-        let entry = store.join(sha);
-        if entry.join(&marker).exists() {
-            continue;
-        }
-        todo.push(entry.clone());
-        for (member, _, _) in &info.files {
-            let goes_to_site = !member.starts_with(&format!("{}/", info.data_dir))
-                || member.starts_with(&format!("{}/purelib/", info.data_dir))
-                || member.starts_with(&format!("{}/platlib/", info.data_dir));
-            if goes_to_site && member.ends_with(".py") {
-                files.push(entry.join("files").join(member));
-            }
-        }
-    }
-    if !files.is_empty() {
-        let exe = wheelship::python::resolve(&args.python)?;
+struct Compiler {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl Compiler {
+    fn spawn(python: &str) -> Result<Compiler> {
+        let exe = wheelship::python::resolve(python)?;
         let mut child = Command::new(&exe)
             .args(["-I", "-c", COMPILE])
             .stdin(Stdio::piped())
@@ -353,24 +357,139 @@ fn compile(
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot run `{}` to compile bytecode", exe.display()))?;
+        let stdin = child.stdin.take();
+        Ok(Compiler { child, stdin })
+    }
+
+    fn send(&mut self, paths: &[PathBuf]) -> Result<()> {
         let mut input = Vec::new();
-        for f in &files {
+        for f in paths {
             input.extend_from_slice(f.as_os_str().as_encoded_bytes());
             input.push(0);
         }
-        child.stdin.take().unwrap().write_all(&input)?;
-        let out = child.wait_with_output()?;
+        if let Some(s) = self.stdin.as_mut() {
+            s.write_all(&input)
+                .context("the bytecode compiler stopped")?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        drop(self.stdin.take());
+        let out = self.child.wait_with_output()?;
         if !out.status.success() {
             bail!(
                 "compiling bytecode failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
+        Ok(())
     }
-    for entry in todo {
-        fs::write(entry.join(&marker), b"")?;
+
+    fn kill(mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    Ok(())
+}
+
+/// The `.py` files of a stored wheel that go to site-packages.
+fn site_py_files(entry: &Path, info: &wheel::Info) -> Vec<PathBuf> {
+    let data = format!("{}/", info.data_dir);
+    info.files
+        .iter()
+        .map(|(m, _, _)| m)
+        .filter(|m| m.ends_with(".py"))
+        .filter(|m| {
+            !m.starts_with(&data)
+                || m.starts_with(&format!("{data}purelib/"))
+                || m.starts_with(&format!("{data}platlib/"))
+        })
+        .map(|m| entry.join("files").join(m))
+        .collect()
+}
+
+/// Stores every locked wheel on every core, feeding the compiler as each one is ready.
+fn store_all<'w>(
+    store: &Path,
+    wh: &'w Wheelhouse,
+    marker: &str,
+    mut compiler: Option<&mut Compiler>,
+) -> Result<Vec<(&'w wheelship::doc::LockedWheel, wheel::Info)>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(wh.wheels.len().max(1));
+    let mut results: Vec<Option<wheel::Info>> = vec![None; wh.wheels.len()];
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<wheel::Info>)>();
+        for _ in 0..threads {
+            let (tx, next) = (tx.clone(), &next);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(w) = wh.wheels.get(i) else { break };
+                if tx.send((i, store_one(store, wh, w))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        for (i, res) in rx {
+            let info = match res {
+                Ok(info) => info,
+                Err(e) => {
+                    // Stop the others at the next wheel.
+                    next.store(usize::MAX / 2, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            let entry = store.join(&wh.wheels[i].sha256);
+            if let Some(c) = compiler.as_deref_mut() {
+                if !entry.join(marker).exists() {
+                    c.send(&site_py_files(&entry, &info))?;
+                }
+            }
+            results[i] = Some(info);
+        }
+        Ok(())
+    })?;
+    Ok(wh
+        .wheels
+        .iter()
+        .zip(results)
+        .map(|(w, i)| (w, i.expect("every wheel was stored")))
+        .collect())
+}
+
+fn store_one(
+    store: &Path,
+    wh: &Wheelhouse,
+    w: &wheelship::doc::LockedWheel,
+) -> Result<wheel::Info> {
+    let path = Path::new(&wh.dir).join(&w.file);
+    let entry = store.join(&w.sha256);
+    if !entry.join("info.json").is_file() {
+        let (sha, size) = fsx::sha256_file(&path)?;
+        if sha != w.sha256 || size != w.size {
+            bail!(
+                "cannot install `{}`: sha256 {sha} ({size} bytes) does not match the lock's {} ({} bytes)",
+                path.display(),
+                w.sha256,
+                w.size
+            );
+        }
+    }
+    let info = wheel::ensure_stored(store, &path, &w.sha256)?;
+    if info.name != w.name {
+        bail!(
+            "cannot install `{}`: it holds `{}`, the lock says `{}`",
+            w.file,
+            info.name,
+            w.name
+        );
+    }
+    Ok(info)
 }
 
 /// Removes envs not kept (by key or by a release's venv link) and stored wheels no remaining
