@@ -1,0 +1,60 @@
+# Shared by the wheelship scripts: finding the binaries, saying which step failed.
+# shellcheck shell=bash
+
+# The directory of the wheelship binaries: $WHEELSHIP_BIN, else PATH, else this checkout's
+# target/release (built if missing).
+wheelship_bin() {
+    if [[ -n "${WHEELSHIP_BIN:-}" ]]; then
+        printf '%s\n' "$WHEELSHIP_BIN"
+    elif command -v mkenv >/dev/null 2>&1 && command -v bundle >/dev/null 2>&1; then
+        dirname "$(command -v mkenv)"
+    else
+        local root
+        root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+        if [[ ! -x "$root/target/release/switch" ]]; then
+            echo "${SCRIPT:-wheelship}: building the wheelship binaries (cargo build --release)" >&2
+            (cd "$root" && cargo build --release --quiet) || die "cannot build the binaries: run \`cargo build --release\` in $root"
+        fi
+        printf '%s\n' "$root/target/release"
+    fi
+}
+
+die() {
+    echo "${SCRIPT:-wheelship}: $*" >&2
+    exit 1
+}
+
+say() {
+    echo "${SCRIPT:-wheelship}: $*" >&2
+}
+
+# run STEP CMD... : runs CMD, and if it fails says which step failed (the tool has said why).
+run_step() {
+    local step=$1
+    shift
+    "$@" || die "step '$step' failed (exit $?): see the message above"
+}
+
+# Splits [USER@HOST:]ROOT into $REMOTE (empty when local) and $ROOT, for the caller.
+# shellcheck disable=SC2034
+split_target() {
+    local target=$1
+    if [[ "$target" == *:* ]]; then
+        REMOTE=${target%%:*}
+        ROOT=${target#*:}
+    else
+        REMOTE=""
+        ROOT=$target
+    fi
+    [[ -n "$ROOT" ]] || die "empty ROOT in '$target'"
+}
+
+# json_get a.b < doc : prints one string field of a JSON document (python3 is on every box:
+# the servers need it for the env anyway).
+json_get() {
+    python3 -c 'import json, sys
+v = json.load(sys.stdin)
+for k in sys.argv[1].split("."):
+    v = v.get(k) if isinstance(v, dict) else None
+print("" if v is None else v if isinstance(v, str) else json.dumps(v))' "$1"
+}

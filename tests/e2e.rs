@@ -1,0 +1,461 @@
+//! End to end: scripts/release, scripts/deploy, scripts/rollback with the real binaries of the
+//! workspace (target/debug), on a local root and over real ssh.
+//!
+//! The ssh tests need the host named by `WHEELSHIP_SSH_HOST` (`.ci/run` starts an sshd on
+//! 127.0.0.1 with throwaway keys and names it `wheelship-test` in ~/.ssh/config); the example
+//! app's tests need PyPI for its wheels. Without either they print a loud SKIPPED line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The workspace's binaries, next to this test's own directory.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    for tool in ["hashreq", "wheelhouse", "mkenv", "bundle", "switch"] {
+        assert!(
+            dir.join(tool).is_file(),
+            "{} is missing: run `cargo test --workspace`",
+            dir.join(tool).display()
+        );
+    }
+    dir
+}
+
+fn script(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(repo().join("scripts").join(name));
+    c.args(args)
+        .env("WHEELSHIP_BIN", bin_dir())
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn ok(name: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
+    let out = script(name, args, env);
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{name}: stdout is not the document ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let st = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "git {args:?}");
+}
+
+/// A hermetic app: its own git repository and a wheelhouse of test wheels.
+fn hermetic_app(dir: &Path) -> (PathBuf, PathBuf) {
+    let app = dir.join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("requirements.txt"), "greeter==1.0\n").unwrap();
+    std::fs::write(
+        app.join("app.py"),
+        "import greeter\nprint(greeter.hello('v1'))\n",
+    )
+    .unwrap();
+    git(&app, &["init", "-q"]);
+    git(&app, &["add", "-A"]);
+    git(&app, &["commit", "-qm", "v1"]);
+    let wh = dir.join("wheelhouse");
+    std::fs::create_dir_all(&wh).unwrap();
+    let spec = json!([
+        {"name": "greeter", "version": "1.0", "requires": ["colors>=1"],
+         "files": {"greeter/__init__.py": "from colors import paint\ndef hello(x):\n    return paint('hello ' + x)\n"}},
+        {"name": "colors", "version": "1.0", "files": {"colors/__init__.py": "def paint(s):\n    return '*' + s + '*'\n"}},
+    ]);
+    let mut child = Command::new("python3")
+        .arg(repo().join("tests/support/mkwheel.py"))
+        .arg(&wh)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.to_string().as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    (app, wh)
+}
+
+fn current(root: &Path) -> String {
+    std::fs::read_link(root.join("current"))
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn release_deploy_rollback_locally() {
+    let t = tempfile::tempdir().unwrap();
+    let (app, wh) = hermetic_app(t.path());
+    let cache = t.path().join("cache");
+    let env = [
+        ("WHEELSHIP_CACHE", cache.to_str().unwrap()),
+        ("PIP_INDEX_URL", "http://127.0.0.1:9/simple"),
+    ];
+    let (app_s, wh_s) = (app.to_str().unwrap(), wh.to_str().unwrap());
+    let dist = t.path().join("dist");
+    let v1 = ok(
+        "release",
+        &[
+            "--offline",
+            "--wheelhouse",
+            wh_s,
+            "--out",
+            dist.to_str().unwrap(),
+            app_s,
+        ],
+        &env,
+    );
+    let v1_file = t.path().join("v1.json");
+    std::fs::write(&v1_file, v1.to_string()).unwrap();
+    let root = t.path().join("srv");
+    let check = "venv/bin/python app.py | grep -q hello";
+    let d1 = ok(
+        "deploy",
+        &[
+            v1_file.to_str().unwrap(),
+            root.to_str().unwrap(),
+            "--check",
+            check,
+        ],
+        &env,
+    );
+    assert_eq!(d1["switch"]["current"], v1["bundle"]["id"]);
+    assert_eq!(d1["env"]["reused"], false);
+    let run_app = || {
+        let out = Command::new(root.join("current/venv/bin/python"))
+            .arg("app.py")
+            .current_dir(root.join("current"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(run_app(), "*hello v1*\n");
+
+    // v2: code only. The env is reused.
+    std::fs::write(
+        app.join("app.py"),
+        "import greeter\nprint(greeter.hello('v2'))\n",
+    )
+    .unwrap();
+    git(&app, &["commit", "-qam", "v2"]);
+    let v2 = ok(
+        "release",
+        &[
+            "--offline",
+            "--wheelhouse",
+            wh_s,
+            "--out",
+            dist.to_str().unwrap(),
+            app_s,
+        ],
+        &env,
+    );
+    let v2_file = t.path().join("v2.json");
+    std::fs::write(&v2_file, v2.to_string()).unwrap();
+    let d2 = ok(
+        "deploy",
+        &[
+            v2_file.to_str().unwrap(),
+            root.to_str().unwrap(),
+            "--check",
+            check,
+            "--keep",
+            "5",
+        ],
+        &env,
+    );
+    assert_eq!(d2["env"]["reused"], true);
+    assert_eq!(d2["env"]["key"], d1["env"]["key"]);
+    assert_eq!(run_app(), "*hello v2*\n");
+
+    // The same release again: the release and the env are reused.
+    let again = ok(
+        "deploy",
+        &[v2_file.to_str().unwrap(), root.to_str().unwrap()],
+        &env,
+    );
+    assert_eq!(again["env"]["reused"], true);
+    assert_eq!(again["release"]["dir"], d2["release"]["dir"]);
+
+    // Rollback, then a failing health check that rolls back by itself.
+    let r = ok("rollback", &[root.to_str().unwrap()], &env);
+    assert_eq!(r["switch"]["current"], v1["bundle"]["id"]);
+    assert_eq!(run_app(), "*hello v1*\n");
+    let out = script(
+        "deploy",
+        &[
+            v2_file.to_str().unwrap(),
+            root.to_str().unwrap(),
+            "--check",
+            "echo unhealthy; false",
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unhealthy")
+            && err.contains("marked bad")
+            && err.contains("deploy: step 'unpack | mkenv | switch' failed"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(current(&root), v1["bundle"]["id"].as_str().unwrap());
+    // A bare archive deploys too.
+    let archive = v1["bundle"]["path"].as_str().unwrap();
+    let d = ok("deploy", &[archive, root.to_str().unwrap()], &env);
+    assert_eq!(d["switch"]["current"], v1["bundle"]["id"]);
+}
+
+#[test]
+fn scripts_help_and_usage() {
+    for s in ["release", "deploy", "rollback", "demo", "install"] {
+        let out = script(s, &["--help"], &[]);
+        assert!(out.status.success(), "{s} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("Usage: "),
+            "{s}"
+        );
+        let out = script(s, &["--bogus"], &[]);
+        assert_eq!(out.status.code(), Some(2), "{s} --bogus");
+        assert!(out.stdout.is_empty());
+    }
+    let out = script("deploy", &["/nonexistent.json", "/tmp/x"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "deploy: '/nonexistent.json' does not exist\n"
+    );
+}
+
+fn ssh_host(test: &str) -> Option<String> {
+    let host = std::env::var("WHEELSHIP_SSH_HOST").ok();
+    let reachable = host.as_ref().is_some_and(|h| {
+        Command::new("ssh")
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", h, "true"])
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !reachable {
+        eprintln!("\n*** SKIPPED {test}: no ssh host (WHEELSHIP_SSH_HOST={host:?}); .ci/run starts one ***\n");
+        return None;
+    }
+    host
+}
+
+fn pypi(test: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let ok = ("pypi.org", 443)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)).is_ok()
+        });
+    if !ok {
+        eprintln!("\n*** SKIPPED {test}: pypi.org cannot be reached (the example's wheels come from PyPI) ***\n");
+    }
+    ok
+}
+
+/// The example app (Flask, from PyPI) over real ssh: two releases, a rollback, a failing
+/// health check that rolls back by itself, a second deploy of the same release that reuses the
+/// env and the release, and deploys with no route to any index.
+#[test]
+fn online_example_over_ssh() {
+    let Some(host) = ssh_host("online_example_over_ssh") else {
+        return;
+    };
+    if !pypi("online_example_over_ssh") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let app = t.path().join("app");
+    let cp = Command::new("cp")
+        .arg("-R")
+        .arg(repo().join("examples/app"))
+        .arg(&app)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    git(&app, &["init", "-q"]);
+    git(&app, &["add", "-A"]);
+    git(&app, &["commit", "-qm", "v1"]);
+    let cache = t.path().join("cache");
+    let wh = t.path().join("wheelhouse");
+    let dist = t.path().join("dist");
+    let base = [("WHEELSHIP_CACHE", cache.to_str().unwrap())];
+    let v1 = ok(
+        "release",
+        &[
+            "--wheelhouse",
+            wh.to_str().unwrap(),
+            "--out",
+            dist.to_str().unwrap(),
+            app.to_str().unwrap(),
+        ],
+        &base,
+    );
+    assert!(v1["wheelhouse"]["wheels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["name"] == "flask"));
+    let v1_file = t.path().join("v1.json");
+    std::fs::write(&v1_file, v1.to_string()).unwrap();
+
+    // The remote root; the host is this machine, so the same Python serves.
+    let root = t.path().join("srv");
+    let target = format!("{host}:{}", root.display());
+    let python = String::from_utf8(
+        Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let python = python.trim();
+    // No route to any index during the deploys: the shipped wheels are all it needs.
+    let env = [
+        ("WHEELSHIP_CACHE", cache.to_str().unwrap()),
+        ("PIP_INDEX_URL", "http://127.0.0.1:9/simple"),
+        ("PIP_NO_INDEX", "1"),
+    ];
+    let check = "venv/bin/python -c 'from app import app; assert app.test_client().get(\"/\").status_code == 200'";
+    let d1 = ok(
+        "deploy",
+        &[
+            v1_file.to_str().unwrap(),
+            &target,
+            "--python",
+            python,
+            "--check",
+            check,
+        ],
+        &env,
+    );
+    assert_eq!(d1["switch"]["current"], v1["bundle"]["id"]);
+    assert!(
+        root.join("bin/switch").is_file(),
+        "the binaries were copied to the host"
+    );
+    let page = |root: &Path| {
+        let out = Command::new(root.join("current/venv/bin/python"))
+            .args(["-c", "from app import app; print(app.test_client().get('/').get_data(as_text=True).strip())"])
+            .current_dir(root.join("current"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(page(&root).starts_with("hello from"), "{}", page(&root));
+
+    std::fs::write(
+        app.join("app.py"),
+        std::fs::read_to_string(app.join("app.py"))
+            .unwrap()
+            .replace("hello from", "greetings from"),
+    )
+    .unwrap();
+    git(&app, &["commit", "-qam", "v2"]);
+    let v2 = ok(
+        "release",
+        &[
+            "--offline",
+            "--wheelhouse",
+            wh.to_str().unwrap(),
+            "--out",
+            dist.to_str().unwrap(),
+            app.to_str().unwrap(),
+        ],
+        &base,
+    );
+    let v2_file = t.path().join("v2.json");
+    std::fs::write(&v2_file, v2.to_string()).unwrap();
+    let d2 = ok(
+        "deploy",
+        &[
+            v2_file.to_str().unwrap(),
+            &target,
+            "--python",
+            python,
+            "--check",
+            check,
+            "--keep",
+            "3",
+        ],
+        &env,
+    );
+    assert_eq!(d2["env"]["reused"], true, "same lock, same env");
+    assert!(page(&root).starts_with("greetings from"));
+    let again = ok(
+        "deploy",
+        &[v2_file.to_str().unwrap(), &target, "--python", python],
+        &env,
+    );
+    assert_eq!(again["env"]["reused"], true);
+    assert_eq!(again["release"]["dir"], d2["release"]["dir"]);
+
+    let r = ok("rollback", &[&target], &env);
+    assert_eq!(r["switch"]["current"], v1["bundle"]["id"]);
+    assert!(page(&root).starts_with("hello from"));
+
+    let out = script(
+        "deploy",
+        &[
+            v2_file.to_str().unwrap(),
+            &target,
+            "--python",
+            python,
+            "--check",
+            "exit 3",
+        ],
+        &env,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        current(&root),
+        v1["bundle"]["id"].as_str().unwrap(),
+        "the failed check rolled back"
+    );
+}
