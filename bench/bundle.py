@@ -84,7 +84,7 @@ def main():
     print(f"archive: {size / 1e6:.1f} MB (shell pipeline: {os.path.getsize(base) / 1e6:.1f} MB)\n")
     print("| variant | median |\n| --- | --- |")
     for k, v in med.items():
-        print(f"| {k} | {v:.3f} s |")
+        print(f"| {k.replace('|', chr(92) + '|')} | {v:.3f} s |")
     print("\n| ratio | value | target |\n| --- | --- | --- |")
     print(f"| bundle pack / (git archive \\| zstd -T0) | {med['bundle pack'] / med['git archive | zstd -T0']:.2f} | <= 1 |")
     print(f"| bundle unpack / tar -I zstd -xf | {med['bundle unpack'] / med['tar -I zstd -xf']:.2f} | <= 1 |")

@@ -44,16 +44,14 @@ pub fn run(a: UnpackArgs) -> Result<()> {
         }
     };
     let archive = std::path::absolute(&archive)?;
-    let (sha256, size) = fsx::sha256_file(&archive)?;
-    if let Some(b) = &bundle {
-        if !b.sha256.is_empty() && b.sha256 != sha256 {
-            bail!(
-                "`{}`: sha256 mismatch: the document says {}, the file has {sha256}",
-                archive.display(),
-                b.sha256
-            );
-        }
-    }
+    let expected = bundle.as_ref().map(|b| b.sha256.clone()).filter(|s| !s.is_empty());
+    let mismatch = |found: &str| {
+        anyhow!(
+            "`{}`: sha256 mismatch: the document says {}, the file has {found}",
+            archive.display(),
+            expected.as_deref().unwrap_or_default()
+        )
+    };
     fs::create_dir_all(&a.releases).map_err(|e| {
         anyhow!(
             "cannot create `{}`: {}",
@@ -69,15 +67,38 @@ pub fn run(a: UnpackArgs) -> Result<()> {
     )?;
     clean_staging(&releases);
 
-    let manifest = peek_manifest(&archive)?;
-    let final_dir = releases.join(&manifest.id);
-    if !final_dir.exists() {
-        let staging = releases.join(fsx::temp_name(".staging-"));
-        let res = extract_into(&archive, &staging, &a, &manifest, &sha256);
-        if let Err(e) = res {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e.context(format!("refusing `{}`", archive.display())));
+    let manifest = match peek_manifest(&archive) {
+        Ok(m) => m,
+        Err(e) => {
+            // A file that is not what the document describes: say that, it is the cause.
+            if expected.is_some() {
+                let (found, _) = fsx::sha256_file(&archive)?;
+                if Some(&found) != expected.as_ref() {
+                    return Err(mismatch(&found));
+                }
+            }
+            return Err(e);
         }
+    };
+    let final_dir = releases.join(&manifest.id);
+    let sha256 = if !final_dir.exists() {
+        // One pass: the sha256 is computed while extracting into the staging directory, which
+        // is thrown away if it does not match.
+        let staging = releases.join(fsx::temp_name(".staging-"));
+        let res = extract_into(&archive, &staging, &a, &manifest, expected.as_deref());
+        let sha256 = match res {
+            Ok(sha) => sha,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                if expected.is_some() {
+                    let (found, _) = fsx::sha256_file(&archive)?;
+                    if Some(&found) != expected.as_ref() {
+                        return Err(mismatch(&found));
+                    }
+                }
+                return Err(e.context(format!("refusing `{}`", archive.display())));
+            }
+        };
         point("unpack-before-rename");
         fs::rename(&staging, &final_dir).map_err(|e| {
             anyhow!(
@@ -87,7 +108,14 @@ pub fn run(a: UnpackArgs) -> Result<()> {
             )
         })?;
         fsx::fsync_dir(&releases)?;
+        sha256
     } else {
+        // Re-deploying: the release is there; the document's sha256 (or the file's) must be the
+        // one it was unpacked from.
+        let sha256 = match &expected {
+            Some(s) => s.clone(),
+            None => fsx::sha256_file(&archive)?.0,
+        };
         let had =
             fs::read_to_string(final_dir.join(RESERVED).join("archive.sha256")).unwrap_or_default();
         if had.trim() != sha256 {
@@ -101,7 +129,9 @@ pub fn run(a: UnpackArgs) -> Result<()> {
             )
             .into());
         }
-    }
+        sha256
+    };
+    let size = fs::metadata(&archive)?.len();
 
     // The document the archive carries, with the stdin document's other sections kept.
     let carried = fs::read_to_string(final_dir.join(RESERVED).join("document.json"))
@@ -143,12 +173,19 @@ fn clean_staging(releases: &Path) {
     }
 }
 
-fn decoder(archive: &Path, counter: Rc<Cell<u64>>) -> Result<tar::Archive<impl Read>> {
+type Decoder = zstd::stream::read::Decoder<'static, io::BufReader<Counting<File>>>;
+
+fn decoder(
+    archive: &Path,
+    counter: Rc<Cell<u64>>,
+    hash: Option<Rc<std::cell::RefCell<sha2::Sha256>>>,
+) -> Result<tar::Archive<Decoder>> {
     let f = File::open(archive)
         .map_err(|e| anyhow!("cannot read `{}`: {}", archive.display(), io_reason(&e)))?;
     let mut dec = zstd::stream::read::Decoder::new(Counting {
         inner: f,
         n: counter,
+        hash,
     })
     .map_err(|e| anyhow!("`{}` is not a zstd archive: {e}", archive.display()))?;
     dec.window_log_max(WINDOW_LOG_MAX)?;
@@ -157,7 +194,7 @@ fn decoder(archive: &Path, counter: Rc<Cell<u64>>) -> Result<tar::Archive<impl R
 
 /// Reads `.wheelship/release.json`, which `bundle pack` writes first.
 fn peek_manifest(archive: &Path) -> Result<Manifest> {
-    let mut ar = decoder(archive, Rc::new(Cell::new(0)))?;
+    let mut ar = decoder(archive, Rc::new(Cell::new(0)), None)?;
     let corrupt =
         |e: io::Error| anyhow!("`{}` is corrupt or not a tar.zst: {e}", archive.display());
     let mut entries = ar.entries().map_err(corrupt)?;
@@ -196,15 +233,21 @@ fn peek_manifest(archive: &Path) -> Result<Manifest> {
     Ok(m)
 }
 
+/// Counts (for the ratio limit) and hashes (for the sha256) every byte read from the file.
 struct Counting<R> {
     inner: R,
     n: Rc<Cell<u64>>,
+    hash: Option<Rc<std::cell::RefCell<sha2::Sha256>>>,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.n.set(self.n.get() + n as u64);
+        if let Some(h) = &self.hash {
+            use sha2::Digest;
+            h.borrow_mut().update(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -283,12 +326,13 @@ fn extract_into(
     staging: &Path,
     a: &UnpackArgs,
     manifest: &Manifest,
-    sha256: &str,
-) -> Result<()> {
+    expected: Option<&str>,
+) -> Result<String> {
     fs::create_dir(staging)
         .map_err(|e| anyhow!("cannot create `{}`: {}", staging.display(), io_reason(&e)))?;
     let compressed = Rc::new(Cell::new(0u64));
-    let mut ar = decoder(archive, compressed.clone())?;
+    let hash = Rc::new(std::cell::RefCell::new(<sha2::Sha256 as sha2::Digest>::new()));
+    let mut ar = decoder(archive, compressed.clone(), Some(hash.clone()))?;
     let corrupt = |e: io::Error| anyhow!("corrupt or truncated archive: {e}");
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut files: HashSet<PathBuf> = HashSet::new();
@@ -437,6 +481,28 @@ fn extract_into(
             bail!("more than 1 MiB of data after the end of the tar archive");
         }
     }
+    // Whatever the zstd frame did not use (another frame, junk) is hashed too.
+    let mut raw = rest.finish();
+    let mut junk = 0u64;
+    loop {
+        let n = raw.read(&mut buf).map_err(corrupt)?;
+        if n == 0 {
+            break;
+        }
+        junk += n as u64;
+    }
+    let sha256 = {
+        use sha2::Digest;
+        fsx::hex(&hash.borrow_mut().clone().finalize())
+    };
+    if let Some(e) = expected {
+        if e != sha256 {
+            bail!("sha256 mismatch: the document says {e}, the file has {sha256}");
+        }
+    }
+    if junk > 0 {
+        bail!("{junk} bytes after the end of the zstd frame");
+    }
     let got: Manifest =
         serde_json::from_slice(&fs::read(staging.join(RESERVED).join("release.json"))?)?;
     if &got != manifest {
@@ -450,5 +516,5 @@ fn extract_into(
     // One syncfs for the whole tree instead of an fsync per file.
     let d = File::open(staging)?;
     rustix::fs::syncfs(&d).map_err(|e| anyhow!("cannot sync `{}`: {e}", staging.display()))?;
-    Ok(())
+    Ok(sha256)
 }
