@@ -44,7 +44,10 @@ pub fn run(a: UnpackArgs) -> Result<()> {
         }
     };
     let archive = std::path::absolute(&archive)?;
-    let expected = bundle.as_ref().map(|b| b.sha256.clone()).filter(|s| !s.is_empty());
+    let expected = bundle
+        .as_ref()
+        .map(|b| b.sha256.clone())
+        .filter(|s| !s.is_empty());
     let mismatch = |found: &str| {
         anyhow!(
             "`{}`: sha256 mismatch: the document says {}, the file has {found}",
@@ -331,7 +334,9 @@ fn extract_into(
     fs::create_dir(staging)
         .map_err(|e| anyhow!("cannot create `{}`: {}", staging.display(), io_reason(&e)))?;
     let compressed = Rc::new(Cell::new(0u64));
-    let hash = Rc::new(std::cell::RefCell::new(<sha2::Sha256 as sha2::Digest>::new()));
+    let hash = Rc::new(std::cell::RefCell::new(
+        <sha2::Sha256 as sha2::Digest>::new(),
+    ));
     let mut ar = decoder(archive, compressed.clone(), Some(hash.clone()))?;
     let corrupt = |e: io::Error| anyhow!("corrupt or truncated archive: {e}");
     let mut seen: HashSet<PathBuf> = HashSet::new();
