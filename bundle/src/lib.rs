@@ -12,7 +12,8 @@
 //! ```
 
 mod pack;
-mod unpack;
+#[doc(hidden)]
+pub mod unpack; // public for the fuzz targets (tests/fuzz)
 
 use std::path::PathBuf;
 

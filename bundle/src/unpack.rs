@@ -196,7 +196,7 @@ fn decoder(
 }
 
 /// Reads `.wheelship/release.json`, which `bundle pack` writes first.
-fn peek_manifest(archive: &Path) -> Result<Manifest> {
+pub fn peek_manifest(archive: &Path) -> Result<Manifest> {
     let mut ar = decoder(archive, Rc::new(Cell::new(0)), None)?;
     let corrupt =
         |e: io::Error| anyhow!("`{}` is corrupt or not a tar.zst: {e}", archive.display());
@@ -324,7 +324,7 @@ fn check_link_target(link: &Path, target: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn extract_into(
+pub fn extract_into(
     archive: &Path,
     staging: &Path,
     a: &UnpackArgs,

@@ -257,13 +257,27 @@ fn canonical_marker(m: &str) -> Result<String, String> {
         format!("invalid marker `{m}`: {}", first_line(&e.to_string()))
     };
     let Some(canonical) = marker::canonical(m) else {
-        return Err(match MarkerTree::from_str(m) {
-            Err(e) => invalid(e),
-            Ok(_) => format!("invalid marker `{m}`"),
+        return Err(match quiet_catch(|| MarkerTree::from_str(m)) {
+            Some(Err(e)) => invalid(e),
+            _ => format!("invalid marker `{m}`"),
         });
     };
-    MarkerTree::from_str(&canonical).map_err(invalid)?;
+    match quiet_catch(|| MarkerTree::from_str(&canonical)) {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => return Err(invalid(e)),
+        None => return Err(format!("invalid marker `{m}`")),
+    }
     Ok(canonical)
+}
+
+/// Runs a parser of a crate we do not own so that a panic in it is an ordinary refusal (`None`)
+/// and not a crash: any input must end in a message.
+fn quiet_catch<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
+    std::panic::set_hook(hook);
+    r
 }
 
 fn first_line(s: &str) -> &str {
@@ -295,7 +309,23 @@ fn parse_pep508(req: &str) -> Result<(String, String, Vec<String>, Option<String
     }
     text.push_str(rest);
 
-    let r = Requirement::<VerbatimUrl>::from_str(&text).map_err(|e| {
+    // pep508_rs 0.9.2 panics on a name its grammar reads but its name check refuses
+    // (`Flask-01-.`; found by fuzzing): check the name first, as packaging's tokenizer does.
+    let lead: String = req
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .collect();
+    if !lead.is_empty() && !wheelship::names::is_valid_name(&lead) {
+        return Err(format!(
+            "invalid requirement `{req}`: `{lead}` is not a valid project name (letters, digits, and `.`, `_`, `-` only between them)"
+        ));
+    }
+    let Some(parsed) = quiet_catch(|| Requirement::<VerbatimUrl>::from_str(&text)) else {
+        return Err(format!(
+            "invalid requirement `{req}`: the PEP 508 parser cannot read it"
+        ));
+    };
+    let r = parsed.map_err(|e| {
         let mut msg = format!(
             "invalid requirement `{req}`: {}",
             first_line(&e.to_string())
@@ -438,6 +468,17 @@ mod tests {
         }
         assert!(err("foo=1.0").ends_with("(`=` is not a valid operator: did you mean `==`?)"));
         assert!(err("foo==1.0 bar==2.0").starts_with("invalid requirement"));
+    }
+
+    #[test]
+    fn names_pep508_rs_would_panic_on_are_refused() {
+        // Found by fuzzing (tests/fuzz, target `requirements`).
+        let e = err("Flask-01-. hash=sha256:abcd");
+        assert!(
+            e.contains("`Flask-01-.` is not a valid project name"),
+            "{e}"
+        );
+        assert!(err("foo-").contains("is not a valid project name"));
     }
 
     #[test]

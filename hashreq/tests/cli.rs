@@ -378,3 +378,40 @@ fn closed_stdout_ends_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Every crash the fuzzer found (tests/fuzz/corpus/requirements/regression-*) is an ordinary
+/// error now: exit 1 with a message, never a panic (exit 101).
+#[test]
+fn fuzz_regressions_end_with_a_message() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fuzz/corpus/requirements");
+    let mut seen = 0;
+    for e in std::fs::read_dir(corpus).unwrap() {
+        let p = e.unwrap().path();
+        if !p
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("regression-")
+        {
+            continue;
+        }
+        seen += 1;
+        let d = dir(&[]);
+        std::fs::copy(&p, d.path().join("requirements.txt")).unwrap();
+        let out = hashreq(d.path(), &[], "");
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{}: {:?}",
+            p.display(),
+            out.status
+        );
+        if out.status.code() == Some(1) {
+            assert!(
+                String::from_utf8_lossy(&out.stderr).starts_with("hashreq: requirements.txt:"),
+                "{}",
+                p.display()
+            );
+        }
+    }
+    assert!(seen >= 1);
+}

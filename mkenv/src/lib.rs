@@ -10,7 +10,8 @@
 
 mod install;
 mod interp;
-mod wheel;
+#[doc(hidden)]
+pub mod wheel; // public for the fuzz targets (tests/fuzz)
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs;

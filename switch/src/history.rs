@@ -57,6 +57,29 @@ impl Event {
     }
 }
 
+pub struct Prepared {
+    tmp: Option<std::path::PathBuf>,
+    path: std::path::PathBuf,
+}
+
+impl Prepared {
+    pub fn commit(mut self) -> Result<()> {
+        let tmp = self.tmp.take().expect("committed once");
+        std::fs::rename(&tmp, &self.path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            anyhow!("cannot write `{}`: {}", self.path.display(), io_reason(&e))
+        })
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(t) = self.tmp.take() {
+            let _ = std::fs::remove_file(t);
+        }
+    }
+}
+
 pub struct History {
     events: Vec<Event>,
 }
@@ -88,6 +111,13 @@ impl History {
     }
 
     pub fn append(root: &Path, event: &Event) -> Result<()> {
+        History::prepare(root, event)?.commit()?;
+        wheelship::fsx::fsync_dir(root)
+    }
+
+    /// Writes the history with `event` appended to a synced temp file; `commit` renames it into
+    /// place (no allocation left to fail). Dropped without commit, the temp file goes.
+    pub fn prepare(root: &Path, event: &Event) -> Result<Prepared> {
         let path = root.join(FILE);
         let mut data = match std::fs::read(&path) {
             Ok(d) => d,
@@ -105,7 +135,25 @@ impl History {
         }
         data.extend_from_slice(serde_json::to_string(event)?.as_bytes());
         data.push(b'\n');
-        wheelship::fsx::write_atomic(&path, &data)
+        let tmp = root.join(wheelship::fsx::temp_name(".tmp-"));
+        let written = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&data)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(anyhow!(
+                "cannot write `{}`: {}",
+                path.display(),
+                io_reason(&e)
+            ));
+        }
+        Ok(Prepared {
+            tmp: Some(tmp),
+            path,
+        })
     }
 
     /// The release the history says is live: the `to` of the last activating event.

@@ -448,16 +448,27 @@ fn activate(
     link_shared(root, &dir, shared)?;
     point("switch-after-shared");
     fsx::fsync_dir(&dir)?;
-    fsx::replace_symlink(&Path::new("releases").join(id), &root.current())?;
-    point("switch-after-flip");
-    fsx::fsync_dir(&root.dir)?;
-    point("switch-after-fsync");
-    if from != Some(id) {
+    // The history's new content is written (and synced) before the flip, so a full disk stops
+    // the deploy before anything changes; after the flip only a rename remains.
+    let prepared = if from != Some(id) {
         let env_key = fs::read_link(dir.join("venv"))
             .ok()
             .and_then(|t| t.file_name().map(|n| n.to_string_lossy().to_string()));
-        History::append(&root.dir, &Event::new(action, from, Some(id), rev, env_key))?;
+        Some(History::prepare(
+            &root.dir,
+            &Event::new(action, from, Some(id), rev, env_key),
+        )?)
+    } else {
+        None
+    };
+    point("switch-before-flip");
+    fsx::replace_symlink(&Path::new("releases").join(id), &root.current())?;
+    point("switch-after-flip");
+    if let Some(p) = prepared {
+        p.commit()?;
     }
+    fsx::fsync_dir(&root.dir)?;
+    point("switch-after-fsync");
     point("switch-after-history");
     Ok(())
 }

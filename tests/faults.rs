@@ -1,0 +1,517 @@
+//! Faults across the workspace (issue "Hostile input and faults"): crashes at every failpoint
+//! of bundle unpack, full disks under mkenv, bundle unpack and switch, and load: concurrent
+//! deploys and reverts on one root, concurrent mkenv runs on one store.
+//!
+//! The full-disk tests mount a small tmpfs (they need root, as CI runs); elsewhere they print a
+//! loud SKIPPED line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+fn bin(tool: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join(tool);
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo test --workspace`",
+        p.display()
+    );
+    p
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn run(tool: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(bin(tool));
+    c.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+fn ok(tool: &str, args: &[&str], stdin: &str) -> Value {
+    let out = run(tool, args, stdin, &[]);
+    assert!(
+        out.status.success(),
+        "{tool} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn mkwheels(dir: &Path, spec: Value) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut child = Command::new("python3")
+        .arg(repo().join("tests/support/mkwheel.py"))
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(PathBuf::from)
+        .collect()
+}
+
+fn lock(wheels: &[PathBuf]) -> Value {
+    let entries: Vec<Value> = wheels
+        .iter()
+        .map(|w| {
+            let data = std::fs::read(w).unwrap();
+            let file = w.file_name().unwrap().to_str().unwrap();
+            let sha = Command::new("sha256sum").arg(w).output().unwrap();
+            let sha = String::from_utf8(sha.stdout).unwrap().split_whitespace().next().unwrap().to_string();
+            json!({"name": file.split('-').next().unwrap().to_lowercase(), "version": file.split('-').nth(1).unwrap(), "file": file, "sha256": sha, "size": data.len()})
+        })
+        .collect();
+    json!({"wheelhouse": {"dir": wheels[0].parent().unwrap(), "wheels": entries}})
+}
+
+/// A git repository with one committed file of `size` random bytes, packed without wheels.
+fn release(dir: &Path, name: &str, size: usize) -> Value {
+    let app = dir.join(name);
+    std::fs::create_dir_all(&app).unwrap();
+    let data: Vec<u8> = (0..size)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ (i as u8))
+        .collect();
+    std::fs::write(app.join("blob.bin"), data).unwrap();
+    std::fs::write(app.join("app.py"), format!("NAME = '{name}'\n")).unwrap();
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e.invalid",
+            "commit",
+            "-qm",
+            "x",
+        ],
+    ] {
+        assert!(Command::new("git")
+            .args(args)
+            .current_dir(&app)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success());
+    }
+    ok(
+        "bundle",
+        &[
+            "pack",
+            "--repo",
+            app.to_str().unwrap(),
+            "--out",
+            dir.join("dist").to_str().unwrap(),
+            "--no-wheels",
+            "--level",
+            "1",
+        ],
+        "",
+    )
+}
+
+/// A tmpfs of `kib` KiB, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, kib: u32, test: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={kib}k,nr_inodes=4000"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status();
+        if !st.is_ok_and(|s| s.success()) {
+            eprintln!("\n*** SKIPPED {test}: cannot mount a tmpfs (needs root, as CI runs) ***\n");
+            return None;
+        }
+        Some(SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_crash_at_any_step_of_unpack_leaves_no_half_release() {
+    let t = tempfile::tempdir().unwrap();
+    let r = release(t.path(), "app", 10_000);
+    let rel = t.path().join("releases");
+    for point in ["unpack-before-sync", "unpack-before-rename"] {
+        let out = run(
+            "bundle",
+            &["unpack", "--releases", rel.to_str().unwrap()],
+            &r.to_string(),
+            &[("WHEELSHIP_FAILPOINT", point)],
+        );
+        assert!(!out.status.success(), "{point} did not fire");
+        let finals: Vec<String> = names(&rel)
+            .into_iter()
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        assert!(finals.is_empty(), "{point}: {finals:?}");
+        // The next run cleans up and succeeds.
+        let d = ok(
+            "bundle",
+            &["unpack", "--releases", rel.to_str().unwrap()],
+            &r.to_string(),
+        );
+        assert!(Path::new(d["release"]["dir"].as_str().unwrap())
+            .join("app.py")
+            .is_file());
+        assert!(
+            names(&rel).iter().all(|n| !n.starts_with(".staging-")),
+            "{:?}",
+            names(&rel)
+        );
+        std::fs::remove_dir_all(d["release"]["dir"].as_str().unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn full_disk_under_bundle_unpack() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(_disk) = SmallDisk::mount(
+        &t.path().join("disk"),
+        3000,
+        "full_disk_under_bundle_unpack",
+    ) else {
+        return;
+    };
+    let small = release(t.path(), "small", 100_000);
+    let big = release(t.path(), "big", 4_000_000);
+    let rel = t.path().join("disk/releases");
+    let d = ok(
+        "bundle",
+        &["unpack", "--releases", rel.to_str().unwrap()],
+        &small.to_string(),
+    );
+    let out = run(
+        "bundle",
+        &["unpack", "--releases", rel.to_str().unwrap()],
+        &big.to_string(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("No space left on device"), "{err}");
+    // The previous release is whole; nothing of the new one is left.
+    assert_eq!(
+        names(&rel),
+        vec![
+            ".lock".to_string(),
+            small["bundle"]["id"].as_str().unwrap().to_string()
+        ]
+    );
+    assert_eq!(
+        std::fs::metadata(Path::new(d["release"]["dir"].as_str().unwrap()).join("blob.bin"))
+            .unwrap()
+            .len(),
+        100_000
+    );
+}
+
+#[test]
+fn full_disk_under_mkenv() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(_disk) = SmallDisk::mount(&t.path().join("disk"), 2000, "full_disk_under_mkenv")
+    else {
+        return;
+    };
+    let small = mkwheels(
+        &t.path().join("wh"),
+        json!({"name": "small", "version": "1.0", "files": {"small/__init__.py": "X = 1\n"}}),
+    );
+    let blob: String = (0..3_000_000u32)
+        .map(|i| char::from(b'a' + ((i.wrapping_mul(2654435761) >> 7) % 26) as u8))
+        .collect();
+    let big = mkwheels(
+        &t.path().join("wh"),
+        json!({"name": "big", "version": "1.0", "files": {"big/__init__.py": "", "big/data.txt": blob}}),
+    );
+    let envs = t.path().join("disk/envs");
+    let cache = t.path().join("cache");
+    let env = [("WHEELSHIP_CACHE", cache.to_str().unwrap())];
+    let out = run(
+        "mkenv",
+        &["--envs", envs.to_str().unwrap(), "--no-compile"],
+        &lock(&small).to_string(),
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run(
+        "mkenv",
+        &["--envs", envs.to_str().unwrap(), "--no-compile"],
+        &lock(&[small[0].clone(), big[0].clone()]).to_string(),
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("No space left on device"), "{err}");
+    let left: Vec<String> = names(&envs)
+        .into_iter()
+        .filter(|n| !n.starts_with(".lock") && n != ".store")
+        .collect();
+    assert_eq!(
+        left,
+        vec![first["env"]["key"].as_str().unwrap().to_string()],
+        "nothing half-made under a final name"
+    );
+    assert!(names(&envs.join(".store"))
+        .iter()
+        .all(|n| !n.starts_with(".tmp-")));
+    // The first env is intact and still reused.
+    let again = run(
+        "mkenv",
+        &["--envs", envs.to_str().unwrap(), "--no-compile"],
+        &lock(&small).to_string(),
+        &env,
+    );
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["env"]["reused"], true);
+}
+
+#[test]
+fn full_disk_under_switch() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(_disk) = SmallDisk::mount(&t.path().join("disk"), 600, "full_disk_under_switch")
+    else {
+        return;
+    };
+    let root = t.path().join("disk/srv");
+    for id in ["a", "b"] {
+        std::fs::create_dir_all(root.join("releases").join(id)).unwrap();
+        std::fs::write(root.join("releases").join(id).join("app.py"), id).unwrap();
+    }
+    ok(
+        "switch",
+        &["--root", root.to_str().unwrap(), "--release", "a"],
+        "",
+    );
+    // Fill the disk to the last block.
+    let mut f = std::fs::File::create(t.path().join("disk/fill")).unwrap();
+    use std::io::Write;
+    let chunk = vec![7u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+    drop(f);
+    let out = run(
+        "switch",
+        &["--root", root.to_str().unwrap(), "--release", "b"],
+        "",
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No space left on device"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("current")).unwrap(),
+        Path::new("releases/a"),
+        "the previous state is intact"
+    );
+    assert!(
+        names(&root).iter().all(|n| !n.contains(".tmp-")),
+        "{:?}",
+        names(&root)
+    );
+    // With room again, it works.
+    std::fs::remove_file(t.path().join("disk/fill")).unwrap();
+    let s = ok(
+        "switch",
+        &["--root", root.to_str().unwrap(), "--release", "b"],
+        "",
+    );
+    assert_eq!(s["switch"]["previous"], "a");
+}
+
+#[test]
+fn twenty_concurrent_deploys_and_reverts_on_one_root() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("srv");
+    for id in ["r1", "r2", "r3", "r4"] {
+        std::fs::create_dir_all(root.join("releases").join(id)).unwrap();
+    }
+    ok(
+        "switch",
+        &["--root", root.to_str().unwrap(), "--release", "r1"],
+        "",
+    );
+    ok(
+        "switch",
+        &["--root", root.to_str().unwrap(), "--release", "r2"],
+        "",
+    );
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            let mut c = Command::new(bin("switch"));
+            c.arg("--root").arg(&root);
+            if i % 4 == 3 {
+                c.arg("revert");
+            } else {
+                c.args(["--release", ["r1", "r2", "r3", "r4"][i % 4]]);
+            }
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // One chain of events; current is what the last one says.
+    let hist: Vec<Value> = std::fs::read_to_string(root.join("history.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for w in hist.windows(2) {
+        assert_eq!(w[1]["from"], w[0]["to"], "interleaved: {w:?}");
+    }
+    let cur = std::fs::read_link(root.join("current")).unwrap();
+    assert_eq!(
+        Path::new("releases").join(hist.last().unwrap()["to"].as_str().unwrap()),
+        cur
+    );
+    assert!(names(&root).iter().all(|n| !n.contains(".tmp-")));
+}
+
+#[test]
+fn ten_concurrent_mkenv_runs_on_one_store() {
+    let t = tempfile::tempdir().unwrap();
+    let wheels = mkwheels(
+        &t.path().join("wh"),
+        json!([
+            {"name": "common", "version": "1.0", "files": {"common/__init__.py": "X = 1\n"}},
+            {"name": "one", "version": "1.0", "files": {"one/__init__.py": ""}},
+            {"name": "two", "version": "1.0", "files": {"two/__init__.py": ""}},
+        ]),
+    );
+    let locks = [
+        lock(&wheels[..2]),
+        lock(&[wheels[0].clone(), wheels[2].clone()]),
+        lock(&wheels),
+    ];
+    let envs = t.path().join("envs");
+    let cache = t.path().join("cache");
+    let children: Vec<_> = (0..10)
+        .map(|i| {
+            let mut c = Command::new(bin("mkenv"))
+                .arg("--envs")
+                .arg(&envs)
+                .env("WHEELSHIP_CACHE", &cache)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(locks[i % 3].to_string().as_bytes())
+                .unwrap();
+            (i, c)
+        })
+        .collect();
+    let mut built = 0;
+    for (_, c) in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v["env"]["reused"] == false {
+            built += 1;
+        }
+        let py = Path::new(v["env"]["path"].as_str().unwrap()).join("bin/python");
+        let st = Command::new(py)
+            .args(["-c", "import common"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    assert_eq!(built, 3, "each of the three keys is built once");
+    let finals: Vec<String> = names(&envs)
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(finals.len(), 3);
+    assert_eq!(
+        names(&envs.join(".store")).len(),
+        3,
+        "each wheel stored once"
+    );
+}
