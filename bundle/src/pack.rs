@@ -106,7 +106,7 @@ pub fn run(a: PackArgs) -> Result<()> {
     let content = fsx::hex(&content.finalize());
     let id = format!(
         "{}-{}-{}",
-        utc_stamp(commit_time),
+        wheelship::time::compact(commit_time),
         &rev[..12],
         &content[..12]
     );
@@ -282,26 +282,6 @@ fn sanitize_name(n: &str) -> Result<String> {
         bail!("`{n}` gives an empty release name: give --name");
     }
     Ok(s)
-}
-
-/// `YYYYMMDDTHHMMSSZ` of a Unix time.
-fn utc_stamp(t: i64) -> String {
-    let (days, rem) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// Counts and hashes what passes through to the file.

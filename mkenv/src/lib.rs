@@ -560,20 +560,13 @@ fn gc(args: &Args, keep: &[String], releases: &[PathBuf], dry_run: bool) -> Resu
     removed_wheels.sort();
     if !dry_run {
         for n in &removed_envs {
-            trash(&envs, &envs.join(n))?;
+            fsx::trash(&envs, &envs.join(n))?;
         }
         for n in &removed_wheels {
-            trash(&envs.join(".store"), &envs.join(".store").join(n))?;
+            fsx::trash(&envs.join(".store"), &envs.join(".store").join(n))?;
         }
     }
     Ok(
         json!({"envs": envs, "kept": kept, "removed_envs": removed_envs, "removed_wheels": removed_wheels, "dry_run": dry_run}),
     )
-}
-
-fn trash(parent: &Path, p: &Path) -> Result<()> {
-    let t = parent.join(fsx::temp_name(".trash-"));
-    fs::rename(p, &t).map_err(|e| anyhow!("cannot remove `{}`: {}", p.display(), io_reason(&e)))?;
-    fs::remove_dir_all(&t)
-        .map_err(|e| anyhow!("cannot remove `{}`: {}", t.display(), io_reason(&e)))
 }

@@ -32,7 +32,7 @@ impl Event {
         env: Option<String>,
     ) -> Event {
         Event {
-            time: now_rfc3339(),
+            time: wheelship::time::now_rfc3339(),
             action: action.to_string(),
             from: from.map(str::to_string),
             to: to.map(str::to_string),
@@ -192,30 +192,4 @@ impl History {
             .filter_map(|e| e.from.clone())
             .find(|f| f != current && !self.is_bad(f) && exists(f))
     }
-}
-
-/// The current UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
 }

@@ -724,30 +724,16 @@ fn prune(args: &Args, root: &Root, keep: usize) -> Result<Value> {
     // Rename to a trash name first, then delete: a crash leaves a whole release or a trash
     // directory that the next run removes, never a half-deleted release.
     for (i, r) in doomed.iter().enumerate() {
-        trash(&root.releases(), &root.release(&r.id))?;
+        fsx::trash(&root.releases(), &root.release(&r.id))?;
         if i == 0 {
             point("switch-prune-after-first-trash");
         }
     }
     for e in &doomed_envs {
-        trash(&root.dir.join("envs"), e)?;
+        fsx::trash(&root.dir.join("envs"), e)?;
     }
     for id in &ids {
         History::append(&root.dir, &Event::new("prune", Some(id), None, None, None))?;
     }
     Ok(section)
-}
-
-fn trash(parent: &Path, p: &Path) -> Result<()> {
-    let t = parent.join(fsx::temp_name(".trash-"));
-    fs::rename(p, &t).map_err(|e| {
-        anyhow!(
-            "cannot move `{}` to the trash: {}",
-            p.display(),
-            io_reason(&e)
-        )
-    })?;
-    fsx::fsync_dir(parent)?;
-    fs::remove_dir_all(&t)
-        .map_err(|e| anyhow!("cannot delete `{}`: {}", t.display(), io_reason(&e)))
 }

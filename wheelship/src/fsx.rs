@@ -191,3 +191,20 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+/// Deletes a directory in two steps, a rename to `.trash-…` in `parent` (synced), then the
+/// removal: a crash leaves the whole directory or a trash one that the next run removes,
+/// never a half-deleted one under its name.
+pub fn trash(parent: &Path, p: &Path) -> Result<()> {
+    let t = parent.join(temp_name(".trash-"));
+    fs::rename(p, &t).map_err(|e| {
+        anyhow!(
+            "cannot move `{}` to the trash: {}",
+            p.display(),
+            io_reason(&e)
+        )
+    })?;
+    fsync_dir(parent)?;
+    fs::remove_dir_all(&t)
+        .map_err(|e| anyhow!("cannot delete `{}`: {}", t.display(), io_reason(&e)))
+}

@@ -6,6 +6,7 @@ pub mod doc;
 pub mod fsx;
 pub mod names;
 pub mod python;
+pub mod time;
 
 pub use cli::{Hint, UsageError};
 pub use doc::Document;
