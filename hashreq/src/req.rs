@@ -254,7 +254,7 @@ pub fn parse_requirement(line: &str, cwd: &Path) -> Result<Parsed, String> {
 /// `pep508_rs` then checks the meaning on the spaced-out form.
 fn canonical_marker(m: &str) -> Result<String, String> {
     let invalid = |e: pep508_rs::Pep508Error<VerbatimUrl>| {
-        format!("invalid marker `{m}`: {}", first_line(&e.to_string()))
+        format!("invalid marker `{m}`: {}", error_text(&e))
     };
     let Some(canonical) = marker::canonical(m) else {
         return Err(match quiet_catch(|| MarkerTree::from_str(m)) {
@@ -280,8 +280,12 @@ fn quiet_catch<T>(f: impl FnOnce() -> T) -> Option<T> {
     r
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
+/// The first line of a pep508_rs error. Its Display slices the input by byte offsets and can
+/// panic on multi-byte characters (found by fuzzing), so it runs under `quiet_catch` too.
+fn error_text(e: &dyn std::fmt::Display) -> String {
+    quiet_catch(|| e.to_string())
+        .map(|s| s.lines().next().unwrap_or_default().to_string())
+        .unwrap_or_else(|| "not valid PEP 508".to_string())
 }
 
 /// Parses `name[extras] specifiers` or `name[extras] @ url` (no marker: pip splits it off
@@ -326,10 +330,7 @@ fn parse_pep508(req: &str) -> Result<(String, String, Vec<String>, Option<String
         ));
     };
     let r = parsed.map_err(|e| {
-        let mut msg = format!(
-            "invalid requirement `{req}`: {}",
-            first_line(&e.to_string())
-        );
+        let mut msg = format!("invalid requirement `{req}`: {}", error_text(&e));
         if req.contains('/') {
             msg.push_str(" (it looks like a path, but there is no such file or directory)");
         } else if req.contains('=')
@@ -479,6 +480,13 @@ mod tests {
             "{e}"
         );
         assert!(err("foo-").contains("is not a valid project name"));
+    }
+
+    #[test]
+    fn errors_on_multibyte_text_do_not_panic() {
+        // Found by fuzzing: pep508_rs's error display slices inside `ÿ`.
+        let e = err("pkgsha256:abcd \\; os_name == \"it\"\u{0}\u{0}\u{0}-njne-any.whl ; o\u{ff}");
+        assert!(e.starts_with("invalid"), "{e}");
     }
 
     #[test]
