@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(m) = bundle::unpack::peek_manifest(&archive) {
         let _ = bundle::unpack::extract_into(&archive, &releases.join("staging"), &args, &m, None);
     }
-    let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     assert_eq!(names.len(), 2, "{names:?}");
 });

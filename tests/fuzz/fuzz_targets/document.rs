@@ -5,8 +5,12 @@ use wheelship::doc::*;
 use wheelship::Document;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(doc) = Document::parse(text, "stdin") else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(doc) = Document::parse(text, "stdin") else {
+        return;
+    };
     let _ = doc.section::<Requirements>("requirements");
     let _ = doc.section::<Wheelhouse>("wheelhouse");
     let _ = doc.section::<Env>("env");

@@ -11,7 +11,10 @@ fuzz_target!(|data: &[u8]| {
     std::fs::create_dir(&store).unwrap();
     let _ = mkenv::wheel::ensure_stored(&store, &wheel, "0000");
     // Nothing but the store and the wheel in the directory.
-    let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     assert_eq!(names.len(), 2, "{names:?}");
 });

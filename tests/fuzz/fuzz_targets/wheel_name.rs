@@ -3,7 +3,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(name) = std::str::from_utf8(data) else { return };
+    let Ok(name) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(w) = wheelship::names::WheelFilename::parse(name) {
         assert!(!w.tags().is_empty());
         let _ = wheelship::names::canonicalize_name(&w.name);
