@@ -323,9 +323,18 @@ mod fuzz_regressions {
         let mut seen = 0;
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
-            let Ok(text) = std::fs::read_to_string(&p) else { continue };
-            let Ok(doc) = Document::parse(&text, "x") else { continue };
-            assert_eq!(Document::parse(&doc.to_json(), "x").unwrap(), doc, "{}", p.display());
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            let Ok(doc) = Document::parse(&text, "x") else {
+                continue;
+            };
+            assert_eq!(
+                Document::parse(&doc.to_json(), "x").unwrap(),
+                doc,
+                "{}",
+                p.display()
+            );
             seen += 1;
         }
         assert!(seen >= 2);
