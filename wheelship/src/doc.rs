@@ -339,6 +339,6 @@ mod fuzz_regressions {
         }
         assert!(seen >= 2);
         let doc = Document::parse(r#"{"x":1.3333333333333335e+95,"y":0.1}"#, "x").unwrap();
-        assert_eq!(doc.to_json(), r#"{"x":1.3333333333333335e95,"y":0.1}"#);
+        assert_eq!(doc.to_json(), r#"{"x":1.3333333333333335e+95,"y":0.1}"#);
     }
 }
