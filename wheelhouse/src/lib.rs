@@ -165,7 +165,7 @@ enum Source {
     File(PathBuf),
 }
 
-/// A temp directory inside DIR's parent... inside DIR itself, hidden, removed on drop.
+/// A hidden temp directory inside DIR (same filesystem, so wheels are renamed in), removed on drop.
 struct TempDir(PathBuf);
 
 impl Drop for TempDir {
