@@ -402,3 +402,132 @@ fn gc_removes_what_no_kept_env_uses() {
             == true
     );
 }
+
+/// The example's real web stack (Flask and its dependencies, from PyPI): mkenv's env against
+/// `python -m venv` + `pip install --no-index --find-links` of the same wheels. Skips, loudly,
+/// when PyPI cannot be reached.
+#[test]
+fn online_real_web_stack_matches_pip() {
+    use std::net::ToSocketAddrs;
+    let reachable = ("pypi.org", 443)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)).is_ok()
+        });
+    if !reachable {
+        eprintln!(
+            "\n*** SKIPPED online_real_web_stack_matches_pip: pypi.org cannot be reached ***\n"
+        );
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/app");
+    let bin = |name: &str| assert_cmd::cargo::cargo_bin("mkenv").with_file_name(name);
+    let req = run_ok(
+        Command::new(bin("hashreq"))
+            .arg(app.join("requirements.txt"))
+            .stdin(std::process::Stdio::null()),
+    );
+    let mut wh = Command::new(bin("wheelhouse"));
+    wh.args(["--dir"])
+        .arg(t.path().join("wh"))
+        .env("WHEELSHIP_CACHE", t.path().join("cache"));
+    let mut child = wh
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(req.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["wheelhouse"]["wheels"].as_array().unwrap().len() >= 8);
+    let env = ok(t.path(), &["--envs", "envs"], &doc);
+    let path = PathBuf::from(env["path"].as_str().unwrap());
+
+    let reference = t.path().join("ref");
+    run_ok(clean_pip(
+        Command::new("python3").args(["-m", "venv"]).arg(&reference),
+    ));
+    let mut pip = Command::new(reference.join("bin/python"));
+    pip.args(["-m", "pip", "install", "-q", "--no-index", "--find-links"])
+        .arg(t.path().join("wh"));
+    pip.arg("-r").arg(app.join("requirements.txt"));
+    run_ok(clean_pip(pip.current_dir(&app)));
+    let xy = run_ok(Command::new("python3").args([
+        "-c",
+        "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
+    ]));
+    let site = format!("lib/python{}/site-packages", xy.trim());
+    let skip = |p: &String| {
+        [
+            "pip",
+            "setuptools",
+            "_distutils_hack",
+            "distutils-precedence",
+            "pkg_resources",
+        ]
+        .iter()
+        .any(|s| p.starts_with(s))
+    };
+    let ours: BTreeSet<String> = tree(&path.join(&site));
+    let theirs: BTreeSet<String> = tree(&reference.join(&site))
+        .into_iter()
+        .filter(|p| !skip(p))
+        .collect();
+    assert_eq!(ours, theirs);
+    for f in &ours {
+        assert_eq!(
+            std::fs::read(path.join(&site).join(f)).unwrap(),
+            std::fs::read(reference.join(&site).join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let list = |py: &Path| -> Vec<(String, String)> {
+        let out = run_ok(clean_pip(
+            Command::new("python3")
+                .args(["-m", "pip", "--python"])
+                .arg(py)
+                .args(["list", "--format=json"]),
+        ));
+        let mut v: Vec<(String, String)> = serde_json::from_str::<Vec<Value>>(&out)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_lowercase(),
+                    p["version"].as_str().unwrap().to_string(),
+                )
+            })
+            .filter(|(n, _)| n != "pip" && n != "setuptools")
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        list(&path.join("bin/python")),
+        list(&reference.join("bin/python"))
+    );
+    run_ok(clean_pip(
+        Command::new("python3")
+            .args(["-m", "pip", "--python"])
+            .arg(path.join("bin/python"))
+            .arg("check"),
+    ));
+    // The console scripts run: flask's and gunicorn's.
+    assert!(run_ok(Command::new(path.join("bin/flask")).arg("--version")).contains("Flask"));
+    assert!(run_ok(Command::new(path.join("bin/gunicorn")).arg("--version")).contains("gunicorn"));
+}
