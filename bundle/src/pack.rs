@@ -73,8 +73,8 @@ pub fn run(a: PackArgs) -> Result<()> {
         .context("cannot read the commit time")?;
 
     let mut items = tree_items(&repo, &rev)?;
-    let wheels = if a.no_wheels {
-        Vec::new()
+    let (wheel_dir, wheels) = if a.no_wheels {
+        (PathBuf::new(), Vec::new())
     } else {
         let wh: Wheelhouse = doc.section("wheelhouse")?.ok_or_else(|| {
             Hint::new(
@@ -82,7 +82,7 @@ pub fn run(a: PackArgs) -> Result<()> {
                 "pipe the output of `wheelhouse` into `bundle pack`, or pack the code alone with --no-wheels",
             )
         })?;
-        checked_wheels(&wh)?
+        (PathBuf::from(&wh.dir), checked_wheels(&wh)?)
     };
 
     // The embedded document is the build's; a `bundle` section there would describe another
@@ -143,7 +143,7 @@ pub fn run(a: PackArgs) -> Result<()> {
     for (file, _, size) in &wheels {
         items.push(Item {
             path: [r, b"/wheels/", file.as_bytes()].concat(),
-            kind: Kind::Wheel(PathBuf::from(&doc_dir(&doc)?).join(file), *size),
+            kind: Kind::Wheel(wheel_dir.join(file), *size),
         });
     }
     items.sort_by(|x, y| x.path.cmp(&y.path));
@@ -190,13 +190,6 @@ pub fn run(a: PackArgs) -> Result<()> {
         }),
     )?;
     doc.write_stdout()
-}
-
-fn doc_dir(doc: &Document) -> Result<String> {
-    Ok(doc
-        .section::<Wheelhouse>("wheelhouse")?
-        .map(|w| w.dir)
-        .unwrap_or_default())
 }
 
 /// The lock's wheels, each checked against its sha256 and size: (file, sha256, size).

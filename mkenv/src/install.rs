@@ -179,12 +179,9 @@ impl<'a> Build<'a> {
             record.push((rel_to(&dest, &site), h, s));
             self.files += 1;
         }
-        for (name, target) in &info.console_scripts {
-            let (h, s) = self.launcher(name, target, false)?;
-            record.push((rel_to(&PathBuf::from("bin").join(name), &site), h, s));
-        }
-        for (name, target) in &info.gui_scripts {
-            let (h, s) = self.launcher(name, target, true)?;
+        // On POSIX a gui script's launcher is the same as a console script's.
+        for (name, target) in info.console_scripts.iter().chain(&info.gui_scripts) {
+            let (h, s) = self.launcher(name, target)?;
             record.push((rel_to(&PathBuf::from("bin").join(name), &site), h, s));
         }
         let di = site.join(&info.dist_info);
@@ -280,7 +277,7 @@ impl<'a> Build<'a> {
         write_new(dest, &out, 0o755)
     }
 
-    fn launcher(&mut self, name: &str, target: &str, _gui: bool) -> Result<(String, String)> {
+    fn launcher(&mut self, name: &str, target: &str) -> Result<(String, String)> {
         let target = target.split('[').next().unwrap_or(target).trim();
         let (module, attr) = target.split_once(':').unwrap_or((target, ""));
         let (module, attr) = (module.trim(), attr.trim());

@@ -221,11 +221,9 @@ fn unzip_verified(wheel: &Path, file_name: &str, dest: &Path) -> Result<Info> {
         if top.ends_with(".dist-info") {
             dist_infos.insert(top.to_string());
         }
-        let exec = z.unix_mode().is_some_and(|m| m & 0o111 != 0);
         if !is_dir {
+            let exec = z.unix_mode().is_some_and(|m| m & 0o111 != 0);
             names.push((i, norm, exec));
-        } else {
-            let _ = exec;
         }
     }
     let dist_info = match dist_infos.len() {

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 use wheelship::cli::io_reason;
+use wheelship::fsx::Prepared;
 
 pub const FILE: &str = "history.jsonl";
 
@@ -54,29 +55,6 @@ impl Event {
             self.action.as_str(),
             "deploy" | "revert" | "rollback" | "recover"
         )
-    }
-}
-
-pub struct Prepared {
-    tmp: Option<std::path::PathBuf>,
-    path: std::path::PathBuf,
-}
-
-impl Prepared {
-    pub fn commit(mut self) -> Result<()> {
-        let tmp = self.tmp.take().expect("committed once");
-        std::fs::rename(&tmp, &self.path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            anyhow!("cannot write `{}`: {}", self.path.display(), io_reason(&e))
-        })
-    }
-}
-
-impl Drop for Prepared {
-    fn drop(&mut self) {
-        if let Some(t) = self.tmp.take() {
-            let _ = std::fs::remove_file(t);
-        }
     }
 }
 
@@ -135,25 +113,7 @@ impl History {
         }
         data.extend_from_slice(serde_json::to_string(event)?.as_bytes());
         data.push(b'\n');
-        let tmp = root.join(wheelship::fsx::temp_name(".tmp-"));
-        let written = (|| -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&data)?;
-            f.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(anyhow!(
-                "cannot write `{}`: {}",
-                path.display(),
-                io_reason(&e)
-            ));
-        }
-        Ok(Prepared {
-            tmp: Some(tmp),
-            path,
-        })
+        Prepared::write(&path, &data)
     }
 
     /// The release the history says is live: the `to` of the last activating event.

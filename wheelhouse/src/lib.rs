@@ -38,9 +38,9 @@ const CACHE_FORM: &str = "wheelship-lock-cache-v1";
 #[derive(Debug, Parser)]
 #[command(name = "wheelhouse", version, max_term_width = 100)]
 pub struct Args {
-    /// The wheel directory
-    #[arg(long, default_value = "wheelhouse", value_name = "DIR")]
-    pub dir: PathBuf,
+    /// The wheel directory [default: wheelhouse; with --check and --prune: the lock's `dir`]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 
     /// No index at all: resolve from DIR (and --find-links) only; pip's configuration
     /// (PIP_* variables, pip.conf) is ignored
@@ -109,9 +109,13 @@ pub fn run(args: Args) -> Result<()> {
     if args.check || args.prune {
         return check_or_prune(&args, doc);
     }
-    fs::create_dir_all(&args.dir)
-        .map_err(|e| anyhow!("cannot create `{}`: {}", args.dir.display(), io_reason(&e)))?;
-    let dir = fs::canonicalize(&args.dir)?;
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("wheelhouse"));
+    fs::create_dir_all(&dir)
+        .map_err(|e| anyhow!("cannot create `{}`: {}", dir.display(), io_reason(&e)))?;
+    let dir = fs::canonicalize(&dir)?;
     let find_links: Vec<PathBuf> = args
         .find_links
         .iter()
@@ -467,11 +471,7 @@ fn check_or_prune(args: &Args, mut doc: Document) -> Result<()> {
             "--check and --prune need a document with a `wheelhouse` section (the lock)".into(),
         )
     })?;
-    let dir = if args.dir == Path::new("wheelhouse") {
-        PathBuf::from(&wh.dir)
-    } else {
-        args.dir.clone()
-    };
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&wh.dir));
     if args.check {
         let mut bad = Vec::new();
         for w in &wh.wheels {

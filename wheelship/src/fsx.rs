@@ -35,23 +35,56 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 /// Writes `data` to `path` atomically: a temp file in the same directory, fsync, rename,
 /// fsync of the directory. A crash leaves the old content or the new.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = parent(path);
-    let tmp = dir.join(temp_name(".tmp-"));
-    let res = (|| -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(anyhow!(
-            "cannot write `{}`: {}",
-            path.display(),
-            io_reason(&e)
-        ));
+    Prepared::write(path, data)?.commit()?;
+    fsync_dir(parent(path))
+}
+
+/// New content for a file, written and synced under a temp name beside it: every allocation
+/// that can fail (a full disk) has happened; `commit` only renames. Dropped without a commit,
+/// the temp file goes.
+pub struct Prepared {
+    tmp: Option<PathBuf>,
+    path: PathBuf,
+}
+
+impl Prepared {
+    pub fn write(path: &Path, data: &[u8]) -> Result<Prepared> {
+        let tmp = parent(path).join(temp_name(".tmp-"));
+        let written = (|| -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(anyhow!(
+                "cannot write `{}`: {}",
+                path.display(),
+                io_reason(&e)
+            ));
+        }
+        Ok(Prepared {
+            tmp: Some(tmp),
+            path: path.to_path_buf(),
+        })
     }
-    fsync_dir(dir)
+
+    /// Renames the new content into place (the caller fsyncs the directory).
+    pub fn commit(mut self) -> Result<()> {
+        let tmp = self.tmp.take().expect("committed once");
+        fs::rename(&tmp, &self.path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            anyhow!("cannot write `{}`: {}", self.path.display(), io_reason(&e))
+        })
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(t) = self.tmp.take() {
+            let _ = fs::remove_file(t);
+        }
+    }
 }
 
 /// Points the symlink `link` at `target` by creating a new link under a temp name and
