@@ -3,17 +3,18 @@
 //! the staging directory removed.
 
 use std::cell::Cell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
+use wheelship::beneath::{Dir, Kind};
 use wheelship::cli::io_reason;
 use wheelship::doc::Bundle;
 use wheelship::fsx::{self, point, Lock};
@@ -44,10 +45,16 @@ pub fn run(a: UnpackArgs) -> Result<()> {
         }
     };
     let archive = std::path::absolute(&archive)?;
-    let expected = bundle
-        .as_ref()
-        .map(|b| b.sha256.clone())
-        .filter(|s| !s.is_empty());
+    let expected = match bundle.as_ref().map(|b| b.sha256.as_str()) {
+        None | Some("") => None,
+        Some(s) => Some(
+            wheelship::names::check_sha256(s)
+                .map_err(|e| anyhow!("stdin: `bundle.sha256`: {e}"))?
+                .to_string(),
+        ),
+    };
+    // Only a regular file is an archive: a FIFO or a device would hang or never end.
+    let size = fsx::open_regular(&archive)?.1;
     let mismatch = |found: &str| {
         anyhow!(
             "`{}`: sha256 mismatch: the document says {}, the file has {found}",
@@ -62,13 +69,14 @@ pub fn run(a: UnpackArgs) -> Result<()> {
             io_reason(&e)
         )
     })?;
-    let releases = fs::canonicalize(&a.releases)?;
+    let releases_path = fs::canonicalize(&a.releases)?;
+    let releases = Dir::open(&releases_path)?;
     let _lock = Lock::acquire(
-        &releases.join(".lock"),
+        &releases_path.join(".lock"),
         Duration::from_secs(600),
         "another unpack into this directory",
     )?;
-    clean_staging(&releases);
+    fsx::remove_leftovers(&releases, &[".staging-"]);
 
     let manifest = match peek_manifest(&archive) {
         Ok(m) => m,
@@ -83,62 +91,52 @@ pub fn run(a: UnpackArgs) -> Result<()> {
             return Err(e);
         }
     };
-    let final_dir = releases.join(&manifest.id);
-    let sha256 = if !final_dir.exists() {
-        // One pass: the sha256 is computed while extracting into the staging directory, which
-        // is thrown away if it does not match.
-        let staging = releases.join(fsx::temp_name(".staging-"));
-        let res = extract_into(&archive, &staging, &a, &manifest, expected.as_deref());
-        let sha256 = match res {
-            Ok(sha) => sha,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&staging);
-                if expected.is_some() {
-                    let (found, _) = fsx::sha256_file(&archive)?;
-                    if Some(&found) != expected.as_ref() {
-                        return Err(mismatch(&found));
+    let id = manifest.id.as_str();
+    let sha256 = match releases.kind(id)? {
+        None => {
+            // One pass: the sha256 is computed while extracting into the staging directory,
+            // which is thrown away if it does not match.
+            let staging = fsx::temp_name(".staging-");
+            let res = extract_into(
+                &archive,
+                &releases,
+                &staging,
+                &a,
+                &manifest,
+                expected.as_deref(),
+            );
+            let sha256 = match res {
+                Ok(sha) => sha,
+                Err(e) => {
+                    let _ = releases.remove_all(&staging);
+                    if expected.is_some() {
+                        let (found, _) = fsx::sha256_file(&archive)?;
+                        if Some(&found) != expected.as_ref() {
+                            return Err(mismatch(&found));
+                        }
                     }
+                    return Err(e.context(format!("refusing `{}`", archive.display())));
                 }
-                return Err(e.context(format!("refusing `{}`", archive.display())));
-            }
-        };
-        point("unpack-before-rename");
-        fs::rename(&staging, &final_dir).map_err(|e| {
-            anyhow!(
-                "cannot rename into `{}`: {}",
-                final_dir.display(),
-                io_reason(&e)
-            )
-        })?;
-        fsx::fsync_dir(&releases)?;
-        sha256
-    } else {
-        // Re-deploying: the release is there; the document's sha256 (or the file's) must be the
-        // one it was unpacked from.
-        let sha256 = match &expected {
-            Some(s) => s.clone(),
-            None => fsx::sha256_file(&archive)?.0,
-        };
-        let had =
-            fs::read_to_string(final_dir.join(RESERVED).join("archive.sha256")).unwrap_or_default();
-        if had.trim() != sha256 {
-            return Err(Hint::new(
-                format!(
-                    "`{}` exists but holds another archive (sha256 {})",
-                    final_dir.display(),
-                    had.trim()
-                ),
-                "remove it (it is not live) or check the archive",
-            )
-            .into());
+            };
+            point("unpack-before-rename");
+            releases.rename(&staging, &releases, id)?;
+            releases.sync()?;
+            sha256
         }
-        sha256
+        Some(Kind::Dir) => reuse(&releases, id, &archive, expected.as_deref())?,
+        Some(_) => bail!(
+            "`{}` exists and is not a directory: refusing it",
+            releases.show(id).display()
+        ),
     };
-    let size = fs::metadata(&archive)?.len();
+    let final_dir = releases.show(id);
 
     // The document the archive carries, with the stdin document's other sections kept.
-    let carried = fs::read_to_string(final_dir.join(RESERVED).join("document.json"))
-        .with_context(|| format!("cannot read the document of `{}`", final_dir.display()))?;
+    let release = releases.open_dir(id)?;
+    let carried = String::from_utf8(release.read(Path::new(RESERVED).join("document.json"))?)
+        .with_context(|| format!("the document of `{}` is not UTF-8", final_dir.display()))?;
+    // Unpacked or reused just now: a prune racing this deploy keeps it (switch prune --grace).
+    release.touch(RESERVED)?;
     let mut doc = Document::parse(&carried, "the release's document.json")?;
     for (k, v) in stdin_doc.sections() {
         if !doc.has(k) {
@@ -166,14 +164,28 @@ pub fn run(a: UnpackArgs) -> Result<()> {
     doc.write_stdout()
 }
 
-fn clean_staging(releases: &Path) {
-    if let Ok(rd) = fs::read_dir(releases) {
-        for e in rd.flatten() {
-            if e.file_name().as_bytes().starts_with(b".staging-") {
-                let _ = fs::remove_dir_all(e.path());
-            }
-        }
+/// Re-deploying: the release is there; the document's sha256 (or the file's) must be the one
+/// it was unpacked from.
+fn reuse(releases: &Dir, id: &str, archive: &Path, expected: Option<&str>) -> Result<String> {
+    let sha256 = match expected {
+        Some(s) => s.to_string(),
+        None => fsx::sha256_file(archive)?.0,
+    };
+    let had = releases
+        .read(Path::new(id).join(RESERVED).join("archive.sha256"))
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    if had != sha256 {
+        return Err(Hint::new(
+            format!(
+                "`{}` exists but holds another archive (sha256 {had})",
+                releases.show(id).display(),
+            ),
+            "remove it (it is not live) or check the archive",
+        )
+        .into());
     }
+    Ok(sha256)
 }
 
 type Decoder = zstd::stream::read::Decoder<'static, io::BufReader<Counting<File>>>;
@@ -183,8 +195,7 @@ fn decoder(
     counter: Rc<Cell<u64>>,
     hash: Option<Rc<std::cell::RefCell<sha2::Sha256>>>,
 ) -> Result<tar::Archive<Decoder>> {
-    let f = File::open(archive)
-        .map_err(|e| anyhow!("cannot read `{}`: {}", archive.display(), io_reason(&e)))?;
+    let (f, _) = fsx::open_regular(archive)?;
     let mut dec = zstd::stream::read::Decoder::new(Counting {
         inner: f,
         n: counter,
@@ -293,8 +304,9 @@ fn safe_path(raw: &[u8]) -> Result<PathBuf, String> {
     Ok(p)
 }
 
-/// A symlink target must be relative and stay inside the release from where the link sits.
-fn check_link_target(link: &Path, target: &[u8]) -> Result<(), String> {
+/// A symlink's target, judged by its text before anything is made: not empty, no NUL, not
+/// absolute. Where it really leads is judged once the whole tree is known ([`Tree::check_links`]).
+fn check_link_text(link: &Path, target: &[u8]) -> Result<(), String> {
     let shown = String::from_utf8_lossy(target);
     if target.is_empty() || target.contains(&0) {
         return Err(format!("`{}`: empty or NUL symlink target", link.display()));
@@ -305,110 +317,159 @@ fn check_link_target(link: &Path, target: &[u8]) -> Result<(), String> {
             link.display()
         ));
     }
-    let mut depth = link.components().count() as i64 - 1;
-    for c in target.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return Err(format!(
-                        "`{}`: symlink `{shown}` leaves the release",
-                        link.display()
-                    ));
-                }
-            }
-            _ => depth += 1,
-        }
+    if target.len() > MAX_PATH {
+        return Err(format!("`{}`: symlink target too long", link.display()));
     }
     Ok(())
 }
 
-pub fn extract_into(
-    archive: &Path,
-    staging: &Path,
-    a: &UnpackArgs,
-    manifest: &Manifest,
-    expected: Option<&str>,
-) -> Result<String> {
-    fs::create_dir(staging)
-        .map_err(|e| anyhow!("cannot create `{}`: {}", staging.display(), io_reason(&e)))?;
-    let compressed = Rc::new(Cell::new(0u64));
-    let hash = Rc::new(std::cell::RefCell::new(
-        <sha2::Sha256 as sha2::Digest>::new(),
-    ));
-    let mut ar = decoder(archive, compressed.clone(), Some(hash.clone()))?;
-    let corrupt = |e: io::Error| anyhow!("corrupt or truncated archive: {e}");
-    let mut seen: HashSet<PathBuf> = HashSet::new();
-    let mut files: HashSet<PathBuf> = HashSet::new();
-    let mut links: HashSet<PathBuf> = HashSet::new();
-    let (mut total, mut count) = (0u64, 0u64);
-    let mut buf = vec![0u8; 1 << 16];
-    let mut first = true;
-    let check_ratio = |total: u64| -> Result<()> {
-        if total > a.max_bytes {
-            bail!(
-                "the archive expands to more than {} bytes (--max-bytes)",
-                a.max_bytes
-            );
+/// What the archive has made so far, by path relative to the release: the model against which
+/// every link is resolved, component by component, as the kernel would resolve it.
+#[derive(Default)]
+pub struct Tree {
+    files: HashSet<PathBuf>,
+    links: HashMap<PathBuf, Vec<u8>>,
+    seen: HashSet<PathBuf>,
+}
+
+/// How many links one resolution may pass through (the kernel's own limit is 40).
+const MAX_LINK_HOPS: u32 = 40;
+
+impl Tree {
+    /// Where `target`, read from the directory `from`, really leads: a path inside the release,
+    /// or an error when it leaves it (through any chain of links) or loops. Components that do
+    /// not exist are taken as directories, as they would be if someone made them later.
+    fn resolve(&self, from: &Path, target: &[u8], hops: &mut u32) -> Result<PathBuf, ()> {
+        let mut cur: Vec<&[u8]> = from
+            .components()
+            .map(|c| c.as_os_str().as_bytes())
+            .collect();
+        let mut owned: PathBuf;
+        for c in target.split(|&b| b == b'/') {
+            match c {
+                b"" | b"." => {}
+                b".." => {
+                    cur.pop().ok_or(())?;
+                }
+                name => {
+                    cur.push(name);
+                    let here: PathBuf = cur.iter().map(|c| OsStr::from_bytes(c)).collect();
+                    if let Some(t) = self.links.get(&here) {
+                        *hops += 1;
+                        if *hops > MAX_LINK_HOPS || t.first() == Some(&b'/') {
+                            return Err(());
+                        }
+                        let parent = here.parent().unwrap_or(Path::new(""));
+                        owned = self.resolve(parent, t, hops)?;
+                        cur = owned
+                            .components()
+                            .map(|c| c.as_os_str().as_bytes())
+                            .collect();
+                    }
+                }
+            }
         }
-        if total > RATIO_GRACE && total / compressed.get().max(1) > a.max_ratio {
-            bail!("the archive expands more than {} times its size (--max-ratio): a compression bomb?", a.max_ratio);
+        Ok(cur.iter().map(|c| OsStr::from_bytes(c)).collect())
+    }
+
+    /// Every link of the finished tree, resolved through every link before it, must stay in
+    /// the release (PEP 706's `data` filter judges the real path the same way).
+    fn check_links(&self) -> Result<()> {
+        let mut links: Vec<_> = self.links.iter().collect();
+        links.sort();
+        for (link, target) in links {
+            self.check_link(link, target)?;
         }
         Ok(())
-    };
-    for entry in ar.entries().map_err(corrupt)? {
-        let mut e = entry.map_err(corrupt)?;
-        count += 1;
-        if count > a.max_entries {
-            bail!("more than {} entries (--max-entries)", a.max_entries);
+    }
+
+    fn check_link(&self, link: &Path, target: &[u8]) -> Result<()> {
+        let parent = link.parent().unwrap_or(Path::new(""));
+        if self.resolve(parent, target, &mut 0).is_err() {
+            bail!(
+                "`{}`: symlink `{}` leaves the release",
+                link.display(),
+                String::from_utf8_lossy(target)
+            );
         }
-        let kind = e.header().entry_type();
-        if matches!(kind, tar::EntryType::XGlobalHeader) {
-            continue;
+        Ok(())
+    }
+}
+
+/// Extraction into the staging directory, through a handle that cannot leave it.
+struct Extract<'a> {
+    dir: Dir,
+    a: &'a UnpackArgs,
+    compressed: Rc<Cell<u64>>,
+    total: u64,
+    tree: Tree,
+    /// The directory of the last file written, kept open (entries come sorted).
+    parent: Option<(PathBuf, Dir)>,
+    buf: Vec<u8>,
+}
+
+impl Extract<'_> {
+    fn check_size(&self) -> Result<()> {
+        if self.total > self.a.max_bytes {
+            bail!(
+                "the archive expands to more than {} bytes (--max-bytes)",
+                self.a.max_bytes
+            );
         }
+        if self.total > RATIO_GRACE && self.total / self.compressed.get().max(1) > self.a.max_ratio
+        {
+            bail!(
+                "the archive expands more than {} times its size (--max-ratio): a compression bomb?",
+                self.a.max_ratio
+            );
+        }
+        Ok(())
+    }
+
+    /// The open directory that holds `rel`, made if missing.
+    fn parent_dir(&mut self, rel: &Path) -> Result<&Dir> {
+        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        if self.parent.as_ref().map(|p| &p.0) != Some(&parent) {
+            let d = self.dir.create_dir_all(&parent)?;
+            self.parent = Some((parent, d));
+        }
+        Ok(&self.parent.as_ref().expect("just set").1)
+    }
+
+    fn entry<R: Read>(&mut self, e: &mut tar::Entry<R>) -> Result<()> {
+        let corrupt = |e: io::Error| anyhow!("corrupt or truncated archive: {e}");
         let rel = safe_path(&e.path_bytes()).map_err(|m| anyhow!(m))?;
-        if first && rel != Path::new(RESERVED).join("release.json") {
-            bail!("not a wheelship release: `{RESERVED}/release.json` is not the first entry");
-        }
-        first = false;
-        if let Some(l) = rel.ancestors().skip(1).find(|p| links.contains(*p)) {
+        if let Some(l) = rel
+            .ancestors()
+            .skip(1)
+            .find(|p| self.tree.links.contains_key(*p))
+        {
             bail!(
                 "`{}`: written through the symlink `{}`",
                 rel.display(),
                 l.display()
             );
         }
-        if !seen.insert(rel.clone()) {
+        if !self.tree.seen.insert(rel.clone()) {
             bail!("`{}`: duplicate entry", rel.display());
         }
-        let dest = staging.join(&rel);
-        if staging.as_os_str().len() + 1 + rel.as_os_str().len() > MAX_PATH {
+        if self.dir.path().as_os_str().len() + 1 + rel.as_os_str().len() > MAX_PATH {
             bail!("`{}`: path too long once extracted", rel.display());
         }
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)
-                .map_err(|e| anyhow!("cannot create `{}`: {}", parent.display(), io_reason(&e)))?;
-        }
-        match kind {
+        let name = rel.file_name().expect("a safe path has a last component");
+        match e.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let mode = e.header().mode().map_err(corrupt)?;
                 // setuid/setgid/sticky and group/other write never survive.
                 let mode = if mode & 0o100 != 0 { 0o755 } else { 0o644 };
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode)
-                    .open(&dest)
-                    .map_err(|e| {
-                        anyhow!("cannot create `{}`: {}", dest.display(), io_reason(&e))
-                    })?;
                 let declared = e.size();
                 if declared != e.header().entry_size().map_err(corrupt)? {
                     // A PAX size that disagrees with the header's is how entries get smuggled
                     // past other readers (CVE-2026-33055, TARmageddon): refuse it outright.
                     bail!("`{}`: the PAX and tar header sizes disagree", rel.display());
                 }
+                let mut f = self.parent_dir(&rel)?.create_file(name, mode)?;
+                let mut buf = std::mem::take(&mut self.buf);
                 let mut got = 0u64;
                 loop {
                     let n = e.read(&mut buf).map_err(corrupt)?;
@@ -416,45 +477,52 @@ pub fn extract_into(
                         break;
                     }
                     got += n as u64;
-                    total += n as u64;
-                    check_ratio(total)?;
+                    self.total += n as u64;
+                    self.check_size()?;
                     f.write_all(&buf[..n]).map_err(|e| {
-                        anyhow!("cannot write `{}`: {}", dest.display(), io_reason(&e))
+                        anyhow!(
+                            "cannot write `{}`: {}",
+                            self.dir.show(&rel).display(),
+                            io_reason(&e)
+                        )
                     })?;
                 }
+                self.buf = buf;
                 if got != declared {
                     bail!("`{}`: truncated ({got} of {declared} bytes)", rel.display());
                 }
-                files.insert(rel);
+                self.tree.files.insert(rel);
             }
             tar::EntryType::Directory => {
-                if fs::symlink_metadata(&dest).is_ok_and(|m| !m.is_dir()) {
-                    bail!("`{}`: a directory over a file", rel.display());
-                }
-                fs::create_dir_all(&dest).map_err(|e| {
-                    anyhow!("cannot create `{}`: {}", dest.display(), io_reason(&e))
+                // Fails on a file or a link already there: a directory never replaces them.
+                self.dir.create_dir_all(&rel).map_err(|_| {
+                    anyhow!("`{}`: a directory over a file or a link", rel.display())
                 })?;
             }
             tar::EntryType::Symlink => {
                 let target = e.link_name_bytes().map(|t| t.to_vec()).unwrap_or_default();
-                check_link_target(&rel, &target).map_err(|m| anyhow!(m))?;
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &dest).map_err(
-                    |e| anyhow!("cannot create `{}`: {}", dest.display(), io_reason(&e)),
-                )?;
-                links.insert(rel);
+                check_link_text(&rel, &target).map_err(|m| anyhow!(m))?;
+                // Judged now against what is there (the obvious escapes fail early), and again
+                // when the whole tree is known (a later link can change where this one leads).
+                self.tree.check_link(&rel, &target)?;
+                self.parent_dir(&rel)?
+                    .symlink(OsStr::from_bytes(&target), name)?;
+                self.tree.links.insert(rel, target);
             }
             tar::EntryType::Link => {
                 let target = e.link_name_bytes().map(|t| t.to_vec()).unwrap_or_default();
                 let t = safe_path(&target)
                     .map_err(|m| anyhow!("hard link `{}`: {m}", rel.display()))?;
-                if !files.contains(&t) {
+                if !self.tree.files.contains(&t) {
                     bail!(
                         "`{}`: hard link to `{}`, which is not a file of this release",
                         rel.display(),
                         t.display()
                     );
                 }
-                fs::hard_link(staging.join(&t), &dest)?;
+                self.parent_dir(&rel)?;
+                let parent = &self.parent.as_ref().expect("just set").1;
+                self.dir.hard_link(&t, parent, name)?;
             }
             other => bail!(
                 "`{}`: {} entries are refused (only files, directories and symlinks)",
@@ -468,38 +536,58 @@ pub fn extract_into(
                 }
             ),
         }
+        Ok(())
     }
-    if first {
+}
+
+/// Extracts the archive into `staging` (a new directory in `releases`), verifying its sha256
+/// in the same pass; returns the sha256.
+pub fn extract_into(
+    archive: &Path,
+    releases: &Dir,
+    staging: &str,
+    a: &UnpackArgs,
+    manifest: &Manifest,
+    expected: Option<&str>,
+) -> Result<String> {
+    releases.create_dir(staging, 0o755)?;
+    let compressed = Rc::new(Cell::new(0u64));
+    let hash = Rc::new(std::cell::RefCell::new(
+        <sha2::Sha256 as sha2::Digest>::new(),
+    ));
+    let mut ar = decoder(archive, compressed.clone(), Some(hash.clone()))?;
+    let corrupt = |e: io::Error| anyhow!("corrupt or truncated archive: {e}");
+    let mut x = Extract {
+        dir: releases.open_dir(staging)?,
+        a,
+        compressed,
+        total: 0,
+        tree: Tree::default(),
+        parent: None,
+        buf: vec![0u8; 1 << 16],
+    };
+    let mut count = 0u64;
+    for entry in ar.entries().map_err(corrupt)? {
+        let mut e = entry.map_err(corrupt)?;
+        count += 1;
+        if count > a.max_entries {
+            bail!("more than {} entries (--max-entries)", a.max_entries);
+        }
+        if matches!(e.header().entry_type(), tar::EntryType::XGlobalHeader) {
+            continue;
+        }
+        if x.tree.seen.is_empty()
+            && safe_path(&e.path_bytes()).ok() != Some(Path::new(RESERVED).join("release.json"))
+        {
+            bail!("not a wheelship release: `{RESERVED}/release.json` is not the first entry");
+        }
+        x.entry(&mut e)?;
+    }
+    if x.tree.seen.is_empty() {
         bail!("empty archive: not a wheelship release");
     }
-    // Read to the end of the zstd frame, so its checksum is verified and trailing junk (or a
-    // bomb after the tar end) is noticed.
-    let mut rest = ar.into_inner();
-    let mut trailing = 0u64;
-    loop {
-        let n = rest.read(&mut buf).map_err(corrupt)?;
-        if n == 0 {
-            break;
-        }
-        trailing += n as u64;
-        if trailing > 1 << 20 {
-            bail!("more than 1 MiB of data after the end of the tar archive");
-        }
-    }
-    // Whatever the zstd frame did not use (another frame, junk) is hashed too.
-    let mut raw = rest.finish();
-    let mut junk = 0u64;
-    loop {
-        let n = raw.read(&mut buf).map_err(corrupt)?;
-        if n == 0 {
-            break;
-        }
-        junk += n as u64;
-    }
-    let sha256 = {
-        use sha2::Digest;
-        fsx::hex(&hash.borrow_mut().clone().finalize())
-    };
+    x.tree.check_links()?;
+    let (sha256, junk) = drain(ar, &hash, &mut x.buf)?;
     if let Some(e) = expected {
         if e != sha256 {
             bail!("sha256 mismatch: the document says {e}, the file has {sha256}");
@@ -509,17 +597,53 @@ pub fn extract_into(
         bail!("{junk} bytes after the end of the zstd frame");
     }
     let got: Manifest =
-        serde_json::from_slice(&fs::read(staging.join(RESERVED).join("release.json"))?)?;
+        serde_json::from_slice(&x.dir.read(Path::new(RESERVED).join("release.json"))?)?;
     if &got != manifest {
         bail!("release.json changed between two reads of the archive");
     }
-    fsx::write_atomic(
-        &staging.join(RESERVED).join("archive.sha256"),
-        format!("{sha256}\n").as_bytes(),
-    )?;
+    let mut f = x
+        .dir
+        .create_file(Path::new(RESERVED).join("archive.sha256"), 0o644)?;
+    f.write_all(format!("{sha256}\n").as_bytes())?;
     point("unpack-before-sync");
     // One syncfs for the whole tree instead of an fsync per file.
-    let d = File::open(staging)?;
-    rustix::fs::syncfs(&d).map_err(|e| anyhow!("cannot sync `{}`: {e}", staging.display()))?;
+    x.dir.sync_fs()?;
     Ok(sha256)
+}
+
+/// Reads to the end of the zstd frame, so its checksum is verified and trailing junk (or a
+/// bomb after the tar end) is noticed; whatever the frame did not use is hashed too. Returns
+/// the archive's sha256 and how many bytes followed the frame.
+fn drain(
+    ar: tar::Archive<Decoder>,
+    hash: &Rc<std::cell::RefCell<sha2::Sha256>>,
+    buf: &mut [u8],
+) -> Result<(String, u64)> {
+    let corrupt = |e: io::Error| anyhow!("corrupt or truncated archive: {e}");
+    let mut rest = ar.into_inner();
+    let mut trailing = 0u64;
+    loop {
+        let n = rest.read(buf).map_err(corrupt)?;
+        if n == 0 {
+            break;
+        }
+        trailing += n as u64;
+        if trailing > 1 << 20 {
+            bail!("more than 1 MiB of data after the end of the tar archive");
+        }
+    }
+    let mut raw = rest.finish();
+    let mut junk = 0u64;
+    loop {
+        let n = raw.read(buf).map_err(corrupt)?;
+        if n == 0 {
+            break;
+        }
+        junk += n as u64;
+    }
+    let sha256 = {
+        use sha2::Digest;
+        fsx::hex(&hash.borrow_mut().clone().finalize())
+    };
+    Ok((sha256, junk))
 }

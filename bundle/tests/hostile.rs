@@ -339,3 +339,118 @@ fn empty_truncated_and_corrupt() {
     assert!(err.contains("is not safe as a directory name"), "{err}");
     c.assert_clean();
 }
+
+/// Issue 11, finding 1: chains of links whose text stays inside but whose real path does
+/// not. Each link is judged by where it really leads, through every link before it.
+#[test]
+fn link_chains_are_judged_by_where_they_lead() {
+    let c = Case::new();
+    // `d/b -> ..` is harmless alone; through it, `x` climbs above the release.
+    c.refused(
+        &RawTar::release("r1")
+            .entry(b"d/", b'5', b"", 0o755)
+            .entry(b"d/b", b'2', b"..", 0o777)
+            .entry(
+                b"x",
+                b'2',
+                b"d/b/d/b/d/b/d/b/../../../../../../../..",
+                0o777,
+            )
+            .finish(),
+        "`x`: symlink `d/b/d/b/d/b/d/b/../../../../../../../..` leaves the release",
+    );
+    // `x/up -> ..` leads to the release's root; `a -> x/up/..` to its parent (a sibling).
+    c.refused(
+        &RawTar::release("r1")
+            .entry(b"x/", b'5', b"", 0o755)
+            .entry(b"x/up", b'2', b"..", 0o777)
+            .entry(b"a", b'2', b"x/up/..", 0o777)
+            .finish(),
+        "`a`: symlink `x/up/..` leaves the release",
+    );
+    // A link judged before the link it passes through exists: `p -> .` makes `a` escape.
+    c.refused(
+        &RawTar::release("r1")
+            .entry(b"a", b'2', b"p/q/../..", 0o777)
+            .entry(b"p", b'2', b".", 0o777)
+            .finish(),
+        "`a`: symlink `p/q/../..` leaves the release",
+    );
+    // A loop of links is refused, not followed for ever.
+    c.refused(
+        &RawTar::release("r1")
+            .entry(b"l1", b'2', b"l2/x", 0o777)
+            .entry(b"l2", b'2', b"l1/x", 0o777)
+            .finish(),
+        "leaves the release",
+    );
+    // Links that stay inside, through other links, are kept.
+    let ok = c.unpack_bytes(
+        &zst(&RawTar::release("r2")
+            .entry(b"d/", b'5', b"", 0o755)
+            .entry(b"d/b", b'2', b"..", 0o777)
+            .entry(b"x", b'2', b"d/b/d/b/d", 0o777)
+            .entry(b"y", b'2', b"missing/../d", 0o777)
+            .finish()),
+        &[],
+    );
+    assert_eq!(ok.0, 0, "{}", ok.1);
+    let rel = c.p().join("releases/r2");
+    assert_eq!(
+        std::fs::canonicalize(rel.join("x")).unwrap(),
+        std::fs::canonicalize(rel.join("d")).unwrap()
+    );
+}
+
+/// Issue 11, finding 5: an archive that is not a regular file (a device that never ends, a
+/// FIFO that never opens) is refused before the lock is taken, and a document's sha256 must be
+/// one.
+#[test]
+fn only_regular_files_are_archives() {
+    let c = Case::new();
+    let doc = |path: &str, sha: &str| {
+        format!(r#"{{"bundle":{{"path":"{path}","id":"x","sha256":"{sha}","size":1}}}}"#)
+    };
+    let out = bundle(
+        c.p(),
+        &["unpack", "--releases", "releases"],
+        &doc("/dev/zero", &"0".repeat(64)),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err,
+        "bundle: cannot read `/dev/zero`: it is a device, not a regular file\n"
+    );
+    assert!(out.stdout.is_empty());
+    let fifo = c.p().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let out = bundle(c.p(), &["unpack", "--releases", "releases", "fifo"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("it is a FIFO, not a regular file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&fifo).unwrap();
+    let a = c.p().join("a.tar.zst");
+    std::fs::write(&a, zst(&RawTar::release("r1").finish())).unwrap();
+    let out = bundle(
+        c.p(),
+        &["unpack", "--releases", "releases"],
+        &doc(a.to_str().unwrap(), "../../etc/passwd"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("`bundle.sha256`: `../../etc/passwd` is not a sha256"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&a).unwrap();
+    c.assert_clean();
+}

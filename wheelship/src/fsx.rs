@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cli::io_reason;
 
@@ -198,8 +198,7 @@ pub fn point(name: &str) {
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
-    let mut f = File::open(path)
-        .map_err(|e| anyhow!("cannot read `{}`: {}", path.display(), io_reason(&e)))?;
+    let (mut f, _) = open_regular(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut size = 0u64;
@@ -240,4 +239,79 @@ pub fn trash(parent: &Path, p: &Path) -> Result<()> {
     fsync_dir(parent)?;
     fs::remove_dir_all(&t)
         .map_err(|e| anyhow!("cannot delete `{}`: {}", t.display(), io_reason(&e)))
+}
+
+/// Opens `path` for reading only if it is a regular file, and returns it with its size. The
+/// open does not block (a FIFO would wait for a writer for ever) and the type is checked on
+/// the open file, so a device, a FIFO or a directory is refused with a message that names it.
+pub fn open_regular(path: &Path) -> Result<(File, u64)> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| anyhow!("cannot read `{}`: {}", path.display(), io_reason(&e)))?;
+    let m = f
+        .metadata()
+        .map_err(|e| anyhow!("cannot read `{}`: {}", path.display(), io_reason(&e)))?;
+    let t = m.file_type();
+    if !t.is_file() {
+        let what = if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        bail!(
+            "cannot read `{}`: it is {what}, not a regular file",
+            path.display()
+        );
+    }
+    Ok((f, m.len()))
+}
+
+/// Reads the regular file `path` whole, refusing one larger than `max` bytes (`flag` names the
+/// option that raises the limit).
+pub fn read_capped(path: &Path, max: u64, flag: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let (f, size) = open_regular(path)?;
+    if size > max {
+        bail!(
+            "`{}` is {size} bytes, more than the limit of {max} ({flag})",
+            path.display()
+        );
+    }
+    let mut out = Vec::with_capacity(size as usize);
+    // The size may grow while we read: never more than the limit.
+    f.take(max + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| anyhow!("cannot read `{}`: {}", path.display(), io_reason(&e)))?;
+    if out.len() as u64 > max {
+        bail!(
+            "`{}` grew past the limit of {max} bytes ({flag})",
+            path.display()
+        );
+    }
+    Ok(out)
+}
+
+/// Removes what a crashed run of a tool left in `dir`: every entry whose name starts with one
+/// of `prefixes` (temp files, staging and trash directories). Called with the lock held; what
+/// cannot be removed now is left for the next run.
+pub fn remove_leftovers(dir: &crate::beneath::Dir, prefixes: &[&str]) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(entries) = dir.entries() else { return };
+    for (name, _) in entries {
+        if prefixes
+            .iter()
+            .any(|p| name.as_bytes().starts_with(p.as_bytes()))
+        {
+            let _ = dir.remove_all(&name);
+        }
+    }
 }

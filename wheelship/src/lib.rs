@@ -1,6 +1,7 @@
 //! What two or more wheelship tools need, and only that: the pipeline document and its
 //! stdin/stdout handling, the error-to-exit path, and Python packaging primitives.
 
+pub mod beneath;
 pub mod cli;
 pub mod doc;
 pub mod fsx;

@@ -30,6 +30,19 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
+/// A sha256 as the document carries it: exactly 64 lowercase hex digits. Anything else (a
+/// path, `../x`, upper case) is refused where it enters, since it names files in the store.
+pub fn check_sha256(s: &str) -> Result<&str, String> {
+    if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(s)
+    } else {
+        Err(format!(
+            "`{}` is not a sha256 (64 lowercase hex digits)",
+            s.escape_debug()
+        ))
+    }
+}
+
 /// The 64 lowercase hex digits of `data`'s SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
