@@ -371,7 +371,7 @@ impl Dir {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs() as i64);
-                Ok(Some(now.saturating_sub(st.st_mtime as i64).max(0) as u64))
+                Ok(Some(now.saturating_sub(st.st_mtime).max(0) as u64))
             }
             Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(self.fail("inspect", rel, e)),
