@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
+use wheelship::beneath::{Dir, Kind};
 use wheelship::cli::io_reason;
 use wheelship::doc::{Env, Release};
 use wheelship::fsx::{self, point, Lock};
@@ -95,11 +96,18 @@ pub enum Cmd {
     Prune {
         #[arg(long, value_name = "N")]
         keep: usize,
+        /// Never remove a release unpacked (or reused by an unpack) or an env built or reused
+        /// in the last SECS seconds: another deploy may be between its unpack and its switch
+        #[arg(long, default_value_t = 900, value_name = "SECS")]
+        grace: u64,
     },
 }
 
 /// The file in a release that names its shared paths, one a line (`#` comments).
 pub const SHARED_FILE: &str = ".wheelship-shared";
+
+/// wheelship's own directory in a release (what `bundle` writes).
+const RESERVED: &str = ".wheelship";
 
 struct Root {
     dir: PathBuf,
@@ -114,6 +122,40 @@ impl Root {
     }
     fn release(&self, id: &str) -> PathBuf {
         self.releases().join(id)
+    }
+    fn handle(&self) -> Result<Dir> {
+        Dir::open(&self.dir)
+    }
+    fn releases_dir(&self) -> Result<Dir> {
+        self.handle()?.open_dir("releases")
+    }
+
+    /// Whether `releases/<id>` is a release: a directory itself, never a link to one (which
+    /// could lead anywhere).
+    fn is_release(&self, id: &str) -> bool {
+        self.releases_dir()
+            .and_then(|d| d.kind(id))
+            .is_ok_and(|k| k == Some(Kind::Dir))
+    }
+
+    /// Opens `releases/<id>`, refusing anything but a real directory there.
+    fn open_release(&self, id: &str) -> Result<Dir> {
+        let releases = self.releases_dir()?;
+        match releases.kind(id)? {
+            Some(Kind::Dir) => releases.open_dir(id),
+            None => bail!(
+                "release `{id}` not found: `{}` does not exist",
+                self.release(id).display()
+            ),
+            Some(Kind::Symlink) => bail!(
+                "release `{id}`: `{}` is a symlink, not a release directory: refusing it",
+                self.release(id).display()
+            ),
+            Some(_) => bail!(
+                "release `{id}` not found: `{}` is not a directory",
+                self.release(id).display()
+            ),
+        }
     }
 
     /// The id `current` points at; refuses a `current` that is not a symlink.
@@ -153,16 +195,11 @@ impl Root {
 
     /// Removes what a crash may have left: temp links and files, trash directories.
     fn clean_leftovers(&self) {
-        for dir in [self.dir.clone(), self.releases(), self.dir.join("envs")] {
-            let Ok(rd) = fs::read_dir(&dir) else { continue };
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                let p = e.path();
-                if name.starts_with(".trash-") {
-                    let _ = fs::remove_dir_all(&p);
-                } else if name.starts_with(".current.tmp-") || name.starts_with(".tmp-") {
-                    let _ = fs::remove_file(&p);
-                }
+        let Ok(root) = self.handle() else { return };
+        fsx::remove_leftovers(&root, &[".trash-", ".current.tmp-", ".tmp-"]);
+        for sub in ["releases", "envs"] {
+            if let Ok(d) = root.open_dir(sub) {
+                fsx::remove_leftovers(&d, &[".trash-", ".tmp-"]);
             }
         }
     }
@@ -283,9 +320,9 @@ pub fn run(args: Args) -> Result<()> {
             let root = open_root(&args, None)?;
             list(&root)?
         }
-        Some(Cmd::Prune { keep }) => {
+        Some(Cmd::Prune { keep, grace }) => {
             let root = open_root(&args, None)?;
-            prune(&args, &root, *keep)?
+            prune(&args, &root, *keep, *grace)?
         }
     };
     doc.set("switch", &section)?;
@@ -321,12 +358,7 @@ fn activate_cmd(
             );
         }
     }
-    if !dir.is_dir() {
-        bail!(
-            "release `{id}` not found: `{}` is not a directory",
-            dir.display()
-        );
-    }
+    let release = root.open_release(&id)?;
     let env = match &args.env {
         Some(e) => Some(e.clone()),
         None => doc.section::<Env>("env")?.map(|e| PathBuf::from(e.path)),
@@ -345,7 +377,7 @@ fn activate_cmd(
         .and_then(|b| b.get("rev"))
         .and_then(Value::as_str)
         .map(str::to_string);
-    let shared = shared_paths(&dir, &args.shared)?;
+    let shared = shared_paths(&release, &args.shared)?;
     if args.dry_run {
         let current = root.current_id()?;
         return Ok(json!({
@@ -367,7 +399,7 @@ fn activate_cmd(
     run_check(args, root, &id, from.as_deref())?;
     let hist = History::read(&root.dir)?;
     Ok(
-        json!({"root": root.dir, "current": id, "previous": hist.previous(&id, |r| root.release(r).is_dir())}),
+        json!({"root": root.dir, "current": id, "previous": hist.previous(&id, |r| root.is_release(r))}),
     )
 }
 
@@ -386,14 +418,22 @@ fn resolve_release_arg(r: &str) -> Result<(String, Option<PathBuf>)> {
     }
 }
 
-/// The shared paths of a release: its `.wheelship-shared` file plus `--shared`.
-fn shared_paths(release: &Path, extra: &[String]) -> Result<Vec<String>> {
+/// The shared paths of a release: its `.wheelship-shared` file plus `--shared`. Each is a
+/// relative path of plain names that does not lie under `venv` (the env, shared with other
+/// releases) or wheelship's own `.wheelship`.
+fn shared_paths(release: &Dir, extra: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    let file = release.join(SHARED_FILE);
-    let listed = match fs::read_to_string(&file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => bail!("cannot read `{}`: {}", file.display(), io_reason(&e)),
+    let file = release.show(SHARED_FILE);
+    let listed = match release.kind(SHARED_FILE)? {
+        None => String::new(),
+        Some(Kind::File) => {
+            let bytes = release.read(SHARED_FILE)?;
+            if bytes.len() > 1 << 20 {
+                bail!("`{}` is larger than 1 MiB", file.display());
+            }
+            String::from_utf8(bytes).map_err(|_| anyhow!("`{}` is not UTF-8", file.display()))?
+        }
+        Some(_) => bail!("`{}` is not a regular file: refusing it", file.display()),
     };
     let lines = listed
         .lines()
@@ -408,11 +448,22 @@ fn shared_paths(release: &Path, extra: &[String]) -> Result<Vec<String>> {
     let flags = extra.iter().map(|s| ("--shared".to_string(), s.clone()));
     for (source, p) in lines.chain(flags) {
         let rel = Path::new(p.trim_end_matches('/'));
+        let first = rel.components().next();
         let ok = !p.trim_end_matches('/').is_empty()
             && rel.components().all(|c| matches!(c, Component::Normal(_)))
-            && p != "venv";
+            && !p.contains("//")
+            && !p.starts_with("./");
         if !ok {
-            bail!("{source}: shared path `{p}` must be relative, inside the release, without `..` (and not `venv`)");
+            bail!("{source}: shared path `{p}` must be relative, inside the release, without `..`");
+        }
+        if let Some(reserved) = first
+            .map(|c| c.as_os_str())
+            .filter(|c| *c == "venv" || *c == RESERVED)
+        {
+            bail!(
+                "{source}: shared path `{p}` lies under `{}`, which belongs to wheelship (the env is shared by releases)",
+                reserved.to_string_lossy()
+            );
         }
         if !out.contains(&p) {
             out.push(p);
@@ -433,21 +484,22 @@ fn activate(
     rev: Option<String>,
 ) -> Result<()> {
     let dir = root.release(id);
+    let release = root.open_release(id)?;
     point("switch-before-venv");
     if let Some(env) = env {
         let target = match env.strip_prefix(&root.dir) {
             Ok(inside) => Path::new("../..").join(inside),
             Err(_) => env.to_path_buf(),
         };
-        fsx::replace_symlink(&target, &dir.join("venv"))?;
-    } else if let Ok(target) = fs::read_link(dir.join("venv")) {
+        release.replace_symlink(&target, "venv")?;
+    } else if let Ok(target) = release.read_link("venv") {
         // Reverting: the release keeps the env it had; it must still be there.
         check_env(&dir.join(&target)).with_context(|| format!("release `{id}`'s venv"))?;
     }
     point("switch-after-venv");
-    link_shared(root, &dir, shared)?;
+    link_shared(root, &release, shared)?;
     point("switch-after-shared");
-    fsx::fsync_dir(&dir)?;
+    release.sync()?;
     // The history's new content is written (and synced) before the flip, so a full disk stops
     // the deploy before anything changes; after the flip only a rename remains.
     let prepared = if from != Some(id) {
@@ -473,41 +525,40 @@ fn activate(
     Ok(())
 }
 
-fn link_shared(root: &Root, dir: &Path, shared: &[String]) -> Result<()> {
+/// Links each shared path of the release to ROOT/shared. Both sides are reached through
+/// handles that pass through no symlink: a release cannot make this touch anything but its own
+/// tree and ROOT/shared.
+fn link_shared(root: &Root, release: &Dir, shared: &[String]) -> Result<()> {
+    if shared.is_empty() {
+        return Ok(());
+    }
+    let store = root.handle()?.create_dir_all("shared")?;
     for p in shared {
         let is_dir = p.ends_with('/');
-        let rel = p.trim_end_matches('/');
-        let in_shared = root.dir.join("shared").join(rel);
+        let rel = Path::new(p.trim_end_matches('/'));
         if is_dir {
-            fs::create_dir_all(&in_shared).map_err(|e| {
-                anyhow!("cannot create `{}`: {}", in_shared.display(), io_reason(&e))
-            })?;
-        } else if !in_shared.exists() {
+            store.create_dir_all(rel)?;
+        } else if store.kind(rel)?.is_none() {
             return Err(Hint::new(
-                format!("shared file `{}` does not exist", in_shared.display()),
+                format!("shared file `{}` does not exist", store.show(rel).display()),
                 "create it once on the server (it outlives releases), or list a directory with a trailing `/`",
             )
             .into());
         }
-        let link = dir.join(rel);
-        let depth = Path::new(rel).components().count();
         let mut target = PathBuf::new();
-        for _ in 0..depth + 1 {
+        for _ in 0..rel.components().count() + 1 {
             target.push("..");
         }
         target.push("shared");
         target.push(rel);
-        if let Some(parent) = link.parent() {
-            fs::create_dir_all(parent)
-                .map_err(|e| anyhow!("cannot create `{}`: {}", parent.display(), io_reason(&e)))?;
-        }
+        let name = rel.file_name().expect("a shared path has a last component");
+        let parent = release.create_dir_all(rel.parent().unwrap_or(Path::new("")))?;
         // What the release shipped at that path gives way to the shared one (a rename cannot
         // replace a directory with a link).
-        match fs::symlink_metadata(&link) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&link)?,
-            _ => {}
+        if parent.kind(name)? == Some(Kind::Dir) {
+            parent.remove_all(name)?;
         }
-        fsx::replace_symlink(&target, &link)?;
+        parent.replace_symlink(&target, name)?;
     }
     Ok(())
 }
@@ -570,19 +621,17 @@ fn revert(args: &Args, root: &Root, to: Option<&str>) -> Result<Value> {
     let target = match to {
         Some(t) => {
             check_id(t)?;
-            if !root.release(t).is_dir() {
-                bail!("release `{t}` not found in `{}`", root.releases().display());
-            }
+            root.open_release(t)?;
             t.to_string()
         }
         None => hist
-            .previous(&current, |r| root.release(r).is_dir())
+            .previous(&current, |r| root.is_release(r))
             .ok_or_else(|| Hint::new(
                 format!("no release to revert to: the history has no good, kept release that was live before `{current}`"),
                 "name one with `revert --to ID` (see `switch list`)",
             ))?,
     };
-    let shared = shared_paths(&root.release(&target), &args.shared)?;
+    let shared = shared_paths(&root.open_release(&target)?, &args.shared)?;
     if args.dry_run {
         return Ok(
             json!({"root": root.dir, "current": target, "previous": current, "dry_run": true,
@@ -611,21 +660,22 @@ struct Listed {
     bad: bool,
 }
 
+/// The releases in `releases/`: real directories only (a link there is not a release).
 fn releases(root: &Root, hist: &History) -> Result<Vec<Listed>> {
-    let dir = root.releases();
     let mut out = Vec::new();
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => bail!("cannot read `{}`: {}", dir.display(), io_reason(&e)),
-    };
-    for e in rd.flatten() {
-        let id = e.file_name().to_string_lossy().to_string();
-        if id.starts_with('.') || !e.path().is_dir() {
+    if root.handle()?.kind("releases")?.is_none() {
+        return Ok(out);
+    }
+    let dir = root.releases_dir()?;
+    for (name, kind) in dir.entries()? {
+        let Some(id) = name.to_str().map(str::to_string) else {
+            continue;
+        };
+        if id.starts_with('.') || kind != Kind::Dir || check_id(&id).is_err() {
             continue;
         }
-        let env = fs::read_link(e.path().join("venv")).ok().map(|t| {
-            let p = e.path().join(t);
+        let env = dir.read_link(Path::new(&id).join("venv")).ok().map(|t| {
+            let p = root.release(&id).join(t);
             fs::canonicalize(&p).unwrap_or(p)
         });
         out.push(Listed {
@@ -652,7 +702,7 @@ fn list(root: &Root) -> Result<Value> {
     let rels = releases(root, &hist)?;
     let previous = current
         .as_deref()
-        .and_then(|c| hist.previous(c, |r| root.release(r).is_dir()));
+        .and_then(|c| hist.previous(c, |r| root.is_release(r)));
     Ok(json!({
         "root": root.dir,
         "current": current,
@@ -667,7 +717,13 @@ fn list(root: &Root) -> Result<Value> {
     }))
 }
 
-fn prune(args: &Args, root: &Root, keep: usize) -> Result<Value> {
+/// Whether `name` in `dir` was made or touched less than `grace` seconds ago (a deploy in
+/// flight: an unpack touches `<release>/.wheelship`, mkenv its env).
+fn young(dir: &Dir, name: impl AsRef<Path>, grace: u64) -> bool {
+    dir.age(name).ok().flatten().is_some_and(|age| age < grace)
+}
+
+fn prune(args: &Args, root: &Root, keep: usize, grace: u64) -> Result<Value> {
     let _lock = if args.dry_run {
         None
     } else {
@@ -677,8 +733,14 @@ fn prune(args: &Args, root: &Root, keep: usize) -> Result<Value> {
     let current = root.current_id()?;
     let previous = current
         .as_deref()
-        .and_then(|c| hist.previous(c, |r| root.release(r).is_dir()));
+        .and_then(|c| hist.previous(c, |r| root.is_release(r)));
     let rels = releases(root, &hist)?;
+    let releases_dir = root.releases_dir()?;
+    let envs_dir = root
+        .handle()?
+        .kind("envs")?
+        .map(|_| root.handle()?.open_dir("envs"))
+        .transpose()?;
     // Anything activated at or after the oldest of current and previous is kept too.
     let floor = [current.as_deref(), previous.as_deref()]
         .into_iter()
@@ -697,7 +759,8 @@ fn prune(args: &Args, root: &Root, keep: usize) -> Result<Value> {
         let protected = Some(r.id.as_str()) == current.as_deref()
             || Some(r.id.as_str()) == previous.as_deref()
             || floor.is_some_and(|f| *pos >= f)
-            || activated_seen <= keep;
+            || activated_seen <= keep
+            || young(&releases_dir, Path::new(&r.id).join(RESERVED), grace);
         if protected {
             kept.push(r);
         } else {
@@ -705,10 +768,19 @@ fn prune(args: &Args, root: &Root, keep: usize) -> Result<Value> {
         }
     }
     let kept_envs: Vec<&PathBuf> = kept.iter().filter_map(|r| r.env.as_ref()).collect();
+    // Only envs in ROOT/envs, named by one plain component, that no kept release uses and no
+    // deploy in flight may be about to link.
+    let envs_path = root.dir.join("envs");
     let mut doomed_envs: Vec<PathBuf> = doomed
         .iter()
         .filter_map(|r| r.env.clone())
-        .filter(|e| !kept_envs.contains(&e) && e.starts_with(root.dir.join("envs")))
+        .filter(|e| !kept_envs.contains(&e) && e.parent() == Some(envs_path.as_path()))
+        .filter(|e| {
+            let name = e.file_name().expect("an env under envs/ has a name");
+            envs_dir.as_ref().is_some_and(|d| {
+                d.kind(name).ok().flatten() == Some(Kind::Dir) && !young(d, name, grace)
+            })
+        })
         .collect();
     doomed_envs.sort();
     doomed_envs.dedup();
@@ -724,13 +796,16 @@ fn prune(args: &Args, root: &Root, keep: usize) -> Result<Value> {
     // Rename to a trash name first, then delete: a crash leaves a whole release or a trash
     // directory that the next run removes, never a half-deleted release.
     for (i, r) in doomed.iter().enumerate() {
-        fsx::trash(&root.releases(), &root.release(&r.id))?;
+        fsx::trash(&releases_dir, &r.id)?;
         if i == 0 {
             point("switch-prune-after-first-trash");
         }
     }
     for e in &doomed_envs {
-        fsx::trash(&root.dir.join("envs"), e)?;
+        let d = envs_dir
+            .as_ref()
+            .expect("doomed envs exist only with envs/");
+        fsx::trash(d, e.file_name().expect("checked above"))?;
     }
     for id in &ids {
         History::append(&root.dir, &Event::new("prune", Some(id), None, None, None))?;

@@ -225,7 +225,7 @@ fn prune_never_removes_current_or_previous() {
     }
     // Go back to r2: current r2, previous r5; r3 and r4 were live after r2 was, but before.
     r.ok(&["revert", "--to", "r2"]);
-    let dry = r.ok(&["prune", "--keep", "1", "--dry-run"]);
+    let dry = r.ok(&["prune", "--keep", "1", "--grace", "0", "--dry-run"]);
     assert_eq!(
         dry["pruned"]["releases"],
         serde_json::json!(["r4", "r3", "r1"])
@@ -234,7 +234,7 @@ fn prune_never_removes_current_or_previous() {
         r.dir.join("releases/r1").exists(),
         "dry run changed nothing"
     );
-    let p = r.ok(&["prune", "--keep", "1"]);
+    let p = r.ok(&["prune", "--keep", "1", "--grace", "0"]);
     assert_eq!(
         p["pruned"]["releases"],
         serde_json::json!(["r4", "r3", "r1"])
@@ -547,16 +547,143 @@ fn a_crash_at_any_step_leaves_current_whole() {
         r.deploy(id);
     }
     let out = r.run_env(
-        &["prune", "--keep", "1"],
+        &["prune", "--keep", "1", "--grace", "0"],
         "",
         &[("WHEELSHIP_FAILPOINT", "switch-prune-after-first-trash")],
     );
     assert!(!out.status.success());
-    r.ok(&["prune", "--keep", "1"]);
+    r.ok(&["prune", "--keep", "1", "--grace", "0"]);
     let names: Vec<String> = std::fs::read_dir(r.dir.join("releases"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert!(names.iter().all(|n| !n.starts_with(".trash-")), "{names:?}");
     assert_eq!(names.len(), 2);
+}
+
+/// A directory outside the root that must come through every attack untouched.
+fn outside(r: &Root) -> PathBuf {
+    let o = r.dir.parent().unwrap().join("outside");
+    std::fs::create_dir_all(o.join("some/dir")).unwrap();
+    std::fs::write(o.join("some/dir/keep"), "keep").unwrap();
+    o
+}
+
+fn assert_untouched(o: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(o.join("some/dir/keep")).unwrap(),
+        "keep"
+    );
+    assert!(!std::fs::symlink_metadata(o.join("some/dir"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+/// Issue 11, finding 1: a shared path that passes through a link in the release (`x -> /`)
+/// would have made switch delete `/some/dir` and put a link there.
+#[test]
+fn a_shared_path_never_passes_through_a_link() {
+    let r = Root::new(&["r1", "r2"]);
+    let o = outside(&r);
+    let rel = r.dir.join("releases/r1");
+    std::os::unix::fs::symlink(&o, rel.join("x")).unwrap();
+    std::os::unix::fs::symlink("../r2", rel.join("sib")).unwrap();
+    for listed in ["x/some/dir/", "x/some/file", "sib/app.py"] {
+        std::fs::write(rel.join(".wheelship-shared"), format!("{listed}\n")).unwrap();
+        // Shared files must exist in ROOT/shared: they do, so only the link can stop this.
+        std::fs::create_dir_all(r.dir.join("shared/x/some")).unwrap();
+        std::fs::create_dir_all(r.dir.join("shared/sib")).unwrap();
+        std::fs::write(r.dir.join("shared/x/some/file"), "").unwrap();
+        std::fs::write(r.dir.join("shared/sib/app.py"), "").unwrap();
+        let (code, err) = fails(&r.run(&["--release", "r1"], ""));
+        assert_eq!(code, 1);
+        assert!(err.contains("passes through a symlink"), "{listed}: {err}");
+        assert_untouched(&o);
+        assert_eq!(
+            std::fs::read_to_string(r.dir.join("releases/r2/app.py")).unwrap(),
+            "r2"
+        );
+        assert_eq!(r.current(), None);
+    }
+}
+
+/// Issue 11, finding 3: `venv/bin/` as a shared path would have replaced the env's `bin`
+/// (shared with the live release) by a link.
+#[test]
+fn a_shared_path_never_lies_under_venv() {
+    let r = Root::new(&["r1"]);
+    r.deploy("r1");
+    for listed in [
+        "venv/bin/",
+        "venv",
+        "venv/lib/x",
+        ".wheelship/document.json",
+    ] {
+        std::fs::write(
+            r.dir.join("releases/r1/.wheelship-shared"),
+            format!("{listed}\n"),
+        )
+        .unwrap();
+        let (code, err) = fails(&r.run(&["--release", "r1"], ""));
+        assert_eq!(code, 1);
+        assert!(
+            err.contains(&format!("shared path `{listed}` lies under")),
+            "{err}"
+        );
+        assert!(err.contains(".wheelship-shared:1:"), "{err}");
+    }
+    assert!(r.dir.join("envs/k-r1/pyvenv.cfg").is_file());
+    assert!(!r.dir.join("shared/bin").exists());
+}
+
+/// Issue 11, finding 9: `releases/ID` that is a link to a directory elsewhere is not a
+/// release.
+#[test]
+fn a_release_that_is_a_link_is_refused() {
+    let r = Root::new(&["r1"]);
+    let o = outside(&r);
+    std::os::unix::fs::symlink(&o, r.dir.join("releases/evil")).unwrap();
+    let (code, err) = fails(&r.run(&["--release", "evil"], ""));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("is a symlink, not a release directory"),
+        "{err}"
+    );
+    assert_eq!(r.current(), None);
+    assert!(!o.join("venv").exists());
+    r.deploy("r1");
+    let (_, err) = fails(&r.run(&["revert", "--to", "evil"], ""));
+    assert!(
+        err.contains("is a symlink, not a release directory"),
+        "{err}"
+    );
+    let list = r.ok(&["list"]);
+    let ids: Vec<&str> = list["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["r1"]);
+    // prune lists and removes only real release directories: the link and its target stay.
+    r.ok(&["prune", "--keep", "0", "--grace", "0"]);
+    assert_untouched(&o);
+}
+
+/// Issue 11, finding 7: a release unpacked (or reused) in the last minutes is a deploy in
+/// flight; prune keeps it, and the env it will link, until the grace has passed.
+#[test]
+fn prune_keeps_what_a_deploy_in_flight_uses() {
+    let r = Root::new(&["r1", "r2", "r3"]);
+    for id in ["r1", "r2", "r3"] {
+        r.deploy(id);
+    }
+    // r1 was just reused by an unpack (it touches `.wheelship`), its env by mkenv.
+    std::fs::create_dir_all(r.dir.join("releases/r1/.wheelship")).unwrap();
+    let p = r.ok(&["prune", "--keep", "1", "--dry-run"]);
+    assert_eq!(p["pruned"]["releases"], serde_json::json!([]));
+    let p = r.ok(&["prune", "--keep", "1", "--grace", "0"]);
+    assert_eq!(p["pruned"]["releases"], serde_json::json!(["r1"]));
+    assert!(!r.dir.join("releases/r1").exists());
 }

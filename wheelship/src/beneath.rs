@@ -118,6 +118,17 @@ impl Dir {
             match rustix::fs::openat2(&self.fd, rel, flags, Mode::from_raw_mode(mode), RESOLVE) {
                 // openat2 asks to be retried when a rename raced the resolution.
                 Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
+                // A link as the last component of a directory open reads as "not a directory";
+                // say what it is (links before it already fail with ELOOP).
+                Err(Errno::NOTDIR)
+                    if flags.contains(OFlags::DIRECTORY)
+                        && rustix::fs::statat(&self.fd, rel, AtFlags::SYMLINK_NOFOLLOW)
+                            .is_ok_and(|st| {
+                                FileType::from_raw_mode(st.st_mode) == FileType::Symlink
+                            }) =>
+                {
+                    return Err(Errno::LOOP)
+                }
                 r => return r,
             }
         }
@@ -266,6 +277,20 @@ impl Dir {
         let (parent, name) = self.parent_of(rel)?;
         rustix::fs::symlinkat(target.as_ref(), self.fd_or(&parent), name)
             .map_err(|e| self.fail("create symlink", rel, e))
+    }
+
+    /// Points the symlink `rel` at `target` by renaming a new link over it: there is never a
+    /// moment without `rel`. A directory at `rel` is not replaced (the rename fails).
+    pub fn replace_symlink(&self, target: impl AsRef<Path>, rel: impl AsRef<Path>) -> Result<()> {
+        let rel = rel.as_ref();
+        let (parent, name) = self.parent_of(rel)?;
+        let dir = parent.as_ref().unwrap_or(self);
+        let tmp = crate::fsx::temp_name(&format!(".{}.tmp-", name.to_string_lossy()));
+        dir.symlink(target, &tmp)?;
+        crate::fsx::point("replace-symlink-before-rename");
+        dir.rename(&tmp, dir, name).inspect_err(|_| {
+            let _ = dir.remove_file(&tmp);
+        })
     }
 
     /// Hard-links `src` (beneath this directory) as `dst` beneath `to`; never follows a link.

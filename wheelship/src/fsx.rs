@@ -224,21 +224,14 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Deletes a directory in two steps, a rename to `.trash-…` in `parent` (synced), then the
-/// removal: a crash leaves the whole directory or a trash one that the next run removes,
-/// never a half-deleted one under its name.
-pub fn trash(parent: &Path, p: &Path) -> Result<()> {
-    let t = parent.join(temp_name(".trash-"));
-    fs::rename(p, &t).map_err(|e| {
-        anyhow!(
-            "cannot move `{}` to the trash: {}",
-            p.display(),
-            io_reason(&e)
-        )
-    })?;
-    fsync_dir(parent)?;
-    fs::remove_dir_all(&t)
-        .map_err(|e| anyhow!("cannot delete `{}`: {}", t.display(), io_reason(&e)))
+/// Deletes the entry `name` of `dir` in two steps, a rename to `.trash-…` (synced), then the
+/// removal through the handle: a crash leaves the whole entry or a trash one that the next run
+/// removes, never a half-deleted one under its name; nothing outside `dir` is ever touched.
+pub fn trash(dir: &crate::beneath::Dir, name: impl AsRef<Path>) -> Result<()> {
+    let t = temp_name(".trash-");
+    dir.rename(name, dir, &t)?;
+    dir.sync()?;
+    dir.remove_all(&t)
 }
 
 /// Opens `path` for reading only if it is a regular file, and returns it with its size. The
