@@ -8,7 +8,6 @@ mod options;
 mod redact;
 mod req;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -62,10 +61,7 @@ pub fn run(args: Args) -> Result<()> {
     let section = section.0;
     if args.print_hash {
         let hex = section.hash.trim_start_matches("sha256:");
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{hex}")?;
-        out.flush()?;
-        return Ok(());
+        return wheelship::cli::write_stdout(format!("{hex}\n").as_bytes());
     }
     let mut doc = Document::from_stdin()?;
     doc.set("requirements", &section)?;

@@ -1,19 +1,23 @@
 //! Building an env: the venv layout written natively (no `python -m venv`, no ensurepip), then
-//! each stored wheel spread into it as the wheel spec says, files linked from the store.
+//! each stored wheel spread into it as the wheel spec says, files linked from the store. Every
+//! path is made beneath the env's own directory handle and read beneath the store's: nothing a
+//! wheel names can reach outside them.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
+use rustix::io::Errno;
 use sha2::{Digest, Sha256};
+use wheelship::beneath::{Dir, Dirs, Kind};
 use wheelship::cli::io_reason;
 
 use crate::interp::Interp;
 use crate::wheel::{record_hash, Info};
 
+/// How files come from the store: each mode falls back to the next when the file system
+/// refuses it (reflink → hard link → copy), and stays there for the rest of the build.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub enum LinkMode {
     Unknown,
@@ -26,8 +30,8 @@ pub struct Build<'a> {
     pub interp: &'a Interp,
     /// Where the env will live: absolute paths inside it (shebangs, activators) use this.
     pub final_path: PathBuf,
-    /// Where it is built now.
-    pub root: PathBuf,
+    /// Where it is built now: the temp directory, by handle.
+    pub dirs: Dirs,
     pub mode: LinkMode,
     pub files: usize,
     /// Which file each installed path came from, to warn when two wheels write one path.
@@ -38,11 +42,11 @@ pub struct Build<'a> {
 }
 
 impl<'a> Build<'a> {
-    pub fn new(interp: &'a Interp, final_path: PathBuf, root: PathBuf) -> Self {
+    pub fn new(interp: &'a Interp, final_path: PathBuf, root: Dir) -> Self {
         Build {
             interp,
             final_path,
-            root,
+            dirs: Dirs::new(root),
             mode: LinkMode::Unknown,
             files: 0,
             owners: BTreeMap::new(),
@@ -71,23 +75,22 @@ impl<'a> Build<'a> {
     }
 
     /// pyvenv.cfg, bin/python* links, site-packages, lib64, activators.
-    pub fn layout(&self, key: &str) -> Result<()> {
+    pub fn layout(&mut self, key: &str) -> Result<()> {
         let i = self.interp;
         let xy = i.xy();
         for d in ["bin", "include"] {
-            fs::create_dir_all(self.root.join(d))?;
+            self.dirs.dir(Path::new(d))?;
         }
-        fs::create_dir_all(self.root.join(self.site()))?;
-        if i.pointer_bits == 64
-            && !self.root.join("lib64").exists()
-            && self.site().starts_with("lib")
-        {
-            std::os::unix::fs::symlink("lib", self.root.join("lib64"))?;
+        let site = self.site();
+        self.dirs.dir(&site)?;
+        let root = self.dirs.root();
+        if i.pointer_bits == 64 && root.kind("lib64")?.is_none() && site.starts_with("lib") {
+            root.symlink("lib", "lib64")?;
         }
         let base = Path::new(&i.base_executable);
-        std::os::unix::fs::symlink(base, self.root.join("bin/python"))?;
+        root.symlink(base, "bin/python")?;
         for alias in ["python3".to_string(), format!("python{xy}")] {
-            std::os::unix::fs::symlink("python", self.root.join("bin").join(alias))?;
+            root.symlink("python", Path::new("bin").join(alias))?;
         }
         let home = base.parent().unwrap_or(Path::new("/"));
         let cfg = format!(
@@ -98,21 +101,18 @@ impl<'a> Build<'a> {
             base.display(),
             env!("CARGO_PKG_VERSION"),
         );
-        fs::write(self.root.join("pyvenv.cfg"), cfg)?;
         let env = self.final_path.display().to_string();
         let prompt = &key[..12.min(key.len())];
-        fs::write(
-            self.root.join("bin/activate"),
-            ACTIVATE_SH
-                .replace("@ENV@", &env)
-                .replace("@PROMPT@", prompt),
-        )?;
-        fs::write(
-            self.root.join("bin/activate.fish"),
-            ACTIVATE_FISH
-                .replace("@ENV@", &env)
-                .replace("@PROMPT@", prompt),
-        )?;
+        let activate = ACTIVATE_SH
+            .replace("@ENV@", &env)
+            .replace("@PROMPT@", prompt);
+        let fish = ACTIVATE_FISH
+            .replace("@ENV@", &env)
+            .replace("@PROMPT@", prompt);
+        let d = &mut self.dirs;
+        write_new(d, Path::new("pyvenv.cfg"), cfg.as_bytes(), 0o644)?;
+        write_new(d, Path::new("bin/activate"), activate.as_bytes(), 0o644)?;
+        write_new(d, Path::new("bin/activate.fish"), fish.as_bytes(), 0o644)?;
         Ok(())
     }
 
@@ -140,39 +140,45 @@ impl<'a> Build<'a> {
         Some((self.site().join(member), false))
     }
 
-    /// Spreads one stored wheel into the env and writes its INSTALLER, REQUESTED and RECORD.
+    /// Spreads one stored wheel (its `files/` directory, by handle) into the env and writes its
+    /// INSTALLER, REQUESTED and RECORD.
     pub fn install(
         &mut self,
-        store_files: &Path,
+        store: &Dir,
         info: &Info,
         file_name: &str,
         requested: bool,
     ) -> Result<()> {
         let site = self.site();
         let mut record: Vec<(String, String, String)> = Vec::new();
+        let members: std::collections::HashSet<&str> =
+            info.files.iter().map(|(m, _, _)| m.as_str()).collect();
         for (member, hash, size) in &info.files {
             let Some((dest, script)) = self.destination(info, member) else {
                 continue;
             };
-            let src = store_files.join(member);
-            let abs = self.root.join(&dest);
-            if let Some(p) = abs.parent() {
-                fs::create_dir_all(p)?;
+            // A `.pyc` the wheel ships for this interpreter (numpy < 2.3 does) gives way to
+            // ours, compiled from its source by the interpreter itself, as every other `.pyc`
+            // of the env: not linked, not in RECORD.
+            if self.compile && shipped_pyc_of(member, &self.interp.cache_tag, &members) {
+                continue;
             }
+            let src = Path::new(member);
             if let Some(prev) = self.owners.insert(dest.clone(), file_name.to_string()) {
                 self.warnings.push(format!(
                     "`{file_name}` overwrites `{}` from `{prev}`",
                     dest.display()
                 ));
-                let _ = fs::remove_file(&abs);
+                let (dir, name) = self.dirs.parent(&dest)?;
+                let _ = dir.remove_file(name);
             }
             let (h, s) = if script {
-                self.write_script(&src, &abs)?
+                self.write_script(store, src, &dest)?
             } else {
-                self.link(&src, &abs)?;
+                link(&mut self.mode, store, src, &mut self.dirs, &dest)?;
                 // The bytecode compiled in the store for this interpreter comes along.
                 if self.compile && dest.starts_with(&site) && member.ends_with(".py") {
-                    self.link_pyc(&src, &abs)?;
+                    self.link_pyc(store, src, &dest)?;
                 }
                 (hash.clone(), size.to_string())
             };
@@ -190,7 +196,7 @@ impl<'a> Build<'a> {
             extra.push(("REQUESTED", Vec::new()));
         }
         for (name, content) in extra {
-            let (h, s) = write_new(&self.root.join(&di).join(name), &content, 0o644)?;
+            let (h, s) = write_new(&mut self.dirs, &di.join(name), &content, 0o644)?;
             record.push((rel_to(&di.join(name), &site), h, s));
         }
         record.push((
@@ -203,12 +209,12 @@ impl<'a> Build<'a> {
         for (p, h, s) in record {
             text.push_str(&format!("{},{h},{s}\n", csv_field(&p)));
         }
-        write_new(&self.root.join(&di).join("RECORD"), text.as_bytes(), 0o644)?;
+        write_new(&mut self.dirs, &di.join("RECORD"), text.as_bytes(), 0o644)?;
         self.files += 3;
         Ok(())
     }
 
-    fn link_pyc(&mut self, src: &Path, dest: &Path) -> Result<()> {
+    fn link_pyc(&mut self, store: &Dir, src: &Path, dest: &Path) -> Result<()> {
         let stem = src
             .file_stem()
             .unwrap_or_default()
@@ -217,54 +223,30 @@ impl<'a> Build<'a> {
         let pyc = format!("{stem}.{}.pyc", self.interp.cache_tag);
         let from = src
             .parent()
-            .unwrap_or(Path::new("/"))
+            .unwrap_or(Path::new(""))
             .join("__pycache__")
             .join(&pyc);
-        if from.is_file() {
-            let to_dir = dest.parent().unwrap_or(Path::new("/")).join("__pycache__");
-            fs::create_dir_all(&to_dir)?;
-            self.link(&from, &to_dir.join(&pyc))?;
-        }
-        Ok(())
-    }
-
-    /// reflink where the filesystem allows it, else a hard link, else a copy.
-    fn link(&mut self, src: &Path, dest: &Path) -> Result<()> {
-        let fail = |e: std::io::Error| {
-            anyhow!(
-                "cannot link `{}` to `{}`: {}",
-                src.display(),
-                dest.display(),
-                io_reason(&e)
-            )
-        };
-        if matches!(self.mode, LinkMode::Unknown | LinkMode::Reflink) {
-            match reflink(src, dest) {
-                Ok(()) => {
-                    self.mode = LinkMode::Reflink;
-                    return Ok(());
-                }
-                Err(_) if self.mode == LinkMode::Unknown => self.mode = LinkMode::Hardlink,
-                Err(e) => return Err(fail(e)),
+        if store.kind(&from)? == Some(Kind::File) {
+            let to = dest
+                .parent()
+                .unwrap_or(Path::new(""))
+                .join("__pycache__")
+                .join(&pyc);
+            // A wheel may ship this `.pyc` itself (numpy < 2.3 does): ours, compiled from the
+            // source by this interpreter, wins.
+            let (dir, name) = self.dirs.parent(&to)?;
+            if dir.kind(name)?.is_some() {
+                dir.remove_file(name)?;
             }
+            link(&mut self.mode, store, &from, &mut self.dirs, &to)?;
         }
-        if self.mode == LinkMode::Hardlink {
-            match fs::hard_link(src, dest) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(18) || e.raw_os_error() == Some(1) => {
-                    self.mode = LinkMode::Copy
-                }
-                Err(e) => return Err(fail(e)),
-            }
-        }
-        fs::copy(src, dest).map_err(fail)?;
         Ok(())
     }
 
     /// `.data/scripts`: a first line `#!python` (or `#!pythonw`) becomes the env's python;
     /// always a real copy, made executable.
-    fn write_script(&self, src: &Path, dest: &Path) -> Result<(String, String)> {
-        let data = fs::read(src)?;
+    fn write_script(&mut self, store: &Dir, src: &Path, dest: &Path) -> Result<(String, String)> {
+        let data = store.read(src)?;
         let out = if data.starts_with(b"#!python") {
             let rest = data
                 .iter()
@@ -274,7 +256,7 @@ impl<'a> Build<'a> {
         } else {
             data
         };
-        write_new(dest, &out, 0o755)
+        write_new(&mut self.dirs, dest, &out, 0o755)
     }
 
     fn launcher(&mut self, name: &str, target: &str) -> Result<(String, String)> {
@@ -286,42 +268,110 @@ impl<'a> Build<'a> {
             "{}# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom {module} import {head}\nif __name__ == \"__main__\":\n    sys.argv[0] = re.sub(r\"(-script\\.pyw|\\.exe)?$\", \"\", sys.argv[0])\n    sys.exit({attr}())\n",
             self.shebang()
         );
-        let dest = self.root.join("bin").join(name);
-        let _ = fs::remove_file(&dest);
         self.files += 1;
-        write_new(&dest, text.as_bytes(), 0o755)
+        let dest = Path::new("bin").join(name);
+        write_new(&mut self.dirs, &dest, text.as_bytes(), 0o755)
     }
 }
 
-fn reflink(src: &Path, dest: &Path) -> std::io::Result<()> {
-    let s = fs::File::open(src)?;
+/// Whether `member` is `<dir>/__pycache__/<stem>.<cache_tag>.pyc` and the wheel has
+/// `<dir>/<stem>.py`: the bytecode mkenv compiles itself.
+fn shipped_pyc_of(
+    member: &str,
+    cache_tag: &str,
+    members: &std::collections::HashSet<&str>,
+) -> bool {
+    let Some(stem) = member.strip_suffix(&format!(".{cache_tag}.pyc")) else {
+        return false;
+    };
+    let (dir, stem) = stem.rsplit_once('/').unwrap_or(("", stem));
+    let parent = match dir.strip_suffix("__pycache__") {
+        Some(p) if p.is_empty() || p.ends_with('/') => p,
+        _ => return false,
+    };
+    members.contains(format!("{parent}{stem}.py").as_str())
+}
+
+/// Makes `dest` (beneath the env) the file `src` of the store: a reflink where the file system
+/// allows it, else a hard link, else a copy.
+fn link(mode: &mut LinkMode, store: &Dir, src: &Path, dirs: &mut Dirs, dest: &Path) -> Result<()> {
+    let (dir, name) = dirs.parent(dest)?;
+    if matches!(*mode, LinkMode::Unknown | LinkMode::Reflink) {
+        match reflink(store, src, dir, name) {
+            Ok(()) => {
+                *mode = LinkMode::Reflink;
+                return Ok(());
+            }
+            Err(_) if *mode == LinkMode::Unknown => *mode = LinkMode::Hardlink,
+            Err(e) => return Err(e),
+        }
+    }
+    if *mode == LinkMode::Hardlink {
+        match store.hard_link_raw(src, dir, Path::new(name)) {
+            Ok(()) => return Ok(()),
+            // Another file system, or one that refuses hard links: copy from now on.
+            Err(Errno::XDEV) | Err(Errno::PERM) | Err(Errno::MLINK) => *mode = LinkMode::Copy,
+            Err(e) => {
+                return Err(anyhow!(
+                    "cannot link `{}` to `{}`: {}",
+                    store.show(src).display(),
+                    dir.show(name).display(),
+                    io_reason(&e.into())
+                ))
+            }
+        }
+    }
+    let mut from = store.open_file(src)?;
+    let perm = from.metadata()?.permissions();
+    let mut to = dir.create_file(name, 0o600)?;
+    let fail = |e: std::io::Error| {
+        anyhow!(
+            "cannot copy `{}` to `{}`: {}",
+            store.show(src).display(),
+            dir.show(name).display(),
+            io_reason(&e)
+        )
+    };
+    std::io::copy(&mut from, &mut to).map_err(fail)?;
+    to.set_permissions(perm).map_err(fail)?;
+    Ok(())
+}
+
+fn reflink(store: &Dir, src: &Path, dir: &Dir, name: &std::ffi::OsStr) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let s = store.open_file(src)?;
     let mode = s.metadata()?.permissions().mode() & 0o777;
-    let d = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(dest)?;
+    let d = dir.create_file(name, mode)?;
     match rustix::fs::ioctl_ficlone(&d, &s) {
         Ok(()) => Ok(()),
         Err(e) => {
             drop(d);
-            let _ = fs::remove_file(dest);
-            Err(e.into())
+            let _ = dir.remove_file(name);
+            Err(anyhow!("cannot reflink: {e}"))
         }
     }
 }
 
-/// Writes a new file (never through a link into the store) and returns its RECORD hash and size.
-fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(String, String)> {
-    let _ = fs::remove_file(path);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| anyhow!("cannot write `{}`: {}", path.display(), io_reason(&e)))?;
-    f.write_all(data)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+/// Writes a new file beneath the env (never through a link into the store: whatever was there
+/// is removed first) and returns its RECORD hash and size.
+fn write_new(dirs: &mut Dirs, rel: &Path, data: &[u8], mode: u32) -> Result<(String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, name) = dirs.parent(rel)?;
+    if dir.kind(name)?.is_some() {
+        dir.remove_file(name)?;
+    }
+    let mut f = dir.create_file(name, mode)?;
+    let fail = |e: std::io::Error| {
+        anyhow!(
+            "cannot write `{}`: {}",
+            dir.show(name).display(),
+            io_reason(&e)
+        )
+    };
+    f.write_all(data).map_err(fail)?;
+    // The umask must not decide what a script's mode is.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(fail)?;
     Ok((record_hash(&Sha256::digest(data)), data.len().to_string()))
 }
 

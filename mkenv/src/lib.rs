@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
+use wheelship::beneath::{Dir, Kind};
 use wheelship::cli::io_reason;
 use wheelship::doc::{Requirements, Wheelhouse};
 use wheelship::fsx::{self, point, Lock};
-use wheelship::names::WheelFilename;
+use wheelship::names::{canonicalize_name, check_sha256, is_valid_name, WheelFilename};
 use wheelship::{Document, Hint, UsageError};
 
 use crate::interp::Interp;
@@ -75,6 +76,10 @@ pub enum Cmd {
         /// A releases directory whose `<release>/venv` links name envs to keep (repeatable)
         #[arg(long, value_name = "DIR")]
         releases: Vec<PathBuf>,
+        /// Keep every env built or reused in the last SECS seconds: a deploy between its
+        /// mkenv and its switch has not linked it yet
+        #[arg(long, default_value_t = 900, value_name = "SECS")]
+        grace: u64,
         /// Print what would be removed, remove nothing
         #[arg(long)]
         dry_run: bool,
@@ -86,10 +91,11 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(Cmd::Gc {
         keep,
         releases,
+        grace,
         dry_run,
     }) = &args.command
     {
-        let section = gc(&args, keep, releases, *dry_run)?;
+        let section = gc(&args, keep, releases, *grace, *dry_run)?;
         doc.set("mkenv_gc", &section)?;
         return doc.write_stdout();
     }
@@ -97,15 +103,24 @@ pub fn run(args: Args) -> Result<()> {
     let wh: Wheelhouse = doc.section("wheelhouse")?.ok_or_else(|| {
         UsageError("no `wheelhouse` section (the lock): run `hashreq | wheelhouse --offline | mkenv`, or `mkenv < release.json`".into())
     })?;
+    check_lock(&wh)?;
     let reqs: Option<Requirements> = doc.section("requirements")?;
     let interp = Interp::probe(&args.python)?;
     let key = env_key(&wh, &interp, !args.no_compile);
     fs::create_dir_all(&args.envs)
         .map_err(|e| anyhow!("cannot create `{}`: {}", args.envs.display(), io_reason(&e)))?;
     let envs = fs::canonicalize(&args.envs)?;
+    let envs_dir = Dir::open(&envs)?;
     let final_path = envs.join(&key);
+    let complete = || {
+        envs_dir
+            .kind(Path::new(&key).join("pyvenv.cfg"))
+            .ok()
+            .flatten()
+            == Some(Kind::File)
+    };
 
-    let mut reused = final_path.join("pyvenv.cfg").is_file();
+    let mut reused = complete();
     let mut stats = (wh.wheels.len(), 0usize);
     if !reused {
         let _lock = Lock::acquire(
@@ -113,13 +128,19 @@ pub fn run(args: Args) -> Result<()> {
             Duration::from_secs(args.lock_timeout),
             "another mkenv on this store",
         )?;
-        clean_leftovers(&envs);
+        fsx::remove_leftovers(&envs_dir, &[".tmp-", ".trash-"]);
+        if let Ok(store) = envs_dir.open_dir(".store") {
+            fsx::remove_leftovers(&store, &[".tmp-", ".trash-"]);
+        }
         // Another mkenv may have built it while we waited: the work is done once.
-        reused = final_path.join("pyvenv.cfg").is_file();
+        reused = complete();
         if !reused {
-            stats = build(&args, &envs, &final_path, &key, &wh, reqs.as_ref(), &interp)?;
+            stats = build(&args, &envs_dir, &key, &wh, reqs.as_ref(), &interp)?;
         }
     }
+    // Built or reused just now: gc and prune leave it alone for their grace period, so the
+    // deploy that asked for it can link it.
+    envs_dir.touch(&key)?;
     let section = json!({
         "path": final_path,
         "key": key,
@@ -156,62 +177,49 @@ fn env_key(wh: &Wheelhouse, i: &Interp, compile: bool) -> String {
     wheelship::names::sha256_hex(form.to_string().as_bytes())[..32].to_string()
 }
 
-/// What a crash left: temp envs and temp store entries. Called with the lock held.
-fn clean_leftovers(envs: &Path) {
-    for d in [envs.to_path_buf(), envs.join(".store")] {
-        if let Ok(rd) = fs::read_dir(&d) {
-            for e in rd.flatten() {
-                let n = e.file_name().to_string_lossy().to_string();
-                if n.starts_with(".tmp-") || n.starts_with(".trash-") {
-                    let _ = fs::remove_dir_all(e.path());
-                    let _ = fs::remove_file(e.path());
-                }
-            }
+/// Every value of the lock is checked where it enters: the sha256 names a store entry and the
+/// file a path in the wheel directory, so neither may be anything but what it says.
+fn check_lock(wh: &Wheelhouse) -> Result<()> {
+    for (i, w) in wh.wheels.iter().enumerate() {
+        let at = |why: String| anyhow!("stdin: `wheelhouse.wheels[{i}]`: {why}");
+        check_sha256(&w.sha256).map_err(&at)?;
+        if !is_valid_name(&w.name) || canonicalize_name(&w.name) != w.name {
+            return Err(at(format!("`{}` is not a canonical project name", w.name)));
+        }
+        let fname = WheelFilename::parse(&w.file).map_err(|e| at(e.to_string()))?;
+        if w.file.contains('/') || canonicalize_name(&fname.name) != w.name {
+            return Err(at(format!(
+                "`{}` is not a wheel file name of `{}`",
+                w.file, w.name
+            )));
         }
     }
+    Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn build(
     args: &Args,
-    envs: &Path,
-    final_path: &Path,
+    envs: &Dir,
     key: &str,
     wh: &Wheelhouse,
     reqs: Option<&Requirements>,
     interp: &Interp,
 ) -> Result<(usize, usize)> {
     let started = Instant::now();
-    let store = envs.join(".store");
-    fs::create_dir_all(&store)?;
-    // 1. Every wheel's tags against the interpreter, before any work.
-    let supported: HashSet<&str> = interp.tags.iter().map(String::as_str).collect();
-    for w in &wh.wheels {
-        let fname = WheelFilename::parse(&w.file).map_err(|e| anyhow!("the lock names {e}"))?;
-        if !fname.tags().iter().any(|t| supported.contains(t.as_str())) {
-            return Err(Hint::new(
-                format!(
-                    "cannot install `{}`: it is not compatible with `{}` (Python {}, {}); its tags: {}",
-                    w.file,
-                    args.python,
-                    interp.version,
-                    interp.platform,
-                    fname.tags().join(", ")
-                ),
-                "lock for this interpreter: `wheelhouse --python` with the same Python",
-            )
-            .into());
-        }
-    }
-    // 2. Each wheel checked against the lock's sha256 and verified into the store (once per
-    //    wheel, shared by every env), on every core; the bytecode of each stored wheel is
-    //    compiled by the target python as soon as the wheel is stored.
+    let store = envs.create_dir_all(".store")?;
+    check_tags(args, wh, interp)?;
+    // Each wheel checked against the lock's sha256 and verified into the store (once per
+    // wheel, shared by every env), on every core; the bytecode of each stored wheel is
+    // compiled by the target python as soon as the wheel is stored.
     let marker = format!("compiled.{}", interp.cache_tag);
-    let needs_compile = !args.no_compile
-        && wh
-            .wheels
-            .iter()
-            .any(|w| !store.join(&w.sha256).join(&marker).exists());
+    let compiled = |w: &wheelship::doc::LockedWheel| {
+        store
+            .kind(Path::new(&w.sha256).join(&marker))
+            .ok()
+            .flatten()
+            .is_some()
+    };
+    let needs_compile = !args.no_compile && !wh.wheels.iter().all(compiled);
     let mut compiler = if needs_compile {
         Some(Compiler::spawn(&args.python)?)
     } else {
@@ -231,19 +239,18 @@ fn build(
     if let Some(c) = compiler {
         c.finish()?;
         for (w, _) in &stored {
-            let m = store.join(&w.sha256).join(&marker);
-            if !m.exists() {
-                fs::write(m, b"")?;
+            if !compiled(w) {
+                store.create_file(Path::new(&w.sha256).join(&marker), 0o644)?;
             }
         }
     }
     timing("compile", &started);
     point("mkenv-after-compile");
-    // 3. The env, under a temp name, then renamed into place when whole.
-    let tmp = envs.join(fsx::temp_name(".tmp-"));
+    // The env, under a temp name, then renamed into place when whole.
+    let tmp = fsx::temp_name(".tmp-");
+    envs.create_dir(&tmp, 0o755)?;
     let res = (|| -> Result<usize> {
-        fs::create_dir(&tmp)?;
-        let mut b = install::Build::new(interp, final_path.to_path_buf(), tmp.clone());
+        let mut b = install::Build::new(interp, envs.show(key), envs.open_dir(&tmp)?);
         b.compile = !args.no_compile;
         b.layout(key)?;
         let requested: HashSet<String> = reqs
@@ -256,12 +263,8 @@ fn build(
             })
             .unwrap_or_default();
         for (w, info) in &stored {
-            b.install(
-                &store.join(&w.sha256).join("files"),
-                info,
-                &w.file,
-                requested.contains(&w.name),
-            )?;
+            let files = store.open_dir(Path::new(&w.sha256).join("files"))?;
+            b.install(&files, info, &w.file, requested.contains(&w.name))?;
             point("mkenv-after-wheel");
         }
         for warning in &b.warnings {
@@ -273,33 +276,55 @@ fn build(
             "python": interp,
             "wheels": wh.wheels,
         });
-        fs::write(
-            tmp.join(".wheelship-env.json"),
-            serde_json::to_vec_pretty(&meta)?,
-        )?;
-        // CPython caches directory listings by mtime: a fresh mtime on site-packages.
-        let d = fs::File::open(&tmp)?;
-        rustix::fs::syncfs(&d).map_err(|e| anyhow!("cannot sync `{}`: {e}", tmp.display()))?;
+        let root = b.dirs.root();
+        let mut f = root.create_file(".wheelship-env.json", 0o644)?;
+        f.write_all(&serde_json::to_vec_pretty(&meta)?)
+            .map_err(|e| {
+                anyhow!(
+                    "cannot write `{}`: {}",
+                    root.show(".wheelship-env.json").display(),
+                    io_reason(&e)
+                )
+            })?;
+        // Nothing gets its final name before its bytes are durable.
+        root.sync_fs()?;
         Ok(b.files)
     })();
     let files = match res {
         Ok(f) => f,
         Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = envs.remove_all(&tmp);
             return Err(e);
         }
     };
     timing("env", &started);
     point("mkenv-before-rename");
-    fs::rename(&tmp, final_path).map_err(|e| {
-        anyhow!(
-            "cannot rename into `{}`: {}",
-            final_path.display(),
-            io_reason(&e)
-        )
-    })?;
-    fsx::fsync_dir(envs)?;
+    envs.rename(&tmp, envs, key)?;
+    envs.sync()?;
     Ok((wh.wheels.len(), files))
+}
+
+/// Every wheel's tags against the interpreter, before any work.
+fn check_tags(args: &Args, wh: &Wheelhouse, interp: &Interp) -> Result<()> {
+    let supported: HashSet<&str> = interp.tags.iter().map(String::as_str).collect();
+    for w in &wh.wheels {
+        let fname = WheelFilename::parse(&w.file).map_err(|e| anyhow!("the lock names {e}"))?;
+        if !fname.tags().iter().any(|t| supported.contains(t.as_str())) {
+            return Err(Hint::new(
+                format!(
+                    "cannot install `{}`: it is not compatible with `{}` (Python {}, {}); its tags: {}",
+                    w.file,
+                    args.python,
+                    interp.version,
+                    interp.platform,
+                    fname.tags().join(", ")
+                ),
+                "lock for this interpreter: `wheelhouse --python` with the same Python",
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// `WHEELSHIP_TIMING=1`: the time of each phase on stderr, for benchmarks.
@@ -346,6 +371,7 @@ with ProcessPoolExecutor(os.cpu_count() or 1) as ex:
 struct Compiler {
     child: std::process::Child,
     stdin: Option<std::process::ChildStdin>,
+    exe: PathBuf,
 }
 
 impl Compiler {
@@ -359,7 +385,7 @@ impl Compiler {
             .spawn()
             .with_context(|| format!("cannot run `{}` to compile bytecode", exe.display()))?;
         let stdin = child.stdin.take();
-        Ok(Compiler { child, stdin })
+        Ok(Compiler { child, stdin, exe })
     }
 
     fn send(&mut self, paths: &[PathBuf]) -> Result<()> {
@@ -368,9 +394,30 @@ impl Compiler {
             input.extend_from_slice(f.as_os_str().as_encoded_bytes());
             input.push(0);
         }
-        if let Some(s) = self.stdin.as_mut() {
-            s.write_all(&input)
-                .context("the bytecode compiler stopped")?;
+        let Some(s) = self.stdin.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = s.write_all(&input) {
+            // The compiler died: its own words say why (a broken pipe here is its failure,
+            // never a reason to end quietly).
+            drop(self.stdin.take());
+            let mut said = String::new();
+            if let Some(mut err) = self.child.stderr.take() {
+                use std::io::Read;
+                let _ = err.read_to_string(&mut said);
+            }
+            let status = self
+                .child
+                .wait()
+                .map_or_else(|_| "unknown status".into(), |s| s.to_string());
+            let why = match said.trim() {
+                "" => io_reason(&e),
+                s => s.to_string(),
+            };
+            bail!(
+                "compiling bytecode failed: `{}` stopped ({status}): {why}",
+                self.exe.display()
+            );
         }
         Ok(())
     }
@@ -380,7 +427,9 @@ impl Compiler {
         let out = self.child.wait_with_output()?;
         if !out.status.success() {
             bail!(
-                "compiling bytecode failed: {}",
+                "compiling bytecode failed: `{}` stopped ({}): {}",
+                self.exe.display(),
+                out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
@@ -394,7 +443,8 @@ impl Compiler {
     }
 }
 
-/// The `.py` files of a stored wheel that go to site-packages.
+/// The `.py` files of a stored wheel that go to site-packages (absolute: the compiler is
+/// another process).
 fn site_py_files(entry: &Path, info: &wheel::Info) -> Vec<PathBuf> {
     let data = format!("{}/", info.data_dir);
     info.files
@@ -412,7 +462,7 @@ fn site_py_files(entry: &Path, info: &wheel::Info) -> Vec<PathBuf> {
 
 /// Stores every locked wheel on every core, feeding the compiler as each one is ready.
 fn store_all<'w>(
-    store: &Path,
+    store: &Dir,
     wh: &'w Wheelhouse,
     marker: &str,
     mut compiler: Option<&mut Compiler>,
@@ -445,10 +495,10 @@ fn store_all<'w>(
                     return Err(e);
                 }
             };
-            let entry = store.join(&wh.wheels[i].sha256);
+            let sha = Path::new(&wh.wheels[i].sha256);
             if let Some(c) = compiler.as_deref_mut() {
-                if !entry.join(marker).exists() {
-                    c.send(&site_py_files(&entry, &info))?;
+                if store.kind(sha.join(marker))?.is_none() {
+                    c.send(&site_py_files(&store.show(sha), &info))?;
                 }
             }
             results[i] = Some(info);
@@ -463,14 +513,9 @@ fn store_all<'w>(
         .collect())
 }
 
-fn store_one(
-    store: &Path,
-    wh: &Wheelhouse,
-    w: &wheelship::doc::LockedWheel,
-) -> Result<wheel::Info> {
+fn store_one(store: &Dir, wh: &Wheelhouse, w: &wheelship::doc::LockedWheel) -> Result<wheel::Info> {
     let path = Path::new(&wh.dir).join(&w.file);
-    let entry = store.join(&w.sha256);
-    if !entry.join("info.json").is_file() {
+    if store.kind(Path::new(&w.sha256).join("info.json"))? != Some(Kind::File) {
         let (sha, size) = fsx::sha256_file(&path)?;
         if sha != w.sha256 || size != w.size {
             bail!(
@@ -493,11 +538,20 @@ fn store_one(
     Ok(info)
 }
 
-/// Removes envs not kept (by key or by a release's venv link) and stored wheels no remaining
-/// env uses. Each goes to a trash name first, then is deleted.
-fn gc(args: &Args, keep: &[String], releases: &[PathBuf], dry_run: bool) -> Result<Value> {
+/// Removes envs not kept (by key, by a release's venv link, or by being built or reused in the
+/// last `grace` seconds: a deploy in flight that has not linked it yet) and stored wheels no
+/// remaining env uses. Each goes to a trash name first, then is deleted, through the store's
+/// handle.
+fn gc(
+    args: &Args,
+    keep: &[String],
+    releases: &[PathBuf],
+    grace: u64,
+    dry_run: bool,
+) -> Result<Value> {
     let envs = fs::canonicalize(&args.envs)
         .map_err(|e| anyhow!("`{}`: {}", args.envs.display(), io_reason(&e)))?;
+    let envs_dir = Dir::open(&envs)?;
     let _lock = if dry_run {
         None
     } else {
@@ -510,7 +564,7 @@ fn gc(args: &Args, keep: &[String], releases: &[PathBuf], dry_run: bool) -> Resu
     let mut kept: BTreeSet<String> = keep.iter().cloned().collect();
     for r in releases {
         for e in fs::read_dir(r)
-            .map_err(|e| anyhow!("`{}`: {}", r.display(), io_reason(&e)))?
+            .map_err(|e| anyhow!("cannot list `{}`: {}", r.display(), io_reason(&e)))?
             .flatten()
         {
             if let Ok(target) = fs::read_link(e.path().join("venv")) {
@@ -529,41 +583,58 @@ fn gc(args: &Args, keep: &[String], releases: &[PathBuf], dry_run: bool) -> Resu
     }
     let mut removed_envs = Vec::new();
     let mut used: HashSet<String> = HashSet::new();
-    for e in fs::read_dir(&envs)?.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') || !e.path().is_dir() {
+    for (name, kind) in envs_dir.entries()? {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            continue;
+        };
+        if name.starts_with('.') || kind != Kind::Dir {
             continue;
         }
-        if kept.contains(&name) {
-            if let Ok(text) = fs::read_to_string(e.path().join(".wheelship-env.json")) {
-                let meta: Value = serde_json::from_str(&text).unwrap_or_default();
-                for w in meta["wheels"].as_array().into_iter().flatten() {
-                    if let Some(s) = w["sha256"].as_str() {
-                        used.insert(s.to_string());
-                    }
+        let young = envs_dir.age(&name)?.is_some_and(|age| age < grace);
+        if kept.contains(&name) || young {
+            if young {
+                kept.insert(name.clone());
+            }
+            let meta = envs_dir
+                .read(Path::new(&name).join(".wheelship-env.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .unwrap_or_default();
+            for w in meta["wheels"].as_array().into_iter().flatten() {
+                if let Some(s) = w["sha256"].as_str() {
+                    used.insert(s.to_string());
                 }
             }
         } else {
             removed_envs.push(name);
         }
     }
+    let store = match envs_dir.kind(".store")? {
+        Some(Kind::Dir) => Some(envs_dir.open_dir(".store")?),
+        _ => None,
+    };
     let mut removed_wheels = Vec::new();
-    if let Ok(rd) = fs::read_dir(envs.join(".store")) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if !name.starts_with('.') && !used.contains(&name) {
-                removed_wheels.push(name);
-            }
+    for (name, _) in store
+        .as_ref()
+        .map(|s| s.entries())
+        .transpose()?
+        .unwrap_or_default()
+    {
+        let name = name.to_string_lossy().to_string();
+        if !name.starts_with('.') && !used.contains(&name) {
+            removed_wheels.push(name);
         }
     }
     removed_envs.sort();
     removed_wheels.sort();
     if !dry_run {
         for n in &removed_envs {
-            fsx::trash(&envs, &envs.join(n))?;
+            fsx::trash(&envs_dir, n)?;
         }
-        for n in &removed_wheels {
-            fsx::trash(&envs.join(".store"), &envs.join(".store").join(n))?;
+        if let Some(store) = &store {
+            for n in &removed_wheels {
+                fsx::trash(store, n)?;
+            }
         }
     }
     Ok(

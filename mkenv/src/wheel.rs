@@ -5,15 +5,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path};
 
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use wheelship::beneath::{Dir, Dirs, Kind};
 use wheelship::cli::io_reason;
 use wheelship::fsx;
-use wheelship::names::{canonicalize_name, WheelFilename};
+use wheelship::names::{canonicalize_name, check_sha256, is_valid_name, WheelFilename};
 
 /// What the store keeps about a wheel beside its files (`<store>/<sha256>/info.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,42 +128,101 @@ fn parse_entry_points(text: &str) -> (Scripts, Scripts) {
     (console, gui)
 }
 
-/// Makes sure `<store>/<sha256>` holds the verified, unzipped wheel; returns its info.
-pub fn ensure_stored(store: &Path, wheel: &Path, sha256: &str) -> Result<Info> {
-    let entry = store.join(sha256);
-    if let Ok(text) = fs::read_to_string(entry.join("info.json")) {
-        if let Ok(info) = serde_json::from_str(&text) {
-            return Ok(info);
+/// Makes sure `<store>/<sha256>` holds the verified, unzipped wheel; returns its info. What the
+/// store already holds is checked again as it is read: its info is trusted no more than the
+/// wheel it was made from.
+pub fn ensure_stored(store: &Dir, wheel: &Path, sha256: &str) -> Result<Info> {
+    let entry = Path::new(check_sha256(sha256).map_err(|e| anyhow!(e))?);
+    if store.kind(entry)? == Some(Kind::Dir) {
+        if let Ok(bytes) = store.read(entry.join("info.json")) {
+            if let Ok(info) = serde_json::from_slice::<Info>(&bytes) {
+                info.validate().map_err(|why| {
+                    anyhow!(
+                        "`{}`: the store entry is not one mkenv made: {why}",
+                        store.show(entry).display()
+                    )
+                })?;
+                return Ok(info);
+            }
         }
     }
     let file_name = wheel
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let tmp = store.join(fsx::temp_name(".tmp-"));
-    let res = unzip_verified(wheel, &file_name, &tmp.join("files"));
+    let tmp = fsx::temp_name(".tmp-");
+    store.create_dir(&tmp, 0o755)?;
+    let res = (|| {
+        let files = store.open_dir(&tmp)?.create_dir_all("files")?;
+        let info = unzip_verified(wheel, &file_name, Dirs::new(files))?;
+        let mut f = store.create_file(Path::new(&tmp).join("info.json"), 0o644)?;
+        f.write_all(&serde_json::to_vec(&info)?).map_err(|e| {
+            anyhow!(
+                "cannot write `{}`: {}",
+                store.show(&tmp).display(),
+                io_reason(&e)
+            )
+        })?;
+        Ok(info)
+    })();
     let info = match res {
         Ok(info) => info,
         Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = store.remove_all(&tmp);
             return Err(e);
         }
     };
-    fs::write(tmp.join("info.json"), serde_json::to_vec(&info)?)?;
-    if entry.exists() {
+    if store.kind(entry)?.is_some() {
         // A store entry from a crash without info.json: replace it.
-        fs::remove_dir_all(&entry)?;
+        store.remove_all(entry)?;
     }
-    fs::rename(&tmp, &entry)
-        .map_err(|e| anyhow!("cannot store `{file_name}`: {}", io_reason(&e)))?;
+    store.rename(&tmp, store, entry)?;
     Ok(info)
 }
 
-fn unzip_verified(wheel: &Path, file_name: &str, dest: &Path) -> Result<Info> {
+impl Info {
+    /// What mkenv itself checks of a wheel, checked again on what the store says of one: the
+    /// name, the two directories, every member and script name.
+    pub fn validate(&self) -> Result<(), String> {
+        if !is_valid_name(&self.name) || canonicalize_name(&self.name) != self.name {
+            return Err(format!("`{}` is not a canonical project name", self.name));
+        }
+        let stem = self
+            .dist_info
+            .strip_suffix(".dist-info")
+            .filter(|s| !s.contains('/') && s.contains('-'))
+            .ok_or_else(|| format!("`{}` is not a `.dist-info` name", self.dist_info))?;
+        if self.data_dir != format!("{stem}.data") {
+            return Err(format!("`{}` is not `{stem}.data`", self.data_dir));
+        }
+        for (member, _, _) in &self.files {
+            check_member(member).map_err(|why| format!("member `{member}`: {why}"))?;
+            if let Some(rest) = member.strip_prefix(&format!("{}/", self.data_dir)) {
+                let key = rest.split('/').next().unwrap_or_default();
+                if !matches!(key, "purelib" | "platlib" | "scripts" | "headers" | "data") {
+                    return Err(format!("unknown `.data` key `{key}`"));
+                }
+                if let Some(script) = rest.strip_prefix("scripts/") {
+                    check_script_name(script).map_err(|why| format!("script `{member}`: {why}"))?;
+                }
+            }
+        }
+        for (name, target) in self.console_scripts.iter().chain(&self.gui_scripts) {
+            check_script_name(name).map_err(|why| format!("entry point `{name}`: {why}"))?;
+            if !target.contains(':') || target.contains('\n') {
+                return Err(format!(
+                    "entry point `{name}` = `{target}` is not `module:attr`"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unzip_verified(wheel: &Path, file_name: &str, mut dest: Dirs) -> Result<Info> {
     let refuse = |what: String| anyhow!("cannot install `{file_name}`: {what}");
     let fname = WheelFilename::parse(file_name).map_err(&refuse)?;
-    let f =
-        fs::File::open(wheel).map_err(|e| refuse(format!("cannot read it: {}", io_reason(&e))))?;
+    let (f, _) = fsx::open_regular(wheel).map_err(|e| refuse(format!("{e:#}")))?;
     let mut zip =
         zip::ZipArchive::new(f).map_err(|e| refuse(format!("not a valid zip file: {e}")))?;
     // The zip reader keeps one entry per name; the central directory says how many there are.
@@ -252,7 +311,6 @@ fn unzip_verified(wheel: &Path, file_name: &str, dest: &Path) -> Result<Info> {
     let data_dir = format!("{stem}.data");
 
     // Second pass: extract, hashing as we go.
-    fs::create_dir_all(dest)?;
     let mut hashes: BTreeMap<String, (String, u64)> = BTreeMap::new();
     let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -278,21 +336,14 @@ fn unzip_verified(wheel: &Path, file_name: &str, dest: &Path) -> Result<Info> {
         let mut z = zip
             .by_index(*i)
             .map_err(|e| refuse(format!("member `{name}`: {e}")))?;
-        let out_path = dest.join(name);
-        if let Some(p) = out_path.parent() {
-            fs::create_dir_all(p)?;
-        }
         let mode = if *exec || name.starts_with(&format!("{data_dir}/scripts/")) {
             0o755
         } else {
             0o644
         };
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&out_path)
-            .map_err(|e| refuse(format!("member `{name}`: {}", io_reason(&e))))?;
+        let (dir, leaf) = dest.parent(Path::new(name))?;
+        let mut out = dir.create_file(leaf, mode)?;
+        let shown = dir.show(leaf);
         let mut h = Sha256::new();
         let mut size = 0u64;
         let keep = name.starts_with(&format!("{dist_info}/"));
@@ -309,7 +360,8 @@ fn unzip_verified(wheel: &Path, file_name: &str, dest: &Path) -> Result<Info> {
             if size > z.size() {
                 return Err(refuse(format!("member `{name}` is larger than it says")));
             }
-            out.write_all(&buf[..n])?;
+            out.write_all(&buf[..n])
+                .map_err(|e| anyhow!("cannot write `{}`: {}", shown.display(), io_reason(&e)))?;
             if keep {
                 kept.extend_from_slice(&buf[..n]);
             }
@@ -385,20 +437,7 @@ fn unzip_verified(wheel: &Path, file_name: &str, dest: &Path) -> Result<Info> {
         .get(&format!("{dist_info}/entry_points.txt"))
         .map(|b| parse_entry_points(&String::from_utf8_lossy(b)))
         .unwrap_or_default();
-    for (name, target) in console_scripts.iter().chain(&gui_scripts) {
-        check_script_name(name).map_err(|why| refuse(format!("entry point `{name}`: {why}")))?;
-        if !target.contains(':') {
-            return Err(refuse(format!(
-                "entry point `{name}` = `{target}` is not `module:attr`"
-            )));
-        }
-    }
-    for (name, _, _) in &files {
-        if let Some(script) = name.strip_prefix(&format!("{data_dir}/scripts/")) {
-            check_script_name(script).map_err(|why| refuse(format!("script `{name}`: {why}")))?;
-        }
-    }
-    Ok(Info {
+    let info = Info {
         name: canonicalize_name(&fname.name),
         version: di_version.to_string(),
         dist_info,
@@ -407,7 +446,9 @@ fn unzip_verified(wheel: &Path, file_name: &str, dest: &Path) -> Result<Info> {
         files,
         console_scripts,
         gui_scripts,
-    })
+    };
+    info.validate().map_err(refuse)?;
+    Ok(info)
 }
 
 /// The entry count of the end-of-central-directory record (ZIP64 aware).

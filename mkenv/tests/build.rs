@@ -369,6 +369,9 @@ fn gc_removes_what_no_kept_env_uses() {
     let rel = t.path().join("releases/r1");
     std::fs::create_dir_all(&rel).unwrap();
     std::os::unix::fs::symlink(b["path"].as_str().unwrap(), rel.join("venv")).unwrap();
+    let releases = t.path().join("releases");
+    // Issue 11, finding 7: `a` was just built and no release links it yet (a deploy between
+    // its mkenv and its switch): within the grace period gc keeps it.
     let out = mkenv(
         t.path(),
         &[
@@ -376,7 +379,25 @@ fn gc_removes_what_no_kept_env_uses() {
             "envs",
             "gc",
             "--releases",
-            t.path().join("releases").to_str().unwrap(),
+            releases.to_str().unwrap(),
+        ],
+        &serde_json::json!({}),
+    );
+    let g: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(g["mkenv_gc"]["removed_envs"], serde_json::json!([]));
+    assert!(Path::new(a["path"].as_str().unwrap())
+        .join("pyvenv.cfg")
+        .exists());
+    let out = mkenv(
+        t.path(),
+        &[
+            "--envs",
+            "envs",
+            "gc",
+            "--grace",
+            "0",
+            "--releases",
+            releases.to_str().unwrap(),
         ],
         &serde_json::json!({}),
     );

@@ -202,3 +202,110 @@ fn usage_and_input_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 11, finding 2: the lock's sha256 named the store entry, and an entry's `info.json`
+/// was trusted whole: `sha256: ../../releases/<id>/fake` with a `fake/info.json` whose console
+/// script had an absolute name overwrote a file outside the store.
+#[test]
+fn the_lock_and_the_store_are_checked_where_they_enter() {
+    let t = tempfile::tempdir().unwrap();
+    let victim = t.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let wheels = mkwheels(
+        &t.path().join("wh"),
+        json!({"name": "good", "version": "1.0", "files": {"good/__init__.py": ""}}),
+    );
+    let doc = lock(&wheels, &["good"]);
+    let real_sha = doc["wheelhouse"]["wheels"][0]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let info = json!({
+        "name": "good", "version": "1.0", "dist_info": "good-1.0.dist-info",
+        "data_dir": "good-1.0.data", "purelib": true, "files": [],
+        "console_scripts": [[victim.to_str().unwrap(), "os:getcwd"]], "gui_scripts": [],
+    });
+    // A fake entry outside the store, named by a path in the lock.
+    std::fs::create_dir_all(t.path().join("fake/files")).unwrap();
+    std::fs::write(t.path().join("fake/info.json"), info.to_string()).unwrap();
+    for (field, value, why) in [
+        ("sha256", "../../fake", "`../../fake` is not a sha256"),
+        ("sha256", &real_sha.to_uppercase(), "is not a sha256"),
+        (
+            "name",
+            "../good",
+            "`../good` is not a canonical project name",
+        ),
+        (
+            "file",
+            "../wh/good-1.0-py3-none-any.whl",
+            "is not a valid wheel file name",
+        ),
+        (
+            "file",
+            "other-1.0-py3-none-any.whl",
+            "is not a wheel file name of `good`",
+        ),
+    ] {
+        let mut d = doc.clone();
+        d["wheelhouse"]["wheels"][0][field] = json!(value);
+        let out = mkenv(t.path(), &["--envs", "envs"], &d);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{field}={value}: {err}");
+        assert!(err.contains("stdin: `wheelhouse.wheels[0]`"), "{err}");
+        assert!(err.contains(why), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+    // The same info.json planted in the store under the wheel's own sha256 is checked again.
+    let entry = t.path().join("envs/.store").join(&real_sha);
+    std::fs::create_dir_all(entry.join("files")).unwrap();
+    std::fs::write(entry.join("info.json"), info.to_string()).unwrap();
+    let out = mkenv(t.path(), &["--envs", "envs", "--no-compile"], &doc);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the store entry is not one mkenv made"),
+        "{err}"
+    );
+    assert!(err.contains("the name leaves `bin/`"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    // Once the planted entry is gone, the real wheel installs.
+    std::fs::remove_dir_all(&entry).unwrap();
+    let env = ok(t.path(), &["--envs", "envs", "--no-compile"], &doc);
+    assert_eq!(env["reused"], false);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+}
+
+/// Issue 11, finding 10: when the bytecode compiler died, writing to it failed with a broken
+/// pipe, and mkenv took that for a closed stdout: exit 0, no output, no message.
+#[test]
+fn a_dead_compiler_is_an_error_not_a_closed_stdout() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let wheels = app_wheels(&t.path().join("wh"));
+    let py = t.path().join("python-that-cannot-compile");
+    std::fs::write(
+        &py,
+        "#!/bin/sh\ncase \"$*\" in *compileall*) echo 'no compiler here' >&2; exit 3;; esac\nexec python3 \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&py, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = mkenv(
+        t.path(),
+        &["--envs", "envs", "--python", py.to_str().unwrap()],
+        &lock(&wheels, &["app"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        err.starts_with("mkenv: compiling bytecode failed: "),
+        "{err}"
+    );
+    assert!(err.contains("no compiler here"), "{err}");
+    let names: Vec<String> = std::fs::read_dir(t.path().join("envs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with('.')), "{names:?}");
+}

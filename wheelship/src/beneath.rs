@@ -414,6 +414,54 @@ impl Dir {
     }
 }
 
+/// Makes many entries under one root, keeping the directories it opened: each directory is
+/// walked (and made, if missing) once, then every entry in it is one call on its handle.
+pub struct Dirs {
+    root: Dir,
+    open: std::collections::HashMap<PathBuf, Dir>,
+}
+
+/// How many directory handles [`Dirs`] keeps open at most (far below the usual fd limit).
+const DIRS_OPEN_MAX: usize = 256;
+
+impl Dirs {
+    pub fn new(root: Dir) -> Dirs {
+        Dirs {
+            root,
+            open: Default::default(),
+        }
+    }
+
+    pub fn root(&self) -> &Dir {
+        &self.root
+    }
+
+    /// The directory `rel`, made if missing, opened once.
+    pub fn dir(&mut self, rel: &Path) -> Result<&Dir> {
+        if rel.as_os_str().is_empty() {
+            return Ok(&self.root);
+        }
+        if !self.open.contains_key(rel) {
+            if self.open.len() >= DIRS_OPEN_MAX {
+                self.open.clear();
+            }
+            let d = self.root.create_dir_all(rel)?;
+            self.open.insert(rel.to_path_buf(), d);
+        }
+        Ok(&self.open[rel])
+    }
+
+    /// The directory that holds `rel` (made if missing) and `rel`'s last component.
+    pub fn parent<'r>(&mut self, rel: &'r Path) -> Result<(&Dir, &'r OsStr)> {
+        let rel = relative(rel)?;
+        let name = rel
+            .file_name()
+            .ok_or_else(|| anyhow!("`{}` names no entry", self.root.show(rel).display()))?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        Ok((self.dir(parent)?, name))
+    }
+}
+
 impl AsFd for Dir {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

@@ -81,7 +81,7 @@ pub fn finish(tool: &str, result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => return ExitCode::SUCCESS,
         Err(err) => err,
     };
-    if is_broken_pipe(&err) {
+    if err.chain().any(|c| c.is::<StdoutClosed>()) {
         // `tool | head`: the reader has what it wanted.
         return ExitCode::SUCCESS;
     }
@@ -99,11 +99,28 @@ pub fn finish(tool: &str, result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-    })
+/// The reader of our stdout went away (`tool | head`): the one broken pipe that ends a tool
+/// quietly. A broken pipe anywhere else (a child process that died) is an error like any other.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes `bytes` on stdout and flushes: the only place a tool writes there.
+pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::BrokenPipe => anyhow::Error::new(StdoutClosed),
+            _ => anyhow::anyhow!("cannot write the output to stdout: {}", io_reason(&e)),
+        })
 }
 
 /// An I/O error's text without Rust's ` (os error N)` suffix: `No such file or directory`.

@@ -3,7 +3,7 @@
 //! unknown keys included, and replaces its own section whole.
 
 use std::collections::BTreeMap;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read};
 
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
@@ -98,11 +98,9 @@ impl Document {
     /// Writes the document as one JSON object and a newline on stdout: the only thing a tool
     /// ever writes there.
     pub fn write_stdout(&self) -> Result<()> {
-        let mut out = io::BufWriter::new(io::stdout().lock());
-        out.write_all(self.to_json().as_bytes())?;
-        out.write_all(b"\n")?;
-        out.flush()?;
-        Ok(())
+        let mut text = self.to_json();
+        text.push('\n');
+        crate::cli::write_stdout(text.as_bytes())
     }
 }
 
