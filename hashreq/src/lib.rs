@@ -15,6 +15,7 @@ use clap::Parser;
 use serde_json::json;
 use wheelship::cli::io_reason;
 use wheelship::doc::{Entry, ReqOptions, Requirements};
+use wheelship::fsx;
 use wheelship::Document;
 
 use crate::lines::Expansion;
@@ -44,6 +45,11 @@ pub struct Args {
     /// Makefiles: `ENV := envs/$(shell hashreq --print-hash)`); stdin is not read
     #[arg(long)]
     pub print_hash: bool,
+
+    /// Refuse a requirement file (or an included one) larger than this; only regular files are
+    /// read (a FIFO or a device is refused)
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+    pub max_file_size: u64,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -54,7 +60,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let getenv = |name: &str| std::env::var(name).ok();
-    let section = parse_files(&files, &cwd, &getenv)?;
+    let section = parse_files(&files, &cwd, &getenv, args.max_file_size)?;
     for w in &section.1 {
         eprintln!("hashreq: warning: {w}");
     }
@@ -73,8 +79,10 @@ pub fn parse_files(
     files: &[PathBuf],
     cwd: &Path,
     getenv: &dyn Fn(&str) -> Option<String>,
+    max_file_size: u64,
 ) -> Result<(Requirements, Vec<String>)> {
     let mut w = Walker {
+        max_file_size,
         cwd: cwd.to_path_buf(),
         getenv,
         expansions: Vec::new(),
@@ -89,7 +97,12 @@ pub fn parse_files(
         let abs = req::abspath(cwd, &shown);
         let real = std::fs::canonicalize(&abs)
             .map_err(|e| anyhow!("{shown}: cannot read requirements file: {}", io_reason(&e)))?;
-        w.parse_file(&shown, &real, false, &mut vec![real.clone()])?;
+        let src = Source {
+            shown,
+            real: real.clone(),
+            recorded: real.clone(),
+        };
+        w.parse_file(&src, false, &mut vec![real])?;
     }
     w.finish()
 }
@@ -108,7 +121,29 @@ struct State {
     features: Vec<String>,
 }
 
+/// How deep `-r`/`-c` includes may nest (pip has no limit of its own but Python's recursion
+/// limit; a chain this deep is a mistake or an attack).
+const MAX_INCLUDE_DEPTH: usize = 100;
+
+/// A requirement file being read: how the user would name it (messages), its realpath (to read
+/// it and resolve what it includes), and the path the document records: the realpath, unless
+/// the way to it went through `${VAR}`, whose value is never shown.
+struct Source {
+    shown: String,
+    real: PathBuf,
+    recorded: PathBuf,
+}
+
+/// The `-r`/`-c` path of an option line, and whether it is a constraints file.
+fn include_of(opts: &LineOpts) -> Option<(&String, bool)> {
+    opts.requirements
+        .first()
+        .map(|p| (p, false))
+        .or_else(|| opts.constraints.first().map(|p| (p, true)))
+}
+
 struct Walker<'a> {
+    max_file_size: u64,
     cwd: PathBuf,
     getenv: &'a dyn Fn(&str) -> Option<String>,
     expansions: Vec<Expansion>,
@@ -124,34 +159,33 @@ impl Walker<'_> {
         Redactor::new(&self.expansions)
     }
 
-    /// `shown` is the path as the user would write it (for messages), `real` its realpath.
+    /// Reads and parses one requirement file. What the file says is what is parsed, shown and
+    /// hashed: a `${VAR}` stays as written (pip expands it again when wheelhouse hands the
+    /// requirements over), and its value is used only to find a file it includes.
     fn parse_file(
         &mut self,
-        shown: &str,
-        real: &Path,
+        src: &Source,
         constraint: bool,
         stack: &mut Vec<PathBuf>,
     ) -> Result<()> {
-        let bytes = std::fs::read(real)
-            .map_err(|e| anyhow!("{shown}: cannot read requirements file: {}", io_reason(&e)))?;
+        let shown = src.shown.as_str();
+        let bytes =
+            fsx::read_capped(&src.real, self.max_file_size, "--max-file-size").map_err(|e| {
+                anyhow!(
+                    "{shown}: cannot read requirements file: {}",
+                    self.redactor().clean(&format!("{e:#}"))
+                )
+            })?;
         let text = decode::decode(&bytes).map_err(|e| anyhow!("{shown}: {e}"))?;
-        if !self.files.contains(&real.to_path_buf()) {
-            self.files.push(real.to_path_buf());
+        if !self.files.contains(&src.recorded) {
+            self.files.push(src.recorded.clone());
         }
         let raw = lines::splitlines(&text);
         let joined = lines::join_lines(raw.into_iter().enumerate().map(|(i, l)| (i as u32 + 1, l)));
         for (n, line) in lines::ignore_comments(joined) {
-            let getenv = self.getenv;
-            let line = lines::expand_env(&line, getenv, &mut self.expansions);
             let at = |msg: String| anyhow!("{shown}:{n}: {msg}");
-            let (args_str, opts_str) = lines::break_args_options(&line);
-            let tokens = lines::shlex_split(&opts_str).map_err(|e| {
-                at(format!(
-                    "cannot split options `{}`: {e}",
-                    self.redactor().clean(&opts_str)
-                ))
-            })?;
-            let opts = options::parse(&tokens).map_err(|e| at(self.redactor().clean(&e)))?;
+            let opts = self.line_options(&line).map_err(&at)?;
+            let (args_str, _) = lines::break_args_options(&line);
             // `--no-binary`/`--only-binary` act on pip's shared format control from any line.
             self.state.set_ops.extend(
                 opts.set_ops
@@ -160,37 +194,51 @@ impl Walker<'_> {
                     .cloned(),
             );
             if !args_str.is_empty() {
-                let parsed = req::parse_requirement(&args_str, &self.cwd)
-                    .map_err(|e| at(self.redactor().clean(&e)))?;
-                self.add_entry(parsed, shown, real, n, constraint, false, &opts);
+                let parsed = req::parse_requirement(&args_str, &self.cwd).map_err(&at)?;
+                self.add_entry(parsed, src, n, constraint, false, &opts);
             } else if let Some(e) = opts.editables.first() {
-                let parsed =
-                    req::parse_editable(e, &self.cwd).map_err(|e| at(self.redactor().clean(&e)))?;
-                self.add_entry(parsed, shown, real, n, constraint, true, &opts);
-            } else if let Some((path, nested)) = opts
-                .requirements
-                .first()
-                .map(|p| (p, false))
-                .or_else(|| opts.constraints.first().map(|p| (p, true)))
-            {
-                self.include(shown, real, n, path, nested, stack)?;
+                let parsed = req::parse_editable(e, &self.cwd).map_err(&at)?;
+                self.add_entry(parsed, src, n, constraint, true, &opts);
+            } else if let Some((path, nested)) = include_of(&opts) {
+                // The file to read is found with `${VAR}` expanded; nothing else is.
+                let getenv = self.getenv;
+                let expanded = lines::expand_env(&line, getenv, &mut self.expansions);
+                let real_path = match self.line_options(&expanded) {
+                    Ok(o) => include_of(&o).map_or_else(|| path.clone(), |(p, _)| p.clone()),
+                    Err(_) => path.clone(),
+                };
+                self.include(src, n, &path.clone(), &real_path, nested, stack)?;
             } else {
-                self.option_line(shown, real, n, &opts);
+                self.option_line(src, n, &opts);
             }
         }
         Ok(())
     }
 
+    /// The options of a line (after its requirement, if any), with nothing secret in an error.
+    fn line_options(&self, line: &str) -> Result<LineOpts, String> {
+        let (_, opts_str) = lines::break_args_options(line);
+        let tokens = lines::shlex_split(&opts_str).map_err(|e| {
+            format!(
+                "cannot split options `{}`: {e}",
+                self.redactor().clean(&opts_str)
+            )
+        })?;
+        options::parse(&tokens).map_err(|e| self.redactor().clean(&e))
+    }
+
+    /// Follows `-r`/`-c` `path` (as written) to `real_path` (with `${VAR}` expanded).
     fn include(
         &mut self,
-        shown: &str,
-        real: &Path,
+        src: &Source,
         n: u32,
         path: &str,
+        real_path: &str,
         constraint: bool,
         stack: &mut Vec<PathBuf>,
     ) -> Result<()> {
-        let lower = path.to_ascii_lowercase();
+        let shown = src.shown.as_str();
+        let lower = real_path.to_ascii_lowercase();
         if lower.starts_with("http:") || lower.starts_with("https:") {
             return Err(wheelship::Hint::new(
                 format!("{shown}:{n}: cannot include `{}`: remote requirement files are not read", self.redactor().clean(path)),
@@ -198,19 +246,24 @@ impl Walker<'_> {
             )
             .into());
         }
-        let local = if let Some(p) = lower.strip_prefix("file://") {
-            path[path.len() - p.len()..].to_string()
-        } else {
-            path.to_string()
+        let local = |p: &str| match p.to_ascii_lowercase().strip_prefix("file://") {
+            Some(rest) => p[p.len() - rest.len()..].to_string(),
+            None => p.to_string(),
         };
-        let dir = real.parent().unwrap_or(Path::new("/"));
-        let target = req::abspath(dir, &local);
+        let (written, local_real) = (local(path), local(real_path));
+        let dir = src.real.parent().unwrap_or(Path::new("/"));
+        let target = req::abspath(dir, &local_real);
         let shown_dir = Path::new(shown).parent().unwrap_or(Path::new(""));
-        let child_shown = if Path::new(&local).is_absolute() {
-            local.clone()
+        let child_shown = if Path::new(&written).is_absolute() {
+            written.clone()
         } else {
-            shown_dir.join(&local).display().to_string()
+            shown_dir.join(&written).display().to_string()
         };
+        if stack.len() >= MAX_INCLUDE_DEPTH {
+            bail!(
+                "{shown}:{n}: cannot include `{child_shown}`: includes nest deeper than {MAX_INCLUDE_DEPTH} files"
+            );
+        }
         let child_real = std::fs::canonicalize(&target).map_err(|e| {
             anyhow!(
                 "{shown}:{n}: cannot read included file `{child_shown}`: {}",
@@ -221,25 +274,34 @@ impl Walker<'_> {
             let chain: Vec<String> = stack[i..]
                 .iter()
                 .chain(std::iter::once(&child_real))
-                .map(|p| p.display().to_string())
+                .map(|p| self.redactor().clean(&p.display().to_string()))
                 .collect();
             bail!(
                 "{shown}:{n}: `{child_shown}` includes itself: {}",
                 chain.join(" -> ")
             );
         }
-        stack.push(child_real.clone());
-        self.parse_file(&child_shown, &child_real, constraint, stack)?;
+        // Where the path went through `${VAR}`, the document records it as written.
+        let recorded = if written == local_real && src.recorded == src.real {
+            child_real.clone()
+        } else {
+            req::abspath(src.recorded.parent().unwrap_or(Path::new("/")), &written)
+        };
+        let child = Source {
+            shown: child_shown,
+            real: child_real.clone(),
+            recorded,
+        };
+        stack.push(child_real);
+        self.parse_file(&child, constraint, stack)?;
         stack.pop();
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn add_entry(
         &mut self,
         parsed: req::Parsed,
-        shown: &str,
-        real: &Path,
+        src: &Source,
         n: u32,
         constraint: bool,
         editable: bool,
@@ -247,7 +309,8 @@ impl Walker<'_> {
     ) {
         let red = Redactor::new(&self.expansions);
         if let Some(w) = &parsed.warning {
-            self.warnings.push(format!("{shown}:{n}: {}", red.clean(w)));
+            self.warnings
+                .push(format!("{}:{n}: {}", src.shown, red.clean(w)));
         }
         let mut hashes = if editable {
             Vec::new()
@@ -263,7 +326,7 @@ impl Walker<'_> {
             marker: parsed.marker,
             hashes,
             url: parsed.url.map(|u| red.clean(&u)),
-            file: real.display().to_string(),
+            file: src.recorded.display().to_string(),
             line: n,
             constraint,
             editable,
@@ -278,7 +341,8 @@ impl Walker<'_> {
     }
 
     /// pip's `handle_option_line`, replayed on our state.
-    fn option_line(&mut self, shown: &str, real: &Path, n: u32, opts: &LineOpts) {
+    fn option_line(&mut self, src: &Source, n: u32, opts: &LineOpts) {
+        let shown = &src.shown;
         let red = Redactor::new(&self.expansions);
         let s = &mut self.state;
         if !opts.hashes.is_empty() {
@@ -310,7 +374,7 @@ impl Walker<'_> {
         }
         if let Some(value) = opts.find_links.first() {
             // Relative to the requirement file only if that path exists.
-            let dir = real.parent().unwrap_or(Path::new("/"));
+            let dir = src.real.parent().unwrap_or(Path::new("/"));
             let rel = dir.join(value);
             let v = if rel.exists() {
                 req::abspath(dir, value).display().to_string()

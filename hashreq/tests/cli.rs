@@ -415,3 +415,121 @@ fn fuzz_regressions_end_with_a_message() {
     }
     assert!(seen >= 1);
 }
+
+/// Issue 11, finding 4: a value expanded from the environment reached messages, `files` and
+/// the markers (and so the hash). What the file says is shown and hashed; `${VAR}` is resolved
+/// only to read an include.
+#[test]
+fn expanded_values_never_leave() {
+    let d = dir(&[
+        (
+            "requirements.txt",
+            "-r inc/${PRIVATE_DIR}.txt\nfoo==1.0; python_version > \"${PRIVATE_DIR}\"\n",
+        ),
+        ("inc/s3cr3t-name.txt", "bar==2.0\n"),
+    ]);
+    let run = |value: &str| {
+        Command::cargo_bin("hashreq")
+            .unwrap()
+            .current_dir(d.path())
+            .env("PRIVATE_DIR", value)
+            .output()
+            .unwrap()
+    };
+    let out = run("s3cr3t-name");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("s3cr3t"), "{text}");
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let r = &doc["requirements"];
+    assert!(
+        r["files"][1]
+            .as_str()
+            .unwrap()
+            .ends_with("/inc/${PRIVATE_DIR}.txt"),
+        "{}",
+        r["files"]
+    );
+    let names: Vec<&str> = r["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["bar", "foo"]);
+    assert_eq!(
+        r["entries"][1]["marker"],
+        "python_version > \"${PRIVATE_DIR}\""
+    );
+    assert!(r["entries"][0]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("/inc/${PRIVATE_DIR}.txt"));
+    // Another value that names the same content: the same hash.
+    std::fs::copy(
+        d.path().join("inc/s3cr3t-name.txt"),
+        d.path().join("inc/other.txt"),
+    )
+    .unwrap();
+    let again: Value = serde_json::from_slice(&run("other").stdout).unwrap();
+    assert_eq!(again["requirements"]["hash"], r["hash"]);
+    // A missing include is named as written.
+    let out = run("n0-such-s3cr3t");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!err.contains("s3cr3t"), "{err}");
+    assert!(
+        err.contains("cannot read included file `inc/${PRIVATE_DIR}.txt`"),
+        "{err}"
+    );
+}
+
+/// Issue 11, findings 5 and 6: only regular files are read, within a size that a flag can
+/// raise, and includes nest at most 100 deep (10,000 overflowed the stack).
+#[test]
+fn endless_and_deep_inputs_are_refused() {
+    let d = dir(&[
+        ("requirements.txt", "-r /dev/zero\n"),
+        ("big.txt", &"# x\n".repeat(1000)),
+    ]);
+    let (code, err) = fails(d.path(), &[], "");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "hashreq: /dev/zero: cannot read requirements file: cannot read `/dev/zero`: it is a device, not a regular file\n"
+    );
+    let (_, err) = fails(d.path(), &["big.txt", "--max-file-size", "100"], "");
+    assert!(
+        err.contains("is 4000 bytes, more than the limit of 100 (--max-file-size)"),
+        "{err}"
+    );
+    assert!(ok(d.path(), &["big.txt"])["requirements"]["entries"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let fifo = d.path().join("fifo.txt");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let (_, err) = fails(d.path(), &["fifo.txt"], "");
+    assert!(err.contains("it is a FIFO, not a regular file"), "{err}");
+    for i in 0..10_000 {
+        std::fs::write(
+            d.path().join(format!("r{i}.txt")),
+            format!("-r r{}.txt\n", i + 1),
+        )
+        .unwrap();
+    }
+    let (code, err) = fails(d.path(), &["r0.txt"], "");
+    assert_eq!(code, 1);
+    assert!(
+        err.ends_with("cannot include `r100.txt`: includes nest deeper than 100 files\n"),
+        "{err}"
+    );
+}

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(&f, data).unwrap();
     // A fixed environment: `${VAR}` expands only HOME.
     let getenv = |n: &str| (n == "HOME").then(|| "/home/fuzz".to_string());
-    if let Ok((section, _)) = hashreq::parse_files(&[f], dir, &getenv) {
+    if let Ok((section, _)) = hashreq::parse_files(&[f], dir, &getenv, 1 << 20) {
         assert!(section.hash.starts_with("sha256:") && section.hash.len() == 71);
     }
 });
