@@ -459,3 +459,94 @@ fn online_example_over_ssh() {
         "the failed check rolled back"
     );
 }
+
+/// Issue 11, finding 7: among 8 concurrent `deploy --keep 1`, another deploy's prune removed
+/// a release this one had just reused, and `mkenv gc` removed envs no release linked yet.
+/// Now every deploy succeeds, five rounds in a row, with gc racing them.
+#[test]
+fn eight_concurrent_deploys_with_keep_1_all_succeed() {
+    let t = tempfile::tempdir().unwrap();
+    let (app, wh) = hermetic_app(t.path());
+    let cache = t.path().join("cache");
+    let env = [
+        ("WHEELSHIP_CACHE", cache.to_str().unwrap()),
+        ("PIP_INDEX_URL", "http://127.0.0.1:9/simple"),
+    ];
+    // Four releases over two locks (two env keys).
+    let mut docs = Vec::new();
+    for (i, reqs) in [
+        "greeter==1.0\n",
+        "colors==1.0\n",
+        "greeter==1.0\n",
+        "colors==1.0\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(app.join("requirements.txt"), reqs).unwrap();
+        std::fs::write(app.join("app.py"), format!("print({i})\n")).unwrap();
+        git(&app, &["commit", "-qam", &format!("v{i}")]);
+        let doc = ok(
+            "release",
+            &[
+                "--offline",
+                "--wheelhouse",
+                wh.to_str().unwrap(),
+                "--out",
+                t.path().join("dist").to_str().unwrap(),
+                app.to_str().unwrap(),
+            ],
+            &env,
+        );
+        let f = t.path().join(format!("v{i}.json"));
+        std::fs::write(&f, doc.to_string()).unwrap();
+        docs.push(f);
+    }
+    let root = t.path().join("srv");
+    let root_s = root.to_str().unwrap().to_string();
+    for round in 0..5 {
+        let failures: Vec<String> = std::thread::scope(|s| {
+            let deploys: Vec<_> = (0..8)
+                .map(|i| {
+                    let (doc, root_s) = (&docs[(i + round) % 4], &root_s);
+                    s.spawn(move || {
+                        let out = script(
+                            "deploy",
+                            &[doc.to_str().unwrap(), root_s, "--keep", "1"],
+                            &env,
+                        );
+                        (!out.status.success())
+                            .then(|| String::from_utf8_lossy(&out.stderr).to_string())
+                    })
+                })
+                .collect();
+            let gc = s.spawn(|| {
+                for _ in 0..3 {
+                    // gc may find no envs/ yet in the first round; it must never break a deploy.
+                    let _ = Command::new(bin_dir().join("mkenv"))
+                        .args(["--envs", &format!("{root_s}/envs"), "gc", "--releases"])
+                        .arg(root.join("releases"))
+                        .stdin(Stdio::null())
+                        .output()
+                        .unwrap();
+                }
+            });
+            gc.join().unwrap();
+            deploys
+                .into_iter()
+                .filter_map(|d| d.join().unwrap())
+                .collect()
+        });
+        assert!(failures.is_empty(), "round {round}: {failures:#?}");
+        let live = root.join("current/venv/bin/python");
+        let out = Command::new(&live)
+            .arg("app.py")
+            .current_dir(root.join("current"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "round {round}: the live release does not run"
+        );
+    }
+}

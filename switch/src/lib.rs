@@ -197,10 +197,10 @@ impl Root {
     fn clean_leftovers(&self) {
         let Ok(root) = self.handle() else { return };
         fsx::remove_leftovers(&root, &[".trash-", ".current.tmp-", ".tmp-"]);
-        for sub in ["releases", "envs"] {
-            if let Ok(d) = root.open_dir(sub) {
-                fsx::remove_leftovers(&d, &[".trash-", ".tmp-"]);
-            }
+        // Only what switch itself makes there: `.staging-*` belongs to bundle, and envs/ to
+        // mkenv, which cleans it under its own lock.
+        if let Ok(d) = root.open_dir("releases") {
+            fsx::remove_leftovers(&d, &[".trash-"]);
         }
     }
 }
@@ -801,11 +801,23 @@ fn prune(args: &Args, root: &Root, keep: usize, grace: u64) -> Result<Value> {
             point("switch-prune-after-first-trash");
         }
     }
-    for e in &doomed_envs {
+    if !doomed_envs.is_empty() {
+        // envs/ is mkenv's store: its lock keeps this from racing a build or a gc there.
+        let _envs_lock = Lock::acquire(
+            &envs_path.join(".lock"),
+            Duration::from_secs(args.lock_timeout),
+            "mkenv on this root's envs",
+        )?;
         let d = envs_dir
             .as_ref()
             .expect("doomed envs exist only with envs/");
-        fsx::trash(d, e.file_name().expect("checked above"))?;
+        for e in &doomed_envs {
+            // Reused by a deploy while we waited for the lock: keep it.
+            let name = e.file_name().expect("checked above");
+            if !young(d, name, grace) {
+                fsx::trash(d, name)?;
+            }
+        }
     }
     for id in &ids {
         History::append(&root.dir, &Event::new("prune", Some(id), None, None, None))?;

@@ -301,6 +301,18 @@ mod tests {
         assert_eq!(doc.to_json(), text);
     }
 
+    /// Issue 11, finding 8: numbers in keys wheelship does not know came back changed
+    /// (`1.2345678901234568e+29`) or were refused (`1e400`).
+    #[test]
+    fn numbers_pass_through_untouched() {
+        let text = r#"{"x":{"big":123456789012345678901234567890,"fine":1.0000000000000000000001,"huge":1e+400,"neg":-0.0,"exp":1.5e-7}}"#;
+        let doc = Document::parse(text, "stdin").unwrap();
+        assert_eq!(doc.to_json(), text);
+        // Every digit is kept; only an exponent's spelling is serde_json's (`1E400` is `1e+400`).
+        let doc = Document::parse(r#"{"x":1E400}"#, "stdin").unwrap();
+        assert_eq!(doc.to_json(), r#"{"x":1e+400}"#);
+    }
+
     #[test]
     fn a_malformed_section_names_it() {
         let doc = Document::parse(r#"{"release":{"id":3}}"#, "stdin").unwrap();
