@@ -303,6 +303,11 @@ fn full_disk_under_mkenv() {
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("No space left on device"), "{err}");
+    // Issue 11, finding 11: the message names the file it could not write.
+    assert!(
+        err.contains(&format!("`{}/.store/", envs.display())),
+        "no path in: {err}"
+    );
     let left: Vec<String> = names(&envs)
         .into_iter()
         .filter(|n| !n.starts_with(".lock") && n != ".store")

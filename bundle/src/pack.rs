@@ -157,7 +157,7 @@ pub fn run(a: PackArgs) -> Result<()> {
 
     std::fs::create_dir_all(&a.out)
         .map_err(|e| anyhow!("cannot create `{}`: {}", a.out.display(), io_reason(&e)))?;
-    let out_dir = std::fs::canonicalize(&a.out)?;
+    let out_dir = fs_err::canonicalize(&a.out)?;
     let final_path = out_dir.join(format!("{name}-{id}.tar.zst"));
     let tmp = out_dir.join(fsx::temp_name(".tmp-"));
     let threads = a

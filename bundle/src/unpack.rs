@@ -69,7 +69,7 @@ pub fn run(a: UnpackArgs) -> Result<()> {
             io_reason(&e)
         )
     })?;
-    let releases_path = fs::canonicalize(&a.releases)?;
+    let releases_path = fs_err::canonicalize(&a.releases)?;
     let releases = Dir::open(&releases_path)?;
     let _lock = Lock::acquire(
         &releases_path.join(".lock"),

@@ -109,7 +109,7 @@ pub fn run(args: Args) -> Result<()> {
     let key = env_key(&wh, &interp, !args.no_compile);
     fs::create_dir_all(&args.envs)
         .map_err(|e| anyhow!("cannot create `{}`: {}", args.envs.display(), io_reason(&e)))?;
-    let envs = fs::canonicalize(&args.envs)?;
+    let envs = fs_err::canonicalize(&args.envs)?;
     let envs_dir = Dir::open(&envs)?;
     let final_path = envs.join(&key);
     let complete = || {

@@ -472,6 +472,19 @@ fn shared_paths(release: &Dir, extra: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Links the shared paths of `releases/<id>` (its `.wheelship-shared` plus `extra`) under the
+/// root `root`, as an activation does before its flip. For the fuzz targets (tests/fuzz).
+#[doc(hidden)]
+pub fn link_shared_paths(root: &Path, id: &str, extra: &[String]) -> Result<()> {
+    let root = Root {
+        dir: root.to_path_buf(),
+    };
+    check_id(id)?;
+    let release = root.open_release(id)?;
+    let shared = shared_paths(&release, extra)?;
+    link_shared(&root, &release, &shared)
+}
+
 /// The steps of an activation, each durable before the next: venv link, shared links, the
 /// flip of `current`, the history.
 fn activate(
@@ -591,7 +604,7 @@ fn run_check(args: &Args, root: &Root, id: &str, from: Option<&str>) -> Result<(
             format!("rolled back to `{prev}`")
         }
         _ => {
-            fs::remove_file(root.current())?;
+            fs_err::remove_file(root.current())?;
             "removed `current` (there was no release live before)".to_string()
         }
     };

@@ -10,7 +10,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-    targets=(requirements document wheel archive wheel_name)
+    targets=(requirements document wheel archive wheel_name links shared)
 fi
 work=$(cd ../.. && pwd)/target/fuzz
 for t in "${targets[@]}"; do

@@ -115,7 +115,7 @@ pub fn run(args: Args) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("wheelhouse"));
     fs::create_dir_all(&dir)
         .map_err(|e| anyhow!("cannot create `{}`: {}", dir.display(), io_reason(&e)))?;
-    let dir = fs::canonicalize(&dir)?;
+    let dir = fs_err::canonicalize(&dir)?;
     let find_links: Vec<PathBuf> = args
         .find_links
         .iter()
@@ -193,12 +193,12 @@ fn write_files(source: &Source, work: &Path, fill: bool) -> Result<(PathBuf, Opt
             let (req, cons) = reqfile::render(r, fill);
             let tag = if fill { "fill" } else { "lock" };
             let rp = work.join(format!("{tag}-requirements.txt"));
-            fs::write(&rp, req)?;
+            fs_err::write(&rp, req)?;
             if cons.is_empty() {
                 return Ok((rp, None));
             }
             let cp = work.join(format!("{tag}-constraints.txt"));
-            fs::write(&cp, cons)?;
+            fs_err::write(&cp, cons)?;
             Ok((rp, Some(cp)))
         }
     }
@@ -241,7 +241,7 @@ fn fill(
     cons: Option<&Path>,
 ) -> Result<()> {
     let stage = work.join("stage");
-    fs::create_dir(&stage)?;
+    fs_err::create_dir(&stage)?;
     let mut c = pip::command(&args.python, Config::User);
     if args.cross() {
         c.args(["download", "--dest"])
@@ -363,7 +363,7 @@ fn lock(
                     io_reason(&e)
                 )
             })?;
-            fs::rename(&tmp, &in_dir)?;
+            fs_err::rename(&tmp, &in_dir)?;
         }
         let (sha256, size) = fsx::sha256_file(&in_dir)?;
         wheels.push(LockedWheel {

@@ -16,8 +16,9 @@ fuzz_target!(|data: &[u8]| {
         max_ratio: 200,
         archive: None,
     };
+    let handle = wheelship::beneath::Dir::open(&releases).unwrap();
     if let Ok(m) = bundle::unpack::peek_manifest(&archive) {
-        let _ = bundle::unpack::extract_into(&archive, &releases.join("staging"), &args, &m, None);
+        let _ = bundle::unpack::extract_into(&archive, &handle, "staging", &args, &m, None);
     }
     let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
