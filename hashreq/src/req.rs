@@ -152,6 +152,54 @@ fn last_segment(url: &str) -> &str {
     no_frag.rsplit('/').next().unwrap_or(no_frag)
 }
 
+/// `%XX` escapes decoded, as pip reads a wheel's file name from a URL
+/// (`torch-2.1.0%2Bcpu-…whl` is `torch-2.1.0+cpu-…whl`); anything else is kept as it is.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One specifier in the normal form that makes equal pins hash equal: PEP 440 pads release
+/// segments with zeros when it compares (`==1.0` matches exactly what `==1.0.0` matches), so
+/// trailing zeros are dropped for `==`, `!=`, `<=`, `>=`, `<`, `>`. Prefix matches (`==1.0.*`),
+/// `~=` (whose meaning depends on the segment count) and `===` keep their text.
+pub fn normal_specifier(spec: &str) -> String {
+    let op_len = spec
+        .bytes()
+        .take_while(|b| matches!(b, b'=' | b'!' | b'<' | b'>' | b'~'))
+        .count();
+    let (op, v) = spec.split_at(op_len);
+    if !matches!(op, "==" | "!=" | "<=" | ">=" | "<" | ">") || v.ends_with(".*") {
+        return spec.to_string();
+    }
+    let Ok(version) = pep440_rs::Version::from_str(v) else {
+        return spec.to_string();
+    };
+    let release = version.release();
+    let keep = release.iter().rposition(|&n| n != 0).map_or(1, |i| i + 1);
+    let trimmed: Vec<u64> = release[..keep].to_vec();
+    format!("{op}{}", version.clone().with_release(trimmed))
+}
+
 fn canonical_extras(extras: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut v: Vec<String> = extras.into_iter().map(|e| canonicalize_name(&e)).collect();
     v.sort();
@@ -223,13 +271,13 @@ pub fn parse_requirement(line: &str, cwd: &Path) -> Result<Parsed, String> {
 
     if let Some(url) = link {
         parsed.extras = bracket_extras(path_extras)?;
-        let file = last_segment(&url);
+        let file = percent_decode(last_segment(&url));
         if file.to_ascii_lowercase().ends_with(".whl") {
-            let w = WheelFilename::parse(file)?;
+            let w = WheelFilename::parse(&file)?;
             let v = pep440_rs::Version::from_str(&w.version)
                 .map_err(|e| format!("invalid version in wheel file name `{file}`: {e}"))?;
             parsed.name = Some(canonicalize_name(&w.name));
-            parsed.specifier = format!("=={v}");
+            parsed.specifier = normal_specifier(&format!("=={v}"));
         } else {
             parsed.name = egg_fragment(&url)?.map(|n| canonicalize_name(&n));
         }
@@ -248,6 +296,34 @@ pub fn parse_requirement(line: &str, cwd: &Path) -> Result<Parsed, String> {
     parsed.extras = extras;
     parsed.url = url;
     Ok(parsed)
+}
+
+/// `name @ url` where pep508_rs refuses the URL but packaging takes it as it is (packaging
+/// does not validate a direct reference's URL: pip 26 reads `numpy @ https:///`): the name and
+/// extras are parsed, the URL kept verbatim. Only a single token with a `scheme://`.
+fn lax_url_requirement(req: &str) -> Option<(String, String, Vec<String>, Option<String>)> {
+    let (head, url) = req.split_once('@')?;
+    let url = url.trim_matches(crate::lines::py_isspace);
+    let scheme = url.split_once("://")?.0;
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        || url.chars().any(char::is_whitespace)
+    {
+        return None;
+    }
+    let r = quiet_catch(|| Requirement::<VerbatimUrl>::from_str(head.trim()))?.ok()?;
+    if r.version_or_url.is_some() {
+        return None;
+    }
+    let extras = canonical_extras(r.extras.iter().map(|e| e.to_string()));
+    Some((
+        r.name.to_string(),
+        String::new(),
+        extras,
+        Some(url.to_string()),
+    ))
 }
 
 /// The marker in packaging's form. The lexer follows packaging (which takes `'3.8'and(`);
@@ -329,6 +405,11 @@ fn parse_pep508(req: &str) -> Result<(String, String, Vec<String>, Option<String
             "invalid requirement `{req}`: the PEP 508 parser cannot read it"
         ));
     };
+    if parsed.is_err() {
+        if let Some(r) = lax_url_requirement(req) {
+            return Ok(r);
+        }
+    }
     let r = parsed.map_err(|e| {
         let mut msg = format!("invalid requirement `{req}`: {}", error_text(&e));
         if req.contains('/') {
@@ -360,7 +441,7 @@ fn parse_pep508(req: &str) -> Result<(String, String, Vec<String>, Option<String
                     let shown = s.to_string();
                     match shown.strip_prefix("===0.0.0.0.0.0.") {
                         Some(i) => format!("==={}", arbitrary[i.parse::<usize>().unwrap()]),
-                        None => shown,
+                        None => normal_specifier(&shown),
                     }
                 })
                 .collect();
@@ -430,7 +511,7 @@ mod tests {
         let r = p("Foo_Bar[B,a,A] >= 1.0 , <2 ; python_version>'3.8'");
         assert_eq!(r.name.as_deref(), Some("foo-bar"));
         assert_eq!(r.extras, ["a", "b"]);
-        assert_eq!(r.specifier, "<2,>=1.0");
+        assert_eq!(r.specifier, "<2,>=1");
         assert_eq!(r.marker.as_deref(), Some("python_version > \"3.8\""));
         assert!(!r.pinned);
         assert!(p("foo==1.0").pinned);
@@ -439,8 +520,46 @@ mod tests {
 
     #[test]
     fn versions_are_normalised() {
-        assert_eq!(p("foo==1.0.POST1").specifier, "==1.0.post1");
-        assert_eq!(p("foo>=v1.0-beta1").specifier, ">=1.0b1");
+        assert_eq!(p("foo==1.0.POST1").specifier, "==1.post1");
+        assert_eq!(p("foo>=v1.0-beta1").specifier, ">=1b1");
+    }
+
+    /// Issue 12, item 3: `==1.0` and `==1.0.0` match the same versions, so they are one pin;
+    /// `==2023.04.0` and `==2023.4.0` too. Prefix matches and `~=` keep their segments.
+    #[test]
+    fn equal_pins_are_one_pin() {
+        for (a, b) in [
+            ("foo==1.0", "foo==1.0.0"),
+            ("foo==1", "foo==1.0.0.0"),
+            ("foo==2023.04.0", "foo==2023.4"),
+            ("foo!=1.0", "foo!=1.0.0"),
+            ("foo>=1.0rc1", "foo>=1.0.0rc1"),
+            ("foo==1.0+local", "foo==1.0.0+local"),
+            ("foo==0.0", "foo==0"),
+        ] {
+            assert_eq!(p(a).specifier, p(b).specifier, "{a} vs {b}");
+        }
+        assert_eq!(p("foo==1.0.0").specifier, "==1");
+        assert_eq!(p("foo==1.10.0").specifier, "==1.10");
+        assert_eq!(p("foo==1.0.*").specifier, "==1.0.*");
+        assert_ne!(p("foo==1.0.*").specifier, p("foo==1.*").specifier);
+        assert_ne!(p("foo~=1.0").specifier, p("foo~=1.0.0").specifier);
+        assert_eq!(p("foo===1.0.0").specifier, "===1.0.0");
+    }
+
+    /// Issue 12, item 2: a percent-encoded `+` in a wheel's file name (PyTorch's index), and
+    /// `name @ url` with a URL that packaging takes as it is.
+    #[test]
+    fn percent_encoded_wheel_names_and_lax_urls() {
+        let r = p(
+            "https://download.pytorch.org/whl/cpu/torch-2.1.0%2Bcpu-cp311-cp311-linux_x86_64.whl",
+        );
+        assert_eq!(r.name.as_deref(), Some("torch"));
+        assert_eq!(r.specifier, "==2.1+cpu");
+        let r = p("numpy @ https:///");
+        assert_eq!(r.name.as_deref(), Some("numpy"));
+        assert_eq!(r.url.as_deref(), Some("https:///"));
+        assert!(err("numpy @ not a url").contains("invalid requirement"));
     }
 
     #[test]

@@ -128,7 +128,7 @@ fn pip_oracle_agrees_on_tricky_files() {
             // operator sets and the normalised text where they agree in spelling.
             let ours_spec = e["specifier"].as_str().unwrap();
             let pip_spec = p["specifier"].as_str().unwrap();
-            if ours_spec.replace(' ', "") != pip_spec.replace(' ', "") {
+            if ours_spec.replace(' ', "") != trim_zeros(&pip_spec.replace(' ', "")) {
                 disagreements.push(format!(
                     "{name}: specifier `{ours_spec}` vs pip `{pip_spec}`"
                 ));
@@ -140,4 +140,40 @@ fn pip_oracle_agrees_on_tricky_files() {
         "hashreq and pip disagree:\n{}",
         disagreements.join("\n")
     );
+}
+
+/// pip's specifier with the trailing zeros of each release dropped where PEP 440 pads them
+/// (`==1.0.0` is `==1`), as hashreq writes it; `~=`, `===` and prefix matches as they are.
+fn trim_zeros(spec: &str) -> String {
+    spec.split(',')
+        .map(|c| {
+            let op_len = c.bytes().take_while(|b| b"=!<>~".contains(b)).count();
+            let (op, v) = c.split_at(op_len);
+            if !["==", "!=", "<=", ">=", "<", ">"].contains(&op) || v.ends_with(".*") {
+                return c.to_string();
+            }
+            let rel_len = v
+                .bytes()
+                .take_while(|b| b.is_ascii_digit() || *b == b'.')
+                .count();
+            let (release, rest) = v.split_at(rel_len);
+            let mut parts: Vec<&str> = release.trim_end_matches('.').split('.').collect();
+            while parts.len() > 1 && parts.last().is_some_and(|p| p.bytes().all(|b| b == b'0')) {
+                parts.pop();
+            }
+            let release: Vec<String> = parts
+                .iter()
+                .map(|p| p.trim_start_matches('0'))
+                .map(|p| {
+                    if p.is_empty() {
+                        "0".to_string()
+                    } else {
+                        p.to_string()
+                    }
+                })
+                .collect();
+            format!("{op}{}{rest}", release.join("."))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
