@@ -1,0 +1,45 @@
+// The build script of each crate whose tests need something from outside the workspace
+// (included by their `build.rs`). A test whose prerequisite is missing is compiled as
+// `#[ignore]`d with the reason, so a local `cargo test` shows it in its summary
+// ("N ignored") instead of passing it silently. With `WHEELSHIP_REQUIRE_ALL=1` (what `.ci/run`
+// sets, after providing everything) nothing is ignored: a missing prerequisite fails its test.
+//
+// | cfg                  | set unless                                              |
+// | -------------------- | ------------------------------------------------------- |
+// | `wheelship_no_pip26` | `WHEELSHIP_PIP_PYTHON` names a Python with pip >= 26     |
+// | `wheelship_no_ssh`   | `WHEELSHIP_SSH_HOST` names the test sshd                 |
+// | `wheelship_offline`  | `WHEELSHIP_ONLINE=1` (PyPI may be used)                  |
+// | `wheelship_not_root` | the build runs as root (the tests mount tmpfs disks)     |
+
+fn main() {
+    let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
+    let require_all = std::env::var_os("WHEELSHIP_REQUIRE_ALL").is_some_and(|v| v == "1");
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let checks = [
+        ("wheelship_no_pip26", set("WHEELSHIP_PIP_PYTHON")),
+        ("wheelship_no_ssh", set("WHEELSHIP_SSH_HOST")),
+        (
+            "wheelship_offline",
+            std::env::var_os("WHEELSHIP_ONLINE").is_some_and(|v| v == "1"),
+        ),
+        ("wheelship_not_root", root),
+    ];
+    for (cfg, available) in checks {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+        if !available && !require_all {
+            println!("cargo::rustc-cfg={cfg}");
+        }
+    }
+    for var in [
+        "WHEELSHIP_REQUIRE_ALL",
+        "WHEELSHIP_PIP_PYTHON",
+        "WHEELSHIP_SSH_HOST",
+        "WHEELSHIP_ONLINE",
+    ] {
+        println!("cargo::rerun-if-env-changed={var}");
+    }
+    println!("cargo::rerun-if-changed=build.rs");
+}
