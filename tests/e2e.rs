@@ -577,3 +577,61 @@ fn with_require_all_nothing_is_ignored() {
         assert!(ignored.is_empty(), "{ignored:?}");
     }
 }
+
+/// Issue 12, items 8 and 9: a failed step is the last word (no `switch: nothing to activate`
+/// after mkenv's error), and release checks the repository before the slow work.
+#[test]
+fn a_failed_step_is_the_last_word() {
+    let t = tempfile::tempdir().unwrap();
+    let plain = t.path().join("not-a-repo");
+    std::fs::create_dir_all(&plain).unwrap();
+    std::fs::write(plain.join("requirements.txt"), "greeter==1.0\n").unwrap();
+    let out = script("release", &["--offline", plain.to_str().unwrap()], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        err,
+        format!(
+            "release: '{}' is not a git repository: a release is cut from a commit (git init, git commit)\n",
+            plain.display()
+        )
+    );
+
+    let (app, wh) = hermetic_app(t.path());
+    let cache = t.path().join("cache");
+    let env = [("WHEELSHIP_CACHE", cache.to_str().unwrap())];
+    let v1 = ok(
+        "release",
+        &[
+            "--offline",
+            "--wheelhouse",
+            wh.to_str().unwrap(),
+            "--out",
+            t.path().join("dist").to_str().unwrap(),
+            app.to_str().unwrap(),
+        ],
+        &env,
+    );
+    let f = t.path().join("v1.json");
+    std::fs::write(&f, v1.to_string()).unwrap();
+    let root = t.path().join("srv");
+    let out = script(
+        "deploy",
+        &[
+            f.to_str().unwrap(),
+            root.to_str().unwrap(),
+            "--python",
+            "python9",
+        ],
+        &env,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(err.contains("mkenv: "), "{err}");
+    assert!(!err.contains("switch:"), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("deploy: step 'mkenv' failed on "), "{err}");
+    assert!(!root.join("current").exists());
+}
