@@ -95,6 +95,113 @@ pub struct Args {
     pub no_cache: bool,
 }
 
+/// The cross-target options, refused (exit 2) unless they have the shape of what they name:
+/// pip would answer `--python-version abc` with its usage and `--platform foo_bar` with a
+/// resolution failure.
+fn check_target_options(args: &Args) -> Result<()> {
+    let usage = |m: String| -> anyhow::Error { UsageError(m).into() };
+    if let Some(v) = &args.python_version {
+        let parts: Vec<&str> = v.split('.').collect();
+        let digits =
+            |p: &&str| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
+        if parts.is_empty() || parts.len() > 3 || !parts.iter().all(digits) {
+            return Err(usage(format!(
+                "--python-version `{v}` is not a Python version (like 3.12 or 312)"
+            )));
+        }
+    }
+    for p in &args.platform {
+        if !is_platform_tag(p) {
+            return Err(usage(format!(
+                "--platform `{p}` is not a platform tag (like manylinux_2_17_x86_64, musllinux_1_2_aarch64, linux_x86_64, macosx_11_0_arm64, win_amd64, any)"
+            )));
+        }
+    }
+    if let Some(i) = &args.implementation {
+        if !matches!(i.as_str(), "cp" | "pp" | "ip" | "jy" | "py" | "gp") {
+            return Err(usage(format!(
+                "--implementation `{i}` is not one of cp, pp, gp, ip, jy, py"
+            )));
+        }
+    }
+    for a in &args.abi {
+        let ok = !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err(usage(format!(
+                "--abi `{a}` is not an ABI tag (like cp312, abi3, none)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A platform tag as PEP 425/600/656 and pip spell them.
+fn is_platform_tag(p: &str) -> bool {
+    const ARCHES: [&str; 12] = [
+        "x86_64",
+        "i686",
+        "aarch64",
+        "armv7l",
+        "ppc64le",
+        "ppc64",
+        "s390x",
+        "riscv64",
+        "loongarch64",
+        "armv6l",
+        "universal2",
+        "arm64",
+    ];
+    let arch_ok = |rest: &str| ARCHES.contains(&rest);
+    let versioned = |rest: &str| {
+        // `<major>_<minor>_<arch>`
+        let mut it = rest.splitn(3, '_');
+        let (Some(a), Some(b), Some(arch)) = (it.next(), it.next(), it.next()) else {
+            return false;
+        };
+        [a, b]
+            .iter()
+            .all(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+            && (arch_ok(arch) || matches!(arch, "x86_64" | "intel" | "universal"))
+    };
+    match p {
+        "any" | "win32" | "win_amd64" | "win_arm64" => true,
+        _ => {
+            if let Some(r) = p
+                .strip_prefix("manylinux_")
+                .or_else(|| p.strip_prefix("musllinux_"))
+                .or_else(|| p.strip_prefix("macosx_"))
+            {
+                versioned(r)
+            } else if let Some(r) = p
+                .strip_prefix("manylinux1_")
+                .or_else(|| p.strip_prefix("manylinux2010_"))
+                .or_else(|| p.strip_prefix("manylinux2014_"))
+                .or_else(|| p.strip_prefix("linux_"))
+            {
+                arch_ok(r)
+            } else {
+                false
+            }
+        }
+    }
+}
+
+/// The cross-target in words, for messages.
+fn describe_target(args: &Args) -> String {
+    let mut parts = Vec::new();
+    if let Some(v) = &args.python_version {
+        parts.push(format!("Python {v}"));
+    }
+    if let Some(i) = &args.implementation {
+        parts.push(i.clone());
+    }
+    parts.extend(args.abi.iter().cloned());
+    parts.extend(args.platform.iter().cloned());
+    parts.join(", ")
+}
+
 impl Args {
     fn cross(&self) -> bool {
         !self.platform.is_empty()
@@ -105,6 +212,7 @@ impl Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    check_target_options(&args)?;
     let mut doc = Document::from_stdin()?;
     if args.check || args.prune {
         return check_or_prune(&args, doc);
@@ -113,6 +221,9 @@ pub fn run(args: Args) -> Result<()> {
         .dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("wheelhouse"));
+    if dir.exists() && !dir.is_dir() {
+        return Err(UsageError(format!("--dir `{}` is not a directory", dir.display())).into());
+    }
     fs::create_dir_all(&dir)
         .map_err(|e| anyhow!("cannot create `{}`: {}", dir.display(), io_reason(&e)))?;
     let dir = fs_err::canonicalize(&dir)?;
@@ -144,6 +255,16 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     pip::check_version(&args.python)?;
+    // One fill of DIR at a time; what a killed one left (Ctrl-C) is removed under the lock.
+    let _lock = fsx::Lock::on_dir(
+        &dir,
+        std::time::Duration::from_secs(600),
+        "another wheelhouse filling this directory",
+    )?;
+    fsx::remove_leftovers(
+        &wheelship::beneath::Dir::open(&dir)?,
+        &[".wheelhouse-tmp-", ".tmp-"],
+    );
     let work = tempfile_dir(&dir)?;
     let result = (|| -> Result<Vec<LockedWheel>> {
         let (req, cons) = write_files(&source, &work.0, true)?;
@@ -265,16 +386,13 @@ fn fill(
     ));
     let out = pip::run(c, "pip")?;
     if !out.status.success() {
-        return Err(pip::failure(
-            &out,
-            if args.cross() {
-                "pip download"
-            } else {
-                "pip wheel"
-            },
-            dir,
-            false,
-        ));
+        let what = if args.cross() {
+            "pip download"
+        } else {
+            "pip wheel"
+        };
+        let target = args.cross().then(|| describe_target(args));
+        return Err(pip::failure(&out, what, dir, false, target.as_deref()));
     }
     for e in fs::read_dir(&stage)? {
         let e = e?;
@@ -335,11 +453,13 @@ fn lock(
     progress(&format!("resolving against `{}` ...", dir.display()));
     let out = pip::run(c, "pip")?;
     if !out.status.success() {
+        let target = args.cross().then(|| describe_target(args));
         return Err(pip::failure(
             &out,
             "resolving against the wheelhouse",
             dir,
             true,
+            target.as_deref(),
         ));
     }
     let report = pip::read_report(&report)?;

@@ -81,11 +81,47 @@ pub fn check_version(python: &str) -> Result<()> {
     Ok(())
 }
 
-/// A pip failure in our words: a requirement that nothing satisfies, the network, or pip's
-/// own last error lines.
-pub fn failure(out: &Output, what: &str, dir: &Path, offline: bool) -> anyhow::Error {
+/// The pip lines that mean the index could not be reached.
+const NETWORK: [&str; 9] = [
+    "NewConnectionError",
+    "Failed to establish a new connection",
+    "Temporary failure in name resolution",
+    "Network is unreachable",
+    "Max retries exceeded",
+    "Connection refused",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ProxyError",
+];
+
+/// A pip failure in our words: the network (pip goes on to say "versions found: none" after
+/// its connection errors, so this is asked first), a requirement that nothing satisfies, an
+/// sdist that failed to build (its own error lines, and the whole log kept in a file), or pip's
+/// own last lines. `target` describes a cross-target.
+pub fn failure(
+    out: &Output,
+    what: &str,
+    dir: &Path,
+    offline: bool,
+    target: Option<&str>,
+) -> anyhow::Error {
     let err = String::from_utf8_lossy(&out.stderr);
     let all = format!("{err}\n{}", String::from_utf8_lossy(&out.stdout));
+    if !offline && NETWORK.iter().any(|n| all.contains(n)) {
+        let detail = all
+            .lines()
+            .rfind(|l| NETWORK.iter().any(|n| l.contains(n)))
+            .unwrap_or("")
+            .trim();
+        return Hint::new(
+            format!("{what} failed: cannot reach the package index (network): {detail}"),
+            "check the network or the index URL, or lock from the wheelhouse alone with --offline",
+        )
+        .into();
+    }
+    if let Some(e) = build_failure(&all, what) {
+        return e;
+    }
     for l in all.lines() {
         if let Some(rest) = l
             .split("Could not find a version that satisfies the requirement ")
@@ -101,6 +137,13 @@ pub fn failure(out: &Output, what: &str, dir: &Path, offline: bool) -> anyhow::E
             } else {
                 versions.to_string()
             };
+            if let (Some(t), false, "none") = (target, offline, versions.as_str()) {
+                return Hint::new(
+                    format!("no wheel of `{req}` for the target ({t}): only wheels can be fetched for another target, and an sdist-only project cannot be built for one"),
+                    "build it on the target's own interpreter: `wheelhouse --python /path/to/python3.X` (without the cross-target options)",
+                )
+                .into();
+            }
             let where_ = if offline {
                 format!("in `{}`", dir.display())
             } else {
@@ -118,31 +161,104 @@ pub fn failure(out: &Output, what: &str, dir: &Path, offline: bool) -> anyhow::E
             .into();
         }
     }
-    let network = [
-        "NewConnectionError",
-        "Failed to establish a new connection",
-        "Temporary failure in name resolution",
-        "Network is unreachable",
-        "Max retries exceeded",
-        "Connection refused",
-        "ConnectTimeoutError",
-        "ReadTimeoutError",
-    ];
-    if !offline && network.iter().any(|n| all.contains(n)) {
-        let detail = all
-            .lines()
-            .rfind(|l| network.iter().any(|n| l.contains(n)))
-            .unwrap_or("")
-            .trim();
-        return Hint::new(
-            format!("{what} failed: cannot reach the package index (network): {detail}"),
-            "check the network or the index URL, or lock from the wheelhouse alone with --offline",
-        )
-        .into();
-    }
     let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = tail[tail.len().saturating_sub(6)..].join("\n");
     anyhow!("{what} failed ({}):\n{tail}", out.status)
+}
+
+/// An sdist that failed to build: the project, the build's own last error lines (what pip
+/// shows between `[N lines of output]` and `[end of output]`), and the whole of pip's output
+/// kept in a log file the message names.
+fn build_failure(all: &str, what: &str) -> Option<anyhow::Error> {
+    all.find("subprocess-exited-with-error")?;
+    // pip names the project in "Failed to build X" (pip 24+), else in the last "Collecting" or
+    // "Processing" line (on stdout: pip stops collecting at the failing one).
+    let project = all
+        .lines()
+        .find_map(|l| {
+            let l = l.trim_start_matches(|c: char| !c.is_ascii_alphabetic());
+            [
+                "Failed to build ",
+                "Failed building wheel for ",
+                "Could not build wheels for ",
+            ]
+            .iter()
+            .find_map(|p| l.strip_prefix(p))
+            .map(|rest| rest.split([' ', ',']).next().unwrap_or(rest).to_string())
+        })
+        .or_else(|| {
+            all.lines().rev().find_map(|l| {
+                let l = l.trim();
+                if let Some(r) = l.strip_prefix("Collecting ") {
+                    let name: String = r
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                        .collect();
+                    return (!name.is_empty()).then_some(name);
+                }
+                let r = l.strip_prefix("Processing ")?;
+                let file = r.split_whitespace().next()?.rsplit('/').next()?;
+                let stem = file
+                    .trim_end_matches(".tar.gz")
+                    .trim_end_matches(".zip")
+                    .trim_end_matches(".tar.bz2");
+                Some(stem.rsplit_once('-').map_or(stem, |(n, _)| n).to_string())
+            })
+        })
+        .unwrap_or_else(|| "a project".to_string());
+    let mut output = Vec::new();
+    let mut inside = false;
+    for l in all.lines() {
+        let t = l
+            .trim_start_matches([' ', '│', '|', '╰', '─', '>'])
+            .trim_end();
+        if t.contains("lines of output]") {
+            inside = true;
+            output.clear();
+            continue;
+        }
+        if t.contains("[end of output]") {
+            inside = false;
+            continue;
+        }
+        if inside && !t.is_empty() {
+            output.push(t.to_string());
+        }
+    }
+    let shown = output[output.len().saturating_sub(12)..].join("\n  ");
+    let log = keep_log(all);
+    let mut msg = format!("{what} failed: building `{project}` from its sdist failed");
+    let project = project.as_str();
+    if !shown.is_empty() {
+        msg.push_str(&format!(":\n  {shown}"));
+    }
+    if let Some(log) = &log {
+        msg.push_str(&format!("\nthe whole of pip's output: {}", log.display()));
+    }
+    Some(
+        Hint::new(
+            msg,
+            format!("`{project}` has no wheel for this interpreter: install what its build needs (headers, a compiler), or pin a version with a wheel"),
+        )
+        .into(),
+    )
+}
+
+/// pip's whole output in `<cache>/logs/`, for the message to name; best effort.
+fn keep_log(text: &str) -> Option<std::path::PathBuf> {
+    let dir = wheelship::python::cache_dir()?.join("logs");
+    std::fs::create_dir_all(&dir).ok()?;
+    let path = dir.join(format!(
+        "pip-{}-{}.log",
+        wheelship::time::compact(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        ),
+        std::process::id()
+    ));
+    std::fs::write(&path, text).ok()?;
+    Some(path)
 }
 
 #[derive(Debug, Deserialize)]

@@ -216,7 +216,7 @@ fn pip_configuration_does_not_widen_offline() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("satisfies `extra-thing==1.0`"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("satisfies `extra-thing==1`"));
     // Given explicitly, the directory is used and its wheel copied into DIR.
     let out = t.wheelhouse(
         &["--dir", "wh", "--offline", "--find-links", "elsewhere"],
@@ -376,4 +376,215 @@ fn usage_stdin_and_pip_errors() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/python9"));
+}
+
+/// A source distribution of `name` 1.0 whose build backend (in the tree, no requirements: no
+/// index needed) fails with `message` on stderr, as a C extension without its headers does.
+fn broken_sdist(dir: &Path, name: &str, message: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let py = format!(
+        r#"import io, sys, tarfile
+files = {{
+    "pyproject.toml": "[build-system]\nrequires = []\nbuild-backend = 'backend'\nbackend-path = ['.']\n",
+    "backend.py": "import sys\ndef get_requires_for_build_wheel(c=None):\n    return []\ndef prepare_metadata_for_build_wheel(d, c=None):\n    raise SystemExit(bfail())\ndef build_wheel(d, c=None, m=None):\n    raise SystemExit(bfail())\ndef bfail():\n    print('compiling _{name}.c', file=sys.stderr)\n    print('{message}', file=sys.stderr)\n    return 1\n",
+    "PKG-INFO": "Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+}}
+with tarfile.open(sys.argv[1], "w:gz") as t:
+    for n, text in files.items():
+        data = text.encode()
+        info = tarfile.TarInfo("{name}-1.0/" + n)
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+"#
+    );
+    let st = std::process::Command::new("python3")
+        .args(["-c", &py])
+        .arg(dir.join(format!("{name}-1.0.tar.gz")))
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Issue 12, item 4: a failed sdist build showed pip's last six lines ("See above for output")
+/// and nothing of the build's own error. Now: the project, its error lines, and a log file.
+#[test]
+fn a_failed_build_shows_its_own_error() {
+    let t = T::new();
+    broken_sdist(
+        &t.p().join("sdists"),
+        "mysqlish",
+        "fatal error: mysql.h: No such file or directory",
+    );
+    let doc = t.hashreq("mysqlish==1.0\n");
+    let out = t.wheelhouse(
+        &["--dir", "wh", "--find-links", "sdists"],
+        &doc,
+        &[("PIP_NO_INDEX", "1")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        err.contains("building `mysqlish` from its sdist failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("fatal error: mysql.h: No such file or directory"),
+        "{err}"
+    );
+    let log = err
+        .lines()
+        .find_map(|l| l.strip_prefix("the whole of pip's output: "))
+        .unwrap_or_else(|| panic!("no log named in: {err}"));
+    assert!(std::fs::read_to_string(log).unwrap().contains("mysql.h"));
+}
+
+/// Issue 12, item 5: with the index unreachable pip says "versions found: none" after its
+/// connection errors; the cause is the network.
+#[test]
+fn an_unreachable_index_is_named_as_the_cause() {
+    let t = T::new();
+    let doc = t.hashreq("nothere==1.0\n");
+    let out = t.wheelhouse(
+        &["--dir", "wh"],
+        &doc,
+        &[
+            ("PIP_INDEX_URL", "http://127.0.0.1:9/simple"),
+            ("PIP_RETRIES", "1"),
+            ("PIP_TIMEOUT", "2"),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot reach the package index (network)"),
+        "{err}"
+    );
+    assert!(err.contains("hint: check the network or the index URL, or lock from the wheelhouse alone with --offline"), "{err}");
+    assert!(!err.contains("versions found"), "{err}");
+}
+
+/// Issue 12, item 6: a cross-target lock of a project that has only an sdist.
+#[test]
+fn cross_target_with_only_an_sdist_says_so() {
+    let t = T::new();
+    broken_sdist(&t.p().join("sdists"), "docoptish", "unused");
+    let doc = t.hashreq("docoptish==1.0\n");
+    let out = t.wheelhouse(
+        &[
+            "--dir",
+            "wh",
+            "--find-links",
+            "sdists",
+            "--python-version",
+            "3.12",
+            "--platform",
+            "manylinux_2_17_x86_64",
+        ],
+        &doc,
+        &[("PIP_NO_INDEX", "1")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "no wheel of `docoptish==1` for the target (Python 3.12, manylinux_2_17_x86_64)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("an sdist-only project cannot be built for one"),
+        "{err}"
+    );
+    assert!(err.contains("hint: build it on the target's own interpreter: `wheelhouse --python /path/to/python3.X`"), "{err}");
+}
+
+/// Issue 12, item 7: a fill killed with Ctrl-C left `.wheelhouse-tmp-*` in DIR for ever; the
+/// next run removes it under DIR's lock.
+#[test]
+fn leftovers_of_a_killed_run_are_removed() {
+    let t = T::new();
+    let wh = t.p().join("wh");
+    std::fs::create_dir_all(wh.join(".wheelhouse-tmp-123-0-abc/stage")).unwrap();
+    std::fs::write(wh.join(".wheelhouse-tmp-123-0-abc/stage/x.whl"), "half").unwrap();
+    std::fs::write(wh.join(".tmp-456-1-def"), "half").unwrap();
+    t.lock("beta==2.0\n", &["--no-cache"]);
+    let mut left: Vec<String> = std::fs::read_dir(&wh)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    left.sort();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Issue 12, item 10: target options are checked (exit 2) instead of reaching pip.
+#[test]
+fn target_options_are_checked() {
+    let t = T::new();
+    let doc = t.hashreq("beta==2.0\n");
+    for (args, why) in [
+        (
+            &["--python-version", "abc"][..],
+            "--python-version `abc` is not a Python version",
+        ),
+        (&["--python-version", "3.x"][..], "is not a Python version"),
+        (
+            &["--platform", "foo_bar"][..],
+            "--platform `foo_bar` is not a platform tag",
+        ),
+        (
+            &["--platform", "manylinux_2_17"][..],
+            "is not a platform tag",
+        ),
+        (
+            &["--implementation", "zz"][..],
+            "--implementation `zz` is not one of",
+        ),
+        (&["--abi", "CP312"][..], "--abi `CP312` is not an ABI tag"),
+    ] {
+        let mut a = vec!["--dir", "wh", "--offline"];
+        a.extend_from_slice(args);
+        let out = t.wheelhouse(&a, &doc, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("wheelhouse: "), "{err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+    for ok in [
+        "manylinux_2_17_x86_64",
+        "manylinux2014_aarch64",
+        "musllinux_1_2_x86_64",
+        "linux_x86_64",
+        "macosx_11_0_arm64",
+        "win_amd64",
+        "any",
+    ] {
+        let out = t.wheelhouse(
+            &[
+                "--dir",
+                "wh",
+                "--offline",
+                "--python-version",
+                "3.11",
+                "--platform",
+                ok,
+            ],
+            &doc,
+            &[],
+        );
+        assert_ne!(
+            out.status.code(),
+            Some(2),
+            "{ok}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // --dir naming a file: a usage error that says so, not "File exists".
+    std::fs::write(t.p().join("afile"), "").unwrap();
+    let out = t.wheelhouse(&["--dir", "afile", "--offline"], &doc, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`afile` is not a directory"), "{err}");
 }

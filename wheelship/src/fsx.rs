@@ -145,6 +145,18 @@ impl Lock {
                     io_reason(&e)
                 )
             })?;
+        Lock::wait(file, path, timeout, what)
+    }
+
+    /// The same lock taken on a directory itself, for a directory that must hold nothing but
+    /// its own content (a wheelhouse may be committed).
+    pub fn on_dir(dir: &Path, timeout: Duration, what: &str) -> Result<Lock> {
+        let file = File::open(dir)
+            .map_err(|e| anyhow!("cannot open `{}`: {}", dir.display(), io_reason(&e)))?;
+        Lock::wait(file, dir, timeout, what)
+    }
+
+    fn wait(file: File, path: &Path, timeout: Duration, what: &str) -> Result<Lock> {
         let start = Instant::now();
         let mut told = false;
         loop {
