@@ -12,8 +12,8 @@ wheelship_bin() {
         local root
         root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
         if [[ ! -x "$root/target/release/switch" ]]; then
-            echo "${SCRIPT:-wheelship}: building the wheelship binaries (cargo build --release)" >&2
-            (cd "$root" && cargo build --release --quiet) || die "cannot build the binaries: run \`cargo build --release\` in $root"
+            echo "${SCRIPT:-wheelship}: building the wheelship binaries once (cargo build --release: a few minutes the first time; cargo's progress follows)" >&2
+            (cd "$root" && cargo build --release) || die "cannot build the binaries: run \`cargo build --release\` in $root"
         fi
         printf '%s\n' "$root/target/release"
     fi
@@ -51,6 +51,30 @@ split_target() {
 
 # json_get a.b < doc : prints one string field of a JSON document (python3 is on every box:
 # the servers need it for the env anyway).
+# emit DOC: the document on stdout when that is a pipe or a file; on a terminal, where it would
+# be one line of several KB, a summary of it instead.
+emit() {
+    if [[ -t 1 ]]; then
+        # shellcheck disable=SC2016 # a Python program, not shell
+        python3 -c 'import json, sys
+d = json.load(sys.stdin)
+s = d.get("switch") or {}
+if "releases" in s:
+    for r in s["releases"]:
+        mark = "*" if r.get("current") else " "
+        bad = "  (bad)" if r.get("bad") else ""
+        print("{} {}  last activated {}{}".format(mark, r.get("id"), r.get("last_activated") or "never", bad))
+else:
+    env = d.get("env") or {}
+    print("live: {}  (previous: {})".format(s.get("current"), s.get("previous")))
+    if env:
+        print("env: {}  (reused: {})".format(env.get("key"), str(env.get("reused")).lower()))
+print("(the whole document goes to a pipe or a file: add `> doc.json`)")' <<<"$1"
+    else
+        printf '%s\n' "$1"
+    fi
+}
+
 json_get() {
     python3 -c 'import json, sys
 v = json.load(sys.stdin)

@@ -1,5 +1,5 @@
 //! `bundle unpack`: verify, extract into a staging directory, fsync, rename into place. Fails
-//! closed on anything hostile or corrupt (REFERENCE.md §3.1): the whole release is refused and
+//! closed on anything hostile or corrupt (the policy of PEP 706's `data` filter, https://peps.python.org/pep-0706/, stricter): the whole release is refused and
 //! the staging directory removed.
 
 use std::cell::Cell;

@@ -1,4 +1,5 @@
-//! Every hostile case of REFERENCE.md §3.1, built byte by byte: the whole release is refused,
+//! Every hostile tar shape we know of (PEP 706's `data` filter cases,
+//! https://peps.python.org/pep-0706/, and the tar-rs advisories), built byte by byte: the whole release is refused,
 //! nothing is written outside the staging directory, and no staging directory is left behind.
 
 mod common;

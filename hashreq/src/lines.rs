@@ -1,5 +1,5 @@
 //! pip's `preprocess()` of a requirement file, step by step and in its order
-//! (REFERENCE.md §1.1): split lines, join `\` continuations, drop comments, expand `${VAR}`.
+//! (https://pip.pypa.io/en/stable/reference/requirements-file-format/ and pip's `req_file.py`): split lines, join `\` continuations, drop comments, expand `${VAR}`.
 
 /// Python's `str.isspace()`: Unicode White_Space plus the four ASCII separators.
 pub fn py_isspace(c: char) -> bool {

@@ -306,7 +306,8 @@ mod tests {
 
     #[test]
     fn dash_foo_is_a_find_link() {
-        // REFERENCE.md §1.1: `-foo==1.0` is `-f oo==1.0`.
+        // pip's `break_args_options` and optparse: `-foo==1.0` is `-f oo==1.0`
+        // (https://pip.pypa.io/en/stable/reference/requirements-file-format/).
         assert_eq!(p("-foo==1.0").unwrap().find_links, ["oo==1.0"]);
     }
 

@@ -1,4 +1,4 @@
-//! A wheel, unzipped once into the store and verified as it goes (REFERENCE.md §2.1, §3.2):
+//! A wheel, unzipped once into the store and verified as it goes (https://packaging.python.org/en/latest/specifications/binary-distribution-format/):
 //! names inside the tree, no links, no duplicates, stored or deflated only, one `.dist-info`
 //! that matches the file name, known `.data` keys, and every file's RECORD hash and size.
 

@@ -106,6 +106,8 @@ pub enum Cmd {
 /// The file in a release that names its shared paths, one a line (`#` comments).
 pub const SHARED_FILE: &str = ".wheelship-shared";
 
+const NOTHING_TO_ACTIVATE: &str = "nothing to activate: give --release, or a document with a `release` section (or use revert, list, prune)";
+
 /// wheelship's own directory in a release (what `bundle` writes).
 const RESERVED: &str = ".wheelship";
 
@@ -128,6 +130,12 @@ impl Root {
     }
     fn releases_dir(&self) -> Result<Dir> {
         self.handle()?.open_dir("releases")
+    }
+
+    /// The release the history says was live before `current`.
+    fn previous_of(&self, current: Option<&str>) -> Option<String> {
+        let hist = History::read(&self.dir).ok()?;
+        hist.previous(current?, |r| self.is_release(r))
     }
 
     /// Whether `releases/<id>` is a release: a directory itself, never a link to one (which
@@ -309,6 +317,10 @@ pub fn run(args: Args) -> Result<()> {
     let doc_release: Option<Release> = doc.section("release")?;
     let section = match &args.command {
         None => {
+            // A request that cannot be carried out changes nothing: not even `--init`'s dirs.
+            if args.release.is_none() && doc_release.is_none() {
+                return Err(UsageError(NOTHING_TO_ACTIVATE.into()).into());
+            }
             let root = open_root(&args, doc_release.as_ref())?;
             activate_cmd(&args, &root, &doc, doc_release.as_ref())?
         }
@@ -338,12 +350,7 @@ fn activate_cmd(
     let (id, given_dir) = match (&args.release, doc_release) {
         (Some(r), _) => resolve_release_arg(r)?,
         (None, Some(rel)) => (rel.id.clone(), Some(PathBuf::from(&rel.dir))),
-        (None, None) => {
-            return Err(UsageError(
-                "nothing to activate: give --release, or a document with a `release` section (or use revert, list, prune)".into(),
-            )
-            .into())
-        }
+        (None, None) => return Err(UsageError(NOTHING_TO_ACTIVATE.into()).into()),
     };
     check_id(&id)?;
     let dir = root.release(&id);
@@ -381,7 +388,7 @@ fn activate_cmd(
     if args.dry_run {
         let current = root.current_id()?;
         return Ok(json!({
-            "root": root.dir, "current": id, "previous": current, "dry_run": true,
+            "root": root.dir, "current": current, "previous": root.previous_of(current.as_deref()), "dry_run": true,
             "would": {"activate": id, "from": current, "env": env, "shared": shared, "check": args.check},
         }));
     }
@@ -647,7 +654,7 @@ fn revert(args: &Args, root: &Root, to: Option<&str>) -> Result<Value> {
     let shared = shared_paths(&root.open_release(&target)?, &args.shared)?;
     if args.dry_run {
         return Ok(
-            json!({"root": root.dir, "current": target, "previous": current, "dry_run": true,
+            json!({"root": root.dir, "current": current, "previous": hist.previous(&current, |r| root.is_release(r)), "dry_run": true,
                           "would": {"revert": target, "from": current}}),
         );
     }

@@ -323,10 +323,47 @@ fn dry_run_changes_nothing() {
     let s = r.ok(&["--release", "r2", "--dry-run"]);
     assert_eq!(s["dry_run"], true);
     assert_eq!(s["would"]["activate"], "r2");
+    // Issue 12, item 14: a dry run reports what is live, and what would be in `would`.
+    assert_eq!(s["current"], "r1");
     let s = r.ok(&["revert", "--to", "r2", "--dry-run"]);
     assert_eq!(s["would"]["revert"], "r2");
+    assert_eq!(s["current"], "r1");
     assert_eq!(r.current().as_deref(), Some("r1"));
     assert_eq!(r.history().len(), before);
+}
+
+/// Issue 12, item 14: `switch --root NEW --init` with nothing to activate failed but still
+/// made the root; `list >/dev/full` said only the OS error.
+#[test]
+fn a_refused_request_changes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("s1");
+    let out = Command::cargo_bin("switch")
+        .unwrap()
+        .args(["--root", root.to_str().unwrap(), "--init"])
+        .write_stdin("")
+        .output()
+        .unwrap();
+    let (code, err) = fails(&out);
+    assert_eq!(code, 2);
+    assert!(err.starts_with("switch: nothing to activate"), "{err}");
+    assert!(!root.exists());
+    let r = Root::new(&["r1"]);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("switch"))
+        .args(["--root", r.dir.to_str().unwrap(), "list"])
+        .stdin(std::process::Stdio::null())
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "switch: cannot write the output to stdout: No space left on device\n"
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The pipeline document (DESIGN.md, "The document"): one JSON object whose sections are named
+//! The pipeline document (`docs/document.schema.json`): one JSON object whose sections are named
 //! for the tool that writes them. A tool passes every section it does not own through untouched,
 //! unknown keys included, and replaces its own section whole.
 
