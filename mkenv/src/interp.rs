@@ -6,11 +6,49 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
-const PROBE: &str = r#"import json, os, platform, sys, sysconfig
+const PROBE: &str = r#"import json, os, platform, re, struct, subprocess, sys, sysconfig
+def musl_version(exe):
+    # As packaging's _musllinux: the ELF interpreter of the executable, if it is musl's
+    # loader, prints "musl libc (arch)" and "Version X.Y.Z" on stderr.
+    try:
+        with open(exe, "rb") as f:
+            ident = f.read(16)
+            if ident[:4] != b"\x7fELF":
+                return None
+            bits, end = (64 if ident[4] == 2 else 32), ("<" if ident[5] == 1 else ">")
+            if bits == 64:
+                f.seek(32); phoff, = struct.unpack(end + "Q", f.read(8))
+                f.seek(54); phentsize, phnum = struct.unpack(end + "HH", f.read(4))
+            else:
+                f.seek(28); phoff, = struct.unpack(end + "I", f.read(4))
+                f.seek(42); phentsize, phnum = struct.unpack(end + "HH", f.read(4))
+            for i in range(phnum):
+                f.seek(phoff + i * phentsize)
+                if bits == 64:
+                    ptype, _, offset, _, _, filesz = struct.unpack(end + "IIQQQQ", f.read(40))
+                else:
+                    ptype, offset, _, _, filesz = struct.unpack(end + "IIIII", f.read(20))
+                if ptype == 3:
+                    f.seek(offset)
+                    ld = f.read(filesz).rstrip(b"\0").decode()
+                    break
+            else:
+                return None
+    except (OSError, struct.error, UnicodeDecodeError):
+        return None
+    if "musl" not in ld:
+        return None
+    err = subprocess.run([ld], stderr=subprocess.PIPE, text=True).stderr
+    lines = [l.strip() for l in err.splitlines() if l.strip()]
+    m = re.match(r"Version (\d+)\.(\d+)", lines[1]) if len(lines) > 1 and lines[0][:4] == "musl" else None
+    return "%s.%s" % m.groups() if m else None
 scheme = "venv" if "venv" in sysconfig.get_scheme_names() else "posix_prefix"
 base = {"base": "/@", "platbase": "/@", "installed_base": "/@", "installed_platbase": "/@"}
 paths = {k: os.path.relpath(v, "/@") for k, v in sysconfig.get_paths(scheme=scheme, vars=base).items()}
 libc = platform.libc_ver()
+musl = musl_version(sys.executable)
+if musl:
+    libc = ("musl", musl)
 print(json.dumps({
   "implementation": sys.implementation.name,
   "version": platform.python_version(),
@@ -89,7 +127,7 @@ fn short(implementation: &str) -> &str {
 
 /// The platform tags, best first, as packaging 26 orders them: `linux_arch` (a wheel built on
 /// this machine), then `manylinux_2_Y_arch` from the glibc version down with the legacy
-/// aliases.
+/// aliases, or on musl `musllinux_X_Y_arch` from the musl version down (PEP 600, PEP 656).
 fn platforms(i: &Interp) -> Vec<String> {
     let plat = i.platform.replace(['-', '.', ' '], "_");
     let Some(arch) = plat.strip_prefix("linux_") else {
@@ -101,35 +139,57 @@ fn platforms(i: &Interp) -> Vec<String> {
         ("aarch64", 32) => "armv8l",
         (a, _) => a,
     };
-    let mut out = vec![format!("linux_{arch}")];
-    if i.libc.0 == "glibc" {
-        let mut parts = i.libc.1.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        if major == 2 {
-            let lowest = if matches!(arch, "x86_64" | "i686") {
+    // armv8l runs armv7l code too.
+    let archs: &[&str] = if arch == "armv8l" {
+        &["armv8l", "armv7l"]
+    } else {
+        std::slice::from_ref(&arch)
+    };
+    let mut out: Vec<String> = archs.iter().map(|a| format!("linux_{a}")).collect();
+    let mut version = i.libc.1.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
+    match i.libc.0.as_str() {
+        "glibc" if major == 2 => {
+            let lowest = if archs.iter().any(|a| matches!(*a, "x86_64" | "i686")) {
                 5
             } else {
                 17
             };
-            for m in (lowest..=minor).rev() {
-                out.push(format!("manylinux_2_{m}_{arch}"));
-                let legacy = match m {
-                    17 if matches!(
-                        arch,
-                        "x86_64" | "i686" | "aarch64" | "armv7l" | "ppc64" | "ppc64le" | "s390x"
-                    ) =>
-                    {
-                        Some("manylinux2014")
+            for arch in archs {
+                for m in (lowest..=minor).rev() {
+                    out.push(format!("manylinux_2_{m}_{arch}"));
+                    let legacy = match m {
+                        17 if matches!(
+                            *arch,
+                            "x86_64"
+                                | "i686"
+                                | "aarch64"
+                                | "armv7l"
+                                | "ppc64"
+                                | "ppc64le"
+                                | "s390x"
+                        ) =>
+                        {
+                            Some("manylinux2014")
+                        }
+                        12 if matches!(*arch, "x86_64" | "i686") => Some("manylinux2010"),
+                        5 if matches!(*arch, "x86_64" | "i686") => Some("manylinux1"),
+                        _ => None,
+                    };
+                    if let Some(l) = legacy {
+                        out.push(format!("{l}_{arch}"));
                     }
-                    12 if matches!(arch, "x86_64" | "i686") => Some("manylinux2010"),
-                    5 if matches!(arch, "x86_64" | "i686") => Some("manylinux1"),
-                    _ => None,
-                };
-                if let Some(l) = legacy {
-                    out.push(format!("{l}_{arch}"));
                 }
             }
         }
+        "musl" => {
+            for arch in archs {
+                for m in (0..=minor).rev() {
+                    out.push(format!("musllinux_{major}_{m}_{arch}"));
+                }
+            }
+        }
+        _ => {}
     }
     out
 }
@@ -187,4 +247,44 @@ pub fn tags(i: &Interp) -> Vec<String> {
         out.push(format!("{py}-none-any"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12, item 11: on musl (Alpine) the interpreter gets `musllinux_*` tags, in
+    /// packaging's order; checked against pip 26's packaging with its musl detection answering
+    /// 1.2 (this machine runs glibc).
+    #[test]
+    #[cfg_attr(
+        wheelship_no_pip26,
+        ignore = "needs WHEELSHIP_PIP_PYTHON, a Python with pip >= 26 (.ci/run makes one)"
+    )]
+    fn musllinux_tags_match_packaging() {
+        let oracle = std::env::var("WHEELSHIP_PIP_PYTHON")
+            .expect("WHEELSHIP_PIP_PYTHON: a venv of python3 with pip >= 26");
+        let mut i = Interp::probe(&oracle).unwrap();
+        i.libc = ("musl".into(), "1.2".into());
+        let ours = tags(&i);
+        assert!(ours
+            .iter()
+            .any(|t| t.ends_with("-musllinux_1_2_x86_64") || t.contains("musllinux_1_2_")));
+        let code = "import json\n\
+from pip._vendor.packaging import _manylinux, _musllinux, tags\n\
+_musllinux._get_musl_version = lambda exe: _musllinux._MuslVersion(1, 2)\n\
+_manylinux.platform_tags = lambda archs: iter(())\n\
+print(json.dumps([str(t) for t in tags.sys_tags()]))";
+        let out = std::process::Command::new(&oracle)
+            .args(["-c", code])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let theirs: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(ours, theirs);
+    }
 }

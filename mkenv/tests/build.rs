@@ -554,3 +554,60 @@ fn online_real_web_stack_matches_pip() {
     assert!(run_ok(Command::new(path.join("bin/flask")).arg("--version")).contains("Flask"));
     assert!(run_ok(Command::new(path.join("bin/gunicorn")).arg("--version")).contains("gunicorn"));
 }
+
+/// Issue 12, item 1: numpy < 2.3 ships `.pyc` files for CPython 3.11 in its RECORD, and mkenv
+/// failed with "File exists" when it linked its own. mkenv's own bytecode, compiled from the
+/// source by the interpreter, wins; with `--no-compile` the wheel's file is installed.
+#[test]
+fn a_wheel_that_ships_its_own_pyc() {
+    let t = tempfile::tempdir().unwrap();
+    let probe = String::from_utf8(
+        std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys; print(sys.implementation.cache_tag, '%d.%d' % sys.version_info[:2])",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let (tag, xy) = probe.trim().split_once(' ').unwrap();
+    let stale = format!("shipped/sub/__pycache__/conv.{tag}.pyc");
+    let wheels = mkwheels(
+        &t.path().join("wh"),
+        serde_json::json!({"name": "shipped", "version": "1.0", "files": {
+            "shipped/__init__.py": "",
+            "shipped/sub/__init__.py": "",
+            "shipped/sub/conv.py": "VALUE = 42\n",
+            stale.clone(): "not bytecode, the wheel's own file",
+        }}),
+    );
+    let doc = lock(&wheels, &["shipped"]);
+    let env = ok(t.path(), &["--envs", "envs"], &doc);
+    let root = Path::new(env["path"].as_str().unwrap());
+    let site = root.join(format!("lib/python{xy}/site-packages"));
+    let pyc = std::fs::read(site.join(&stale)).unwrap();
+    assert_ne!(&pyc[..], b"not bytecode, the wheel's own file");
+    let record = std::fs::read_to_string(site.join("shipped-1.0.dist-info/RECORD")).unwrap();
+    assert!(!record.contains(".pyc"), "{record}");
+    let out = std::process::Command::new(root.join("bin/python"))
+        .args([
+            "-c",
+            "import shipped.sub.conv as c; print(c.VALUE, c.__cached__)",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).split(' ').next(),
+        Some("42")
+    );
+    // Without bytecode, the wheel's file is what pip would install.
+    let env = ok(t.path(), &["--envs", "envs2", "--no-compile"], &doc);
+    let root = Path::new(env["path"].as_str().unwrap());
+    let site = root.join(format!("lib/python{xy}/site-packages"));
+    assert_eq!(
+        std::fs::read(site.join(&stale)).unwrap(),
+        b"not bytecode, the wheel's own file"
+    );
+}
