@@ -28,6 +28,7 @@ use wheelship::cli::io_reason;
 use wheelship::doc::{Requirements, Wheelhouse};
 use wheelship::fsx::{self, point, Lock};
 use wheelship::names::{canonicalize_name, check_sha256, is_valid_name, WheelFilename};
+use wheelship::progress;
 use wheelship::{Document, Hint, UsageError};
 
 use crate::interp::Interp;
@@ -225,7 +226,10 @@ fn build(
     } else {
         None
     };
-    let stored = match store_all(&store, wh, &marker, compiler.as_mut()) {
+    let bar = progress::bar("mkenv", "storing wheels", wh.wheels.len() as u64);
+    let stored = store_all(&store, wh, &marker, compiler.as_mut(), &bar);
+    bar.finish_and_clear();
+    let stored = match stored {
         Ok(s) => s,
         Err(e) => {
             if let Some(c) = compiler {
@@ -237,7 +241,10 @@ fn build(
     timing("store", &started);
     point("mkenv-after-store");
     if let Some(c) = compiler {
-        c.finish()?;
+        let spin = progress::spinner("mkenv", "compiling bytecode");
+        let done = c.finish();
+        spin.finish_and_clear();
+        done?;
         for (w, _) in &stored {
             if !compiled(w) {
                 store.create_file(Path::new(&w.sha256).join(&marker), 0o644)?;
@@ -262,11 +269,14 @@ fn build(
                     .collect()
             })
             .unwrap_or_default();
+        let bar = progress::bar("mkenv", "linking the env", stored.len() as u64);
         for (w, info) in &stored {
             let files = store.open_dir(Path::new(&w.sha256).join("files"))?;
             b.install(&files, info, &w.file, requested.contains(&w.name))?;
+            bar.inc(1);
             point("mkenv-after-wheel");
         }
+        bar.finish_and_clear();
         for warning in &b.warnings {
             eprintln!("mkenv: warning: {warning}");
         }
@@ -466,6 +476,7 @@ fn store_all<'w>(
     wh: &'w Wheelhouse,
     marker: &str,
     mut compiler: Option<&mut Compiler>,
+    bar: &indicatif::ProgressBar,
 ) -> Result<Vec<(&'w wheelship::doc::LockedWheel, wheel::Info)>> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let next = AtomicUsize::new(0);
@@ -473,6 +484,7 @@ fn store_all<'w>(
         .map_or(1, |n| n.get())
         .min(wh.wheels.len().max(1));
     let mut results: Vec<Option<wheel::Info>> = vec![None; wh.wheels.len()];
+    let mut stored_bytes = 0u64;
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<wheel::Info>)>();
         for _ in 0..threads {
@@ -502,6 +514,9 @@ fn store_all<'w>(
                 }
             }
             results[i] = Some(info);
+            stored_bytes += wh.wheels[i].size;
+            bar.inc(1);
+            bar.set_message(progress::bytes(stored_bytes));
         }
         Ok(())
     })?;

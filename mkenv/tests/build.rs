@@ -611,3 +611,41 @@ fn a_wheel_that_ships_its_own_pyc() {
         b"not bytecode, the wheel's own file"
     );
 }
+
+/// Issue 12, item 13: long work shows progress on a terminal, and nothing extra elsewhere.
+#[test]
+fn progress_only_on_a_terminal() {
+    let t = tempfile::tempdir().unwrap();
+    let wheels = app_wheels(&t.path().join("wh"));
+    let doc = lock(&wheels, &["shop-app"]);
+    let out = mkenv(t.path(), &["--envs", "envs"], &doc);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "stderr is not a terminal"
+    );
+    // On a terminal (script(1) gives it one): the phases are shown.
+    let doc_file = t.path().join("lock.json");
+    std::fs::write(&doc_file, doc.to_string()).unwrap();
+    let exe = assert_cmd::cargo::cargo_bin("mkenv");
+    let cmd = format!(
+        "{} --envs {} < {} > /dev/null",
+        exe.display(),
+        t.path().join("envs2").display(),
+        doc_file.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("WHEELSHIP_CACHE", t.path().join("cache"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("mkenv: storing wheels"), "{screen}");
+}

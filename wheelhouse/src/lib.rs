@@ -7,7 +7,6 @@ mod reqfile;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
@@ -345,12 +344,6 @@ fn cross_args(args: &Args) -> Vec<String> {
     v
 }
 
-fn progress(msg: &str) {
-    if std::io::stderr().is_terminal() {
-        eprintln!("wheelhouse: {msg}");
-    }
-}
-
 /// Fetch or build what is missing: `pip wheel` (native) or `pip download` (cross-target) into a
 /// staging directory, then each new wheel renamed into DIR, so no partial file ever sits there.
 fn fill(
@@ -379,12 +372,16 @@ fn fill(
     if let Some(cons) = cons {
         c.arg("-c").arg(cons);
     }
-    progress(&format!(
-        "filling `{}` with pip {} ...",
+    let what = format!(
+        "filling `{}` with pip {}",
         dir.display(),
         if args.cross() { "download" } else { "wheel" }
-    ));
-    let out = pip::run(c, "pip")?;
+    );
+    let arrived = || {
+        let n = fs::read_dir(&stage).map_or(0, |r| r.count());
+        format!("{n} new files")
+    };
+    let out = pip::run_watched(c, &what, &arrived)?;
     if !out.status.success() {
         let what = if args.cross() {
             "pip download"
@@ -450,8 +447,11 @@ fn lock(
     if let Some(cons) = cons {
         c.arg("-c").arg(cons);
     }
-    progress(&format!("resolving against `{}` ...", dir.display()));
-    let out = pip::run(c, "pip")?;
+    let out = pip::run_watched(
+        c,
+        &format!("resolving against `{}`", dir.display()),
+        &String::new,
+    )?;
     if !out.status.success() {
         let target = args.cross().then(|| describe_target(args));
         return Err(pip::failure(

@@ -38,15 +38,47 @@ pub fn command(python: &str, config: Config) -> Command {
     c
 }
 
-pub fn run(mut c: Command, what: &str) -> Result<Output> {
-    let out = c.output().map_err(|e| {
-        anyhow!(
-            "cannot run {what} ({:?}): {}",
-            c.get_program(),
-            io_reason(&e)
-        )
-    })?;
-    Ok(out)
+pub fn run(c: Command, what: &str) -> Result<Output> {
+    run_watched(c, what, &|| String::new())
+}
+
+/// Runs pip with its output captured; on a terminal a spinner shows `status()` (what has
+/// arrived so far) and the time, since a fill can take minutes.
+pub fn run_watched(mut c: Command, what: &str, status: &dyn Fn() -> String) -> Result<Output> {
+    use std::io::Read;
+    let program = c.get_program().to_os_string();
+    let fail = |e: std::io::Error| anyhow!("cannot run {what} ({program:?}): {}", io_reason(&e));
+    if !wheelship::progress::shown() {
+        return c.output().map_err(fail);
+    }
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(fail)?;
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out_t = drain(Box::new(child.stdout.take().expect("piped")));
+    let err_t = drain(Box::new(child.stderr.take().expect("piped")));
+    let spin = wheelship::progress::spinner("wheelhouse", what);
+    let status_code = loop {
+        if let Some(st) = child.try_wait().map_err(fail)? {
+            break st;
+        }
+        spin.set_message(status());
+        std::thread::sleep(std::time::Duration::from_millis(150));
+    };
+    spin.finish_and_clear();
+    Ok(Output {
+        status: status_code,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    })
 }
 
 /// Checks that `python -m pip` works and is new enough.

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod doc;
 pub mod fsx;
 pub mod names;
+pub mod progress;
 pub mod python;
 pub mod time;
 
