@@ -4,8 +4,17 @@ import os
 from flask import Flask
 
 app = Flask(__name__)
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @app.get("/")
 def index() -> str:
-    return f"hello from {os.path.basename(os.path.dirname(os.path.abspath(__file__)))}\n"
+    return f"hello from {os.path.basename(HERE)}\n"
+
+
+@app.get("/health")
+def health():
+    # The demo's deliberately broken release ships a file named BROKEN: its check fails.
+    if os.path.exists(os.path.join(HERE, "BROKEN")):
+        return "broken\n", 500
+    return "ok\n"

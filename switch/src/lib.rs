@@ -10,10 +10,10 @@
 //! ```
 
 mod history;
+mod service;
 
 use std::fs;
 use std::path::{Component, Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -37,7 +37,7 @@ use crate::history::{Event, History};
 /// Exit status: 0 success; 1 the work failed (refused input, failed health check, lock
 /// timeout); 2 usage.
 #[derive(Debug, Parser)]
-#[command(name = "switch", version, max_term_width = 100)]
+#[command(name = "switch", version, max_term_width = 100, args_override_self = true)]
 pub struct Args {
     /// The deploy root [default: the grandparent of the document's `release.dir`]
     #[arg(long, global = true, value_name = "DIR")]
@@ -47,10 +47,31 @@ pub struct Args {
     #[arg(long, global = true)]
     pub dry_run: bool,
 
-    /// After the flip, run CMD with `sh -c` in ROOT/current; if it fails, flip back, mark the
-    /// release bad and exit 1 with CMD's output on stderr
+    /// After the flip (and the restart), run CMD with `sh -c` in the release until it succeeds
+    /// or --check-timeout passes; if it never does, flip back, restart again, mark the release
+    /// bad and exit 1 with the last run's output on stderr
     #[arg(long, global = true, value_name = "CMD")]
     pub check: Option<String>,
+
+    /// How long --check may take to pass; each run of it is killed at this deadline
+    #[arg(long, global = true, default_value_t = 60.0, value_name = "SECS")]
+    pub check_timeout: f64,
+
+    /// Seconds between two runs of --check
+    #[arg(long, global = true, default_value_t = 1.0, value_name = "SECS")]
+    pub check_interval: f64,
+
+    /// After the flip, run CMD with `sh -c` in the release to restart the service (`systemctl
+    /// restart app`), so that --check tests the process that serves; after a flip back it runs
+    /// again in the previous release. If it fails, that is a failed deploy
+    #[arg(long, global = true, value_name = "CMD")]
+    pub restart: Option<String>,
+
+    /// Before the flip, run CMD with `sh -c` in the new release with its env first on PATH
+    /// (migrations, collectstatic, warm-up); if it fails nothing flips and the release is
+    /// marked bad. Not for revert
+    #[arg(long, value_name = "CMD")]
+    pub before: Option<String>,
 
     /// Seconds to wait for another switch on the same root before giving up
     #[arg(long, global = true, default_value_t = 60, value_name = "SECS")]
@@ -125,6 +146,39 @@ impl Root {
     fn release(&self, id: &str) -> PathBuf {
         self.releases().join(id)
     }
+    /// The context of a command run for release `id` in its own directory.
+    fn ctx<'a>(&'a self, id: &'a str, previous: Option<&'a str>) -> service::Ctx<'a> {
+        service::Ctx {
+            root: &self.dir,
+            release: id,
+            previous,
+            dir: self.release(id),
+        }
+    }
+
+    /// A flip followed by `--restart` is about to happen: a crash before the restart ran leaves
+    /// this mark for the next run.
+    fn restart_owed(&self, args: &Args) -> Result<()> {
+        if args.restart.is_some() {
+            fsx::write_atomic(&self.dir.join(RESTART_PENDING), b"a restart is owed\n")?;
+        }
+        Ok(())
+    }
+
+    /// The restart owed is done: the marker goes.
+    fn restart_done(&self) -> Result<()> {
+        match fs::remove_file(self.dir.join(RESTART_PENDING)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                bail!(
+                    "cannot remove `{}`: {}",
+                    self.dir.join(RESTART_PENDING).display(),
+                    io_reason(&e)
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn handle(&self) -> Result<Dir> {
         Dir::open(&self.dir)
     }
@@ -389,21 +443,24 @@ fn activate_cmd(
         let current = root.current_id()?;
         return Ok(json!({
             "root": root.dir, "current": current, "previous": root.previous_of(current.as_deref()), "dry_run": true,
-            "would": {"activate": id, "from": current, "env": env, "shared": shared, "check": args.check},
+            "would": {"activate": id, "from": current, "env": env, "shared": shared,
+                      "before": args.before, "restart": args.restart, "check": args.check},
         }));
     }
     let _lock = lock(root, args.lock_timeout)?;
+    repair_restart(args, root)?;
     let from = root.current_id()?;
-    activate(
-        root,
-        &id,
-        env.as_deref(),
-        &shared,
-        "deploy",
-        from.as_deref(),
-        rev,
-    )?;
-    run_check(args, root, &id, from.as_deref())?;
+    prepare(root, &id, env.as_deref(), &shared)?;
+    if let Some(cmd) = &args.before {
+        let ctx = root.ctx(&id, from.as_deref());
+        if let service::Ran::Failed { why, .. } = service::run(cmd, &ctx, true, None, false)? {
+            History::append(&root.dir, &Event::new("bad", None, Some(&id), None, None))?;
+            bail!("`--before` command `{cmd}` failed ({why}): nothing flipped; release `{id}` is marked bad");
+        }
+    }
+    root.restart_owed(args)?;
+    flip(root, &id, "deploy", from.as_deref(), rev)?;
+    serve(args, root, &id, from.as_deref())?;
     let hist = History::read(&root.dir)?;
     Ok(
         json!({"root": root.dir, "current": id, "previous": hist.previous(&id, |r| root.is_release(r))}),
@@ -492,17 +549,9 @@ pub fn link_shared_paths(root: &Path, id: &str, extra: &[String]) -> Result<()> 
     link_shared(&root, &release, &shared)
 }
 
-/// The steps of an activation, each durable before the next: venv link, shared links, the
-/// flip of `current`, the history.
-fn activate(
-    root: &Root,
-    id: &str,
-    env: Option<&Path>,
-    shared: &[String],
-    action: &str,
-    from: Option<&str>,
-    rev: Option<String>,
-) -> Result<()> {
+/// What an activation does before the flip, each step durable before the next: the venv
+/// link, the shared links.
+fn prepare(root: &Root, id: &str, env: Option<&Path>, shared: &[String]) -> Result<()> {
     let dir = root.release(id);
     let release = root.open_release(id)?;
     point("switch-before-venv");
@@ -519,7 +568,18 @@ fn activate(
     point("switch-after-venv");
     link_shared(root, &release, shared)?;
     point("switch-after-shared");
-    release.sync()?;
+    release.sync()
+}
+
+/// The flip of `current`, and its event in the history.
+fn flip(
+    root: &Root,
+    id: &str,
+    action: &str,
+    from: Option<&str>,
+    rev: Option<String>,
+) -> Result<()> {
+    let dir = root.release(id);
     // The history's new content is written (and synced) before the flip, so a full disk stops
     // the deploy before anything changes; after the flip only a rename remains.
     let prepared = if from != Some(id) {
@@ -583,27 +643,38 @@ fn link_shared(root: &Root, release: &Dir, shared: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn run_check(args: &Args, root: &Root, id: &str, from: Option<&str>) -> Result<()> {
-    let Some(cmd) = &args.check else {
+/// The file that says a restart is owed: written before a flip that will be followed by
+/// `--restart`, removed once the restart ran. A crash in between leaves it, and the next run
+/// with `--restart` restarts first (`repair_restart`).
+const RESTART_PENDING: &str = ".restart-pending";
+
+/// After the flip: the restart, then the check with its deadline. If either fails: flip
+/// back, restart again so that the previous release is what serves, mark this one bad, exit 1.
+fn serve(args: &Args, root: &Root, id: &str, from: Option<&str>) -> Result<()> {
+    let ctx = root.ctx(id, from);
+    let mut failed = None;
+    if let Some(cmd) = &args.restart {
+        point("switch-before-restart");
+        if let service::Ran::Failed { why, .. } = service::run(cmd, &ctx, false, None, false)? {
+            failed = Some(format!("restart `{cmd}` failed ({why})"));
+        }
+    }
+    if let (None, Some(cmd)) = (&failed, &args.check) {
+        let timeout = Duration::from_secs_f64(args.check_timeout.max(0.0));
+        let interval = Duration::from_secs_f64(args.check_interval.max(0.0));
+        if let service::Ran::Failed { why, output } = service::check(cmd, &ctx, timeout, interval)?
+        {
+            eprint!("{output}");
+            failed = Some(format!(
+                "health check `{cmd}` did not pass within {}s ({why})",
+                args.check_timeout
+            ));
+        }
+    }
+    let Some(failure) = failed else {
+        root.restart_done()?;
         return Ok(());
     };
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .current_dir(root.current())
-        .env("WHEELSHIP_ROOT", &root.dir)
-        .env("WHEELSHIP_RELEASE", id)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run the health check `{cmd}`"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    use std::io::Write;
-    let mut err = std::io::stderr().lock();
-    let _ = err.write_all(&out.stdout);
-    let _ = err.write_all(&out.stderr);
-    drop(err);
     point("switch-check-failed");
     let back = match from {
         Some(prev) if prev != id => {
@@ -621,10 +692,45 @@ fn run_check(args: &Args, root: &Root, id: &str, from: Option<&str>) -> Result<(
         &Event::new("rollback", Some(id), from, None, None),
     )?;
     History::append(&root.dir, &Event::new("bad", None, Some(id), None, None))?;
-    bail!(
-        "health check `{cmd}` failed ({}): {back}; release `{id}` is marked bad",
-        out.status
-    )
+    let mut again = String::new();
+    if let (Some(cmd), Some(prev)) = (&args.restart, from.filter(|p| *p != id)) {
+        match service::run(cmd, &root.ctx(prev, Some(id)), false, None, false)? {
+            service::Ran::Ok => {
+                root.restart_done()?;
+                again = format!(", restarted on `{prev}`");
+            }
+            service::Ran::Failed { why, .. } => {
+                again = format!(
+                    ", and restarting on `{prev}` failed too ({why}): the service may be down"
+                );
+            }
+        }
+    }
+    bail!("{failure}: {back}{again}; release `{id}` is marked bad")
+}
+
+/// A restart that a crash cut off (the flip happened, the restart did not): with `--restart`,
+/// restart the release that is live now before anything else; without, say so.
+fn repair_restart(args: &Args, root: &Root) -> Result<()> {
+    if !root.dir.join(RESTART_PENDING).exists() {
+        return Ok(());
+    }
+    let Some(current) = root.current_id()? else {
+        return root.restart_done();
+    };
+    let Some(cmd) = &args.restart else {
+        eprintln!("switch: warning: a restart after the last flip did not run (a crash?): `{current}` is live but the service may still run the release before it; run your restart, or the next switch with --restart does");
+        return Ok(());
+    };
+    eprintln!("switch: the restart after the last flip did not run (a crash?): restarting on `{current}` first");
+    let hist = History::read(&root.dir)?;
+    let prev = hist.previous(&current, |r| root.is_release(r));
+    match service::run(cmd, &root.ctx(&current, prev.as_deref()), false, None, false)? {
+        service::Ran::Ok => root.restart_done(),
+        service::Ran::Failed { why, .. } => bail!(
+            "the restart owed since a crash failed ({why}): `{current}` is live; fix the service, then run switch again"
+        ),
+    }
 }
 
 fn revert(args: &Args, root: &Root, to: Option<&str>) -> Result<Value> {
@@ -655,21 +761,16 @@ fn revert(args: &Args, root: &Root, to: Option<&str>) -> Result<Value> {
     if args.dry_run {
         return Ok(
             json!({"root": root.dir, "current": current, "previous": hist.previous(&current, |r| root.is_release(r)), "dry_run": true,
-                          "would": {"revert": target, "from": current}}),
+                          "would": {"revert": target, "from": current, "restart": args.restart, "check": args.check}}),
         );
     }
     let _lock = lock(root, args.lock_timeout)?;
+    repair_restart(args, root)?;
     let from = root.current_id()?;
-    activate(
-        root,
-        &target,
-        None,
-        &shared,
-        "revert",
-        from.as_deref(),
-        None,
-    )?;
-    run_check(args, root, &target, from.as_deref())?;
+    prepare(root, &target, None, &shared)?;
+    root.restart_owed(args)?;
+    flip(root, &target, "revert", from.as_deref(), None)?;
+    serve(args, root, &target, from.as_deref())?;
     Ok(json!({"root": root.dir, "current": target, "previous": from}))
 }
 

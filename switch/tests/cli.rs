@@ -169,6 +169,10 @@ fn health_check_rolls_back_and_marks_bad() {
             env.to_str().unwrap(),
             "--check",
             "test \"$WHEELSHIP_RELEASE\" = good || { echo not healthy: $(cat app.py); exit 7; }",
+            "--check-timeout",
+            "0.5",
+            "--check-interval",
+            "0.1",
         ],
         "",
     );
