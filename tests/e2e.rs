@@ -375,10 +375,25 @@ fn online_example_over_ssh() {
             python,
             "--check",
             check,
+            // The service flags reach switch on the host (issue 13): --before runs with the
+            // release's env, --restart after the flip.
+            "--before",
+            "venv/bin/python -c 'import flask' && touch before-ran",
+            "--restart",
+            "touch \"$WHEELSHIP_ROOT/restarted-$WHEELSHIP_RELEASE\"",
+            "--check-timeout",
+            "30",
         ],
         &env,
     );
     assert_eq!(d1["switch"]["current"], v1["bundle"]["id"]);
+    let v1_id = v1["bundle"]["id"].as_str().unwrap();
+    assert!(root
+        .join("releases")
+        .join(v1_id)
+        .join("before-ran")
+        .is_file());
+    assert!(root.join(format!("restarted-{v1_id}")).is_file());
     assert!(
         root.join("bin/switch").is_file(),
         "the binaries were copied to the host"

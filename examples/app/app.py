@@ -4,7 +4,8 @@ import os
 from flask import Flask
 
 app = Flask(__name__)
-HERE = os.path.dirname(os.path.abspath(__file__))
+# The real path: a server started from ROOT/current names the release, not `current`.
+HERE = os.path.dirname(os.path.realpath(__file__))
 
 
 @app.get("/")

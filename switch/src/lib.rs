@@ -37,7 +37,12 @@ use crate::history::{Event, History};
 /// Exit status: 0 success; 1 the work failed (refused input, failed health check, lock
 /// timeout); 2 usage.
 #[derive(Debug, Parser)]
-#[command(name = "switch", version, max_term_width = 100, args_override_self = true)]
+#[command(
+    name = "switch",
+    version,
+    max_term_width = 100,
+    args_override_self = true
+)]
 pub struct Args {
     /// The deploy root [default: the grandparent of the document's `release.dir`]
     #[arg(long, global = true, value_name = "DIR")]

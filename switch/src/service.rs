@@ -98,7 +98,7 @@ pub fn run(
             output,
         },
         None => Ran::Failed {
-            why: "killed at the deadline".into(),
+            why: KILLED.into(),
             output,
         },
     })
@@ -108,11 +108,24 @@ pub fn run(
 /// is killed at the deadline. The last failure is returned with its output.
 pub fn check(cmd: &str, ctx: &Ctx, timeout: Duration, interval: Duration) -> Result<Ran> {
     let deadline = Instant::now() + timeout;
+    // The last run that ended by itself says more than one the deadline cut short.
+    let mut last_ended: Option<Ran> = None;
     loop {
         let ran = run(cmd, ctx, false, Some(deadline), true)?;
-        if matches!(ran, Ran::Ok) || Instant::now() + interval >= deadline {
+        let killed = matches!(&ran, Ran::Failed { why, .. } if why == KILLED);
+        if matches!(ran, Ran::Ok) {
             return Ok(ran);
+        }
+        if !killed {
+            last_ended = Some(ran);
+        } else {
+            return Ok(last_ended.unwrap_or(ran));
+        }
+        if Instant::now() + interval >= deadline {
+            return Ok(last_ended.expect("set just above"));
         }
         std::thread::sleep(interval);
     }
 }
+
+const KILLED: &str = "killed at the deadline";
