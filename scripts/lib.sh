@@ -14,6 +14,9 @@ wheelship_bin() {
         if [[ ! -x "$root/target/release/switch" ]]; then
             echo "${SCRIPT:-wheelship}: building the wheelship binaries once (cargo build --release: a few minutes the first time; cargo's progress follows)" >&2
             (cd "$root" && cargo build --release) || die "cannot build the binaries: run \`cargo build --release\` in $root"
+        else
+            # Up to date with this checkout (a no-op in a moment when nothing changed).
+            (cd "$root" && cargo build --release --quiet) || die "cannot build the binaries: run \`cargo build --release\` in $root"
         fi
         printf '%s\n' "$root/target/release"
     fi
