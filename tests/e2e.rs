@@ -588,6 +588,10 @@ fn with_require_all_nothing_is_ignored() {
         (cfg!(wheelship_no_ssh), "built without WHEELSHIP_SSH_HOST"),
         (cfg!(wheelship_offline), "built without WHEELSHIP_ONLINE=1"),
         (cfg!(wheelship_not_root), "built as another user than root"),
+        (
+            cfg!(wheelship_no_minisign),
+            "built without the minisign tool",
+        ),
     ]
     .into_iter()
     .filter_map(|(on, why)| on.then_some(why))
@@ -955,4 +959,89 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// Issue 18: a release signed on the build box (`release --sign`, a key from `bundle keygen`)
+/// deploys over ssh to a host that trusts its key; a host that trusts another key refuses it
+/// and nothing changes there.
+#[test]
+#[cfg_attr(
+    wheelship_no_ssh,
+    ignore = "needs WHEELSHIP_SSH_HOST (the test sshd; .ci/run starts one)"
+)]
+fn a_signed_release_deploys_over_ssh_with_trust() {
+    let host = ssh_host("a_signed_release_deploys_over_ssh_with_trust").unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (app, wh) = hermetic_app(t.path());
+    let cache = t.path().join("cache");
+    let env = [("WHEELSHIP_CACHE", cache.to_str().unwrap())];
+    let keygen = |name: &str| -> (String, String) {
+        let out = Command::new(bin_dir().join("bundle"))
+            .args(["keygen", "--unencrypted", "--name", name, "--dir"])
+            .arg(t.path().join("keys"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["keygen"]["public"].as_str().unwrap().to_string(),
+            v["keygen"]["secret"].as_str().unwrap().to_string(),
+        )
+    };
+    let (public, secret) = keygen("build");
+    let (other_public, _) = keygen("other");
+    let doc = ok(
+        "release",
+        &[
+            "--offline",
+            "--wheelhouse",
+            wh.to_str().unwrap(),
+            "--out",
+            t.path().join("dist").to_str().unwrap(),
+            "--sign",
+            &secret,
+            app.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(doc["bundle"]["signature"]
+        .as_str()
+        .unwrap()
+        .ends_with(".minisig"));
+    let f = t.path().join("v1.json");
+    std::fs::write(&f, doc.to_string()).unwrap();
+    let root = t.path().join("srv");
+    let target = format!("{host}:{}", root.display());
+    // A host that trusts another key: refused before anything is extracted.
+    let out = script(
+        "deploy",
+        &[f.to_str().unwrap(), &target, "--trust", &other_public],
+        &env,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("which is not trusted here"), "{err}");
+    let extracted: Vec<_> = std::fs::read_dir(root.join("releases"))
+        .map(|r| {
+            r.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .into_iter()
+        .collect();
+    assert!(extracted.iter().all(|n| *n == 0), "{extracted:?}");
+    assert!(!root.join("current").exists());
+    // The build box's key: live.
+    let d = ok(
+        "deploy",
+        &[f.to_str().unwrap(), &target, "--trust", &public],
+        &env,
+    );
+    assert_eq!(d["switch"]["current"], doc["bundle"]["id"]);
+    assert_eq!(d["bundle"]["verified_by"], doc["bundle"]["key_id"]);
 }

@@ -12,6 +12,7 @@
 //! ```
 
 mod pack;
+pub mod sign;
 #[doc(hidden)]
 pub mod unpack; // public for the fuzz targets (tests/fuzz)
 
@@ -56,6 +57,24 @@ pub enum Cmd {
     /// Fails closed on a hostile or corrupt archive: nothing is written outside a staging
     /// directory, which is removed. Exit status: 0 success, 1 the work failed, 2 usage.
     Unpack(UnpackArgs),
+    /// Make a signing key pair in minisign's format (for those without the minisign tool):
+    /// DIR/NAME.pub (give it to the hosts) and DIR/NAME.key (keep it on the build box), the
+    /// secret key encrypted with a password (WHEELSHIP_SIGN_PASSWORD, else asked) unless
+    /// --unencrypted. Prints a `keygen` section with the paths and the key id.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// Where the two files go
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The files' name: NAME.pub and NAME.key
+    #[arg(long, default_value = "wheelship", value_name = "NAME")]
+    pub name: String,
+    /// Write the secret key without a password
+    #[arg(long)]
+    pub unencrypted: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +100,11 @@ pub struct PackArgs {
     /// Pack without wheels (no `wheelhouse` lock needed)
     #[arg(long)]
     pub no_wheels: bool,
+    /// Sign the archive with this minisign secret key: writes `<archive>.minisig`, whose
+    /// trusted comment names the release id and the archive's sha256. An encrypted key's
+    /// password comes from WHEELSHIP_SIGN_PASSWORD, else the terminal
+    #[arg(long, value_name = "SECKEY")]
+    pub sign: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,6 +122,12 @@ pub struct UnpackArgs {
     /// first 64 MiB)
     #[arg(long, default_value_t = 200, value_name = "RATIO")]
     pub max_ratio: u64,
+    /// Trust this minisign public key (a .pub file, or its base64 line; repeatable), added to
+    /// those of the `trusted` file beside RELEASES (RELEASES/../trusted, one base64 key a
+    /// line). With any trusted key, an archive without a valid `<archive>.minisig` by one of
+    /// them is refused before anything is extracted
+    #[arg(long, value_name = "PUBKEY")]
+    pub trust: Vec<String>,
     /// The archive [default: the document's `bundle.path`]
     #[arg(value_name = "ARCHIVE")]
     pub archive: Option<PathBuf>,
@@ -107,5 +137,21 @@ pub fn run(args: Args) -> Result<()> {
     match args.command {
         Cmd::Pack(a) => pack::run(a),
         Cmd::Unpack(a) => unpack::run(a),
+        Cmd::Keygen(a) => keygen(a),
     }
+}
+
+fn keygen(a: KeygenArgs) -> Result<()> {
+    let mut doc = wheelship::Document::from_stdin()?;
+    let (public, secret, id) = sign::keygen(&a.dir, &a.name, a.unencrypted)?;
+    doc.set(
+        "keygen",
+        &serde_json::json!({
+            "public": std::path::absolute(public)?,
+            "secret": std::path::absolute(secret)?,
+            "key_id": id,
+            "encrypted": !a.unencrypted,
+        }),
+    )?;
+    doc.write_stdout()
 }

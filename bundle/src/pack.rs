@@ -182,13 +182,16 @@ pub fn run(a: PackArgs) -> Result<()> {
         .map_err(|e| anyhow!("cannot write `{}`: {}", final_path.display(), io_reason(&e)))?;
     fsx::fsync_dir(&out_dir)?;
 
-    doc.set(
-        "bundle",
-        &json!({
-            "path": final_path, "id": id, "sha256": sha256, "size": size, "rev": rev,
-            "name": name, "level": a.level, "entries": counts,
-        }),
-    )?;
+    let mut section = json!({
+        "path": final_path, "id": id, "sha256": sha256, "size": size, "rev": rev,
+        "name": name, "level": a.level, "entries": counts,
+    });
+    if let Some(key) = &a.sign {
+        let signed = crate::sign::sign(&final_path, key, &id, &sha256)?;
+        section["signature"] = json!(signed.path);
+        section["key_id"] = json!(signed.key_id);
+    }
+    doc.set("bundle", &section)?;
     doc.write_stdout()
 }
 

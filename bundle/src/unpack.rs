@@ -55,13 +55,6 @@ pub fn run(a: UnpackArgs) -> Result<()> {
     };
     // Only a regular file is an archive: a FIFO or a device would hang or never end.
     let size = fsx::open_regular(&archive)?.1;
-    let mismatch = |found: &str| {
-        anyhow!(
-            "`{}`: sha256 mismatch: the document says {}, the file has {found}",
-            archive.display(),
-            expected.as_deref().unwrap_or_default()
-        )
-    };
     fs::create_dir_all(&a.releases).map_err(|e| {
         anyhow!(
             "cannot create `{}`: {}",
@@ -69,6 +62,47 @@ pub fn run(a: UnpackArgs) -> Result<()> {
             io_reason(&e)
         )
     })?;
+    // Signed releases: with any trusted key, nothing is extracted from an archive that one of
+    // them did not sign, and what is extracted is held to the bytes whose signature was checked.
+    let trusted_file = std::path::absolute(&a.releases)?
+        .parent()
+        .map(|p| p.join("trusted"))
+        .unwrap_or_default();
+    let keys = crate::sign::trusted_keys(&a.trust, &trusted_file)?;
+    let mut signed: Option<(String, String)> = None;
+    let expected = if keys.is_empty() {
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!(
+                "bundle: no trusted key (--trust, or `{}`): the archive's signature is not checked",
+                trusted_file.display()
+            );
+        }
+        expected
+    } else {
+        let (signer, comment, verified) = crate::sign::verify(&archive, &keys)?;
+        if let Some(e) = &expected {
+            if *e != verified {
+                bail!(
+                    "`{}`: sha256 mismatch: the document says {e}, the signed file has {verified}",
+                    archive.display()
+                );
+            }
+        }
+        if let Some((_, sha)) = crate::sign::comment_names(&comment) {
+            if sha != verified {
+                bail!("`{}`: the signature's trusted comment names sha256 {sha}, the file has {verified}", archive.display());
+            }
+        }
+        signed = Some((signer, comment));
+        Some(verified)
+    };
+    let mismatch = |found: &str| {
+        anyhow!(
+            "`{}`: sha256 mismatch: the document says {}, the file has {found}",
+            archive.display(),
+            expected.as_deref().unwrap_or_default()
+        )
+    };
     let releases_path = fs_err::canonicalize(&a.releases)?;
     let releases = Dir::open(&releases_path)?;
     let _lock = Lock::acquire(
@@ -92,6 +126,13 @@ pub fn run(a: UnpackArgs) -> Result<()> {
         }
     };
     let id = manifest.id.as_str();
+    if let Some((signer, comment)) = &signed {
+        if let Some((signed_id, _)) = crate::sign::comment_names(comment) {
+            if signed_id != id {
+                bail!("`{}`: signed by key {signer} as release `{signed_id}`, but it is release `{id}`", archive.display());
+            }
+        }
+    }
     let sha256 = match releases.kind(id)? {
         None => {
             // One pass: the sha256 is computed while extracting into the staging directory,
@@ -156,6 +197,9 @@ pub fn run(a: UnpackArgs) -> Result<()> {
     b.insert("sha256".into(), json!(sha256));
     b.insert("size".into(), json!(size));
     b.insert("rev".into(), json!(manifest.rev));
+    if let Some((signer, _)) = &signed {
+        b.insert("verified_by".into(), json!(signer));
+    }
     doc.set_raw("bundle", Value::Object(b));
     doc.set(
         "release",

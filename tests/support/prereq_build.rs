@@ -10,6 +10,7 @@
 // | `wheelship_no_ssh`   | `WHEELSHIP_SSH_HOST` names the test sshd                 |
 // | `wheelship_offline`  | `WHEELSHIP_ONLINE=1` (PyPI may be used)                  |
 // | `wheelship_not_root` | the build runs as root (the tests mount tmpfs disks)     |
+// | `wheelship_no_minisign` | the `minisign` tool is on PATH (Debian's `minisign`)  |
 
 fn main() {
     let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
@@ -26,6 +27,13 @@ fn main() {
             std::env::var_os("WHEELSHIP_ONLINE").is_some_and(|v| v == "1"),
         ),
         ("wheelship_not_root", root),
+        (
+            "wheelship_no_minisign",
+            std::process::Command::new("minisign")
+                .arg("-v")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+        ),
     ];
     for (cfg, available) in checks {
         println!("cargo::rustc-check-cfg=cfg({cfg})");

@@ -1,0 +1,299 @@
+//! Signed releases, in minisign's format (Ed25519; https://jedisct1.github.io/minisign/):
+//! `pack --sign` writes `<archive>.minisig` beside the archive, `unpack` refuses an archive
+//! that no trusted key signed before it extracts anything, and `keygen` makes a key pair for
+//! those without the minisign tool. No key material ever reaches stdout, a message or the
+//! document.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+use minisign::{KeyPair, PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
+use wheelship::fsx;
+use wheelship::Hint;
+
+/// The environment variable that holds an encrypted secret key's password.
+pub const PASSWORD_VAR: &str = "WHEELSHIP_SIGN_PASSWORD";
+
+/// Key files and signatures are small: anything larger is not one.
+const MAX_KEY_FILE: u64 = 64 << 10;
+
+/// The signature file of an archive.
+pub fn signature_path(archive: &Path) -> PathBuf {
+    let mut p = archive.as_os_str().to_owned();
+    p.push(".minisig");
+    PathBuf::from(p)
+}
+
+/// minisign's key id: the 8 key-number bytes as a little-endian number, in upper-case hex.
+fn key_id(keynum: &[u8]) -> String {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&keynum[..8]);
+    format!("{:016X}", u64::from_le_bytes(b))
+}
+
+/// The password of an encrypted key: `WHEELSHIP_SIGN_PASSWORD`, else asked on the terminal.
+fn password(what: &str) -> Result<Option<String>> {
+    if let Ok(p) = std::env::var(PASSWORD_VAR) {
+        return Ok(Some(p));
+    }
+    if File::open("/dev/tty").is_err() {
+        return Err(Hint::new(
+            format!("{what} is encrypted and there is no terminal to ask its password on"),
+            format!("set {PASSWORD_VAR}"),
+        )
+        .into());
+    }
+    Ok(None) // minisign asks on the terminal
+}
+
+/// Reads a secret key file, decrypting it if it must.
+fn secret_key(path: &Path) -> Result<SecretKey> {
+    let text = String::from_utf8(fsx::read_capped(path, MAX_KEY_FILE, "a key file")?)
+        .map_err(|_| anyhow!("`{}` is not a minisign secret key", path.display()))?;
+    let not_a_key = || anyhow!("`{}` is not a minisign secret key", path.display());
+    let key_box = SecretKeyBox::from_string(&text).map_err(|_| not_a_key())?;
+    // An unencrypted key reads as it is; any other is taken as encrypted.
+    if let Ok(sk) = key_box.into_unencrypted_secret_key() {
+        if !sk.is_encrypted() {
+            return Ok(sk);
+        }
+    }
+    let shown = format!("the secret key `{}`", path.display());
+    let pw = password(&shown)?;
+    SecretKeyBox::from_string(&text)
+        .and_then(|b| b.into_secret_key(pw))
+        .map_err(|_| anyhow!("cannot decrypt {shown}: wrong password?"))
+}
+
+/// What a signature says and who made it.
+pub struct Signed {
+    pub path: PathBuf,
+    pub key_id: String,
+}
+
+/// The trusted comment of our signatures: what is signed, in words a person can check with
+/// `minisign -V`.
+fn trusted_comment(id: &str, sha256: &str) -> String {
+    format!("wheelship release {id} sha256 {sha256}")
+}
+
+/// Signs `archive` (release `id`, whose bytes hash to `sha256`) with the secret key at `key`.
+pub fn sign(archive: &Path, key: &Path, id: &str, sha256: &str) -> Result<Signed> {
+    let sk = secret_key(key)?;
+    let pk = PublicKey::from_secret_key(&sk)
+        .map_err(|_| anyhow!("`{}` is not a usable secret key", key.display()))?;
+    let data =
+        File::open(archive).map_err(|e| anyhow!("cannot read `{}`: {e}", archive.display()))?;
+    let sig = minisign::sign(
+        Some(&pk),
+        &sk,
+        data,
+        Some(&trusted_comment(id, sha256)),
+        Some("signature from wheelship bundle pack"),
+    )
+    .map_err(|e| anyhow!("cannot sign `{}`: {}", archive.display(), e))?;
+    let path = signature_path(archive);
+    fsx::write_atomic(&path, sig.into_string().as_bytes())?;
+    Ok(Signed {
+        path,
+        key_id: key_id(pk.keynum()),
+    })
+}
+
+/// A public key we trust, with where it came from (for messages).
+pub struct Trusted {
+    pub key: PublicKey,
+    pub id: String,
+    pub from: String,
+}
+
+fn parse_public(text: &str) -> Option<PublicKey> {
+    let text = text.trim();
+    if text.contains('\n') {
+        PublicKeyBox::from_string(text).ok()?.into_public_key().ok()
+    } else {
+        PublicKey::from_base64(text).ok()
+    }
+}
+
+/// The keys of `--trust` (a `.pub` file, or its base64 line) and of the `trusted` file (one
+/// base64 key a line; `#` and minisign's `untrusted comment:` lines ignored).
+pub fn trusted_keys(given: &[String], file: &Path) -> Result<Vec<Trusted>> {
+    let mut out = Vec::new();
+    for t in given {
+        let p = Path::new(t);
+        let key = if p.is_file() {
+            let text = String::from_utf8(fsx::read_capped(p, MAX_KEY_FILE, "a key file")?)
+                .unwrap_or_default();
+            parse_public(&text)
+        } else {
+            parse_public(t)
+        };
+        let key = key.ok_or_else(|| {
+            anyhow!("--trust `{t}`: not a minisign public key (a .pub file, or its base64 line)")
+        })?;
+        out.push(Trusted {
+            id: key_id(key.keynum()),
+            key,
+            from: format!("--trust `{t}`"),
+        });
+    }
+    if file.is_file() {
+        let text = String::from_utf8(fsx::read_capped(file, MAX_KEY_FILE, "a key file")?)
+            .map_err(|_| anyhow!("`{}` is not UTF-8", file.display()))?;
+        for (n, l) in text.lines().enumerate() {
+            let l = l.trim();
+            if l.is_empty() || l.starts_with('#') || l.starts_with("untrusted comment:") {
+                continue;
+            }
+            let key = PublicKey::from_base64(l)
+                .map_err(|_| anyhow!("{}:{}: not a minisign public key", file.display(), n + 1))?;
+            out.push(Trusted {
+                id: key_id(key.keynum()),
+                key,
+                from: format!("{}:{}", file.display(), n + 1),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Reads what it verifies and hashes it in the same pass, so that the bytes later extracted
+/// can be held to the sha256 of the bytes whose signature was checked.
+struct Hashing<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for Hashing<R> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        // Prehashed signatures (the only kind accepted) read the data once, from the start.
+        use sha2::Digest;
+        self.hash = sha2::Sha256::new();
+        self.inner.seek(pos)
+    }
+}
+
+/// Verifies `archive` against `<archive>.minisig` and the trusted keys, before anything is
+/// extracted. Returns the signer's key id, the trusted comment and the sha256 of the bytes
+/// that were verified.
+pub fn verify(archive: &Path, keys: &[Trusted]) -> Result<(String, String, String)> {
+    let sig_path = signature_path(archive);
+    if !sig_path.exists() {
+        return Err(Hint::new(
+            format!(
+                "`{}` is not signed: `{}` is missing, and {} trusted key(s) are configured",
+                archive.display(),
+                sig_path.display(),
+                keys.len()
+            ),
+            "sign it on the build box (`bundle pack --sign KEY`, `scripts/release --sign KEY`) and ship the .minisig with it",
+        )
+        .into());
+    }
+    let text = String::from_utf8(fsx::read_capped(&sig_path, MAX_KEY_FILE, "a signature")?)
+        .map_err(|_| anyhow!("`{}` is not a minisign signature", sig_path.display()))?;
+    let sig = SignatureBox::from_string(&text).map_err(|_| {
+        anyhow!(
+            "`{}` is not a minisign signature (malformed)",
+            sig_path.display()
+        )
+    })?;
+    let signer = key_id(sig.keynum());
+    let Some(t) = keys.iter().find(|k| k.key.keynum() == sig.keynum()) else {
+        let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+        bail!(
+            "`{}` is signed by key {signer}, which is not trusted here (trusted: {})",
+            archive.display(),
+            ids.join(", ")
+        );
+    };
+    let (f, _) = fsx::open_regular(archive)?;
+    let mut data = Hashing {
+        inner: f,
+        hash: <sha2::Sha256 as sha2::Digest>::new(),
+    };
+    minisign::verify(&t.key, &sig, &mut data, true, false, false).map_err(|_| {
+        anyhow!(
+            "`{}`: the signature by key {signer} does not match the archive's bytes (changed after signing, or the signature of another archive)",
+            archive.display()
+        )
+    })?;
+    let sha256 = {
+        use sha2::Digest;
+        fsx::hex(&data.hash.finalize())
+    };
+    let comment = sig.trusted_comment().unwrap_or_default();
+    Ok((signer, comment, sha256))
+}
+
+/// The release id and sha256 our trusted comment names, if it is ours.
+pub fn comment_names(comment: &str) -> Option<(&str, &str)> {
+    let rest = comment.strip_prefix("wheelship release ")?;
+    let (id, sha) = rest.split_once(" sha256 ")?;
+    Some((id, sha.trim()))
+}
+
+/// Makes a key pair in minisign's format: `DIR/NAME.pub` and `DIR/NAME.key` (0600), the
+/// secret key encrypted with a password unless `unencrypted`.
+pub fn keygen(dir: &Path, name: &str, unencrypted: bool) -> Result<(PathBuf, PathBuf, String)> {
+    let (pub_path, key_path) = (
+        dir.join(format!("{name}.pub")),
+        dir.join(format!("{name}.key")),
+    );
+    for p in [&pub_path, &key_path] {
+        if p.exists() {
+            bail!("`{}` exists: refusing to overwrite a key", p.display());
+        }
+    }
+    let kp = if unencrypted {
+        KeyPair::generate_unencrypted_keypair()
+    } else {
+        let pw = std::env::var(PASSWORD_VAR).ok();
+        if pw.is_none() && File::open("/dev/tty").is_err() {
+            return Err(Hint::new(
+                "an encrypted key needs a password, and there is no terminal to ask it on",
+                format!("set {PASSWORD_VAR}, or pass --unencrypted"),
+            )
+            .into());
+        }
+        KeyPair::generate_encrypted_keypair(pw)
+    }
+    .map_err(|e| anyhow!("cannot make a key pair: {e}"))?;
+    let id = key_id(kp.pk.keynum());
+    let pk_text = kp
+        .pk
+        .to_box()
+        .map_err(|e| anyhow!("cannot encode the public key: {e}"))?
+        .into_string();
+    let sk_text = kp
+        .sk
+        .to_box(Some(&format!("wheelship secret key {id}")))
+        .map_err(|e| anyhow!("cannot encode the secret key: {e}"))?
+        .into_string();
+    std::fs::create_dir_all(dir).map_err(|e| anyhow!("cannot create `{}`: {e}", dir.display()))?;
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_path)
+            .map_err(|e| anyhow!("cannot write `{}`: {e}", key_path.display()))?;
+        f.write_all(sk_text.as_bytes())?;
+        f.sync_all()?;
+    }
+    fsx::write_atomic(&pub_path, pk_text.as_bytes())?;
+    Ok((pub_path, key_path, id))
+}

@@ -1,0 +1,353 @@
+//! Signed releases: keys made by Debian's `minisign` tool and by `bundle keygen`, archives
+//! signed by `bundle pack --sign` and by `minisign -S`, and every way a signature can be
+//! wrong, each refused with nothing extracted.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{bundle, run};
+use serde_json::Value;
+
+const NEEDS: &str = "needs the minisign tool (Debian's minisign; .ci/run installs it)";
+
+struct T {
+    tmp: tempfile::TempDir,
+}
+
+impl T {
+    fn new() -> T {
+        let t = T {
+            tmp: tempfile::tempdir().unwrap(),
+        };
+        let repo = t.p().join("app");
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::write(repo.join("app.py"), "print('v1')\n").unwrap();
+        run("git", &["init", "-q"], &repo);
+        run("git", &["add", "-A"], &repo);
+        run(
+            "git",
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@e.invalid",
+                "commit",
+                "-qm",
+                "v1",
+            ],
+            &repo,
+        );
+        std::fs::create_dir_all(t.p().join("srv/releases")).unwrap();
+        t
+    }
+    fn p(&self) -> &Path {
+        self.tmp.path()
+    }
+    /// `bundle pack`, signed with `key` if given; the archive's path.
+    fn pack(&self, key: Option<&Path>, env: &[(&str, &str)]) -> (PathBuf, Value) {
+        let mut args = vec!["pack", "--repo", "app", "--out", "dist", "--no-wheels"];
+        if let Some(k) = key {
+            args.extend(["--sign", k.to_str().unwrap()]);
+        }
+        let mut c = assert_cmd::Command::cargo_bin("bundle").unwrap();
+        c.current_dir(self.p()).args(&args).write_stdin("");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (PathBuf::from(doc["bundle"]["path"].as_str().unwrap()), doc)
+    }
+    /// `bundle unpack` of `archive` with `--trust` keys; (exit code, stderr).
+    fn unpack(&self, archive: &Path, trust: &[&Path]) -> (i32, String) {
+        let mut args = vec!["unpack", "--releases", "srv/releases"];
+        for k in trust {
+            args.extend(["--trust", k.to_str().unwrap()]);
+        }
+        args.push(archive.to_str().unwrap());
+        let out = bundle(self.p(), &args, "");
+        if !out.status.success() {
+            assert!(out.stdout.is_empty());
+        }
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+    fn releases(&self) -> Vec<String> {
+        std::fs::read_dir(self.p().join("srv/releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != ".lock")
+            .collect()
+    }
+    /// A key pair made by Debian's minisign, without a password.
+    fn minisign_keys(&self, name: &str) -> (PathBuf, PathBuf) {
+        let (p, s) = (
+            self.p().join(format!("{name}.pub")),
+            self.p().join(format!("{name}.key")),
+        );
+        let out = Command::new("minisign")
+            .args(["-G", "-W", "-p"])
+            .arg(&p)
+            .arg("-s")
+            .arg(&s)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (p, s)
+    }
+    /// A key pair made by `bundle keygen`.
+    fn our_keys(&self, name: &str, password: Option<&str>) -> (PathBuf, PathBuf) {
+        let mut c = assert_cmd::Command::cargo_bin("bundle").unwrap();
+        c.current_dir(self.p())
+            .args(["keygen", "--dir", "keys", "--name", name])
+            .write_stdin("");
+        match password {
+            Some(pw) => {
+                c.env("WHEELSHIP_SIGN_PASSWORD", pw);
+            }
+            None => {
+                c.arg("--unencrypted");
+            }
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let k = &doc["keygen"];
+        assert_eq!(k["encrypted"], password.is_some());
+        (
+            PathBuf::from(k["public"].as_str().unwrap()),
+            PathBuf::from(k["secret"].as_str().unwrap()),
+        )
+    }
+}
+
+#[test]
+#[cfg_attr(
+    wheelship_no_minisign,
+    ignore = "needs the minisign tool (Debian's minisign; .ci/run installs it)"
+)]
+fn signed_by_pack_verified_by_minisign_and_unpack() {
+    let _ = NEEDS;
+    let t = T::new();
+    let (public, secret) = t.our_keys("build", None);
+    let (archive, doc) = t.pack(Some(&secret), &[]);
+    let sig = PathBuf::from(doc["bundle"]["signature"].as_str().unwrap());
+    assert_eq!(sig, PathBuf::from(format!("{}.minisig", archive.display())));
+    assert_eq!(doc["bundle"]["key_id"].as_str().unwrap().len(), 16);
+    // Debian's minisign verifies what we signed, and shows what the signature is of.
+    let out = Command::new("minisign")
+        .args(["-V", "-p"])
+        .arg(&public)
+        .arg("-m")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = doc["bundle"]["id"].as_str().unwrap();
+    let sha = doc["bundle"]["sha256"].as_str().unwrap();
+    assert!(
+        said.contains(&format!("wheelship release {id} sha256 {sha}")),
+        "{said}"
+    );
+    let (code, err) = t.unpack(&archive, &[&public]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(t.releases(), [id]);
+    // The host's policy can live in ROOT/trusted instead of on every command line.
+    let key_line = std::fs::read_to_string(&public)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        t.p().join("srv/trusted"),
+        format!("# the build box\n{key_line}\n"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(t.p().join("srv/releases").join(id)).unwrap();
+    let (code, err) = t.unpack(&archive, &[]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+#[cfg_attr(
+    wheelship_no_minisign,
+    ignore = "needs the minisign tool (Debian's minisign; .ci/run installs it)"
+)]
+fn signed_by_minisign_unpacks_with_trust() {
+    let t = T::new();
+    let (public, secret) = t.minisign_keys("debian");
+    let (archive, _) = t.pack(None, &[]);
+    let out = Command::new("minisign")
+        .args(["-S", "-s"])
+        .arg(&secret)
+        .arg("-m")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, err) = t.unpack(&archive, &[&public]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(t.releases().len(), 1);
+    // The base64 line alone is a key too.
+    let line = std::fs::read_to_string(&public)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let out = bundle(
+        t.p(),
+        &[
+            "unpack",
+            "--releases",
+            "srv/releases",
+            "--trust",
+            &line,
+            archive.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[cfg_attr(
+    wheelship_no_minisign,
+    ignore = "needs the minisign tool (Debian's minisign; .ci/run installs it)"
+)]
+fn every_wrong_signature_is_refused_with_nothing_extracted() {
+    let t = T::new();
+    let (public, secret) = t.our_keys("build", Some("correct horse"));
+    let (other_public, other_secret) = t.minisign_keys("other");
+    // An encrypted key signs with its password, which appears nowhere.
+    let (a, doc) = t.pack(
+        Some(&secret),
+        &[("WHEELSHIP_SIGN_PASSWORD", "correct horse")],
+    );
+    assert!(!doc.to_string().contains("correct horse"));
+    // A second release (another commit), signed too.
+    std::fs::write(t.p().join("app/app.py"), "print('v2')\n").unwrap();
+    run(
+        "git",
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e.invalid",
+            "commit",
+            "-qam",
+            "v2",
+        ],
+        &t.p().join("app"),
+    );
+    let (b, _) = t.pack(
+        Some(&secret),
+        &[("WHEELSHIP_SIGN_PASSWORD", "correct horse")],
+    );
+    let sig = |p: &Path| PathBuf::from(format!("{}.minisig", p.display()));
+    let good_a = std::fs::read(&a).unwrap();
+    let good_sig_a = std::fs::read(sig(&a)).unwrap();
+    let restore = || {
+        std::fs::write(&a, &good_a).unwrap();
+        std::fs::write(sig(&a), &good_sig_a).unwrap();
+    };
+
+    // A flipped byte.
+    let mut bad = good_a.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    std::fs::write(&a, &bad).unwrap();
+    let (code, err) = t.unpack(&a, &[&public]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not match the archive's bytes"), "{err}");
+    restore();
+    // No signature.
+    std::fs::remove_file(sig(&a)).unwrap();
+    let (code, err) = t.unpack(&a, &[&public]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not signed"), "{err}");
+    restore();
+    // Malformed.
+    std::fs::write(sig(&a), "untrusted comment: x\nnot base64\n").unwrap();
+    let (code, err) = t.unpack(&a, &[&public]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a minisign signature"), "{err}");
+    restore();
+    // Signed by a key this host does not trust.
+    let out = Command::new("minisign")
+        .args(["-S", "-s"])
+        .arg(&other_secret)
+        .arg("-m")
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (code, err) = t.unpack(&a, &[&public]);
+    assert_eq!(code, 1);
+    assert!(err.contains("which is not trusted here"), "{err}");
+    restore();
+    // The signature file of another release.
+    std::fs::copy(sig(&b), sig(&a)).unwrap();
+    let (code, err) = t.unpack(&a, &[&public, &other_public]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not match the archive's bytes"), "{err}");
+    restore();
+    assert!(t.releases().is_empty(), "{:?}", t.releases());
+    // A wrong password says so, and shows no key material.
+    let mut c = assert_cmd::Command::cargo_bin("bundle").unwrap();
+    let out = c
+        .current_dir(t.p())
+        .args([
+            "pack",
+            "--repo",
+            "app",
+            "--out",
+            "dist2",
+            "--no-wheels",
+            "--sign",
+        ])
+        .arg(&secret)
+        .env("WHEELSHIP_SIGN_PASSWORD", "wrong")
+        .write_stdin("")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot decrypt the secret key"), "{err}");
+    let key_text = std::fs::read_to_string(&secret).unwrap();
+    assert!(!err.contains(key_text.lines().nth(1).unwrap()));
+    // And the good one unpacks.
+    let (code, err) = t.unpack(&a, &[&public]);
+    assert_eq!(code, 0, "{err}");
+}
