@@ -1045,3 +1045,146 @@ fn a_signed_release_deploys_over_ssh_with_trust() {
     assert_eq!(d["switch"]["current"], doc["bundle"]["id"]);
     assert_eq!(d["bundle"]["verified_by"], doc["bundle"]["key_id"]);
 }
+
+/// Issue 14: the playbooks against three inventory hosts that are the loopback sshd, each with
+/// its own root: all live after a deploy; a rerun changes nothing; check mode changes nothing;
+/// a failing check on the second host stops the roll (first on the new release, second back
+/// on the old, third never touched); rollback of the first returns it.
+#[test]
+#[cfg_attr(
+    any(wheelship_no_ssh, wheelship_no_ansible),
+    ignore = "needs WHEELSHIP_SSH_HOST (the test sshd) and WHEELSHIP_ANSIBLE_PLAYBOOK (.ci/run provides both)"
+)]
+fn a_fleet_rolls_with_ansible() {
+    let host = ssh_host("a_fleet_rolls_with_ansible").unwrap();
+    let playbook = std::env::var("WHEELSHIP_ANSIBLE_PLAYBOOK")
+        .expect("WHEELSHIP_ANSIBLE_PLAYBOOK: ansible-playbook from a venv (.ci/run makes one)");
+    let t = tempfile::tempdir().unwrap();
+    let (app, wh) = hermetic_app(t.path());
+    let cache = t.path().join("cache");
+    let env = [("WHEELSHIP_CACHE", cache.to_str().unwrap())];
+    let release = |v: &str| -> (PathBuf, String) {
+        std::fs::write(
+            app.join("app.py"),
+            format!("import greeter\nprint(greeter.hello('fleet {v}'))\n"),
+        )
+        .unwrap();
+        git(&app, &["commit", "-qam", v]);
+        let doc = ok(
+            "release",
+            &[
+                "--offline",
+                "--wheelhouse",
+                wh.to_str().unwrap(),
+                "--out",
+                t.path().join("dist").to_str().unwrap(),
+                app.to_str().unwrap(),
+            ],
+            &env,
+        );
+        let f = t.path().join(format!("{v}.json"));
+        std::fs::write(&f, doc.to_string()).unwrap();
+        (f, doc["bundle"]["id"].as_str().unwrap().to_string())
+    };
+    let (v1, id1) = release("v1");
+    let (v2, id2) = release("v2");
+    let python = String::from_utf8(
+        Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let roots: Vec<PathBuf> = (1..=3).map(|i| t.path().join(format!("web{i}"))).collect();
+    let inventory = t.path().join("inventory.ini");
+    std::fs::write(
+        &inventory,
+        format!(
+            "[web]\nweb1 wheelship_root={}\nweb2 wheelship_root={} wheelship_check='exit 1'\nweb3 wheelship_root={}\n\
+             [web:vars]\nansible_host={host}\nansible_python_interpreter={}\nwheelship_check='venv/bin/python app.py | grep -q hello'\nwheelship_check_timeout=1\n",
+            roots[0].display(),
+            roots[1].display(),
+            roots[2].display(),
+            python.trim()
+        ),
+    )
+    .unwrap();
+    // web2's failing check applies only to the second roll; the first one deploys everywhere.
+    let play = |book: &str, extra: &[&str], inv: &Path| -> (bool, String) {
+        let out = Command::new(&playbook)
+            .arg("-i")
+            .arg(inv)
+            .arg(repo().join("ansible").join(book))
+            .args(extra)
+            .env("WHEELSHIP_BIN", bin_dir())
+            .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_RETRY_FILES_ENABLED", "False")
+            .env("ANSIBLE_LOCAL_TEMP", t.path().join("ansible-tmp"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let changed = |text: &str, h: &str| -> Option<u32> {
+        text.lines()
+            .find(|l| l.starts_with(h) && l.contains("changed="))
+            .and_then(|l| l.split("changed=").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+    };
+    let first = t.path().join("first.ini");
+    std::fs::write(
+        &first,
+        std::fs::read_to_string(&inventory)
+            .unwrap()
+            .replace(" wheelship_check='exit 1'", ""),
+    )
+    .unwrap();
+    let rel = format!("wheelship_release={}", v1.display());
+    let (ok1, text) = play("deploy.yml", &["-e", &rel], &first);
+    assert!(ok1, "{text}");
+    for r in &roots {
+        assert_eq!(current(r), id1, "{text}");
+    }
+    // A rerun: nothing moves, nothing is copied again.
+    let (ok2, text) = play("deploy.yml", &["-e", &rel], &first);
+    assert!(ok2, "{text}");
+    for h in ["web1", "web2", "web3"] {
+        assert_eq!(changed(&text, h), Some(0), "{h}: {text}");
+    }
+    // Check mode (with diff): says what would change, changes nothing.
+    let rel2 = format!("wheelship_release={}", v2.display());
+    let (ok3, text) = play("deploy.yml", &["-e", &rel2, "--check", "--diff"], &first);
+    assert!(ok3, "{text}");
+    assert!(text.contains(&format!("+current: {id2}")), "{text}");
+    for r in &roots {
+        assert_eq!(current(r), id1);
+        assert!(!r.join("releases").join(&id2).exists());
+    }
+    // v2 with web2's check failing: web1 moves, web2 is flipped back, web3 is never touched.
+    let (ok4, text) = play("deploy.yml", &["-e", &rel2], &inventory);
+    assert!(!ok4, "{text}");
+    assert_eq!(current(&roots[0]), id2, "{text}");
+    assert_eq!(current(&roots[1]), id1, "{text}");
+    assert_eq!(current(&roots[2]), id1, "{text}");
+    assert!(
+        !roots[2].join("releases").join(&id2).exists(),
+        "web3 was touched"
+    );
+    let shipped = std::fs::read_dir(roots[2].join("incoming"))
+        .unwrap()
+        .count();
+    assert_eq!(shipped, 1, "web3 got the new archive");
+    // Roll web1 back.
+    let (ok5, text) = play("rollback.yml", &["--limit", "web1"], &inventory);
+    assert!(ok5, "{text}");
+    assert_eq!(current(&roots[0]), id1, "{text}");
+    assert_eq!(changed(&text, "web1"), Some(1), "{text}");
+}

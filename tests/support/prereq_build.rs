@@ -11,6 +11,7 @@
 // | `wheelship_offline`  | `WHEELSHIP_ONLINE=1` (PyPI may be used)                  |
 // | `wheelship_not_root` | the build runs as root (the tests mount tmpfs disks)     |
 // | `wheelship_no_minisign` | the `minisign` tool is on PATH (Debian's `minisign`)  |
+// | `wheelship_no_ansible` | `WHEELSHIP_ANSIBLE_PLAYBOOK` names an ansible-playbook   |
 
 fn main() {
     let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
@@ -27,6 +28,7 @@ fn main() {
             std::env::var_os("WHEELSHIP_ONLINE").is_some_and(|v| v == "1"),
         ),
         ("wheelship_not_root", root),
+        ("wheelship_no_ansible", set("WHEELSHIP_ANSIBLE_PLAYBOOK")),
         (
             "wheelship_no_minisign",
             std::process::Command::new("minisign")
@@ -46,6 +48,7 @@ fn main() {
         "WHEELSHIP_PIP_PYTHON",
         "WHEELSHIP_SSH_HOST",
         "WHEELSHIP_ONLINE",
+        "WHEELSHIP_ANSIBLE_PLAYBOOK",
     ] {
         println!("cargo::rerun-if-env-changed={var}");
     }

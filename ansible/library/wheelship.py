@@ -1,0 +1,146 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Runs the wheelship tools on a host: bundle unpack, mkenv, switch (deploy), or switch revert.
+# Part of wheelship (https://example.invalid/wheelship); MIT OR Apache-2.0.
+
+DOCUMENTATION = r"""
+module: wheelship
+short_description: Deploy or revert a wheelship release on a host
+description:
+  - Runs the wheelship binaries in C(ROOT/bin) on the host. C(state=deployed) unpacks the
+    archive (verifying its signature when keys are trusted), builds or reuses its env, and
+    flips C(ROOT/current) with the service flags; C(state=reverted) goes back by the history.
+  - Reports C(changed) only when C(current) moved. Check mode changes nothing (switch
+    C(--dry-run)) and reports what would change; diff mode shows the old and new release ids.
+options:
+  root: {description: The deploy root (C(ROOT/releases), C(ROOT/envs), C(ROOT/current)), required: true, type: path}
+  state: {description: deployed or reverted, default: deployed, choices: [deployed, reverted], type: str}
+  archive: {description: The archive on the host (state=deployed), type: path}
+  document: {description: The release document (its JSON), which names the release id and sha256, type: str}
+  python: {description: The interpreter of the env, default: python3, type: str}
+  check: {description: switch --check, type: str}
+  check_timeout: {description: switch --check-timeout, default: 60, type: float}
+  restart: {description: switch --restart, type: str}
+  before: {description: switch --before (state=deployed), type: str}
+  keep: {description: switch prune --keep after a good deploy, type: int}
+  shared: {description: switch --shared, type: list, elements: str, default: []}
+  trust: {description: bundle unpack --trust (base64 public keys), type: list, elements: str, default: []}
+  to: {description: switch revert --to (state=reverted), type: str}
+"""
+
+RETURN = r"""
+switch: {description: The switch section (root, current, previous), type: dict, returned: always}
+release: {description: The release id now live (or that would be), type: str, returned: always}
+env: {description: The env section (path, key, reused), type: dict, returned: when deployed}
+"""
+
+import json
+import os
+import subprocess
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def current(root):
+    try:
+        return os.path.basename(os.readlink(os.path.join(root, "current")))
+    except OSError:
+        return None
+
+
+def tool(module, argv, doc):
+    """One step: the document in, the document out; its own message on failure."""
+    p = subprocess.run(argv, input=doc, capture_output=True, text=True)
+    if p.returncode != 0:
+        module.fail_json(
+            msg="%s failed: %s" % (os.path.basename(argv[0]), p.stderr.strip()),
+            rc=p.returncode,
+            stderr=p.stderr,
+            changed=False,
+        )
+    return p.stdout
+
+
+def service_flags(params, deploy):
+    flags = []
+    if deploy and params["before"]:
+        flags += ["--before", params["before"]]
+    if params["restart"]:
+        flags += ["--restart", params["restart"]]
+    if params["check"]:
+        flags += ["--check", params["check"], "--check-timeout", str(params["check_timeout"])]
+    return flags
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            root=dict(type="path", required=True),
+            state=dict(type="str", default="deployed", choices=["deployed", "reverted"]),
+            archive=dict(type="path"),
+            document=dict(type="str"),
+            python=dict(type="str", default="python3"),
+            check=dict(type="str"),
+            check_timeout=dict(type="float", default=60),
+            restart=dict(type="str"),
+            before=dict(type="str"),
+            keep=dict(type="int"),
+            shared=dict(type="list", elements="str", default=[]),
+            trust=dict(type="list", elements="str", default=[]),
+            to=dict(type="str"),
+        ),
+        required_if=[("state", "deployed", ("archive",))],
+        supports_check_mode=True,
+    )
+    p = module.params
+    root = p["root"]
+    bin_dir = os.path.join(root, "bin")
+    before = current(root)
+    result = dict(changed=False)
+
+    if p["state"] == "deployed":
+        doc = json.loads(p["document"]) if p["document"] else {}
+        target = (doc.get("bundle") or {}).get("id")
+        if module.check_mode:
+            # Nothing is unpacked, built or flipped: what would change is the release id.
+            result.update(changed=target != before, release=target or "(the archive's)",
+                          switch={"root": root, "current": before, "would": target})
+            if module._diff:
+                result["diff"] = dict(before="current: %s\n" % before, after="current: %s\n" % target)
+            module.exit_json(**result)
+        trust = []
+        for key in p["trust"]:
+            trust += ["--trust", key]
+        text = json.dumps(doc) if doc else ""
+        text = tool(module, [os.path.join(bin_dir, "bundle"), "unpack", "--releases",
+                             os.path.join(root, "releases")] + trust + [p["archive"]], text)
+        text = tool(module, [os.path.join(bin_dir, "mkenv"), "--envs", os.path.join(root, "envs"),
+                             "--python", p["python"]], text)
+        shared = []
+        for s in p["shared"]:
+            shared += ["--shared", s]
+        text = tool(module, [os.path.join(bin_dir, "switch"), "--root", root, "--init"]
+                    + service_flags(p, True) + shared, text)
+        out = json.loads(text)
+        result.update(env=out.get("env"), release=out["switch"]["current"])
+        if p["keep"] is not None:
+            tool(module, [os.path.join(bin_dir, "switch"), "--root", root, "prune",
+                          "--keep", str(p["keep"])], "")
+    else:
+        argv = [os.path.join(bin_dir, "switch"), "--root", root, "revert"]
+        if p["to"]:
+            argv += ["--to", p["to"]]
+        if module.check_mode:
+            argv.append("--dry-run")
+        out = json.loads(tool(module, argv + service_flags(p, False), ""))
+        would = (out["switch"].get("would") or {}).get("revert")
+        result["release"] = would if module.check_mode else out["switch"]["current"]
+    after = result["release"] if module.check_mode else current(root)
+    result.update(changed=after != before, switch=out["switch"])
+    if module._diff:
+        result["diff"] = dict(before="current: %s\n" % before, after="current: %s\n" % after)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

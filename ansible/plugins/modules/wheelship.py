@@ -1,0 +1,1 @@
+../../library/wheelship.py
