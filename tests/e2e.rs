@@ -69,6 +69,31 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(st.success(), "git {args:?}");
 }
 
+/// `scripts/release --offline` of the hermetic app of `dir` (`dir/app`, `dir/wheelhouse`,
+/// out to `dir/dist`) with `extra` flags: the document.
+fn release_offline(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Value {
+    let (app, wh, dist) = (dir.join("app"), dir.join("wheelhouse"), dir.join("dist"));
+    let mut args = vec![
+        "--offline",
+        "--wheelhouse",
+        wh.to_str().unwrap(),
+        "--out",
+        dist.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.push(app.to_str().unwrap());
+    ok("release", &args, env)
+}
+
+/// The full path of the `python3` on PATH.
+fn python3_path() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// A hermetic app: its own git repository and a wheelhouse of test wheels.
 fn hermetic_app(dir: &Path) -> (PathBuf, PathBuf) {
     let app = dir.join("app");
@@ -350,15 +375,8 @@ fn online_example_over_ssh() {
     // The remote root; the host is this machine, so the same Python serves.
     let root = t.path().join("srv");
     let target = format!("{host}:{}", root.display());
-    let python = String::from_utf8(
-        Command::new("python3")
-            .args(["-c", "import sys; print(sys.executable)"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let python = python.trim();
+    let python = python3_path();
+    let python = python.as_str();
     // No route to any index during the deploys: the shipped wheels are all it needs.
     let env = [
         ("WHEELSHIP_CACHE", cache.to_str().unwrap()),
@@ -491,7 +509,7 @@ fn online_example_over_ssh() {
 #[test]
 fn eight_concurrent_deploys_with_keep_1_all_succeed() {
     let t = tempfile::tempdir().unwrap();
-    let (app, wh) = hermetic_app(t.path());
+    let (app, _) = hermetic_app(t.path());
     let cache = t.path().join("cache");
     let env = [
         ("WHEELSHIP_CACHE", cache.to_str().unwrap()),
@@ -511,18 +529,7 @@ fn eight_concurrent_deploys_with_keep_1_all_succeed() {
         std::fs::write(app.join("requirements.txt"), reqs).unwrap();
         std::fs::write(app.join("app.py"), format!("print({i})\n")).unwrap();
         git(&app, &["commit", "-qam", &format!("v{i}")]);
-        let doc = ok(
-            "release",
-            &[
-                "--offline",
-                "--wheelhouse",
-                wh.to_str().unwrap(),
-                "--out",
-                t.path().join("dist").to_str().unwrap(),
-                app.to_str().unwrap(),
-            ],
-            &env,
-        );
+        let doc = release_offline(t.path(), &[], &env);
         let f = t.path().join(format!("v{i}.json"));
         std::fs::write(&f, doc.to_string()).unwrap();
         docs.push(f);
@@ -621,21 +628,10 @@ fn a_failed_step_is_the_last_word() {
         )
     );
 
-    let (app, wh) = hermetic_app(t.path());
+    hermetic_app(t.path());
     let cache = t.path().join("cache");
     let env = [("WHEELSHIP_CACHE", cache.to_str().unwrap())];
-    let v1 = ok(
-        "release",
-        &[
-            "--offline",
-            "--wheelhouse",
-            wh.to_str().unwrap(),
-            "--out",
-            t.path().join("dist").to_str().unwrap(),
-            app.to_str().unwrap(),
-        ],
-        &env,
-    );
+    let v1 = release_offline(t.path(), &[], &env);
     let f = t.path().join("v1.json");
     std::fs::write(&f, v1.to_string()).unwrap();
     let root = t.path().join("srv");
@@ -665,21 +661,10 @@ fn a_failed_step_is_the_last_word() {
 #[test]
 fn small_ones() {
     let t = tempfile::tempdir().unwrap();
-    let (app, wh) = hermetic_app(t.path());
+    let (app, _) = hermetic_app(t.path());
     let cache = t.path().join("cache");
     let env = [("WHEELSHIP_CACHE", cache.to_str().unwrap())];
-    let v1 = ok(
-        "release",
-        &[
-            "--offline",
-            "--wheelhouse",
-            wh.to_str().unwrap(),
-            "--out",
-            t.path().join("dist").to_str().unwrap(),
-            app.to_str().unwrap(),
-        ],
-        &env,
-    );
+    let v1 = release_offline(t.path(), &[], &env);
     let f = t.path().join("v1.json");
     std::fs::write(&f, v1.to_string()).unwrap();
     let cmd = format!(
@@ -764,7 +749,7 @@ fn small_ones() {
 #[test]
 fn a_real_service_is_restarted_and_checked() {
     let t = tempfile::tempdir().unwrap();
-    let (app, wh) = hermetic_app(t.path());
+    let (app, _) = hermetic_app(t.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -830,18 +815,7 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
         }
         git(&app, &["add", "-A"]);
         git(&app, &["commit", "-qm", version]);
-        let doc = ok(
-            "release",
-            &[
-                "--offline",
-                "--wheelhouse",
-                wh.to_str().unwrap(),
-                "--out",
-                t.path().join("dist").to_str().unwrap(),
-                app.to_str().unwrap(),
-            ],
-            &env,
-        );
+        let doc = release_offline(t.path(), &[], &env);
         let f = t.path().join(format!("{version}.json"));
         std::fs::write(&f, doc.to_string()).unwrap();
         f
@@ -972,7 +946,7 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 fn a_signed_release_deploys_over_ssh_with_trust() {
     let host = ssh_host("a_signed_release_deploys_over_ssh_with_trust").unwrap();
     let t = tempfile::tempdir().unwrap();
-    let (app, wh) = hermetic_app(t.path());
+    hermetic_app(t.path());
     let cache = t.path().join("cache");
     let env = [("WHEELSHIP_CACHE", cache.to_str().unwrap())];
     let keygen = |name: &str| -> (String, String) {
@@ -995,20 +969,7 @@ fn a_signed_release_deploys_over_ssh_with_trust() {
     };
     let (public, secret) = keygen("build");
     let (other_public, _) = keygen("other");
-    let doc = ok(
-        "release",
-        &[
-            "--offline",
-            "--wheelhouse",
-            wh.to_str().unwrap(),
-            "--out",
-            t.path().join("dist").to_str().unwrap(),
-            "--sign",
-            &secret,
-            app.to_str().unwrap(),
-        ],
-        &env,
-    );
+    let doc = release_offline(t.path(), &["--sign", &secret], &env);
     assert!(doc["bundle"]["signature"]
         .as_str()
         .unwrap()
@@ -1060,7 +1021,7 @@ fn a_fleet_rolls_with_ansible() {
     let playbook = std::env::var("WHEELSHIP_ANSIBLE_PLAYBOOK")
         .expect("WHEELSHIP_ANSIBLE_PLAYBOOK: ansible-playbook from a venv (.ci/run makes one)");
     let t = tempfile::tempdir().unwrap();
-    let (app, wh) = hermetic_app(t.path());
+    let (app, _) = hermetic_app(t.path());
     let cache = t.path().join("cache");
     let env = [("WHEELSHIP_CACHE", cache.to_str().unwrap())];
     let release = |v: &str| -> (PathBuf, String) {
@@ -1070,32 +1031,14 @@ fn a_fleet_rolls_with_ansible() {
         )
         .unwrap();
         git(&app, &["commit", "-qam", v]);
-        let doc = ok(
-            "release",
-            &[
-                "--offline",
-                "--wheelhouse",
-                wh.to_str().unwrap(),
-                "--out",
-                t.path().join("dist").to_str().unwrap(),
-                app.to_str().unwrap(),
-            ],
-            &env,
-        );
+        let doc = release_offline(t.path(), &[], &env);
         let f = t.path().join(format!("{v}.json"));
         std::fs::write(&f, doc.to_string()).unwrap();
         (f, doc["bundle"]["id"].as_str().unwrap().to_string())
     };
     let (v1, id1) = release("v1");
     let (v2, id2) = release("v2");
-    let python = String::from_utf8(
-        Command::new("python3")
-            .args(["-c", "import sys; print(sys.executable)"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let python = python3_path();
     let roots: Vec<PathBuf> = (1..=3).map(|i| t.path().join(format!("web{i}"))).collect();
     let inventory = t.path().join("inventory.ini");
     std::fs::write(
@@ -1106,7 +1049,7 @@ fn a_fleet_rolls_with_ansible() {
             roots[0].display(),
             roots[1].display(),
             roots[2].display(),
-            python.trim()
+            python
         ),
     )
     .unwrap();
