@@ -177,7 +177,9 @@ pub fn run(a: UnpackArgs) -> Result<()> {
     let carried = String::from_utf8(release.read(Path::new(RESERVED).join("document.json"))?)
         .with_context(|| format!("the document of `{}` is not UTF-8", final_dir.display()))?;
     // Unpacked or reused just now: a prune racing this deploy keeps it (switch prune --grace).
-    release.touch(RESERVED)?;
+    if let Err(e) = release.touch(RESERVED) {
+        eprintln!("bundle: warning: {e:#} (switch prune will not see it as in flight)");
+    }
     let mut doc = Document::parse(&carried, "the release's document.json")?;
     for (k, v) in stdin_doc.sections() {
         if !doc.has(k) {

@@ -140,8 +140,10 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     // Built or reused just now: gc and prune leave it alone for their grace period, so the
-    // deploy that asked for it can link it.
-    envs_dir.touch(&key)?;
+    // deploy that asked for it can link it. An env this user may not touch is still usable.
+    if let Err(e) = envs_dir.touch(&key) {
+        eprintln!("mkenv: warning: {e:#} (gc and prune will not see it as in use)");
+    }
     let section = json!({
         "path": final_path,
         "key": key,
