@@ -517,25 +517,48 @@ pub fn canonical_form(entries: &[Entry], o: &ReqOptions) -> String {
         v.dedup();
         v
     };
-    let form = json!({
-        "form": CANONICAL_FORM,
-        "requirements": set(false),
-        "constraints": set(true),
-        "options": {
-            "index_url": o.index_url,
-            "extra_index_urls": o.extra_index_urls,
-            "no_index": o.no_index,
-            "find_links": o.find_links,
-            "all_releases": o.all_releases,
-            "only_final": o.only_final,
-            "no_binary": o.no_binary,
-            "only_binary": o.only_binary,
-            "prefer_binary": o.prefer_binary,
-            "require_hashes": o.require_hashes,
-            "no_require_hashes": o.no_require_hashes,
+    // Structs, not a JSON map: their fields serialise in the order written here, whatever
+    // serde_json's `preserve_order` feature says, so the canonical bytes are what this reads.
+    #[derive(serde::Serialize)]
+    struct Form<'a> {
+        form: &'a str,
+        requirements: Vec<String>,
+        constraints: Vec<String>,
+        options: Options<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Options<'a> {
+        index_url: &'a Option<String>,
+        extra_index_urls: &'a [String],
+        no_index: bool,
+        find_links: &'a [String],
+        all_releases: &'a [String],
+        only_final: &'a [String],
+        no_binary: &'a [String],
+        only_binary: &'a [String],
+        prefer_binary: bool,
+        require_hashes: bool,
+        no_require_hashes: bool,
+    }
+    let form = Form {
+        form: CANONICAL_FORM,
+        requirements: set(false),
+        constraints: set(true),
+        options: Options {
+            index_url: &o.index_url,
+            extra_index_urls: &o.extra_index_urls,
+            no_index: o.no_index,
+            find_links: &o.find_links,
+            all_releases: &o.all_releases,
+            only_final: &o.only_final,
+            no_binary: &o.no_binary,
+            only_binary: &o.only_binary,
+            prefer_binary: o.prefer_binary,
+            require_hashes: o.require_hashes,
+            no_require_hashes: o.no_require_hashes,
         },
-    });
-    form.to_string()
+    };
+    serde_json::to_string(&form).expect("the canonical form always serialises")
 }
 
 fn hash(entries: &[Entry], o: &ReqOptions) -> String {

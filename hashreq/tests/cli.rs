@@ -533,3 +533,21 @@ fn endless_and_deep_inputs_are_refused() {
         "{err}"
     );
 }
+
+/// The canonical bytes are written by structs whose field order is the code's (not by a JSON
+/// map whose order follows a Cargo feature): a fixed file gives this fixed hash, here and on
+/// every machine. A change to it changes every env's requirements hash: say so when it moves.
+#[test]
+fn golden_hash() {
+    let d = dir(&[
+        (
+            "requirements.txt",
+            "-i https://pypi.org/simple\n--only-binary :all:\nFlask[Async]==3.0.0 ; python_version >= \"3.8\"\nrequests>=2.31,<3 --hash=sha256:aaaa0000aaaa0000aaaa0000aaaa0000aaaa0000aaaa0000aaaa0000aaaa0000\n-c constraints.txt\n",
+        ),
+        ("constraints.txt", "urllib3==2.2.1\n"),
+    ]);
+    assert_eq!(
+        ok(d.path(), &[])["requirements"]["hash"],
+        "sha256:51c42ff5e38068bfdbb67714fbd6747ed48efaed8bec525adc92f10cdcd1279e"
+    );
+}
