@@ -5,6 +5,7 @@ mod decode;
 pub mod lines;
 mod marker;
 mod options;
+mod pylock;
 mod redact;
 mod req;
 
@@ -50,6 +51,27 @@ pub struct Args {
     /// read (a FIFO or a device is refused)
     #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
     pub max_file_size: u64,
+
+    /// How to read FILE: `pylock` for a PEP 751 lock file (chosen by itself for files named
+    /// `pylock.toml` or `pylock.<name>.toml`), `requirements` for pip's format
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+
+    /// With a lock file: select this extra (repeatable)
+    #[arg(long, value_name = "NAME")]
+    pub extra: Vec<String>,
+
+    /// With a lock file: select this dependency group (repeatable) [default: the lock's
+    /// `default-groups`]
+    #[arg(long, value_name = "NAME")]
+    pub group: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum Format {
+    Auto,
+    Requirements,
+    Pylock,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -60,7 +82,34 @@ pub fn run(args: Args) -> Result<()> {
     };
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let getenv = |name: &str| std::env::var(name).ok();
-    let section = parse_files(&files, &cwd, &getenv, args.max_file_size)?;
+    let lock = match args.format {
+        Format::Pylock => true,
+        Format::Requirements => false,
+        Format::Auto => files.iter().any(|f| pylock::is_pylock_name(f)),
+    };
+    let section = if lock {
+        let [f] = files.as_slice() else {
+            return Err(wheelship::UsageError(
+                "a lock file (pylock.toml) is read alone, not with other files".into(),
+            )
+            .into());
+        };
+        let shown = f.display().to_string();
+        let real = std::fs::canonicalize(req::abspath(&cwd, &shown))
+            .map_err(|e| anyhow!("{shown}: cannot read the lock file: {}", io_reason(&e)))?;
+        (
+            pylock::read(&real, &shown, &args.extra, &args.group, args.max_file_size)?,
+            Vec::new(),
+        )
+    } else {
+        if !args.extra.is_empty() || !args.group.is_empty() {
+            return Err(wheelship::UsageError(
+                "--extra and --group select from a lock file (pylock.toml)".into(),
+            )
+            .into());
+        }
+        parse_files(&files, &cwd, &getenv, args.max_file_size)?
+    };
     for w in &section.1 {
         eprintln!("hashreq: warning: {w}");
     }

@@ -12,6 +12,7 @@
 // | `wheelship_not_root` | the build runs as root (the tests mount tmpfs disks)     |
 // | `wheelship_no_minisign` | the `minisign` tool is on PATH (Debian's `minisign`)  |
 // | `wheelship_no_ansible` | `WHEELSHIP_ANSIBLE_PLAYBOOK` names an ansible-playbook   |
+// | `wheelship_no_uv`    | `WHEELSHIP_UV` names a uv binary                          |
 
 fn main() {
     let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
@@ -29,6 +30,7 @@ fn main() {
         ),
         ("wheelship_not_root", root),
         ("wheelship_no_ansible", set("WHEELSHIP_ANSIBLE_PLAYBOOK")),
+        ("wheelship_no_uv", set("WHEELSHIP_UV")),
         (
             "wheelship_no_minisign",
             std::process::Command::new("minisign")
@@ -49,6 +51,7 @@ fn main() {
         "WHEELSHIP_SSH_HOST",
         "WHEELSHIP_ONLINE",
         "WHEELSHIP_ANSIBLE_PLAYBOOK",
+        "WHEELSHIP_UV",
     ] {
         println!("cargo::rerun-if-env-changed={var}");
     }

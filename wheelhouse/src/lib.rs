@@ -3,6 +3,7 @@
 //! the requirements resolve to for the target, with their sha256.
 
 mod pip;
+mod pylock;
 mod reqfile;
 
 use std::collections::BTreeSet;
@@ -92,6 +93,11 @@ pub struct Args {
     /// Do not answer from (or write) the cached lock
     #[arg(long)]
     pub no_cache: bool,
+
+    /// Also write the lock as a PEP 751 `pylock.toml` at FILE (wheels by path relative to
+    /// FILE's directory, with sha256 and size): pip and uv install from it with no index
+    #[arg(long, value_name = "FILE")]
+    pub pylock: Option<PathBuf>,
 }
 
 /// The cross-target options, refused (exit 2) unless they have the shape of what they name:
@@ -246,9 +252,17 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let target = target(&args)?;
+    if let Source::Doc(r) = &source {
+        if pylock::is_lock(r) {
+            return lock_file(&args, &dir, r, &target, doc);
+        }
+    }
     let key = cache_key(&source, &target, &dir, &find_links)?;
     if !args.no_cache {
         if let Some(wheels) = cache_get(&key) {
+            if let Some(f) = &args.pylock {
+                pylock::write(f, &dir, &wheels)?;
+            }
             doc.set("wheelhouse", &section(&dir, wheels, &target, true))?;
             return doc.write_stdout();
         }
@@ -280,7 +294,44 @@ pub fn run(args: Args) -> Result<()> {
         let key = cache_key(&source, &target, &dir, &find_links)?;
         cache_put(&key, &wheels);
     }
+    if let Some(f) = &args.pylock {
+        pylock::write(f, &dir, &wheels)?;
+    }
     doc.set("wheelhouse", &section(&dir, wheels, &target, false))?;
+    doc.write_stdout()
+}
+
+/// Requirements that are a lock file (`pylock.toml`, read by hashreq): exact, never resolved.
+fn lock_file(
+    args: &Args,
+    dir: &Path,
+    r: &Requirements,
+    target: &Value,
+    mut doc: Document,
+) -> Result<()> {
+    if args.cross() {
+        return Err(UsageError(
+            "a lock file (pylock.toml) is taken as exact for the interpreter it runs on: use --python with the target's interpreter, not the cross-target options".into(),
+        )
+        .into());
+    }
+    pip::check_version(&args.python)?;
+    let _lock = fsx::Lock::on_dir(
+        dir,
+        std::time::Duration::from_secs(600),
+        "another wheelhouse filling this directory",
+    )?;
+    fsx::remove_leftovers(
+        &wheelship::beneath::Dir::open(dir)?,
+        &[".wheelhouse-tmp-", ".tmp-"],
+    );
+    let work = tempfile_dir(dir)?;
+    let wheels = pylock::lock_exact(&args.python, args.offline, dir, &work.0, r)?;
+    drop(work);
+    if let Some(f) = &args.pylock {
+        pylock::write(f, dir, &wheels)?;
+    }
+    doc.set("wheelhouse", &section(dir, wheels, target, false))?;
     doc.write_stdout()
 }
 

@@ -1,0 +1,283 @@
+//! `pylock.toml` (PEP 751, https://packaging.python.org/en/latest/specifications/pylock-toml/)
+//! read where requirement files are: every package becomes an exact entry (its version, its
+//! marker, every wheel with its hashes, or the sdist, VCS, directory or archive it names).
+//! Nothing is resolved here: markers (which may name the selected `extras` and
+//! `dependency_groups`) are evaluated by wheelhouse, for the target interpreter.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use wheelship::doc::{Entry, ReqOptions, Requirements};
+use wheelship::names::{canonicalize_name, is_valid_name};
+
+/// A file name that is a lock file: `pylock.toml` or `pylock.<name>.toml`.
+pub fn is_pylock_name(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    name == "pylock.toml"
+        || name
+            .strip_prefix("pylock.")
+            .and_then(|r| r.strip_suffix(".toml"))
+            .is_some_and(|mid| !mid.is_empty() && !mid.contains('.'))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Lock {
+    lock_version: String,
+    #[serde(default)]
+    environments: Vec<String>,
+    requires_python: Option<String>,
+    #[serde(default)]
+    extras: Vec<String>,
+    #[serde(default)]
+    dependency_groups: Vec<String>,
+    #[serde(default)]
+    default_groups: Vec<String>,
+    created_by: Option<String>,
+    #[serde(default)]
+    packages: Vec<Package>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Package {
+    name: String,
+    version: Option<String>,
+    marker: Option<String>,
+    requires_python: Option<String>,
+    vcs: Option<toml::Value>,
+    directory: Option<toml::Value>,
+    archive: Option<toml::Value>,
+    sdist: Option<toml::Value>,
+    #[serde(default)]
+    wheels: Vec<Wheel>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Wheel {
+    name: Option<String>,
+    url: Option<String>,
+    path: Option<String>,
+    size: Option<u64>,
+    #[serde(default)]
+    hashes: BTreeMap<String, String>,
+}
+
+/// One wheel of a locked package as the document carries it (`entries[].pylock_wheels`).
+#[derive(Debug, Serialize)]
+struct LockedWheelSource {
+    file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    /// Absolute: a lock's paths are relative to the lock file's directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    sha256: Option<String>,
+}
+
+/// The file name of a wheel: `name`, else the last segment of its URL or path.
+fn wheel_file(w: &Wheel) -> Option<String> {
+    w.name.clone().or_else(|| {
+        let s = w.url.as_deref().or(w.path.as_deref())?;
+        let last = s.split(['#', '?']).next()?.rsplit('/').next()?;
+        Some(last.to_string())
+    })
+}
+
+/// Which extras and dependency groups are selected: the ones asked for, else the lock's
+/// `default-groups`; each must be one the lock declares.
+fn selection(
+    lock: &Lock,
+    extras: &[String],
+    groups: &[String],
+    shown: &str,
+) -> Result<(Vec<String>, Vec<String>)> {
+    for e in extras {
+        if !lock
+            .extras
+            .iter()
+            .any(|x| canonicalize_name(x) == canonicalize_name(e))
+        {
+            bail!(
+                "{shown}: --extra `{e}` is not one of the lock's extras ({})",
+                lock.extras.join(", ")
+            );
+        }
+    }
+    let groups = if groups.is_empty() {
+        lock.default_groups.clone()
+    } else {
+        groups.to_vec()
+    };
+    for g in &groups {
+        if !lock
+            .dependency_groups
+            .iter()
+            .any(|x| canonicalize_name(x) == canonicalize_name(g))
+        {
+            bail!(
+                "{shown}: dependency group `{g}` is not one of the lock's ({})",
+                lock.dependency_groups.join(", ")
+            );
+        }
+    }
+    let norm = |v: &[String]| {
+        let mut v: Vec<String> = v.iter().map(|s| canonicalize_name(s)).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    Ok((norm(extras), norm(&groups)))
+}
+
+/// Reads a lock file into the `requirements` section.
+pub fn read(
+    path: &Path,
+    shown: &str,
+    extras: &[String],
+    groups: &[String],
+    max: u64,
+) -> Result<Requirements> {
+    let bytes = wheelship::fsx::read_capped(path, max, "--max-file-size")
+        .map_err(|e| anyhow!("{shown}: cannot read the lock file: {e:#}"))?;
+    let text = String::from_utf8(bytes).map_err(|_| anyhow!("{shown}: not UTF-8"))?;
+    let lock: Lock = toml::from_str(&text)
+        .map_err(|e| anyhow!("{shown}: not a pylock.toml: {}", e.message()))?;
+    // PEP 751: a tool must refuse a major version it does not know.
+    let major = lock.lock_version.split('.').next().unwrap_or_default();
+    if major != "1" {
+        bail!(
+            "{shown}: lock-version `{}` is not supported: this hashreq reads pylock.toml 1.x",
+            lock.lock_version
+        );
+    }
+    let (sel_extras, sel_groups) = selection(&lock, extras, groups, shown)?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let mut entries = Vec::new();
+    let mut form = Vec::new();
+    let mut unpinned = Vec::new();
+    for (i, p) in lock.packages.iter().enumerate() {
+        let at = |m: String| anyhow!("{shown}: packages[{i}] (`{}`): {m}", p.name);
+        if !is_valid_name(&p.name) {
+            return Err(at("not a valid project name".into()));
+        }
+        let name = canonicalize_name(&p.name);
+        let mut wheels = Vec::new();
+        let mut hashes = Vec::new();
+        for w in &p.wheels {
+            let file =
+                wheel_file(w).ok_or_else(|| at("a wheel without a name, url or path".into()))?;
+            let sha = w.hashes.get("sha256").map(|h| h.to_ascii_lowercase());
+            if sha.is_none() {
+                return Err(at(format!("wheel `{file}` has no sha256 hash")));
+            }
+            for (algo, h) in &w.hashes {
+                hashes.push(format!("{algo}:{}", h.to_ascii_lowercase()));
+            }
+            wheels.push(LockedWheelSource {
+                file,
+                url: w.url.clone(),
+                path: w.path.as_ref().map(|p| dir.join(p).display().to_string()),
+                size: w.size,
+                sha256: sha,
+            });
+        }
+        hashes.sort();
+        hashes.dedup();
+        let source = |v: &Option<toml::Value>| {
+            v.as_ref()
+                .map(|v| serde_json::to_value(v).unwrap_or(Value::Null))
+        };
+        let other = json!({
+            "sdist": source(&p.sdist), "vcs": source(&p.vcs),
+            "directory": source(&p.directory), "archive": source(&p.archive),
+        });
+        if wheels.is_empty() && p.version.is_none() {
+            unpinned.push(name.clone());
+        }
+        let specifier = p
+            .version
+            .as_ref()
+            .map(|v| crate::req::normal_specifier(&format!("=={v}")))
+            .unwrap_or_default();
+        let marker = p.marker.as_ref().map(|m| m.trim().to_string());
+        let sources = json!([
+            source(&p.sdist),
+            source(&p.vcs),
+            source(&p.directory),
+            source(&p.archive)
+        ]);
+        form.push(json!([
+            name,
+            specifier,
+            marker,
+            p.requires_python,
+            wheels,
+            sources
+        ]));
+        let mut extra = serde_json::Map::new();
+        extra.insert("pylock_wheels".into(), serde_json::to_value(&wheels)?);
+        for (k, v) in other.as_object().into_iter().flatten() {
+            if !v.is_null() {
+                extra.insert(format!("pylock_{k}"), v.clone());
+            }
+        }
+        if let Some(rp) = &p.requires_python {
+            extra.insert("requires_python".into(), json!(rp));
+        }
+        entries.push(Entry {
+            name: Some(name),
+            specifier,
+            extras: Vec::new(),
+            marker,
+            hashes,
+            url: None,
+            file: path.display().to_string(),
+            line: (i + 1) as u32,
+            constraint: false,
+            editable: false,
+            config_settings: Default::default(),
+            extra,
+        });
+    }
+    form.sort_by_key(|v| v.to_string());
+    // What the lock means, in a fixed order: every package with its version, marker, wheels
+    // (names, where, hashes) and other sources, and what selects among them.
+    let canonical = json!([
+        "wheelship-pylock-v1",
+        lock.environments,
+        lock.requires_python,
+        sel_extras,
+        sel_groups,
+        form
+    ]);
+    let hash = format!(
+        "sha256:{}",
+        wheelship::names::sha256_hex(canonical.to_string().as_bytes())
+    );
+    let mut extra = serde_json::Map::new();
+    extra.insert("format".into(), json!("pylock"));
+    extra.insert(
+        "pylock".into(),
+        json!({
+            "lock_version": lock.lock_version, "environments": lock.environments,
+            "requires_python": lock.requires_python, "extras": sel_extras,
+            "dependency_groups": sel_groups, "created_by": lock.created_by,
+        }),
+    );
+    Ok(Requirements {
+        hash,
+        files: vec![path.display().to_string()],
+        entries,
+        options: ReqOptions::default(),
+        unpinned,
+        extra,
+    })
+}
