@@ -681,12 +681,17 @@ fn serve(args: &Args, root: &Root, id: &str, from: Option<&str>) -> Result<()> {
         return Ok(());
     };
     point("switch-check-failed");
+    if from == Some(id) {
+        // It was live before this run: there is nothing to go back to, and taking it down
+        // would not help.
+        bail!("{failure}: `{id}` was already live and stays so; fix the service");
+    }
     let back = match from {
-        Some(prev) if prev != id => {
+        Some(prev) => {
             fsx::replace_symlink(&Path::new("releases").join(prev), &root.current())?;
             format!("rolled back to `{prev}`")
         }
-        _ => {
+        None => {
             fs_err::remove_file(root.current())?;
             "removed `current` (there was no release live before)".to_string()
         }
@@ -698,7 +703,7 @@ fn serve(args: &Args, root: &Root, id: &str, from: Option<&str>) -> Result<()> {
     )?;
     History::append(&root.dir, &Event::new("bad", None, Some(id), None, None))?;
     let mut again = String::new();
-    if let (Some(cmd), Some(prev)) = (&args.restart, from.filter(|p| *p != id)) {
+    if let (Some(cmd), Some(prev)) = (&args.restart, from) {
         match service::run(cmd, &root.ctx(prev, Some(id)), false, None, false)? {
             service::Ran::Ok => {
                 root.restart_done()?;

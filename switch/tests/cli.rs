@@ -728,3 +728,28 @@ fn prune_keeps_what_a_deploy_in_flight_uses() {
     assert_eq!(p["pruned"]["releases"], serde_json::json!(["r1"]));
     assert!(!r.dir.join("releases/r1").exists());
 }
+
+/// A failing check on the release that was already live: nothing to go back to, and taking
+/// it down would not help: it stays, and switch says so.
+#[test]
+fn a_failing_check_on_the_live_release_leaves_it() {
+    let r = Root::new(&["good"]);
+    r.deploy("good");
+    let (code, err) = fails(&r.run(
+        &[
+            "--release",
+            "good",
+            "--check",
+            "false",
+            "--check-timeout",
+            "0.2",
+        ],
+        "",
+    ));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("`good` was already live and stays so"),
+        "{err}"
+    );
+    assert_eq!(r.current().as_deref(), Some("good"));
+}
