@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         max_bytes: 1 << 20,
         max_entries: 1000,
         max_ratio: 200,
+        trust: Vec::new(),
         archive: None,
     };
     let handle = wheelship::beneath::Dir::open(&releases).unwrap();

@@ -9,7 +9,9 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(&wheel, data).unwrap();
     let store = dir.path().join("store");
     std::fs::create_dir(&store).unwrap();
-    let _ = mkenv::wheel::ensure_stored(&store, &wheel, "0000");
+    let handle = wheelship::beneath::Dir::open(&store).unwrap();
+    // Any 64-hex name will do: the store entry is named by it, the wheel is what is fuzzed.
+    let _ = mkenv::wheel::ensure_stored(&handle, &wheel, &"0".repeat(64));
     // Nothing but the store and the wheel in the directory.
     let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
