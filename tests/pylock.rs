@@ -200,6 +200,27 @@ fn a_tampered_or_unknown_lock_is_refused() {
         "{err}"
     );
     assert!(err.contains("-1.0-py3-none-any.whl`"), "{err}");
+    // A lock whose path names another file: refused before that file gets a name in DIR.
+    std::fs::write(
+        p.join("pylock.toml"),
+        text.replace(
+            "path = \"wh/greeter-1.0-py3-none-any.whl\"",
+            "path = \"wh/colors-2.0-py3-none-any.whl\"",
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(p.join("wh2")).unwrap();
+    let (okk, _, err) = sh(p, "hashreq pylock.toml | wheelhouse --dir wh2 --offline");
+    assert!(!okk);
+    assert!(
+        err.contains("colors-2.0-py3-none-any.whl`: sha256"),
+        "{err}"
+    );
+    let landed = std::fs::read_dir(p.join("wh2"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("greeter"));
+    assert!(!landed, "a wrong file got a wheel's name in DIR");
     std::fs::write(
         p.join("pylock.toml"),
         text.replace("lock-version = \"1.0\"", "lock-version = \"2.0\""),

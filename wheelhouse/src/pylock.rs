@@ -234,6 +234,15 @@ fn fetch(
                     dir.display()
                 )
             })?;
+            // Verified before it gets its name in DIR: a wrong file never lands there.
+            let (got, _) = fsx::sha256_file(&tmp)?;
+            if &got != sha {
+                let _ = std::fs::remove_file(&tmp);
+                bail!(
+                    "`{}`: sha256 {got}, the lock says {sha}: refusing it",
+                    p.display()
+                );
+            }
             fs_err::rename(&tmp, &dest)?;
             continue;
         }
