@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
-use wheelship::beneath::{Dir, Kind};
+use wheelship::beneath::{Dir, Dirs, Kind};
 use wheelship::cli::io_reason;
 use wheelship::doc::Bundle;
 use wheelship::fsx::{self, point, Lock};
@@ -444,13 +444,12 @@ impl Tree {
 
 /// Extraction into the staging directory, through a handle that cannot leave it.
 struct Extract<'a> {
-    dir: Dir,
+    /// The staging directory, and every directory made in it, each opened once.
+    dirs: Dirs,
     a: &'a UnpackArgs,
     compressed: Rc<Cell<u64>>,
     total: u64,
     tree: Tree,
-    /// The directory of the last file written, kept open (entries come sorted).
-    parent: Option<(PathBuf, Dir)>,
     buf: Vec<u8>,
 }
 
@@ -472,16 +471,6 @@ impl Extract<'_> {
         Ok(())
     }
 
-    /// The open directory that holds `rel`, made if missing.
-    fn parent_dir(&mut self, rel: &Path) -> Result<&Dir> {
-        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-        if self.parent.as_ref().map(|p| &p.0) != Some(&parent) {
-            let d = self.dir.create_dir_all(&parent)?;
-            self.parent = Some((parent, d));
-        }
-        Ok(&self.parent.as_ref().expect("just set").1)
-    }
-
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<R>) -> Result<()> {
         let corrupt = |e: io::Error| anyhow!("corrupt or truncated archive: {e}");
         let rel = safe_path(&e.path_bytes()).map_err(|m| anyhow!(m))?;
@@ -499,7 +488,7 @@ impl Extract<'_> {
         if !self.tree.seen.insert(rel.clone()) {
             bail!("`{}`: duplicate entry", rel.display());
         }
-        if self.dir.path().as_os_str().len() + 1 + rel.as_os_str().len() > MAX_PATH {
+        if self.dirs.root().path().as_os_str().len() + 1 + rel.as_os_str().len() > MAX_PATH {
             bail!("`{}`: path too long once extracted", rel.display());
         }
         let name = rel.file_name().expect("a safe path has a last component");
@@ -514,7 +503,7 @@ impl Extract<'_> {
                     // past other readers (CVE-2026-33055, TARmageddon): refuse it outright.
                     bail!("`{}`: the PAX and tar header sizes disagree", rel.display());
                 }
-                let mut f = self.parent_dir(&rel)?.create_file(name, mode)?;
+                let mut f = self.dirs.parent(&rel)?.0.create_file(name, mode)?;
                 let mut buf = std::mem::take(&mut self.buf);
                 let mut got = 0u64;
                 loop {
@@ -528,7 +517,7 @@ impl Extract<'_> {
                     f.write_all(&buf[..n]).map_err(|e| {
                         anyhow!(
                             "cannot write `{}`: {}",
-                            self.dir.show(&rel).display(),
+                            self.dirs.root().show(&rel).display(),
                             io_reason(&e)
                         )
                     })?;
@@ -541,7 +530,7 @@ impl Extract<'_> {
             }
             tar::EntryType::Directory => {
                 // Fails on a file or a link already there: a directory never replaces them.
-                self.dir.create_dir_all(&rel).map_err(|_| {
+                self.dirs.dir(&rel).map_err(|_| {
                     anyhow!("`{}`: a directory over a file or a link", rel.display())
                 })?;
             }
@@ -551,7 +540,9 @@ impl Extract<'_> {
                 // Judged now against what is there (the obvious escapes fail early), and again
                 // when the whole tree is known (a later link can change where this one leads).
                 self.tree.check_link(&rel, &target)?;
-                self.parent_dir(&rel)?
+                self.dirs
+                    .parent(&rel)?
+                    .0
                     .symlink(OsStr::from_bytes(&target), name)?;
                 self.tree.links.insert(rel, target);
             }
@@ -566,9 +557,9 @@ impl Extract<'_> {
                         t.display()
                     );
                 }
-                self.parent_dir(&rel)?;
-                let parent = &self.parent.as_ref().expect("just set").1;
-                self.dir.hard_link(&t, parent, name)?;
+                self.dirs.parent(&rel)?;
+                let root = self.dirs.root();
+                root.hard_link(&t, root, &rel)?;
             }
             other => bail!(
                 "`{}`: {} entries are refused (only files, directories and symlinks)",
@@ -604,12 +595,11 @@ pub fn extract_into(
     let mut ar = decoder(archive, compressed.clone(), Some(hash.clone()))?;
     let corrupt = |e: io::Error| anyhow!("corrupt or truncated archive: {e}");
     let mut x = Extract {
-        dir: releases.open_dir(staging)?,
+        dirs: Dirs::new(releases.open_dir(staging)?),
         a,
         compressed,
         total: 0,
         tree: Tree::default(),
-        parent: None,
         buf: vec![0u8; 1 << 16],
     };
     let mut count = 0u64;
@@ -642,18 +632,22 @@ pub fn extract_into(
     if junk > 0 {
         bail!("{junk} bytes after the end of the zstd frame");
     }
-    let got: Manifest =
-        serde_json::from_slice(&x.dir.read(Path::new(RESERVED).join("release.json"))?)?;
+    let got: Manifest = serde_json::from_slice(
+        &x.dirs
+            .root()
+            .read(Path::new(RESERVED).join("release.json"))?,
+    )?;
     if &got != manifest {
         bail!("release.json changed between two reads of the archive");
     }
     let mut f = x
-        .dir
+        .dirs
+        .root()
         .create_file(Path::new(RESERVED).join("archive.sha256"), 0o644)?;
     f.write_all(format!("{sha256}\n").as_bytes())?;
     point("unpack-before-sync");
     // One syncfs for the whole tree instead of an fsync per file.
-    x.dir.sync_fs()?;
+    x.dirs.root().sync_fs()?;
     Ok(sha256)
 }
 
