@@ -170,6 +170,12 @@ impl Root {
         Ok(())
     }
 
+    /// Renames a new `current -> releases/<id>` over the old one: never a moment without it.
+    fn point_current(&self, id: &str) -> Result<()> {
+        self.handle()?
+            .replace_symlink(Path::new("releases").join(id), "current")
+    }
+
     /// The restart owed is done: the marker goes.
     fn restart_done(&self) -> Result<()> {
         match fs::remove_file(self.dir.join(RESTART_PENDING)) {
@@ -599,7 +605,7 @@ fn flip(
         None
     };
     point("switch-before-flip");
-    fsx::replace_symlink(&Path::new("releases").join(id), &root.current())?;
+    root.point_current(id)?;
     point("switch-after-flip");
     if let Some(p) = prepared {
         p.commit()?;
@@ -688,7 +694,7 @@ fn serve(args: &Args, root: &Root, id: &str, from: Option<&str>) -> Result<()> {
     }
     let back = match from {
         Some(prev) => {
-            fsx::replace_symlink(&Path::new("releases").join(prev), &root.current())?;
+            root.point_current(prev)?;
             format!("rolled back to `{prev}`")
         }
         None => {

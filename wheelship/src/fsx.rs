@@ -1,5 +1,6 @@
-//! File-system primitives the tools share: temp-then-rename, directory fsync, atomic symlink
-//! replacement, the lock file, and failpoints for crash-injection tests.
+//! File-system primitives the tools share: temp-then-rename, directory fsync, the lock file,
+//! leftovers of a crash, regular-file reads, and failpoints for crash-injection tests (atomic
+//! symlink replacement is `beneath::Dir::replace_symlink`).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -85,35 +86,6 @@ impl Drop for Prepared {
             let _ = fs::remove_file(t);
         }
     }
-}
-
-/// Points the symlink `link` at `target` by creating a new link under a temp name and
-/// renaming it over `link`: there is never a moment without `link` (never unlink-then-create).
-/// Does not fsync; callers sync the directory once after their last change.
-pub fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
-    let dir = parent(link);
-    let tmp = dir.join(temp_name(&format!(
-        ".{}.tmp-",
-        link.file_name()
-            .map_or("link".into(), |n| n.to_string_lossy())
-    )));
-    std::os::unix::fs::symlink(target, &tmp).map_err(|e| {
-        anyhow!(
-            "cannot create symlink `{}`: {}",
-            tmp.display(),
-            io_reason(&e)
-        )
-    })?;
-    point("replace-symlink-before-rename");
-    if let Err(e) = fs::rename(&tmp, link) {
-        let _ = fs::remove_file(&tmp);
-        return Err(anyhow!(
-            "cannot replace `{}`: {}",
-            link.display(),
-            io_reason(&e)
-        ));
-    }
-    Ok(())
 }
 
 fn parent(p: &Path) -> &Path {
