@@ -146,12 +146,13 @@ fn keygen(a: KeygenArgs) -> Result<()> {
     let (public, secret, id) = sign::keygen(&a.dir, &a.name, a.unencrypted)?;
     doc.set(
         "keygen",
-        &serde_json::json!({
-            "public": std::path::absolute(public)?,
-            "secret": std::path::absolute(secret)?,
-            "key_id": id,
-            "encrypted": !a.unencrypted,
-        }),
+        &wheelship::doc::Keygen {
+            public: wheelship::doc::doc_path(public)?,
+            secret: wheelship::doc::doc_path(secret)?,
+            key_id: id,
+            encrypted: !a.unencrypted,
+            extra: Default::default(),
+        },
     )?;
     doc.write_stdout()
 }

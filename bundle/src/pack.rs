@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use wheelship::cli::io_reason;
-use wheelship::doc::Wheelhouse;
+use wheelship::doc::{doc_path, Bundle, BundleEntries, Wheelhouse};
 use wheelship::fsx;
 use wheelship::{Document, Hint};
 
@@ -118,12 +117,19 @@ pub fn run(a: PackArgs) -> Result<()> {
         commit_time,
     };
 
-    let counts = json!({
-        "files": items.iter().filter(|i| matches!(i.kind, Kind::File { .. })).count(),
-        "dirs": items.iter().filter(|i| matches!(i.kind, Kind::Dir)).count(),
-        "symlinks": items.iter().filter(|i| matches!(i.kind, Kind::Symlink(_))).count(),
-        "wheels": wheels.len(),
-    });
+    let counts = BundleEntries {
+        files: items
+            .iter()
+            .filter(|i| matches!(i.kind, Kind::File { .. }))
+            .count(),
+        dirs: items.iter().filter(|i| matches!(i.kind, Kind::Dir)).count(),
+        symlinks: items
+            .iter()
+            .filter(|i| matches!(i.kind, Kind::Symlink(_)))
+            .count(),
+        wheels: wheels.len(),
+        extra: Default::default(),
+    };
     let r = RESERVED.as_bytes();
     items.push(Item {
         path: r.to_vec(),
@@ -182,14 +188,21 @@ pub fn run(a: PackArgs) -> Result<()> {
         .map_err(|e| anyhow!("cannot write `{}`: {}", final_path.display(), io_reason(&e)))?;
     fsx::fsync_dir(&out_dir)?;
 
-    let mut section = json!({
-        "path": final_path, "id": id, "sha256": sha256, "size": size, "rev": rev,
-        "name": name, "level": a.level, "entries": counts,
-    });
+    let mut section = Bundle {
+        path: doc_path(&final_path)?,
+        id: id.clone(),
+        sha256: sha256.clone(),
+        size,
+        rev: Some(rev),
+        name: Some(name),
+        level: Some(a.level),
+        entries: Some(counts),
+        ..Bundle::default()
+    };
     if let Some(key) = &a.sign {
         let signed = crate::sign::sign(&final_path, key, &id, &sha256)?;
-        section["signature"] = json!(signed.path);
-        section["key_id"] = json!(signed.key_id);
+        section.signature = Some(doc_path(signed.path)?);
+        section.key_id = Some(signed.key_id);
     }
     doc.set("bundle", &section)?;
     doc.write_stdout()

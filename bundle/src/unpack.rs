@@ -13,10 +13,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::{json, Value};
 use wheelship::beneath::{Dir, Dirs, Kind};
 use wheelship::cli::io_reason;
-use wheelship::doc::Bundle;
+use wheelship::doc::{doc_path, Bundle, Release, Wheelhouse};
 use wheelship::fsx::{self, point, Lock};
 use wheelship::{Document, Hint, UsageError};
 
@@ -186,27 +185,31 @@ pub fn run(a: UnpackArgs) -> Result<()> {
             doc.set_raw(k, v.clone());
         }
     }
-    if let Some(Value::Object(mut wh)) = doc.raw("wheelhouse").cloned() {
-        wh.insert("dir".into(), json!(final_dir.join(RESERVED).join("wheels")));
-        doc.set_raw("wheelhouse", Value::Object(wh));
+    if let Some(wh) = doc.section::<Wheelhouse>("wheelhouse")? {
+        let dir = doc_path(final_dir.join(RESERVED).join("wheels"))?;
+        doc.set("wheelhouse", &Wheelhouse { dir, ..wh })?;
     }
-    let mut b = match doc.raw("bundle").cloned() {
-        Some(Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
+    let carried: Bundle = doc.section("bundle")?.unwrap_or_default();
+    let bundle = Bundle {
+        path: doc_path(archive)?,
+        id: manifest.id.clone(),
+        sha256,
+        size,
+        rev: Some(manifest.rev.clone()),
+        verified_by: signed
+            .map(|(signer, _)| signer)
+            .or(carried.verified_by.clone()),
+        ..carried
     };
-    b.insert("path".into(), json!(archive));
-    b.insert("id".into(), json!(manifest.id));
-    b.insert("sha256".into(), json!(sha256));
-    b.insert("size".into(), json!(size));
-    b.insert("rev".into(), json!(manifest.rev));
-    if let Some((signer, _)) = &signed {
-        b.insert("verified_by".into(), json!(signer));
-    }
-    doc.set_raw("bundle", Value::Object(b));
-    doc.set(
-        "release",
-        &json!({"id": manifest.id, "dir": final_dir, "name": manifest.name, "rev": manifest.rev}),
-    )?;
+    doc.set("bundle", &bundle)?;
+    let release = Release {
+        id: manifest.id,
+        dir: doc_path(final_dir)?,
+        name: Some(manifest.name),
+        rev: Some(manifest.rev),
+        extra: Default::default(),
+    };
+    doc.set("release", &release)?;
     doc.write_stdout()
 }
 

@@ -380,7 +380,7 @@ impl Walker<'_> {
             constraint,
             editable,
             config_settings: opts.config_settings.clone(),
-            extra: Default::default(),
+            ..Entry::default()
         };
         if !parsed.pinned {
             let label = parsed.name.unwrap_or_default();
@@ -507,7 +507,7 @@ impl Walker<'_> {
             entries: self.entries,
             options,
             unpinned,
-            extra: Default::default(),
+            ..Requirements::default()
         };
         Ok((section, warnings))
     }

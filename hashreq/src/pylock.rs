@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
-use wheelship::doc::{Entry, ReqOptions, Requirements};
+use wheelship::doc::{Entry, PylockMeta, PylockWheel, ReqOptions, Requirements};
 use wheelship::names::{canonicalize_name, is_valid_name};
 
 /// A file name that is a lock file: `pylock.toml` or `pylock.<name>.toml`.
@@ -69,18 +69,6 @@ struct Wheel {
 }
 
 /// One wheel of a locked package as the document carries it (`entries[].pylock_wheels`).
-#[derive(Debug, Serialize)]
-struct LockedWheelSource {
-    file: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    url: Option<String>,
-    /// Absolute: a lock's paths are relative to the lock file's directory.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    size: Option<u64>,
-    sha256: Option<String>,
-}
 
 /// The file name of a wheel: `name`, else the last segment of its URL or path.
 fn wheel_file(w: &Wheel) -> Option<String> {
@@ -181,7 +169,7 @@ pub fn read(
             for (algo, h) in &w.hashes {
                 hashes.push(format!("{algo}:{}", h.to_ascii_lowercase()));
             }
-            wheels.push(LockedWheelSource {
+            wheels.push(PylockWheel {
                 file,
                 url: w.url.clone(),
                 path: w.path.as_ref().map(|p| dir.join(p).display().to_string()),
@@ -195,10 +183,6 @@ pub fn read(
             v.as_ref()
                 .map(|v| serde_json::to_value(v).unwrap_or(Value::Null))
         };
-        let other = json!({
-            "sdist": source(&p.sdist), "vcs": source(&p.vcs),
-            "directory": source(&p.directory), "archive": source(&p.archive),
-        });
         if wheels.is_empty() && p.version.is_none() {
             unpinned.push(name.clone());
         }
@@ -222,16 +206,6 @@ pub fn read(
             wheels,
             sources
         ]));
-        let mut extra = serde_json::Map::new();
-        extra.insert("pylock_wheels".into(), serde_json::to_value(&wheels)?);
-        for (k, v) in other.as_object().into_iter().flatten() {
-            if !v.is_null() {
-                extra.insert(format!("pylock_{k}"), v.clone());
-            }
-        }
-        if let Some(rp) = &p.requires_python {
-            extra.insert("requires_python".into(), json!(rp));
-        }
         entries.push(Entry {
             name: Some(name),
             specifier,
@@ -244,7 +218,13 @@ pub fn read(
             constraint: false,
             editable: false,
             config_settings: Default::default(),
-            extra,
+            requires_python: p.requires_python.clone(),
+            pylock_wheels: Some(wheels),
+            pylock_sdist: source(&p.sdist),
+            pylock_vcs: source(&p.vcs),
+            pylock_directory: source(&p.directory),
+            pylock_archive: source(&p.archive),
+            extra: Default::default(),
         });
     }
     form.sort_by_key(|v| v.to_string());
@@ -262,22 +242,22 @@ pub fn read(
         "sha256:{}",
         wheelship::names::sha256_hex(canonical.to_string().as_bytes())
     );
-    let mut extra = serde_json::Map::new();
-    extra.insert("format".into(), json!("pylock"));
-    extra.insert(
-        "pylock".into(),
-        json!({
-            "lock_version": lock.lock_version, "environments": lock.environments,
-            "requires_python": lock.requires_python, "extras": sel_extras,
-            "dependency_groups": sel_groups, "created_by": lock.created_by,
-        }),
-    );
     Ok(Requirements {
         hash,
         files: vec![path.display().to_string()],
         entries,
         options: ReqOptions::default(),
         unpinned,
-        extra,
+        format: Some("pylock".into()),
+        pylock: Some(PylockMeta {
+            lock_version: lock.lock_version,
+            environments: lock.environments,
+            requires_python: lock.requires_python,
+            extras: sel_extras,
+            dependency_groups: sel_groups,
+            created_by: lock.created_by,
+            extra: Default::default(),
+        }),
+        extra: Default::default(),
     })
 }

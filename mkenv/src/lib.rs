@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use wheelship::beneath::{Dir, Kind};
 use wheelship::cli::io_reason;
-use wheelship::doc::{Requirements, Wheelhouse};
+use wheelship::doc::{doc_path, Env, EnvGc, EnvPython, Requirements, Wheelhouse};
 use wheelship::fsx::{self, point, Lock};
 use wheelship::names::{canonicalize_name, check_sha256, is_valid_name, WheelFilename};
 use wheelship::progress;
@@ -144,19 +145,57 @@ pub fn run(args: Args) -> Result<()> {
     if let Err(e) = envs_dir.touch(&key) {
         eprintln!("mkenv: warning: {e:#} (gc and prune will not see it as in use)");
     }
-    let section = json!({
-        "path": final_path,
-        "key": key,
-        "reused": reused,
-        "python": {"version": interp.version, "implementation": interp.implementation, "tag": interp.tag(),
-                    "executable": interp.base_executable},
-        "wheels": stats.0,
-        "files": stats.1,
-        "compiled": !args.no_compile,
-        "seconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-    });
+    let section = Env {
+        path: doc_path(final_path)?,
+        key,
+        reused,
+        python: EnvPython {
+            version: interp.version.clone(),
+            implementation: interp.implementation.clone(),
+            tag: interp.tag(),
+            executable: Some(doc_path(&interp.base_executable)?),
+            extra: Default::default(),
+        },
+        wheels: stats.0,
+        files: stats.1,
+        compiled: !args.no_compile,
+        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        extra: Default::default(),
+    };
     doc.set("env", &section)?;
     doc.write_stdout()
+}
+
+/// What `env.key` hashes, in this field order (a struct's, whatever serde_json's features).
+#[derive(Serialize)]
+struct KeyForm<'a> {
+    layout: &'a str,
+    wheels: Vec<(String, String, String)>,
+    #[allow(clippy::type_complexity)]
+    python: (
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a (String, String),
+        &'a str,
+        bool,
+    ),
+    tags: String,
+    compile: bool,
+}
+
+/// `ENVS/<key>/.wheelship-env.json`: what the env was built from (gc reads its wheels).
+#[derive(Serialize, Deserialize, Default)]
+struct EnvMeta {
+    key: String,
+    layout: String,
+    #[serde(default)]
+    python: Value,
+    wheels: Vec<wheelship::doc::LockedWheel>,
 }
 
 /// `env.key`: the lock (each wheel's name, version, sha256), the interpreter's identity
@@ -170,14 +209,27 @@ fn env_key(wh: &Wheelhouse, i: &Interp, compile: bool) -> String {
         .collect();
     wheels.sort();
     wheels.dedup();
-    let form = json!({
-        "layout": LAYOUT,
-        "wheels": wheels,
-        "python": [i.implementation, i.version, i.cache_tag, i.abiflags, i.soabi, i.platform, i.machine, i.libc, i.base_executable, i.gil_disabled],
-        "tags": wheelship::names::sha256_hex(i.tags.join("\n").as_bytes()),
-        "compile": compile,
-    });
-    wheelship::names::sha256_hex(form.to_string().as_bytes())[..32].to_string()
+    let python = (
+        i.implementation.as_str(),
+        i.version.as_str(),
+        i.cache_tag.as_str(),
+        i.abiflags.as_str(),
+        i.soabi.as_str(),
+        i.platform.as_str(),
+        i.machine.as_str(),
+        &i.libc,
+        i.base_executable.as_str(),
+        i.gil_disabled,
+    );
+    let form = KeyForm {
+        layout: LAYOUT,
+        wheels,
+        python,
+        tags: wheelship::names::sha256_hex(i.tags.join("\n").as_bytes()),
+        compile,
+    };
+    let text = serde_json::to_string(&form).expect("the key's form serialises");
+    wheelship::names::sha256_hex(text.as_bytes())[..32].to_string()
 }
 
 /// Every value of the lock is checked where it enters: the sha256 names a store entry and the
@@ -282,12 +334,12 @@ fn build(
         for warning in &b.warnings {
             eprintln!("mkenv: warning: {warning}");
         }
-        let meta = json!({
-            "key": key,
-            "layout": LAYOUT,
-            "python": interp,
-            "wheels": wh.wheels,
-        });
+        let meta = EnvMeta {
+            key: key.to_string(),
+            layout: LAYOUT.into(),
+            python: serde_json::to_value(interp)?,
+            wheels: wh.wheels.clone(),
+        };
         let root = b.dirs.root();
         let mut f = root.create_file(".wheelship-env.json", 0o644)?;
         f.write_all(&serde_json::to_vec_pretty(&meta)?)
@@ -565,7 +617,7 @@ fn gc(
     releases: &[PathBuf],
     grace: u64,
     dry_run: bool,
-) -> Result<Value> {
+) -> Result<EnvGc> {
     let envs = fs::canonicalize(&args.envs)
         .map_err(|e| anyhow!("`{}`: {}", args.envs.display(), io_reason(&e)))?;
     let envs_dir = Dir::open(&envs)?;
@@ -615,13 +667,9 @@ fn gc(
             let meta = envs_dir
                 .read(Path::new(&name).join(".wheelship-env.json"))
                 .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .and_then(|b| serde_json::from_slice::<EnvMeta>(&b).ok())
                 .unwrap_or_default();
-            for w in meta["wheels"].as_array().into_iter().flatten() {
-                if let Some(s) = w["sha256"].as_str() {
-                    used.insert(s.to_string());
-                }
-            }
+            used.extend(meta.wheels.into_iter().map(|w| w.sha256));
         } else {
             removed_envs.push(name);
         }
@@ -654,7 +702,12 @@ fn gc(
             }
         }
     }
-    Ok(
-        json!({"envs": envs, "kept": kept, "removed_envs": removed_envs, "removed_wheels": removed_wheels, "dry_run": dry_run}),
-    )
+    Ok(EnvGc {
+        envs: doc_path(envs)?,
+        kept: kept.into_iter().collect(),
+        removed_envs,
+        removed_wheels,
+        dry_run,
+        extra: Default::default(),
+    })
 }

@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use serde_json::{json, Value};
 use wheelship::beneath::{Dir, Kind};
 use wheelship::cli::io_reason;
-use wheelship::doc::{Env, Release};
+use wheelship::doc::{
+    self, doc_path, Bundle, Env, Release, Switch, Would, WouldDeploy, WouldRevert,
+};
 use wheelship::fsx::{self, point, Lock};
 use wheelship::{Document, Hint, UsageError};
 
@@ -195,6 +196,16 @@ impl Root {
     }
     fn releases_dir(&self) -> Result<Dir> {
         self.handle()?.open_dir("releases")
+    }
+
+    /// The `switch` section: the root, what is live and what revert would go back to.
+    fn section(&self, current: Option<String>, previous: Option<String>) -> Result<Switch> {
+        Ok(Switch {
+            root: doc_path(&self.dir)?,
+            current,
+            previous,
+            ..Switch::default()
+        })
     }
 
     /// The release the history says was live before `current`.
@@ -411,7 +422,7 @@ fn activate_cmd(
     root: &Root,
     doc: &Document,
     doc_release: Option<&Release>,
-) -> Result<Value> {
+) -> Result<Switch> {
     let (id, given_dir) = match (&args.release, doc_release) {
         (Some(r), _) => resolve_release_arg(r)?,
         (None, Some(rel)) => (rel.id.clone(), Some(PathBuf::from(&rel.dir))),
@@ -444,19 +455,26 @@ fn activate_cmd(
         }
         None => None,
     };
-    let rev = doc
-        .raw("bundle")
-        .and_then(|b| b.get("rev"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let rev = doc.section::<Bundle>("bundle")?.and_then(|b| b.rev);
     let shared = shared_paths(&release, &args.shared)?;
     if args.dry_run {
         let current = root.current_id()?;
-        return Ok(json!({
-            "root": root.dir, "current": current, "previous": root.previous_of(current.as_deref()), "dry_run": true,
-            "would": {"activate": id, "from": current, "env": env, "shared": shared,
-                      "before": args.before, "restart": args.restart, "check": args.check},
-        }));
+        let previous = root.previous_of(current.as_deref());
+        let would = Would::Deploy(WouldDeploy {
+            activate: id,
+            from: current.clone(),
+            env: env.map(doc_path).transpose()?,
+            shared,
+            before: args.before.clone(),
+            restart: args.restart.clone(),
+            check: args.check.clone(),
+            extra: Default::default(),
+        });
+        return Ok(Switch {
+            dry_run: Some(true),
+            would: Some(would),
+            ..root.section(current, previous)?
+        });
     }
     let _lock = lock(root, args.lock_timeout)?;
     repair_restart(args, root)?;
@@ -473,9 +491,8 @@ fn activate_cmd(
     flip(root, &id, "deploy", from.as_deref(), rev)?;
     serve(args, root, &id, from.as_deref())?;
     let hist = History::read(&root.dir)?;
-    Ok(
-        json!({"root": root.dir, "current": id, "previous": hist.previous(&id, |r| root.is_release(r))}),
-    )
+    let previous = hist.previous(&id, |r| root.is_release(r));
+    root.section(Some(id), previous)
 }
 
 fn resolve_release_arg(r: &str) -> Result<(String, Option<PathBuf>)> {
@@ -749,7 +766,7 @@ fn repair_restart(args: &Args, root: &Root) -> Result<()> {
     }
 }
 
-fn revert(args: &Args, root: &Root, to: Option<&str>) -> Result<Value> {
+fn revert(args: &Args, root: &Root, to: Option<&str>) -> Result<Switch> {
     if let Some(t) = to {
         check_id(t)?;
     }
@@ -775,10 +792,19 @@ fn revert(args: &Args, root: &Root, to: Option<&str>) -> Result<Value> {
     };
     let shared = shared_paths(&root.open_release(&target)?, &args.shared)?;
     if args.dry_run {
-        return Ok(
-            json!({"root": root.dir, "current": current, "previous": hist.previous(&current, |r| root.is_release(r)), "dry_run": true,
-                          "would": {"revert": target, "from": current, "restart": args.restart, "check": args.check}}),
-        );
+        let would = Would::Revert(WouldRevert {
+            revert: target,
+            from: Some(current.clone()),
+            restart: args.restart.clone(),
+            check: args.check.clone(),
+            extra: Default::default(),
+        });
+        let previous = hist.previous(&current, |r| root.is_release(r));
+        return Ok(Switch {
+            dry_run: Some(true),
+            would: Some(would),
+            ..root.section(Some(current), previous)?
+        });
     }
     let _lock = lock(root, args.lock_timeout)?;
     repair_restart(args, root)?;
@@ -787,7 +813,7 @@ fn revert(args: &Args, root: &Root, to: Option<&str>) -> Result<Value> {
     root.restart_owed(args)?;
     flip(root, &target, "revert", from.as_deref(), None)?;
     serve(args, root, &target, from.as_deref())?;
-    Ok(json!({"root": root.dir, "current": target, "previous": from}))
+    root.section(Some(target), from)
 }
 
 struct Listed {
@@ -833,25 +859,30 @@ fn releases(root: &Root, hist: &History) -> Result<Vec<Listed>> {
     Ok(out)
 }
 
-fn list(root: &Root) -> Result<Value> {
+fn list(root: &Root) -> Result<Switch> {
     let hist = History::read(&root.dir)?;
     let current = root.current_id()?;
     let rels = releases(root, &hist)?;
     let previous = current
         .as_deref()
         .and_then(|c| hist.previous(c, |r| root.is_release(r)));
-    Ok(json!({
-        "root": root.dir,
-        "current": current,
-        "previous": previous,
-        "releases": rels.iter().map(|r| json!({
-            "id": r.id,
-            "current": current.as_deref() == Some(r.id.as_str()),
-            "env": r.env,
-            "last_activated": r.last.as_ref().map(|l| &l.1),
-            "bad": r.bad,
-        })).collect::<Vec<_>>(),
-    }))
+    let listed = rels
+        .iter()
+        .map(|r| {
+            Ok(doc::Listed {
+                id: r.id.clone(),
+                current: current.as_deref() == Some(r.id.as_str()),
+                env: r.env.clone().map(doc_path).transpose()?,
+                last_activated: r.last.as_ref().map(|l| l.1.clone()),
+                bad: r.bad,
+                extra: Default::default(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Switch {
+        releases: Some(listed),
+        ..root.section(current, previous)?
+    })
 }
 
 /// Whether `name` in `dir` was made or touched less than `grace` seconds ago (a deploy in
@@ -860,7 +891,15 @@ fn young(dir: &Dir, name: impl AsRef<Path>, grace: u64) -> bool {
     dir.age(name).ok().flatten().is_some_and(|age| age < grace)
 }
 
-fn prune(args: &Args, root: &Root, keep: usize, grace: u64) -> Result<Value> {
+/// What `prune` removes: releases beyond the newest `keep` activated (never current, previous,
+/// anything activated since the older of them, or a deploy in flight), and the envs only they
+/// used.
+struct Doomed<'a> {
+    releases: Vec<&'a Listed>,
+    envs: Vec<PathBuf>,
+}
+
+fn prune(args: &Args, root: &Root, keep: usize, grace: u64) -> Result<Switch> {
     let _lock = if args.dry_run {
         None
     } else {
@@ -878,23 +917,50 @@ fn prune(args: &Args, root: &Root, keep: usize, grace: u64) -> Result<Value> {
         .kind("envs")?
         .map(|_| root.handle()?.open_dir("envs"))
         .transpose()?;
+    let protect = [current.as_deref(), previous.as_deref()];
+    let doomed = doomed(root, &hist, &rels, protect, keep, grace, envs_dir.as_ref())?;
+    let pruned = doc::Pruned {
+        releases: doomed.releases.iter().map(|r| r.id.clone()).collect(),
+        envs: doomed.envs.iter().map(doc_path).collect::<Result<_>>()?,
+        extra: Default::default(),
+    };
+    let section = Switch {
+        pruned: Some(pruned),
+        dry_run: Some(args.dry_run),
+        ..root.section(current.clone(), previous.clone())?
+    };
+    if !args.dry_run {
+        remove_doomed(args, root, &doomed, &releases_dir, envs_dir.as_ref(), grace)?;
+    }
+    Ok(section)
+}
+
+fn doomed<'a>(
+    root: &Root,
+    hist: &History,
+    rels: &'a [Listed],
+    protect: [Option<&str>; 2],
+    keep: usize,
+    grace: u64,
+    envs_dir: Option<&Dir>,
+) -> Result<Doomed<'a>> {
+    let releases_dir = root.releases_dir()?;
     // Anything activated at or after the oldest of current and previous is kept too.
-    let floor = [current.as_deref(), previous.as_deref()]
-        .into_iter()
+    let floor = protect
+        .iter()
         .flatten()
         .filter_map(|id| hist.last_activation(id).map(|l| l.0))
         .min();
     let mut kept = Vec::new();
     let mut doomed = Vec::new();
     let mut activated_seen = 0;
-    for r in &rels {
+    for r in rels {
         let Some((pos, _)) = &r.last else {
             kept.push(r);
             continue;
         };
         activated_seen += 1;
-        let protected = Some(r.id.as_str()) == current.as_deref()
-            || Some(r.id.as_str()) == previous.as_deref()
+        let protected = protect.contains(&Some(r.id.as_str()))
             || floor.is_some_and(|f| *pos >= f)
             || activated_seen <= keep
             || young(&releases_dir, Path::new(&r.id).join(RESERVED), grace);
@@ -908,47 +974,50 @@ fn prune(args: &Args, root: &Root, keep: usize, grace: u64) -> Result<Value> {
     // Only envs in ROOT/envs, named by one plain component, that no kept release uses and no
     // deploy in flight may be about to link.
     let envs_path = root.dir.join("envs");
-    let mut doomed_envs: Vec<PathBuf> = doomed
+    let mut envs: Vec<PathBuf> = doomed
         .iter()
         .filter_map(|r| r.env.clone())
         .filter(|e| !kept_envs.contains(&e) && e.parent() == Some(envs_path.as_path()))
         .filter(|e| {
             let name = e.file_name().expect("an env under envs/ has a name");
-            envs_dir.as_ref().is_some_and(|d| {
+            envs_dir.is_some_and(|d| {
                 d.kind(name).ok().flatten() == Some(Kind::Dir) && !young(d, name, grace)
             })
         })
         .collect();
-    doomed_envs.sort();
-    doomed_envs.dedup();
-    let ids: Vec<&str> = doomed.iter().map(|r| r.id.as_str()).collect();
-    let section = json!({
-        "root": root.dir, "current": current, "previous": previous,
-        "pruned": {"releases": ids, "envs": doomed_envs},
-        "dry_run": args.dry_run,
-    });
-    if args.dry_run {
-        return Ok(section);
-    }
-    // Rename to a trash name first, then delete: a crash leaves a whole release or a trash
-    // directory that the next run removes, never a half-deleted release.
-    for (i, r) in doomed.iter().enumerate() {
-        fsx::trash(&releases_dir, &r.id)?;
+    envs.sort();
+    envs.dedup();
+    Ok(Doomed {
+        releases: doomed,
+        envs,
+    })
+}
+
+/// Each release and env goes to a trash name first, then is deleted: a crash leaves a whole
+/// release or a trash directory that the next run removes, never a half-deleted release.
+fn remove_doomed(
+    args: &Args,
+    root: &Root,
+    doomed: &Doomed,
+    releases_dir: &Dir,
+    envs_dir: Option<&Dir>,
+    grace: u64,
+) -> Result<()> {
+    for (i, r) in doomed.releases.iter().enumerate() {
+        fsx::trash(releases_dir, &r.id)?;
         if i == 0 {
             point("switch-prune-after-first-trash");
         }
     }
-    if !doomed_envs.is_empty() {
+    if !doomed.envs.is_empty() {
         // envs/ is mkenv's store: its lock keeps this from racing a build or a gc there.
         let _envs_lock = Lock::acquire(
-            &envs_path.join(".lock"),
+            &root.dir.join("envs").join(".lock"),
             Duration::from_secs(args.lock_timeout),
             "mkenv on this root's envs",
         )?;
-        let d = envs_dir
-            .as_ref()
-            .expect("doomed envs exist only with envs/");
-        for e in &doomed_envs {
+        let d = envs_dir.expect("doomed envs exist only with envs/");
+        for e in &doomed.envs {
             // Reused by a deploy while we waited for the lock: keep it.
             let name = e.file_name().expect("checked above");
             if !young(d, name, grace) {
@@ -956,8 +1025,11 @@ fn prune(args: &Args, root: &Root, keep: usize, grace: u64) -> Result<Value> {
             }
         }
     }
-    for id in &ids {
-        History::append(&root.dir, &Event::new("prune", Some(id), None, None, None))?;
+    for r in &doomed.releases {
+        History::append(
+            &root.dir,
+            &Event::new("prune", Some(&r.id), None, None, None),
+        )?;
     }
-    Ok(section)
+    Ok(())
 }

@@ -10,11 +10,11 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use serde_json::{json, Value};
+use serde_json::json;
 use wheelship::cli::io_reason;
-use wheelship::doc::{LockedWheel, Requirements, Wheelhouse};
+use wheelship::doc::{doc_path, LockedWheel, Requirements, Target, Wheelhouse};
 use wheelship::fsx;
 use wheelship::names::{canonicalize_name, WheelFilename};
 use wheelship::{Document, UsageError};
@@ -253,7 +253,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let target = target(&args)?;
     if let Source::Doc(r) = &source {
-        if pylock::is_lock(r) {
+        if r.is_pylock() {
             return lock_file(&args, &dir, r, &target, doc);
         }
     }
@@ -263,7 +263,7 @@ pub fn run(args: Args) -> Result<()> {
             if let Some(f) = &args.pylock {
                 pylock::write(f, &dir, &wheels)?;
             }
-            doc.set("wheelhouse", &section(&dir, wheels, &target, true))?;
+            doc.set("wheelhouse", &section(&dir, wheels, &target, true)?)?;
             return doc.write_stdout();
         }
     }
@@ -297,7 +297,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(f) = &args.pylock {
         pylock::write(f, &dir, &wheels)?;
     }
-    doc.set("wheelhouse", &section(&dir, wheels, &target, false))?;
+    doc.set("wheelhouse", &section(&dir, wheels, &target, false)?)?;
     doc.write_stdout()
 }
 
@@ -306,7 +306,7 @@ fn lock_file(
     args: &Args,
     dir: &Path,
     r: &Requirements,
-    target: &Value,
+    target: &Target,
     mut doc: Document,
 ) -> Result<()> {
     if args.cross() {
@@ -331,7 +331,7 @@ fn lock_file(
     if let Some(f) = &args.pylock {
         pylock::write(f, dir, &wheels)?;
     }
-    doc.set("wheelhouse", &section(dir, wheels, target, false))?;
+    doc.set("wheelhouse", &section(dir, wheels, target, false)?)?;
     doc.write_stdout()
 }
 
@@ -551,25 +551,38 @@ fn lock(
 }
 
 /// What the lock is for: the interpreter's identity, or the cross-target's tags.
-fn target(args: &Args) -> Result<Value> {
+fn target(args: &Args) -> Result<Target> {
     if args.cross() {
-        return Ok(json!({
-            "native": false,
-            "python_version": args.python_version,
-            "implementation": args.implementation,
-            "abi": args.abi,
-            "platforms": args.platform,
-            "only_binary": true,
-        }));
+        return Ok(Target {
+            native: false,
+            python_version: args.python_version.clone(),
+            implementation: args.implementation.clone(),
+            abi: Some(args.abi.clone()),
+            platforms: Some(args.platform.clone()),
+            only_binary: Some(true),
+            ..Target::default()
+        });
     }
     let probe = r#"import json, platform, sys, sysconfig
 print(json.dumps({"native": True, "python": platform.python_version(), "implementation": sys.implementation.name,
   "cache_tag": sys.implementation.cache_tag, "platform": sysconfig.get_platform(), "executable": sys.executable}))"#;
-    wheelship::python::probe(&args.python, probe)
+    let found = wheelship::python::probe(&args.python, probe)?;
+    serde_json::from_value(found).context("the interpreter's probe answered in an unknown shape")
 }
 
-fn section(dir: &Path, wheels: Vec<LockedWheel>, target: &Value, cached: bool) -> Value {
-    json!({"dir": dir, "wheels": wheels, "target": target, "cached": cached})
+fn section(
+    dir: &Path,
+    wheels: Vec<LockedWheel>,
+    target: &Target,
+    cached: bool,
+) -> Result<Wheelhouse> {
+    Ok(Wheelhouse {
+        dir: doc_path(dir)?,
+        wheels,
+        target: Some(target.clone()),
+        cached: Some(cached),
+        ..Wheelhouse::default()
+    })
 }
 
 fn listing(dir: &Path) -> Result<Vec<(String, u64, i128)>> {
@@ -598,7 +611,7 @@ fn listing(dir: &Path) -> Result<Vec<(String, u64, i128)>> {
 /// what DIR and every --find-links directory hold (names, sizes, mtimes).
 fn cache_key(
     source: &Source,
-    target: &Value,
+    target: &Target,
     dir: &Path,
     find_links: &[PathBuf],
 ) -> Result<String> {
@@ -688,8 +701,10 @@ fn check_or_prune(args: &Args, mut doc: Document) -> Result<()> {
     }
     removed.sort();
     fsx::fsync_dir(&dir)?;
-    let mut section = serde_json::to_value(&wh)?;
-    section["pruned"] = json!(removed);
-    doc.set_raw("wheelhouse", section);
+    let section = Wheelhouse {
+        pruned: Some(removed),
+        ..wh
+    };
+    doc.set("wheelhouse", &section)?;
     doc.write_stdout()
 }

@@ -7,9 +7,8 @@
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use wheelship::doc::{LockedWheel, Requirements};
+use serde::{Deserialize, Serialize};
+use wheelship::doc::{LockedWheel, PylockWheel, Requirements};
 use wheelship::fsx;
 use wheelship::Hint;
 
@@ -59,6 +58,24 @@ for p in req["packages"]:
 print(json.dumps(out))
 "#;
 
+/// What the selection script is asked: the lock's selectors and each package's marker,
+/// `requires-python` and wheel file names.
+#[derive(Serialize)]
+struct Request<'a> {
+    extras: &'a [String],
+    groups: &'a [String],
+    requires_python: Option<&'a str>,
+    environments: &'a [String],
+    packages: Vec<RequestPackage<'a>>,
+}
+
+#[derive(Serialize)]
+struct RequestPackage<'a> {
+    marker: Option<&'a str>,
+    requires_python: Option<&'a str>,
+    wheels: Vec<&'a str>,
+}
+
 #[derive(Debug, Deserialize)]
 struct Selected {
     why: Option<String>,
@@ -72,19 +89,6 @@ struct Pick {
     why: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
-struct Source {
-    file: String,
-    url: Option<String>,
-    path: Option<String>,
-    sha256: Option<String>,
-}
-
-/// Whether the requirements came from a lock file.
-pub fn is_lock(r: &Requirements) -> bool {
-    r.extra.get("format").and_then(Value::as_str) == Some("pylock")
-}
-
 /// The wheels of the lock for the target, fetched into DIR when missing (not when offline),
 /// each verified against the lock's sha256.
 pub fn lock_exact(
@@ -94,23 +98,28 @@ pub fn lock_exact(
     work: &Path,
     r: &Requirements,
 ) -> Result<Vec<LockedWheel>> {
-    let meta = r.extra.get("pylock").cloned().unwrap_or_default();
-    let sources: Vec<Vec<Source>> = r
+    let meta = r.pylock.clone().unwrap_or_default();
+    let sources: Vec<Vec<PylockWheel>> = r
         .entries
         .iter()
-        .map(|e| {
-            serde_json::from_value(e.extra.get("pylock_wheels").cloned().unwrap_or(json!([])))
-                .map_err(|err| anyhow!("stdin: `requirements.entries` of a lock: {err}"))
-        })
-        .collect::<Result<_>>()?;
-    let request = json!({
-        "extras": meta["extras"], "groups": meta["dependency_groups"],
-        "requires_python": meta["requires_python"], "environments": meta["environments"],
-        "packages": r.entries.iter().zip(&sources).map(|(e, w)| json!({
-            "marker": e.marker, "requires_python": e.extra.get("requires_python"),
-            "wheels": w.iter().map(|s| s.file.clone()).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    });
+        .map(|e| e.pylock_wheels.clone().unwrap_or_default())
+        .collect();
+    let request = Request {
+        extras: &meta.extras,
+        groups: &meta.dependency_groups,
+        requires_python: meta.requires_python.as_deref(),
+        environments: &meta.environments,
+        packages: r
+            .entries
+            .iter()
+            .zip(&sources)
+            .map(|(e, w)| RequestPackage {
+                marker: e.marker.as_deref(),
+                requires_python: e.requires_python.as_deref(),
+                wheels: w.iter().map(|s| s.file.as_str()).collect(),
+            })
+            .collect(),
+    };
     let sel = select(python, &request)?;
     if let Some(why) = sel.why {
         bail!("the lock does not fit `{python}`: {why}");
@@ -178,7 +187,7 @@ pub fn lock_exact(
     Ok(wheels)
 }
 
-fn select(python: &str, request: &Value) -> Result<Selected> {
+fn select(python: &str, request: &Request) -> Result<Selected> {
     use std::io::Write;
     let mut c = std::process::Command::new(python);
     c.args(["-I", "-c", SELECT])
@@ -192,7 +201,7 @@ fn select(python: &str, request: &Value) -> Result<Selected> {
         .stdin
         .take()
         .expect("piped")
-        .write_all(request.to_string().as_bytes())?;
+        .write_all(&serde_json::to_vec(request)?)?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!(
@@ -211,7 +220,7 @@ fn fetch(
     offline: bool,
     dir: &Path,
     work: &Path,
-    chosen: &[(String, String, Source, String)],
+    chosen: &[(String, String, PylockWheel, String)],
 ) -> Result<()> {
     let mut remote = String::new();
     for (name, _, s, sha) in chosen {

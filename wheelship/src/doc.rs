@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Read};
 
 use anyhow::{Context, Result};
+use camino::Utf8PathBuf;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -129,8 +130,49 @@ pub struct Requirements {
     /// not what it resolves to.
     #[serde(default)]
     pub unpinned: Vec<String>,
+    /// `"pylock"` when the requirements are a lock file (PEP 751, pylock.toml): exact, never
+    /// resolved again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pylock: Option<PylockMeta>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+impl Requirements {
+    /// Whether the requirements came from a lock file.
+    pub fn is_pylock(&self) -> bool {
+        self.format.as_deref() == Some("pylock")
+    }
+}
+
+/// `requirements.pylock`: the lock file's own fields, and which extras and groups were chosen.
+/// <https://packaging.python.org/en/latest/specifications/pylock-toml/>
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PylockMeta {
+    pub lock_version: String,
+    pub environments: Vec<String>,
+    pub requires_python: Option<String>,
+    pub extras: Vec<String>,
+    pub dependency_groups: Vec<String>,
+    pub created_by: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `entries[].pylock_wheels`: a wheel a lock file names for a package.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PylockWheel {
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Absolute: a lock's paths are relative to the lock file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
 }
 
 /// One requirement line, as pip means it.
@@ -162,6 +204,20 @@ pub struct Entry {
     /// `--config-settings KEY=VALUE` given on the line.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config_settings: BTreeMap<String, Vec<String>>,
+    /// From a lock file: the package's `requires-python`, its wheels, and its other sources
+    /// (tables as the lock wrote them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires_python: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pylock_wheels: Option<Vec<PylockWheel>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pylock_sdist: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pylock_vcs: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pylock_directory: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pylock_archive: Option<Value>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -191,13 +247,32 @@ pub struct ReqOptions {
     pub extra: Extra,
 }
 
+/// A path as the document holds it: absolute and UTF-8 (JSON strings are text). A path that is
+/// not UTF-8 is an error naming it, where it would enter the document.
+pub fn doc_path(path: impl Into<std::path::PathBuf>) -> Result<Utf8PathBuf> {
+    let path = std::path::absolute(path.into()).context("cannot make a path absolute")?;
+    Utf8PathBuf::from_path_buf(path).map_err(|p| {
+        anyhow::anyhow!(
+            "`{}`: not UTF-8, and a path in the document must be",
+            p.display()
+        )
+    })
+}
+
 /// `wheelhouse`, the lock, written by `wheelhouse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Wheelhouse {
-    pub dir: String,
+    pub dir: Utf8PathBuf,
     pub wheels: Vec<LockedWheel>,
+    /// What the lock is for: this interpreter, or a cross target's tags.
     #[serde(default)]
-    pub target: Option<Value>,
+    pub target: Option<Target>,
+    /// The lock came from wheelhouse's cache (nothing in DIR or --find-links changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached: Option<bool>,
+    /// `--prune`: the wheel files removed from DIR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<Vec<String>>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -213,13 +288,50 @@ pub struct LockedWheel {
     pub extra: Extra,
 }
 
+/// `wheelhouse.target`: the interpreter that resolved the lock (`native`), or the tags of a
+/// cross target (`--python-version`, `--platform` …).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub native: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implementation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abi: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platforms: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_binary: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// `env`, written by `mkenv`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Env {
-    pub path: String,
+    pub path: Utf8PathBuf,
     pub key: String,
     pub reused: bool,
     pub python: EnvPython,
+    /// Wheels and files installed (0 when reused).
+    #[serde(default)]
+    pub wheels: usize,
+    #[serde(default)]
+    pub files: usize,
+    /// Bytecode compiled (not `--no-compile`).
+    #[serde(default)]
+    pub compiled: bool,
+    #[serde(default)]
+    pub seconds: f64,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -229,17 +341,62 @@ pub struct EnvPython {
     pub version: String,
     pub implementation: String,
     pub tag: String,
+    /// The base interpreter the env's `python` runs.
+    #[serde(default)]
+    pub executable: Option<Utf8PathBuf>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
-/// `bundle`, written by `bundle pack`.
+/// `mkenv_gc`, written by `mkenv gc`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnvGc {
+    pub envs: Utf8PathBuf,
+    /// Envs kept because a release under a `--releases` root links them.
+    pub kept: Vec<String>,
+    pub removed_envs: Vec<String>,
+    pub removed_wheels: Vec<String>,
+    pub dry_run: bool,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `bundle`, written by `bundle pack` (and completed by `bundle unpack`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Bundle {
-    pub path: String,
+    pub path: Utf8PathBuf,
     pub id: String,
     pub sha256: String,
     pub size: u64,
+    /// The git commit the release was exported from.
+    #[serde(default)]
+    pub rev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The zstd level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<BundleEntries>,
+    /// `pack --sign`: the `<archive>.minisig` beside the archive, and the key's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Utf8PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// `unpack`: the trusted key whose signature was verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_by: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// What the archive holds, counted by kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BundleEntries {
+    pub files: usize,
+    pub dirs: usize,
+    pub symlinks: usize,
+    pub wheels: usize,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -248,17 +405,95 @@ pub struct Bundle {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Release {
     pub id: String,
-    pub dir: String,
+    pub dir: Utf8PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
-/// `switch`, written by `switch`.
+/// `switch`, written by every `switch` command.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Switch {
-    pub root: String,
-    pub current: String,
+    pub root: Utf8PathBuf,
+    /// The live release after the command; null when nothing is live.
+    pub current: Option<String>,
+    /// What `revert` would go back to (or, after a revert, what was live).
     pub previous: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    /// `--dry-run` of deploy and revert: what would be done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would: Option<Would>,
+    /// `list`: every release, most recently activated first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub releases: Option<Vec<Listed>>,
+    /// `prune`: what was (or, with --dry-run, would be) removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<Pruned>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `switch.would`: what a `--dry-run` deploy or revert would do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Would {
+    Deploy(WouldDeploy),
+    Revert(WouldRevert),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WouldDeploy {
+    pub activate: String,
+    pub from: Option<String>,
+    pub env: Option<Utf8PathBuf>,
+    pub shared: Vec<String>,
+    pub before: Option<String>,
+    pub restart: Option<String>,
+    pub check: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WouldRevert {
+    pub revert: String,
+    pub from: Option<String>,
+    pub restart: Option<String>,
+    pub check: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Listed {
+    pub id: String,
+    pub current: bool,
+    pub env: Option<Utf8PathBuf>,
+    pub last_activated: Option<String>,
+    pub bad: bool,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pruned {
+    pub releases: Vec<String>,
+    pub envs: Vec<Utf8PathBuf>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `keygen`, written by `bundle keygen`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Keygen {
+    pub public: Utf8PathBuf,
+    pub secret: Utf8PathBuf,
+    pub key_id: String,
+    pub encrypted: bool,
     #[serde(flatten)]
     pub extra: Extra,
 }
