@@ -68,7 +68,6 @@ struct Wheel {
     hashes: BTreeMap<String, String>,
 }
 
-
 /// The file name of a wheel: `name`, else the last segment of its URL or path.
 fn wheel_file(w: &Wheel) -> Option<String> {
     w.name.clone().or_else(|| {
