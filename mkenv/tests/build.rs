@@ -2,58 +2,13 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-
-/// Files under `dir`, relative, skipping what pip and mkenv legitimately differ on.
-fn tree(dir: &Path) -> BTreeSet<String> {
-    fn walk(base: &Path, d: &Path, out: &mut BTreeSet<String>) {
-        for e in std::fs::read_dir(d).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            let rel = p.strip_prefix(base).unwrap().display().to_string();
-            let name = e.file_name().to_string_lossy().to_string();
-            if name == "__pycache__"
-                || ["RECORD", "INSTALLER", "REQUESTED", "direct_url.json"].contains(&name.as_str())
-            {
-                continue;
-            }
-            if e.file_type().unwrap().is_dir() {
-                walk(base, &p, out);
-            } else {
-                out.insert(rel);
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-fn clean_pip(cmd: &mut Command) -> &mut Command {
-    // The machine's PIP_* settings (PIP_FIND_LINKS, ...) must not change the reference.
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PIP_")) {
-        cmd.env_remove(k);
-    }
-    cmd.env("PIP_CONFIG_FILE", "/dev/null")
-        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use testsupport::{assert_same_env, pip_env, run_ok, site_packages};
 
 #[test]
 fn the_env_is_what_pip_would_build() {
@@ -74,74 +29,25 @@ fn the_env_is_what_pip_would_build() {
     );
 
     // The reference: python -m venv + pip install --no-index --find-links.
-    let reference = t.path().join("ref");
-    run_ok(clean_pip(
-        Command::new("python3").args(["-m", "venv"]).arg(&reference),
-    ));
-    run_ok(clean_pip(
-        Command::new(reference.join("bin/python"))
-            .args(["-m", "pip", "install", "-q", "--no-index", "--find-links"])
-            .arg(t.path().join("wh"))
-            .arg("shop-app"),
-    ));
-    let xy = run_ok(Command::new("python3").args([
-        "-c",
-        "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
-    ]));
-    let site = format!("lib/python{}/site-packages", xy.trim());
-    let ours = tree(&path.join(&site));
-    let theirs: BTreeSet<String> = tree(&reference.join(&site))
-        .into_iter()
-        .filter(|p| {
-            !p.starts_with("pip")
-                && !p.starts_with("setuptools")
-                && !p.starts_with("_distutils_hack")
-                && !p.starts_with("distutils-precedence")
-                && !p.starts_with("pkg_resources")
-        })
-        .collect();
-    assert_eq!(ours, theirs);
-    for f in &ours {
-        assert_eq!(
-            std::fs::read(path.join(&site).join(f)).unwrap(),
-            std::fs::read(reference.join(&site).join(f)).unwrap(),
-            "{f}"
-        );
-    }
+    let reference = pip_env(
+        &t.path().join("ref"),
+        &t.path().join("wh"),
+        &["shop-app"],
+        t.path(),
+    );
+    assert_same_env(&path, &reference);
+    let site = site_packages();
+    let xy = site
+        .trim_start_matches("lib/python")
+        .trim_end_matches("/site-packages")
+        .to_string();
     assert_eq!(
         std::fs::read(path.join("share/shop/README")).unwrap(),
         std::fs::read(reference.join("share/shop/README")).unwrap()
     );
     assert!(path
-        .join(format!("include/site/python{}/shop-app/shop.h", xy.trim()))
+        .join(format!("include/site/python{xy}/shop-app/shop.h"))
         .is_file());
-
-    // pip sees the same distributions and a consistent env.
-    let list = |py: &Path| -> Value {
-        let out = run_ok(clean_pip(
-            Command::new("python3")
-                .args(["-m", "pip", "--python"])
-                .arg(py)
-                .args(["list", "--format=json"]),
-        ));
-        let mut v: Vec<Value> = serde_json::from_str::<Vec<Value>>(&out)
-            .unwrap()
-            .into_iter()
-            .filter(|p| !["pip", "setuptools"].contains(&p["name"].as_str().unwrap()))
-            .collect();
-        v.sort_by_key(|p| p["name"].as_str().unwrap().to_lowercase());
-        Value::Array(v)
-    };
-    assert_eq!(
-        list(&path.join("bin/python")),
-        list(&reference.join("bin/python"))
-    );
-    run_ok(clean_pip(
-        Command::new("python3")
-            .args(["-m", "pip", "--python"])
-            .arg(path.join("bin/python"))
-            .arg("check"),
-    ));
 
     // The console script and the `.data` script run, with the env's python.
     assert_eq!(
@@ -427,134 +333,6 @@ fn gc_removes_what_no_kept_env_uses() {
 /// The example's real web stack (Flask and its dependencies, from PyPI): mkenv's env against
 /// `python -m venv` + `pip install --no-index --find-links` of the same wheels. Skips, loudly,
 /// when PyPI cannot be reached.
-#[test]
-#[cfg_attr(
-    wheelship_offline,
-    ignore = "uses PyPI: set WHEELSHIP_ONLINE=1 (.ci/run does)"
-)]
-fn online_real_web_stack_matches_pip() {
-    use std::net::ToSocketAddrs;
-    let reachable = ("pypi.org", 443)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| {
-            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)).is_ok()
-        });
-    assert!(
-        reachable,
-        "pypi.org:443 cannot be reached (WHEELSHIP_ONLINE=1 says it can)"
-    );
-    let t = tempfile::tempdir().unwrap();
-    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/app");
-    let bin = |name: &str| assert_cmd::cargo::cargo_bin("mkenv").with_file_name(name);
-    let req = run_ok(
-        Command::new(bin("hashreq"))
-            .arg(app.join("requirements.txt"))
-            .stdin(std::process::Stdio::null()),
-    );
-    let mut wh = Command::new(bin("wheelhouse"));
-    wh.args(["--dir"])
-        .arg(t.path().join("wh"))
-        .env("WHEELSHIP_CACHE", t.path().join("cache"));
-    let mut child = wh
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(req.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(doc["wheelhouse"]["wheels"].as_array().unwrap().len() >= 8);
-    let env = ok(t.path(), &["--envs", "envs"], &doc);
-    let path = PathBuf::from(env["path"].as_str().unwrap());
-
-    let reference = t.path().join("ref");
-    run_ok(clean_pip(
-        Command::new("python3").args(["-m", "venv"]).arg(&reference),
-    ));
-    let mut pip = Command::new(reference.join("bin/python"));
-    pip.args(["-m", "pip", "install", "-q", "--no-index", "--find-links"])
-        .arg(t.path().join("wh"));
-    pip.arg("-r").arg(app.join("requirements.txt"));
-    run_ok(clean_pip(pip.current_dir(&app)));
-    let xy = run_ok(Command::new("python3").args([
-        "-c",
-        "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
-    ]));
-    let site = format!("lib/python{}/site-packages", xy.trim());
-    let skip = |p: &String| {
-        [
-            "pip",
-            "setuptools",
-            "_distutils_hack",
-            "distutils-precedence",
-            "pkg_resources",
-        ]
-        .iter()
-        .any(|s| p.starts_with(s))
-    };
-    let ours: BTreeSet<String> = tree(&path.join(&site));
-    let theirs: BTreeSet<String> = tree(&reference.join(&site))
-        .into_iter()
-        .filter(|p| !skip(p))
-        .collect();
-    assert_eq!(ours, theirs);
-    for f in &ours {
-        assert_eq!(
-            std::fs::read(path.join(&site).join(f)).unwrap(),
-            std::fs::read(reference.join(&site).join(f)).unwrap(),
-            "{f}"
-        );
-    }
-    let list = |py: &Path| -> Vec<(String, String)> {
-        let out = run_ok(clean_pip(
-            Command::new("python3")
-                .args(["-m", "pip", "--python"])
-                .arg(py)
-                .args(["list", "--format=json"]),
-        ));
-        let mut v: Vec<(String, String)> = serde_json::from_str::<Vec<Value>>(&out)
-            .unwrap()
-            .into_iter()
-            .map(|p| {
-                (
-                    p["name"].as_str().unwrap().to_lowercase(),
-                    p["version"].as_str().unwrap().to_string(),
-                )
-            })
-            .filter(|(n, _)| n != "pip" && n != "setuptools")
-            .collect();
-        v.sort();
-        v
-    };
-    assert_eq!(
-        list(&path.join("bin/python")),
-        list(&reference.join("bin/python"))
-    );
-    run_ok(clean_pip(
-        Command::new("python3")
-            .args(["-m", "pip", "--python"])
-            .arg(path.join("bin/python"))
-            .arg("check"),
-    ));
-    // The console scripts run: flask's and gunicorn's.
-    assert!(run_ok(Command::new(path.join("bin/flask")).arg("--version")).contains("Flask"));
-    assert!(run_ok(Command::new(path.join("bin/gunicorn")).arg("--version")).contains("gunicorn"));
-}
-
 /// Issue 12, item 1: numpy < 2.3 ships `.pyc` files for CPython 3.11 in its RECORD, and mkenv
 /// failed with "File exists" when it linked its own. mkenv's own bytecode, compiled from the
 /// source by the interpreter, wins; with `--no-compile` the wheel's file is installed.

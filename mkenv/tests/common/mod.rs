@@ -8,62 +8,12 @@ use std::process::Output;
 use assert_cmd::Command;
 use serde_json::{json, Value};
 
-pub fn mkwheels(dir: &Path, spec: Value) -> Vec<PathBuf> {
-    std::fs::create_dir_all(dir).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/mkwheel.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(script)
-        .arg(dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(spec.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(PathBuf::from)
-        .collect()
-}
-
-pub fn sha256(data: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use testsupport::mkwheels;
 
 /// A document whose lock names `wheels` (paths in one directory) and whose requirements ask
 /// for `requested`.
 pub fn lock(wheels: &[PathBuf], requested: &[&str]) -> Value {
-    let dir = wheels[0].parent().unwrap();
-    let entries: Vec<Value> = requested
-        .iter()
-        .map(|n| json!({"name": n, "specifier": "", "extras": [], "marker": null, "hashes": [], "url": null, "file": "/r.txt", "line": 1}))
-        .collect();
-    let locked: Vec<Value> = wheels
-        .iter()
-        .map(|w| {
-            let data = std::fs::read(w).unwrap();
-            let file = w.file_name().unwrap().to_str().unwrap();
-            let name = file.split('-').next().unwrap().to_lowercase().replace('_', "-");
-            let version = file.split('-').nth(1).unwrap();
-            json!({"name": name, "version": version, "file": file, "sha256": sha256(&data), "size": data.len()})
-        })
-        .collect();
-    json!({
-        "requirements": {"hash": format!("sha256:{}", "0".repeat(64)), "files": ["/r.txt"], "entries": entries},
-        "wheelhouse": {"dir": dir, "wheels": locked},
-    })
+    testsupport::lock_requesting(wheels, requested)
 }
 
 pub fn mkenv(cwd: &Path, args: &[&str], doc: &Value) -> Output {
