@@ -219,12 +219,32 @@ impl Info {
     }
 }
 
+/// Why a wheel is refused, in a message that names it.
+type Refuse<'a> = &'a dyn Fn(String) -> anyhow::Error;
+
+/// A wheel file's zip reader.
+type Zip = zip::ZipArchive<fs::File>;
+
+/// What the central directory says: the files to extract (index, name, executable) and the
+/// one `.dist-info` directory.
+struct Scan {
+    files: Vec<(usize, String, bool)>,
+    dist_info: String,
+}
+
+/// What extraction saw: each file's RECORD-style hash and size, and the `.dist-info` files'
+/// bytes (RECORD, WHEEL, METADATA, entry_points.txt are read from them).
+#[derive(Default)]
+struct Extracted {
+    hashes: BTreeMap<String, (String, u64)>,
+    dist_info_files: BTreeMap<String, Vec<u8>>,
+}
+
 fn unzip_verified(wheel: &Path, file_name: &str, mut dest: Dirs) -> Result<Info> {
     let refuse = |what: String| anyhow!("cannot install `{file_name}`: {what}");
     let fname = WheelFilename::parse(file_name).map_err(&refuse)?;
     let (f, _) = fsx::open_regular(wheel).map_err(|e| refuse(format!("{e:#}")))?;
-    let mut zip =
-        zip::ZipArchive::new(f).map_err(|e| refuse(format!("not a valid zip file: {e}")))?;
+    let mut zip = Zip::new(f).map_err(|e| refuse(format!("not a valid zip file: {e}")))?;
     // The zip reader keeps one entry per name; the central directory says how many there are.
     // More there than here means duplicate names: which one a reader takes differs between
     // readers (Python takes the last), so such a wheel is refused.
@@ -235,9 +255,50 @@ fn unzip_verified(wheel: &Path, file_name: &str, mut dest: Dirs) -> Result<Info>
             zip.len()
         )));
     }
+    let scan = scan(&mut zip, &refuse)?;
+    let dist_info = scan.dist_info.clone();
+    let stem = dist_info.trim_end_matches(".dist-info");
+    let (di_name, di_version) = stem
+        .rsplit_once('-')
+        .ok_or_else(|| refuse(format!("`{dist_info}` is not `<name>-<version>.dist-info`")))?;
+    if canonicalize_name(di_name) != canonicalize_name(&fname.name)
+        || !same_version(di_version, &fname.version)
+    {
+        return Err(refuse(format!(
+            "`{dist_info}` does not match the file name"
+        )));
+    }
+    let data_dir = format!("{stem}.data");
+    let extracted = extract(&mut zip, &scan, &data_dir, &mut dest, &refuse)?;
+    let files = verify_record(&extracted, &dist_info, &refuse)?;
+    let small = &extracted.dist_info_files;
+    let purelib = wheel_purelib(small, &dist_info, &refuse)?;
+    let metadata = small
+        .get(&format!("{dist_info}/METADATA"))
+        .ok_or_else(|| refuse(format!("no `{dist_info}/METADATA`")))?;
+    std::str::from_utf8(metadata).map_err(|_| refuse("METADATA is not UTF-8".into()))?;
+    let (console_scripts, gui_scripts) = small
+        .get(&format!("{dist_info}/entry_points.txt"))
+        .map(|b| parse_entry_points(&String::from_utf8_lossy(b)))
+        .unwrap_or_default();
+    let info = Info {
+        name: canonicalize_name(&fname.name),
+        version: di_version.to_string(),
+        dist_info,
+        data_dir,
+        purelib,
+        files,
+        console_scripts,
+        gui_scripts,
+    };
+    info.validate().map_err(refuse)?;
+    Ok(info)
+}
 
-    // First pass over the central directory: names, kinds, methods, duplicates, layout.
-    let mut names: Vec<(usize, String, bool)> = Vec::new();
+/// First pass, over the central directory only: names, kinds, methods, duplicates, the
+/// declared total size, and the one `.dist-info`.
+fn scan(zip: &mut Zip, refuse: Refuse) -> Result<Scan> {
+    let mut files = Vec::new();
     let mut seen = HashSet::new();
     let mut dist_infos = HashSet::new();
     let mut declared_total = 0u64;
@@ -250,10 +311,10 @@ fn unzip_verified(wheel: &Path, file_name: &str, mut dest: Dirs) -> Result<Info>
             .to_string();
         check_member(&name)
             .map_err(|why| refuse(format!("member `{}`: {why}", name.escape_debug())))?;
-        if let Some(mode) = z.unix_mode() {
-            if mode & 0o170000 == 0o120000 {
-                return Err(refuse(format!("member `{name}` is a symlink")));
-            }
+        if z.unix_mode()
+            .is_some_and(|mode| mode & 0o170000 == 0o120000)
+        {
+            return Err(refuse(format!("member `{name}` is a symlink")));
         }
         if !matches!(
             z.compression(),
@@ -271,7 +332,6 @@ fn unzip_verified(wheel: &Path, file_name: &str, mut dest: Dirs) -> Result<Info>
         if !seen.insert(norm.clone()) {
             return Err(refuse(format!("duplicate member `{name}`")));
         }
-        let is_dir = name.ends_with('/');
         declared_total += z.size();
         if declared_total > MAX_UNPACKED {
             return Err(refuse("it expands to more than 8 GiB".into()));
@@ -280,73 +340,79 @@ fn unzip_verified(wheel: &Path, file_name: &str, mut dest: Dirs) -> Result<Info>
         if top.ends_with(".dist-info") {
             dist_infos.insert(top.to_string());
         }
-        if !is_dir {
+        if !name.ends_with('/') {
             let exec = z.unix_mode().is_some_and(|m| m & 0o111 != 0);
-            names.push((i, norm, exec));
+            files.push((i, norm, exec));
         }
     }
-    let dist_info = match dist_infos.len() {
-        1 => dist_infos.into_iter().next().unwrap(),
-        0 => return Err(refuse("no `.dist-info` directory".into())),
-        _ => {
-            let mut v: Vec<_> = dist_infos.into_iter().collect();
-            v.sort();
+    let mut dist_infos: Vec<_> = dist_infos.into_iter().collect();
+    dist_infos.sort();
+    match dist_infos.len() {
+        1 => Ok(Scan {
+            files,
+            dist_info: dist_infos.remove(0),
+        }),
+        0 => Err(refuse("no `.dist-info` directory".into())),
+        _ => Err(refuse(format!(
+            "more than one `.dist-info` directory: {}",
+            dist_infos.join(", ")
+        ))),
+    }
+}
+
+/// A member may be in the wheel's one `.data` directory under a known key, or in its one
+/// `.dist-info`, or anywhere else in the install root.
+fn check_placement(name: &str, data_dir: &str, dist_info: &str, refuse: Refuse) -> Result<()> {
+    let top = name.split('/').next().unwrap_or_default();
+    if top.ends_with(".data") {
+        if top != data_dir {
             return Err(refuse(format!(
-                "more than one `.dist-info` directory: {}",
-                v.join(", ")
+                "member `{name}` is in `{top}`, not `{data_dir}`"
             )));
         }
-    };
-    let stem = dist_info.trim_end_matches(".dist-info");
-    let (di_name, di_version) = stem
-        .rsplit_once('-')
-        .ok_or_else(|| refuse(format!("`{dist_info}` is not `<name>-<version>.dist-info`")))?;
-    if canonicalize_name(di_name) != canonicalize_name(&fname.name)
-        || !same_version(di_version, &fname.version)
-    {
+        let key = name.split('/').nth(1).unwrap_or_default();
+        if !matches!(key, "purelib" | "platlib" | "scripts" | "headers" | "data") {
+            return Err(refuse(format!(
+                "unknown `.data` key `{key}` (member `{name}`)"
+            )));
+        }
+    } else if top.ends_with(".dist-info") && top != dist_info {
         return Err(refuse(format!(
-            "`{dist_info}` does not match the file name"
+            "member `{name}` is in another `.dist-info`"
         )));
     }
-    let data_dir = format!("{stem}.data");
+    Ok(())
+}
 
-    // Second pass: extract, hashing as we go.
-    let mut hashes: BTreeMap<String, (String, u64)> = BTreeMap::new();
-    let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+/// Second pass: every file extracted under `dest`, hashed as it is written; no member may
+/// hold more bytes than the central directory says.
+fn extract(
+    zip: &mut Zip,
+    scan: &Scan,
+    data_dir: &str,
+    dest: &mut Dirs,
+    refuse: Refuse,
+) -> Result<Extracted> {
+    let mut out = Extracted::default();
     let mut buf = vec![0u8; 1 << 16];
-    for (i, name, exec) in &names {
-        let top = name.split('/').next().unwrap_or_default();
-        if top.ends_with(".data") {
-            if top != data_dir {
-                return Err(refuse(format!(
-                    "member `{name}` is in `{top}`, not `{data_dir}`"
-                )));
-            }
-            let key = name.split('/').nth(1).unwrap_or_default();
-            if !matches!(key, "purelib" | "platlib" | "scripts" | "headers" | "data") {
-                return Err(refuse(format!(
-                    "unknown `.data` key `{key}` (member `{name}`)"
-                )));
-            }
-        } else if top.ends_with(".dist-info") && top != dist_info {
-            return Err(refuse(format!(
-                "member `{name}` is in another `.dist-info`"
-            )));
-        }
+    let scripts = format!("{data_dir}/scripts/");
+    let own = format!("{}/", scan.dist_info);
+    for (i, name, exec) in &scan.files {
+        check_placement(name, data_dir, &scan.dist_info, refuse)?;
         let mut z = zip
             .by_index(*i)
             .map_err(|e| refuse(format!("member `{name}`: {e}")))?;
-        let mode = if *exec || name.starts_with(&format!("{data_dir}/scripts/")) {
+        let mode = if *exec || name.starts_with(&scripts) {
             0o755
         } else {
             0o644
         };
         let (dir, leaf) = dest.parent(Path::new(name))?;
-        let mut out = dir.create_file(leaf, mode)?;
+        let mut file = dir.create_file(leaf, mode)?;
         let shown = dir.show(leaf);
         let mut h = Sha256::new();
         let mut size = 0u64;
-        let keep = name.starts_with(&format!("{dist_info}/"));
+        let keep = name.starts_with(&own);
         let mut kept = Vec::new();
         loop {
             let n = z
@@ -360,28 +426,40 @@ fn unzip_verified(wheel: &Path, file_name: &str, mut dest: Dirs) -> Result<Info>
             if size > z.size() {
                 return Err(refuse(format!("member `{name}` is larger than it says")));
             }
-            out.write_all(&buf[..n])
+            file.write_all(&buf[..n])
                 .map_err(|e| anyhow!("cannot write `{}`: {}", shown.display(), io_reason(&e)))?;
             if keep {
                 kept.extend_from_slice(&buf[..n]);
             }
         }
         if keep {
-            small.insert(name.clone(), kept);
+            out.dist_info_files.insert(name.clone(), kept);
         }
-        hashes.insert(name.clone(), (record_hash(&h.finalize()), size));
+        out.hashes
+            .insert(name.clone(), (record_hash(&h.finalize()), size));
     }
+    Ok(out)
+}
 
-    // RECORD: every file listed with its true hash and size, nothing listed that is absent.
+/// RECORD: every file listed with its true hash and size, nothing listed that is absent
+/// (signatures aside): the installed files, with their hashes.
+fn verify_record(
+    x: &Extracted,
+    dist_info: &str,
+    refuse: Refuse,
+) -> Result<Vec<(String, String, u64)>> {
     let record_name = format!("{dist_info}/RECORD");
-    let record = small
+    let record = x
+        .dist_info_files
         .get(&record_name)
         .ok_or_else(|| refuse(format!("no `{record_name}`")))?;
     let record = std::str::from_utf8(record).map_err(|_| refuse("RECORD is not UTF-8".into()))?;
-    let rows = parse_record(record).map_err(&refuse)?;
+    let rows = parse_record(record).map_err(refuse)?;
+    let unlisted =
+        |name: &str| name == record_name || name.ends_with(".jws") || name.ends_with(".p7s");
     let mut files = Vec::new();
-    for (name, (hash, size)) in &hashes {
-        if *name == record_name || name.ends_with(".jws") || name.ends_with(".p7s") {
+    for (name, (hash, size)) in &x.hashes {
+        if unlisted(name) {
             continue;
         }
         let Some((rh, rsize)) = rows.get(name) else {
@@ -392,21 +470,25 @@ fn unzip_verified(wheel: &Path, file_name: &str, mut dest: Dirs) -> Result<Info>
         }
         files.push((name.clone(), hash.clone(), *size));
     }
-    for name in rows.keys() {
-        if name != &record_name
-            && !hashes.contains_key(name)
-            && !name.ends_with(".jws")
-            && !name.ends_with(".p7s")
-        {
-            check_member(name).map_err(|why| refuse(format!("RECORD names `{name}`: {why}")))?;
-            return Err(refuse(format!(
-                "RECORD lists `{name}`, which is not in the wheel"
-            )));
-        }
+    if let Some(name) = rows
+        .keys()
+        .find(|n| !unlisted(n) && !x.hashes.contains_key(*n))
+    {
+        check_member(name).map_err(|why| refuse(format!("RECORD names `{name}`: {why}")))?;
+        return Err(refuse(format!(
+            "RECORD lists `{name}`, which is not in the wheel"
+        )));
     }
+    Ok(files)
+}
 
-    // WHEEL: refuse a major version above 1; the first Wheel-Version counts (some wheels
-    // repeat it).
+/// WHEEL: a major version above 1 is refused (the first Wheel-Version counts: some wheels
+/// repeat it); whether the root is purelib.
+fn wheel_purelib(
+    small: &BTreeMap<String, Vec<u8>>,
+    dist_info: &str,
+    refuse: Refuse,
+) -> Result<bool> {
     let wheel_text = small
         .get(&format!("{dist_info}/WHEEL"))
         .map(|b| String::from_utf8_lossy(b).to_string())
@@ -427,28 +509,7 @@ fn unzip_verified(wheel: &Path, file_name: &str, mut dest: Dirs) -> Result<Info>
     {
         return Err(refuse(format!("unsupported Wheel-Version `{wv}`")));
     }
-    let purelib = header("Root-Is-Purelib").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let metadata = small
-        .get(&format!("{dist_info}/METADATA"))
-        .ok_or_else(|| refuse(format!("no `{dist_info}/METADATA`")))?;
-    std::str::from_utf8(metadata).map_err(|_| refuse("METADATA is not UTF-8".into()))?;
-
-    let (console_scripts, gui_scripts) = small
-        .get(&format!("{dist_info}/entry_points.txt"))
-        .map(|b| parse_entry_points(&String::from_utf8_lossy(b)))
-        .unwrap_or_default();
-    let info = Info {
-        name: canonicalize_name(&fname.name),
-        version: di_version.to_string(),
-        dist_info,
-        data_dir,
-        purelib,
-        files,
-        console_scripts,
-        gui_scripts,
-    };
-    info.validate().map_err(refuse)?;
-    Ok(info)
+    Ok(header("Root-Is-Purelib").is_some_and(|v| v.eq_ignore_ascii_case("true")))
 }
 
 /// The entry count of the end-of-central-directory record (ZIP64 aware).
