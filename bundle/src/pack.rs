@@ -56,20 +56,7 @@ pub fn run(a: PackArgs) -> Result<()> {
     let mut doc = Document::from_stdin()?;
     let repo = std::fs::canonicalize(&a.repo)
         .map_err(|e| anyhow!("repository `{}`: {}", a.repo.display(), io_reason(&e)))?;
-    let rev = git_line(
-        &repo,
-        &[
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("{}^{{commit}}", a.rev),
-        ],
-    )
-    .map_err(|_| anyhow!("`{}` is not a commit in `{}`", a.rev, repo.display()))?;
-    let tree = git_line(&repo, &["rev-parse", &format!("{rev}^{{tree}}")])?;
-    let commit_time: i64 = git_line(&repo, &["log", "-1", "--format=%ct", &rev])?
-        .parse()
-        .context("cannot read the commit time")?;
+    let (rev, tree, commit_time) = commit(&repo, &a.rev)?;
 
     let mut items = tree_items(&repo, &rev)?;
     let (wheel_dir, wheels) = if a.no_wheels {
@@ -96,19 +83,7 @@ pub fn run(a: PackArgs) -> Result<()> {
             .file_name()
             .map_or("app".into(), |n| n.to_string_lossy().to_string()),
     })?;
-    let mut content = Sha256::new();
-    content.update(format!("wheelship-release-v1\n{tree}\n").as_bytes());
-    for (file, sha, _) in &wheels {
-        content.update(format!("{file} {sha}\n").as_bytes());
-    }
-    content.update(document.as_bytes());
-    let content = fsx::hex(&content.finalize());
-    let id = format!(
-        "{}-{}-{}",
-        wheelship::time::compact(commit_time),
-        &rev[..12],
-        &content[..12]
-    );
+    let id = release_id(&tree, &rev, commit_time, &wheels, &document);
     let manifest = Manifest {
         id: id.clone(),
         name: name.clone(),
@@ -117,49 +92,8 @@ pub fn run(a: PackArgs) -> Result<()> {
         commit_time,
     };
 
-    let counts = BundleEntries {
-        files: items
-            .iter()
-            .filter(|i| matches!(i.kind, Kind::File { .. }))
-            .count(),
-        dirs: items.iter().filter(|i| matches!(i.kind, Kind::Dir)).count(),
-        symlinks: items
-            .iter()
-            .filter(|i| matches!(i.kind, Kind::Symlink(_)))
-            .count(),
-        wheels: wheels.len(),
-        extra: Default::default(),
-    };
-    let r = RESERVED.as_bytes();
-    items.push(Item {
-        path: r.to_vec(),
-        kind: Kind::Dir,
-    });
-    items.push(Item {
-        path: [r, b"/document.json"].concat(),
-        kind: Kind::File {
-            exec: false,
-            data: document.into_bytes(),
-        },
-    });
-    items.push(Item {
-        path: [r, b"/wheels"].concat(),
-        kind: Kind::Dir,
-    });
-    for (file, _, size) in &wheels {
-        items.push(Item {
-            path: [r, b"/wheels/", file.as_bytes()].concat(),
-            kind: Kind::Wheel(wheel_dir.join(file), *size),
-        });
-    }
-    items.sort_by(|x, y| x.path.cmp(&y.path));
-    let first = Item {
-        path: [r, b"/release.json"].concat(),
-        kind: Kind::File {
-            exec: false,
-            data: format!("{}\n", serde_json::to_string(&manifest)?).into_bytes(),
-        },
-    };
+    let counts = counts(&items, wheels.len());
+    let first = reserved_items(&mut items, &manifest, document, &wheel_dir, &wheels)?;
 
     std::fs::create_dir_all(&a.out)
         .map_err(|e| anyhow!("cannot create `{}`: {}", a.out.display(), io_reason(&e)))?;
@@ -206,6 +140,107 @@ pub fn run(a: PackArgs) -> Result<()> {
     }
     doc.set("bundle", &section)?;
     doc.write_stdout()
+}
+
+/// What the archive holds, counted by kind.
+fn counts(items: &[Item], wheels: usize) -> BundleEntries {
+    BundleEntries {
+        files: items
+            .iter()
+            .filter(|i| matches!(i.kind, Kind::File { .. }))
+            .count(),
+        dirs: items.iter().filter(|i| matches!(i.kind, Kind::Dir)).count(),
+        symlinks: items
+            .iter()
+            .filter(|i| matches!(i.kind, Kind::Symlink(_)))
+            .count(),
+        wheels,
+        extra: Default::default(),
+    }
+}
+
+/// Adds `.wheelship/` (the document, the wheels) to the tree's items, sorted; the manifest
+/// `.wheelship/release.json`, which goes first in the archive.
+fn reserved_items(
+    items: &mut Vec<Item>,
+    manifest: &Manifest,
+    document: String,
+    wheel_dir: &Path,
+    wheels: &[(String, String, u64)],
+) -> Result<Item> {
+    let r = RESERVED.as_bytes();
+    items.push(Item {
+        path: r.to_vec(),
+        kind: Kind::Dir,
+    });
+    items.push(Item {
+        path: [r, b"/document.json"].concat(),
+        kind: Kind::File {
+            exec: false,
+            data: document.into_bytes(),
+        },
+    });
+    items.push(Item {
+        path: [r, b"/wheels"].concat(),
+        kind: Kind::Dir,
+    });
+    for (file, _, size) in wheels {
+        items.push(Item {
+            path: [r, b"/wheels/", file.as_bytes()].concat(),
+            kind: Kind::Wheel(wheel_dir.join(file), *size),
+        });
+    }
+    items.sort_by(|x, y| x.path.cmp(&y.path));
+    Ok(Item {
+        path: [r, b"/release.json"].concat(),
+        kind: Kind::File {
+            exec: false,
+            data: format!("{}\n", serde_json::to_string(&manifest)?).into_bytes(),
+        },
+    })
+}
+
+/// The commit `rev` names in `repo`: its full id, its tree's, and its commit time.
+fn commit(repo: &Path, rev: &str) -> Result<(String, String, i64)> {
+    let full = git_line(
+        repo,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{rev}^{{commit}}"),
+        ],
+    )
+    .map_err(|_| anyhow!("`{rev}` is not a commit in `{}`", repo.display()))?;
+    let tree = git_line(repo, &["rev-parse", &format!("{full}^{{tree}}")])?;
+    let commit_time: i64 = git_line(repo, &["log", "-1", "--format=%ct", &full])?
+        .parse()
+        .context("cannot read the commit time")?;
+    Ok((full, tree, commit_time))
+}
+
+/// `<commit time>-<rev[..12]>-<content[..12]>`: the content hash covers the tree, every
+/// locked wheel (file and sha256) and the embedded document.
+fn release_id(
+    tree: &str,
+    rev: &str,
+    commit_time: i64,
+    wheels: &[(String, String, u64)],
+    document: &str,
+) -> String {
+    let mut content = Sha256::new();
+    content.update(format!("wheelship-release-v1\n{tree}\n").as_bytes());
+    for (file, sha, _) in wheels {
+        content.update(format!("{file} {sha}\n").as_bytes());
+    }
+    content.update(document.as_bytes());
+    let content = fsx::hex(&content.finalize());
+    format!(
+        "{}-{}-{}",
+        wheelship::time::compact(commit_time),
+        &rev[..12],
+        &content[..12]
+    )
 }
 
 /// The lock's wheels, each checked against its sha256 and size: (file, sha256, size).

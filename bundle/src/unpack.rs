@@ -61,40 +61,7 @@ pub fn run(a: UnpackArgs) -> Result<()> {
             io_reason(&e)
         )
     })?;
-    // Signed releases: with any trusted key, nothing is extracted from an archive that one of
-    // them did not sign, and what is extracted is held to the bytes whose signature was checked.
-    let trusted_file = std::path::absolute(&a.releases)?
-        .parent()
-        .map(|p| p.join("trusted"))
-        .unwrap_or_default();
-    let keys = crate::sign::trusted_keys(&a.trust, &trusted_file)?;
-    let mut signed: Option<(String, String)> = None;
-    let expected = if keys.is_empty() {
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            eprintln!(
-                "bundle: no trusted key (--trust, or `{}`): the archive's signature is not checked",
-                trusted_file.display()
-            );
-        }
-        expected
-    } else {
-        let (signer, comment, verified) = crate::sign::verify(&archive, &keys)?;
-        if let Some(e) = &expected {
-            if *e != verified {
-                bail!(
-                    "`{}`: sha256 mismatch: the document says {e}, the signed file has {verified}",
-                    archive.display()
-                );
-            }
-        }
-        if let Some((_, sha)) = crate::sign::comment_names(&comment) {
-            if sha != verified {
-                bail!("`{}`: the signature's trusted comment names sha256 {sha}, the file has {verified}", archive.display());
-            }
-        }
-        signed = Some((signer, comment));
-        Some(verified)
-    };
+    let (expected, signed) = check_signature(&a, &archive, expected)?;
     let mismatch = |found: &str| {
         anyhow!(
             "`{}`: sha256 mismatch: the document says {}, the file has {found}",
@@ -132,26 +99,43 @@ pub fn run(a: UnpackArgs) -> Result<()> {
             }
         }
     }
-    let sha256 = match releases.kind(id)? {
+    let sha256 = place(&releases, &manifest, &archive, &a, expected.as_deref())?;
+    let doc = document(
+        &releases, &manifest, &stdin_doc, &archive, sha256, size, signed,
+    )?;
+    doc.write_stdout()
+}
+
+/// The release extracted into a staging directory and renamed into place (or, when it is
+/// there, checked as the same): the archive's sha256.
+fn place(
+    releases: &Dir,
+    manifest: &Manifest,
+    archive: &Path,
+    a: &UnpackArgs,
+    expected: Option<&str>,
+) -> Result<String> {
+    let id = manifest.id.as_str();
+    let mismatch = |found: &str| {
+        anyhow!(
+            "`{}`: sha256 mismatch: the document says {}, the file has {found}",
+            archive.display(),
+            expected.unwrap_or_default()
+        )
+    };
+    Ok(match releases.kind(id)? {
         None => {
             // One pass: the sha256 is computed while extracting into the staging directory,
             // which is thrown away if it does not match.
             let staging = fsx::temp_name(".staging-");
-            let res = extract_into(
-                &archive,
-                &releases,
-                &staging,
-                &a,
-                &manifest,
-                expected.as_deref(),
-            );
+            let res = extract_into(archive, releases, &staging, a, manifest, expected);
             let sha256 = match res {
                 Ok(sha) => sha,
                 Err(e) => {
                     let _ = releases.remove_all(&staging);
                     if expected.is_some() {
-                        let (found, _) = fsx::sha256_file(&archive)?;
-                        if Some(&found) != expected.as_ref() {
+                        let (found, _) = fsx::sha256_file(archive)?;
+                        if Some(found.as_str()) != expected {
                             return Err(mismatch(&found));
                         }
                     }
@@ -159,18 +143,74 @@ pub fn run(a: UnpackArgs) -> Result<()> {
                 }
             };
             point("unpack-before-rename");
-            releases.rename(&staging, &releases, id)?;
+            releases.rename(&staging, releases, id)?;
             releases.sync()?;
             sha256
         }
-        Some(Kind::Dir) => reuse(&releases, id, &archive, expected.as_deref())?,
+        Some(Kind::Dir) => reuse(releases, id, archive, expected)?,
         Some(_) => bail!(
             "`{}` exists and is not a directory: refusing it",
             releases.show(id).display()
         ),
-    };
-    let final_dir = releases.show(id);
+    })
+}
 
+/// Signed releases: with any trusted key, nothing is extracted from an archive that one of
+/// them did not sign, and what is extracted is held to the bytes whose signature was checked.
+/// The sha256 to hold the archive to, and (signer, trusted comment) when it was verified.
+#[allow(clippy::type_complexity)]
+fn check_signature(
+    a: &UnpackArgs,
+    archive: &Path,
+    expected: Option<String>,
+) -> Result<(Option<String>, Option<(String, String)>)> {
+    let trusted_file = std::path::absolute(&a.releases)?
+        .parent()
+        .map(|p| p.join("trusted"))
+        .unwrap_or_default();
+    let keys = crate::sign::trusted_keys(&a.trust, &trusted_file)?;
+    if keys.is_empty() {
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!(
+                "bundle: no trusted key (--trust, or `{}`): the archive's signature is not checked",
+                trusted_file.display()
+            );
+        }
+        return Ok((expected, None));
+    }
+    let (signer, comment, verified) = crate::sign::verify(archive, &keys)?;
+    if let Some(e) = &expected {
+        if *e != verified {
+            bail!(
+                "`{}`: sha256 mismatch: the document says {e}, the signed file has {verified}",
+                archive.display()
+            );
+        }
+    }
+    if let Some((_, sha)) = crate::sign::comment_names(&comment) {
+        if sha != verified {
+            bail!(
+                "`{}`: the signature's trusted comment names sha256 {sha}, the file has {verified}",
+                archive.display()
+            );
+        }
+    }
+    Ok((Some(verified), Some((signer, comment))))
+}
+
+/// The document the archive carries, with the stdin document's other sections kept, the
+/// lock's `dir` where its wheels now are, and the `bundle` and `release` sections.
+fn document(
+    releases: &Dir,
+    manifest: &Manifest,
+    stdin_doc: &Document,
+    archive: &Path,
+    sha256: String,
+    size: u64,
+    signed: Option<(String, String)>,
+) -> Result<Document> {
+    let id = manifest.id.as_str();
+    let final_dir = releases.show(id);
     // The document the archive carries, with the stdin document's other sections kept.
     let release = releases.open_dir(id)?;
     let carried = String::from_utf8(release.read(Path::new(RESERVED).join("document.json"))?)
@@ -203,14 +243,14 @@ pub fn run(a: UnpackArgs) -> Result<()> {
     };
     doc.set("bundle", &bundle)?;
     let release = Release {
-        id: manifest.id,
+        id: manifest.id.clone(),
         dir: doc_path(final_dir)?,
-        name: Some(manifest.name),
-        rev: Some(manifest.rev),
+        name: Some(manifest.name.clone()),
+        rev: Some(manifest.rev.clone()),
         extra: Default::default(),
     };
     doc.set("release", &release)?;
-    doc.write_stdout()
+    Ok(doc)
 }
 
 /// Re-deploying: the release is there; the document's sha256 (or the file's) must be the one

@@ -308,64 +308,81 @@ fn build(
     timing("compile", &started);
     point("mkenv-after-compile");
     // The env, under a temp name, then renamed into place when whole.
-    let tmp = fsx::temp_name(".tmp-");
-    envs.create_dir(&tmp, 0o755)?;
-    let res = (|| -> Result<usize> {
-        let mut b = install::Build::new(interp, envs.show(key), envs.open_dir(&tmp)?);
-        b.compile = !args.no_compile;
-        b.layout(key)?;
-        let requested: HashSet<String> = reqs
-            .map(|r| {
-                r.entries
-                    .iter()
-                    .filter(|e| !e.constraint)
-                    .filter_map(|e| e.name.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let bar = progress::bar("mkenv", "linking the env", stored.len() as u64);
-        for (w, info) in &stored {
-            let files = store.open_dir(Path::new(&w.sha256).join("files"))?;
-            b.install(&files, info, &w.file, requested.contains(&w.name))?;
-            bar.inc(1);
-            point("mkenv-after-wheel");
-        }
-        bar.finish_and_clear();
-        for warning in &b.warnings {
-            eprintln!("mkenv: warning: {warning}");
-        }
-        let meta = EnvMeta {
-            key: key.to_string(),
-            layout: LAYOUT.into(),
-            python: serde_json::to_value(interp)?,
-            wheels: wh.wheels.clone(),
-        };
-        let root = b.dirs.root();
-        let mut f = root.create_file(".wheelship-env.json", 0o644)?;
-        f.write_all(&serde_json::to_vec_pretty(&meta)?)
-            .map_err(|e| {
-                anyhow!(
-                    "cannot write `{}`: {}",
-                    root.show(".wheelship-env.json").display(),
-                    io_reason(&e)
-                )
-            })?;
-        // Nothing gets its final name before its bytes are durable.
-        root.sync_fs()?;
-        Ok(b.files)
-    })();
-    let files = match res {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = envs.remove_all(&tmp);
-            return Err(e);
-        }
-    };
+    let tmp = fsx::Staged::new(envs, ".tmp-")?;
+    let files = link_env(
+        args,
+        interp,
+        envs.show(key),
+        tmp.open()?,
+        key,
+        wh,
+        reqs,
+        &store,
+        &stored,
+    )?;
     timing("env", &started);
     point("mkenv-before-rename");
-    envs.rename(&tmp, envs, key)?;
+    tmp.commit(key)?;
     envs.sync()?;
     Ok((wh.wheels.len(), files))
+}
+
+/// Links every stored wheel into the env being built in `dir` (whose final path is `path`),
+/// writes what it was built from, and makes it durable: the number of files installed.
+#[allow(clippy::too_many_arguments)]
+fn link_env(
+    args: &Args,
+    interp: &Interp,
+    path: PathBuf,
+    dir: Dir,
+    key: &str,
+    wh: &Wheelhouse,
+    reqs: Option<&Requirements>,
+    store: &Dir,
+    stored: &[(&wheelship::doc::LockedWheel, wheel::Info)],
+) -> Result<usize> {
+    let mut b = install::Build::new(interp, path, dir);
+    b.compile = !args.no_compile;
+    b.layout(key)?;
+    let requested: HashSet<String> = reqs
+        .map(|r| {
+            r.entries
+                .iter()
+                .filter(|e| !e.constraint)
+                .filter_map(|e| e.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let bar = progress::bar("mkenv", "linking the env", stored.len() as u64);
+    for (w, info) in stored {
+        let files = store.open_dir(Path::new(&w.sha256).join("files"))?;
+        b.install(&files, info, &w.file, requested.contains(&w.name))?;
+        bar.inc(1);
+        point("mkenv-after-wheel");
+    }
+    bar.finish_and_clear();
+    for warning in &b.warnings {
+        eprintln!("mkenv: warning: {warning}");
+    }
+    let meta = EnvMeta {
+        key: key.to_string(),
+        layout: LAYOUT.into(),
+        python: serde_json::to_value(interp)?,
+        wheels: wh.wheels.clone(),
+    };
+    let root = b.dirs.root();
+    let mut f = root.create_file(".wheelship-env.json", 0o644)?;
+    f.write_all(&serde_json::to_vec_pretty(&meta)?)
+        .map_err(|e| {
+            anyhow!(
+                "cannot write `{}`: {}",
+                root.show(".wheelship-env.json").display(),
+                io_reason(&e)
+            )
+        })?;
+    // Nothing gets its final name before its bytes are durable.
+    root.sync_fs()?;
+    Ok(b.files)
 }
 
 /// Every wheel's tags against the interpreter, before any work.

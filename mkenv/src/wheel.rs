@@ -150,33 +150,22 @@ pub fn ensure_stored(store: &Dir, wheel: &Path, sha256: &str) -> Result<Info> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let tmp = fsx::temp_name(".tmp-");
-    store.create_dir(&tmp, 0o755)?;
-    let res = (|| {
-        let files = store.open_dir(&tmp)?.create_dir_all("files")?;
-        let info = unzip_verified(wheel, &file_name, Dirs::new(files))?;
-        let mut f = store.create_file(Path::new(&tmp).join("info.json"), 0o644)?;
-        f.write_all(&serde_json::to_vec(&info)?).map_err(|e| {
-            anyhow!(
-                "cannot write `{}`: {}",
-                store.show(&tmp).display(),
-                io_reason(&e)
-            )
-        })?;
-        Ok(info)
-    })();
-    let info = match res {
-        Ok(info) => info,
-        Err(e) => {
-            let _ = store.remove_all(&tmp);
-            return Err(e);
-        }
-    };
+    let tmp = fsx::Staged::new(store, ".tmp-")?;
+    let files = tmp.open()?.create_dir_all("files")?;
+    let info = unzip_verified(wheel, &file_name, Dirs::new(files))?;
+    let mut f = store.create_file(Path::new(tmp.name()).join("info.json"), 0o644)?;
+    f.write_all(&serde_json::to_vec(&info)?).map_err(|e| {
+        anyhow!(
+            "cannot write `{}`: {}",
+            store.show(tmp.name()).display(),
+            io_reason(&e)
+        )
+    })?;
     if store.kind(entry)?.is_some() {
         // A store entry from a crash without info.json: replace it.
         store.remove_all(entry)?;
     }
-    store.rename(&tmp, store, entry)?;
+    tmp.commit(entry)?;
     Ok(info)
 }
 

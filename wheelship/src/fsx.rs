@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::beneath::Dir;
 use crate::cli::io_reason;
 
 /// A name unique to this process and call, for temporary siblings (`.tmp-<pid>-<n>`).
@@ -289,6 +290,52 @@ pub fn remove_leftovers(dir: &crate::beneath::Dir, prefixes: &[&str]) {
             .any(|p| name.as_bytes().starts_with(p.as_bytes()))
         {
             let _ = dir.remove_all(&name);
+        }
+    }
+}
+
+/// A directory made under a temp name in `parent` (`<prefix><pid>-<n>-<nanos>`), removed whole
+/// when dropped unless `commit` gave it its final name: a failure at any step leaves nothing
+/// half-made, and a crash leaves only a name that `remove_leftovers` knows.
+pub struct Staged<'a> {
+    parent: &'a Dir,
+    name: String,
+    committed: bool,
+}
+
+impl<'a> Staged<'a> {
+    pub fn new(parent: &'a Dir, prefix: &str) -> Result<Self> {
+        let name = temp_name(prefix);
+        parent.create_dir(&name, 0o755)?;
+        Ok(Staged {
+            parent,
+            name,
+            committed: false,
+        })
+    }
+
+    /// Its name in the parent.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A handle on it.
+    pub fn open(&self) -> Result<Dir> {
+        self.parent.open_dir(&self.name)
+    }
+
+    /// Renames it to `to` in the parent (atomic; `to` must not be a non-empty directory).
+    pub fn commit(mut self, to: impl AsRef<Path>) -> Result<()> {
+        self.parent.rename(&self.name, self.parent, to)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = self.parent.remove_all(&self.name);
         }
     }
 }
