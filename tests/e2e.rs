@@ -6,6 +6,9 @@
 //! app's tests need PyPI for its wheels (`WHEELSHIP_ONLINE=1`). Without them the tests are
 //! ignored, and counted so in cargo's summary.
 
+// A test that drives one scenario from start to end reads best as one function.
+#![allow(clippy::too_many_lines)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

@@ -514,8 +514,48 @@ impl Extract<'_> {
         Ok(())
     }
 
-    fn entry<R: Read>(&mut self, e: &mut tar::Entry<R>) -> Result<()> {
+    /// A regular file: its bytes, no more and no fewer than the header says, counted against
+    /// the archive's limits; executable or not is the only mode bit kept.
+    fn file<R: Read>(&mut self, e: &mut tar::Entry<R>, rel: PathBuf) -> Result<()> {
         let corrupt = |e: io::Error| anyhow!("corrupt or truncated archive: {e}");
+        let name = rel.file_name().expect("a safe path has a last component");
+        let mode = e.header().mode().map_err(corrupt)?;
+        // setuid/setgid/sticky and group/other write never survive.
+        let mode = if mode & 0o100 != 0 { 0o755 } else { 0o644 };
+        let declared = e.size();
+        if declared != e.header().entry_size().map_err(corrupt)? {
+            // A PAX size that disagrees with the header's is how entries get smuggled
+            // past other readers (CVE-2026-33055, TARmageddon): refuse it outright.
+            bail!("`{}`: the PAX and tar header sizes disagree", rel.display());
+        }
+        let mut f = self.dirs.parent(&rel)?.0.create_file(name, mode)?;
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut got = 0u64;
+        loop {
+            let n = e.read(&mut buf).map_err(corrupt)?;
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+            self.total += n as u64;
+            self.check_size()?;
+            f.write_all(&buf[..n]).map_err(|e| {
+                anyhow!(
+                    "cannot write `{}`: {}",
+                    self.dirs.root().show(&rel).display(),
+                    io_reason(&e)
+                )
+            })?;
+        }
+        self.buf = buf;
+        if got != declared {
+            bail!("`{}`: truncated ({got} of {declared} bytes)", rel.display());
+        }
+        self.tree.files.insert(rel);
+        Ok(())
+    }
+
+    fn entry<R: Read>(&mut self, e: &mut tar::Entry<R>) -> Result<()> {
         let rel = safe_path(&e.path_bytes()).map_err(|m| anyhow!(m))?;
         if let Some(l) = rel
             .ancestors()
@@ -536,41 +576,7 @@ impl Extract<'_> {
         }
         let name = rel.file_name().expect("a safe path has a last component");
         match e.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let mode = e.header().mode().map_err(corrupt)?;
-                // setuid/setgid/sticky and group/other write never survive.
-                let mode = if mode & 0o100 != 0 { 0o755 } else { 0o644 };
-                let declared = e.size();
-                if declared != e.header().entry_size().map_err(corrupt)? {
-                    // A PAX size that disagrees with the header's is how entries get smuggled
-                    // past other readers (CVE-2026-33055, TARmageddon): refuse it outright.
-                    bail!("`{}`: the PAX and tar header sizes disagree", rel.display());
-                }
-                let mut f = self.dirs.parent(&rel)?.0.create_file(name, mode)?;
-                let mut buf = std::mem::take(&mut self.buf);
-                let mut got = 0u64;
-                loop {
-                    let n = e.read(&mut buf).map_err(corrupt)?;
-                    if n == 0 {
-                        break;
-                    }
-                    got += n as u64;
-                    self.total += n as u64;
-                    self.check_size()?;
-                    f.write_all(&buf[..n]).map_err(|e| {
-                        anyhow!(
-                            "cannot write `{}`: {}",
-                            self.dirs.root().show(&rel).display(),
-                            io_reason(&e)
-                        )
-                    })?;
-                }
-                self.buf = buf;
-                if got != declared {
-                    bail!("`{}`: truncated ({got} of {declared} bytes)", rel.display());
-                }
-                self.tree.files.insert(rel);
-            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => self.file(e, rel)?,
             tar::EntryType::Directory => {
                 // Fails on a file or a link already there: a directory never replaces them.
                 self.dirs.dir(&rel).map_err(|_| {

@@ -2,6 +2,9 @@
 //! signed by `bundle pack --sign` and by `minisign -S`, and every way a signature can be
 //! wrong, each refused with nothing extracted.
 
+// A test that drives one scenario from start to end reads best as one function.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -123,6 +123,79 @@ fn selection(
     Ok((norm(extras), norm(&groups)))
 }
 
+/// The lock file read (at most `max` bytes) and parsed; a major lock-version other than 1 is
+/// refused, as PEP 751 requires of a tool that does not know it.
+fn parse_lock(path: &Path, shown: &str, max: u64) -> Result<Lock> {
+    let bytes = wheelship::fsx::read_capped(path, max, "--max-file-size")
+        .map_err(|e| anyhow!("{shown}: cannot read the lock file: {e:#}"))?;
+    let text = String::from_utf8(bytes).map_err(|_| anyhow!("{shown}: not UTF-8"))?;
+    let lock: Lock = toml::from_str(&text)
+        .map_err(|e| anyhow!("{shown}: not a pylock.toml: {}", e.message()))?;
+    let major = lock.lock_version.split('.').next().unwrap_or_default();
+    if major != "1" {
+        bail!(
+            "{shown}: lock-version `{}` is not supported: this hashreq reads pylock.toml 1.x",
+            lock.lock_version
+        );
+    }
+    Ok(lock)
+}
+
+/// A package's wheels as the document carries them (paths made absolute), each with its
+/// sha256, and every hash the lock gives them (`algo:hex`, sorted).
+fn package_wheels(
+    p: &Package,
+    dir: &Path,
+    at: &dyn Fn(String) -> anyhow::Error,
+) -> Result<(Vec<PylockWheel>, Vec<String>)> {
+    let mut wheels = Vec::new();
+    let mut hashes = Vec::new();
+    for w in &p.wheels {
+        let file = wheel_file(w).ok_or_else(|| at("a wheel without a name, url or path".into()))?;
+        let sha = w.hashes.get("sha256").map(|h| h.to_ascii_lowercase());
+        if sha.is_none() {
+            return Err(at(format!("wheel `{file}` has no sha256 hash")));
+        }
+        for (algo, h) in &w.hashes {
+            hashes.push(format!("{algo}:{}", h.to_ascii_lowercase()));
+        }
+        wheels.push(PylockWheel {
+            file,
+            url: w.url.clone(),
+            path: w.path.as_ref().map(|p| dir.join(p).display().to_string()),
+            size: w.size,
+            sha256: sha,
+        });
+    }
+    hashes.sort();
+    hashes.dedup();
+    Ok((wheels, hashes))
+}
+
+/// What the lock means, in a fixed order: every package with its version, marker, wheels
+/// (names, where, hashes) and other sources, and what selects among them. JSON arrays only, so
+/// the bytes do not depend on any map's order.
+fn lock_hash(
+    lock: &Lock,
+    sel_extras: &[String],
+    sel_groups: &[String],
+    mut form: Vec<Value>,
+) -> String {
+    form.sort_by_key(|v| v.to_string());
+    let canonical = json!([
+        "wheelship-pylock-v1",
+        lock.environments,
+        lock.requires_python,
+        sel_extras,
+        sel_groups,
+        form
+    ]);
+    format!(
+        "sha256:{}",
+        wheelship::names::sha256_hex(canonical.to_string().as_bytes())
+    )
+}
+
 /// Reads a lock file into the `requirements` section.
 pub fn read(
     path: &Path,
@@ -131,19 +204,7 @@ pub fn read(
     groups: &[String],
     max: u64,
 ) -> Result<Requirements> {
-    let bytes = wheelship::fsx::read_capped(path, max, "--max-file-size")
-        .map_err(|e| anyhow!("{shown}: cannot read the lock file: {e:#}"))?;
-    let text = String::from_utf8(bytes).map_err(|_| anyhow!("{shown}: not UTF-8"))?;
-    let lock: Lock = toml::from_str(&text)
-        .map_err(|e| anyhow!("{shown}: not a pylock.toml: {}", e.message()))?;
-    // PEP 751: a tool must refuse a major version it does not know.
-    let major = lock.lock_version.split('.').next().unwrap_or_default();
-    if major != "1" {
-        bail!(
-            "{shown}: lock-version `{}` is not supported: this hashreq reads pylock.toml 1.x",
-            lock.lock_version
-        );
-    }
+    let lock = parse_lock(path, shown, max)?;
     let (sel_extras, sel_groups) = selection(&lock, extras, groups, shown)?;
     let dir = path.parent().unwrap_or(Path::new("/"));
     let mut entries = Vec::new();
@@ -155,28 +216,7 @@ pub fn read(
             return Err(at("not a valid project name".into()));
         }
         let name = canonicalize_name(&p.name);
-        let mut wheels = Vec::new();
-        let mut hashes = Vec::new();
-        for w in &p.wheels {
-            let file =
-                wheel_file(w).ok_or_else(|| at("a wheel without a name, url or path".into()))?;
-            let sha = w.hashes.get("sha256").map(|h| h.to_ascii_lowercase());
-            if sha.is_none() {
-                return Err(at(format!("wheel `{file}` has no sha256 hash")));
-            }
-            for (algo, h) in &w.hashes {
-                hashes.push(format!("{algo}:{}", h.to_ascii_lowercase()));
-            }
-            wheels.push(PylockWheel {
-                file,
-                url: w.url.clone(),
-                path: w.path.as_ref().map(|p| dir.join(p).display().to_string()),
-                size: w.size,
-                sha256: sha,
-            });
-        }
-        hashes.sort();
-        hashes.dedup();
+        let (wheels, hashes) = package_wheels(p, dir, &at)?;
         let source = |v: &Option<toml::Value>| {
             v.as_ref()
                 .map(|v| serde_json::to_value(v).unwrap_or(Value::Null))
@@ -225,21 +265,7 @@ pub fn read(
             extra: Default::default(),
         });
     }
-    form.sort_by_key(|v| v.to_string());
-    // What the lock means, in a fixed order: every package with its version, marker, wheels
-    // (names, where, hashes) and other sources, and what selects among them.
-    let canonical = json!([
-        "wheelship-pylock-v1",
-        lock.environments,
-        lock.requires_python,
-        sel_extras,
-        sel_groups,
-        form
-    ]);
-    let hash = format!(
-        "sha256:{}",
-        wheelship::names::sha256_hex(canonical.to_string().as_bytes())
-    );
+    let hash = lock_hash(&lock, &sel_extras, &sel_groups, form);
     Ok(Requirements {
         hash,
         files: vec![path.display().to_string()],

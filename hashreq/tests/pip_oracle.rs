@@ -4,6 +4,9 @@
 //! Needs a Python whose pip is 26 or newer in `WHEELSHIP_PIP_PYTHON` (`.ci/run` makes one);
 //! without it the test says so loudly and passes.
 
+// A test that drives one scenario from start to end reads best as one function.
+#![allow(clippy::too_many_lines)]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -327,6 +327,31 @@ fn build(
     Ok((wh.wheels.len(), files))
 }
 
+/// The envs `keep` names and those a release under one of `releases` links as its `venv`.
+fn linked_envs(envs: &Path, keep: &[String], releases: &[PathBuf]) -> Result<BTreeSet<String>> {
+    let mut kept: BTreeSet<String> = keep.iter().cloned().collect();
+    for r in releases {
+        for e in fs::read_dir(r)
+            .map_err(|e| anyhow!("cannot list `{}`: {}", r.display(), io_reason(&e)))?
+            .flatten()
+        {
+            if let Ok(target) = fs::read_link(e.path().join("venv")) {
+                let abs = e.path().join(target);
+                let real = fs::canonicalize(&abs).unwrap_or(abs);
+                if real.parent() == Some(envs) {
+                    kept.insert(
+                        real.file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .to_string(),
+                    );
+                }
+            }
+        }
+    }
+    Ok(kept)
+}
+
 /// Links every stored wheel into the env being built in `dir` (whose final path is `path`),
 /// writes what it was built from, and makes it durable: the number of files installed.
 #[allow(clippy::too_many_arguments)]
@@ -647,26 +672,7 @@ fn gc(
             "another mkenv on this store",
         )?)
     };
-    let mut kept: BTreeSet<String> = keep.iter().cloned().collect();
-    for r in releases {
-        for e in fs::read_dir(r)
-            .map_err(|e| anyhow!("cannot list `{}`: {}", r.display(), io_reason(&e)))?
-            .flatten()
-        {
-            if let Ok(target) = fs::read_link(e.path().join("venv")) {
-                let abs = e.path().join(target);
-                let real = fs::canonicalize(&abs).unwrap_or(abs);
-                if real.parent() == Some(&envs) {
-                    kept.insert(
-                        real.file_name()
-                            .unwrap_or_default()
-                            .to_string_lossy()
-                            .to_string(),
-                    );
-                }
-            }
-        }
-    }
+    let mut kept = linked_envs(&envs, keep, releases)?;
     let mut removed_envs = Vec::new();
     let mut used: HashSet<String> = HashSet::new();
     for (name, kind) in envs_dir.entries()? {

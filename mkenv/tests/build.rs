@@ -1,5 +1,8 @@
 //! mkenv builds envs that pip could have built, reuses them, and shares work through its store.
 
+// A test that drives one scenario from start to end reads best as one function.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use std::os::unix::fs::MetadataExt;

@@ -90,42 +90,16 @@ struct Pick {
 }
 
 /// The wheels of the lock for the target, fetched into DIR when missing (not when offline),
-/// each verified against the lock's sha256.
-pub fn lock_exact(
+/// The wheel the selection took for each package, checked where it enters: a valid sha256 and
+/// a wheel file name. (name, version, wheel, sha256).
+fn choose(
     python: &str,
-    offline: bool,
-    dir: &Path,
-    work: &Path,
     r: &Requirements,
-) -> Result<Vec<LockedWheel>> {
-    let meta = r.pylock.clone().unwrap_or_default();
-    let sources: Vec<Vec<PylockWheel>> = r
-        .entries
-        .iter()
-        .map(|e| e.pylock_wheels.clone().unwrap_or_default())
-        .collect();
-    let request = Request {
-        extras: &meta.extras,
-        groups: &meta.dependency_groups,
-        requires_python: meta.requires_python.as_deref(),
-        environments: &meta.environments,
-        packages: r
-            .entries
-            .iter()
-            .zip(&sources)
-            .map(|(e, w)| RequestPackage {
-                marker: e.marker.as_deref(),
-                requires_python: e.requires_python.as_deref(),
-                wheels: w.iter().map(|s| s.file.as_str()).collect(),
-            })
-            .collect(),
-    };
-    let sel = select(python, &request)?;
-    if let Some(why) = sel.why {
-        bail!("the lock does not fit `{python}`: {why}");
-    }
+    sources: &[Vec<PylockWheel>],
+    sel: &Selected,
+) -> Result<Vec<(String, String, PylockWheel, String)>> {
     let mut chosen = Vec::new();
-    for ((e, w), pick) in r.entries.iter().zip(&sources).zip(&sel.packages) {
+    for ((e, w), pick) in r.entries.iter().zip(sources).zip(&sel.packages) {
         let name = e.name.clone().unwrap_or_default();
         if !pick.take {
             continue;
@@ -160,6 +134,44 @@ pub fn lock_exact(
         let version = e.specifier.trim_start_matches("==").to_string();
         chosen.push((name, version, s, sha));
     }
+    Ok(chosen)
+}
+
+/// each verified against the lock's sha256.
+pub fn lock_exact(
+    python: &str,
+    offline: bool,
+    dir: &Path,
+    work: &Path,
+    r: &Requirements,
+) -> Result<Vec<LockedWheel>> {
+    let meta = r.pylock.clone().unwrap_or_default();
+    let sources: Vec<Vec<PylockWheel>> = r
+        .entries
+        .iter()
+        .map(|e| e.pylock_wheels.clone().unwrap_or_default())
+        .collect();
+    let request = Request {
+        extras: &meta.extras,
+        groups: &meta.dependency_groups,
+        requires_python: meta.requires_python.as_deref(),
+        environments: &meta.environments,
+        packages: r
+            .entries
+            .iter()
+            .zip(&sources)
+            .map(|(e, w)| RequestPackage {
+                marker: e.marker.as_deref(),
+                requires_python: e.requires_python.as_deref(),
+                wheels: w.iter().map(|s| s.file.as_str()).collect(),
+            })
+            .collect(),
+    };
+    let sel = select(python, &request)?;
+    if let Some(why) = sel.why {
+        bail!("the lock does not fit `{python}`: {why}");
+    }
+    let chosen = choose(python, r, &sources, &sel)?;
     fetch(python, offline, dir, work, &chosen)?;
     let mut wheels = Vec::new();
     for (name, _, s, sha) in &chosen {
