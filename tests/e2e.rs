@@ -13,26 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use testsupport::{git, mkwheels, python3_path, repo};
 
 /// The workspace's binaries, next to this test's own directory.
 fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     for tool in ["hashreq", "wheelhouse", "mkenv", "bundle", "switch"] {
-        assert!(
-            dir.join(tool).is_file(),
-            "{} is missing: run `cargo test --workspace`",
-            dir.join(tool).display()
-        );
+        testsupport::bin(tool);
     }
-    dir
+    testsupport::bin_dir()
 }
 
 fn script(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -61,17 +49,6 @@ fn ok(name: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
     })
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let st = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "git {args:?}");
-}
-
 /// `scripts/release --offline` of the hermetic app of `dir` (`dir/app`, `dir/wheelhouse`,
 /// out to `dir/dist`) with `extra` flags: the document.
 fn release_offline(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Value {
@@ -88,14 +65,16 @@ fn release_offline(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Value {
     ok("release", &args, env)
 }
 
-/// The full path of the `python3` on PATH.
-fn python3_path() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+/// `release_offline`, with the document saved as `dir/<name>.json` for `deploy`.
+fn release_saved(dir: &Path, name: &str, extra: &[&str], env: &[(&str, &str)]) -> (Value, PathBuf) {
+    let doc = release_offline(dir, extra, env);
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, doc.to_string()).unwrap();
+    (doc, file)
 }
+
+/// A deploy with no route to any index: the shipped wheels are all it may use.
+const NO_INDEX: (&str, &str) = ("PIP_INDEX_URL", "http://127.0.0.1:9/simple");
 
 /// A hermetic app: its own git repository and a wheelhouse of test wheels.
 fn hermetic_app(dir: &Path) -> (PathBuf, PathBuf) {
@@ -107,9 +86,7 @@ fn hermetic_app(dir: &Path) -> (PathBuf, PathBuf) {
         "import greeter\nprint(greeter.hello('v1'))\n",
     )
     .unwrap();
-    git(&app, &["init", "-q"]);
-    git(&app, &["add", "-A"]);
-    git(&app, &["commit", "-qm", "v1"]);
+    testsupport::commit_all(&app, "v1");
     let wh = dir.join("wheelhouse");
     std::fs::create_dir_all(&wh).unwrap();
     let spec = json!([
@@ -117,21 +94,7 @@ fn hermetic_app(dir: &Path) -> (PathBuf, PathBuf) {
          "files": {"greeter/__init__.py": "from colors import paint\ndef hello(x):\n    return paint('hello ' + x)\n"}},
         {"name": "colors", "version": "1.0", "files": {"colors/__init__.py": "def paint(s):\n    return '*' + s + '*'\n"}},
     ]);
-    let mut child = Command::new("python3")
-        .arg(repo().join("tests/support/mkwheel.py"))
-        .arg(&wh)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(spec.to_string().as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    mkwheels(&wh, spec);
     (app, wh)
 }
 
@@ -148,28 +111,10 @@ fn current(root: &Path) -> String {
 #[test]
 fn release_deploy_rollback_locally() {
     let t = tempfile::tempdir().unwrap();
-    let (app, wh) = hermetic_app(t.path());
-    let cache = t.path().join("cache");
-    let env = [
-        ("WHEELSHIP_CACHE", cache.to_str().unwrap()),
-        ("PIP_INDEX_URL", "http://127.0.0.1:9/simple"),
-    ];
-    let (app_s, wh_s) = (app.to_str().unwrap(), wh.to_str().unwrap());
-    let dist = t.path().join("dist");
-    let v1 = ok(
-        "release",
-        &[
-            "--offline",
-            "--wheelhouse",
-            wh_s,
-            "--out",
-            dist.to_str().unwrap(),
-            app_s,
-        ],
-        &env,
-    );
-    let v1_file = t.path().join("v1.json");
-    std::fs::write(&v1_file, v1.to_string()).unwrap();
+    let (app, _) = hermetic_app(t.path());
+    let cache = t.path().join("cache").display().to_string();
+    let env = [("WHEELSHIP_CACHE", cache.as_str()), NO_INDEX];
+    let (v1, v1_file) = release_saved(t.path(), "v1", &[], &env);
     let root = t.path().join("srv");
     let check = "venv/bin/python app.py | grep -q hello";
     let d1 = ok(
@@ -201,20 +146,7 @@ fn release_deploy_rollback_locally() {
     )
     .unwrap();
     git(&app, &["commit", "-qam", "v2"]);
-    let v2 = ok(
-        "release",
-        &[
-            "--offline",
-            "--wheelhouse",
-            wh_s,
-            "--out",
-            dist.to_str().unwrap(),
-            app_s,
-        ],
-        &env,
-    );
-    let v2_file = t.path().join("v2.json");
-    std::fs::write(&v2_file, v2.to_string()).unwrap();
+    let (_, v2_file) = release_saved(t.path(), "v2", &[], &env);
     let d2 = ok(
         "deploy",
         &[
@@ -309,22 +241,6 @@ fn ssh_host(test: &str) -> Option<String> {
     host
 }
 
-fn pypi(test: &str) -> bool {
-    use std::net::ToSocketAddrs;
-    let ok = ("pypi.org", 443)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| {
-            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)).is_ok()
-        });
-    assert!(
-        ok,
-        "{test}: pypi.org cannot be reached (the example's wheels come from PyPI)"
-    );
-    ok
-}
-
 /// The example app (Flask, from PyPI) over real ssh: two releases, a rollback, a failing
 /// health check that rolls back by itself, a second deploy of the same release that reuses the
 /// env and the release, and deploys with no route to any index.
@@ -337,9 +253,8 @@ fn online_example_over_ssh() {
     let Some(host) = ssh_host("online_example_over_ssh") else {
         return;
     };
-    if !pypi("online_example_over_ssh") {
-        return;
-    }
+    // The example's wheels come from PyPI.
+    testsupport::assert_pypi_reachable();
     let t = tempfile::tempdir().unwrap();
     let app = t.path().join("app");
     let cp = Command::new("cp")
@@ -349,9 +264,7 @@ fn online_example_over_ssh() {
         .status()
         .unwrap();
     assert!(cp.success());
-    git(&app, &["init", "-q"]);
-    git(&app, &["add", "-A"]);
-    git(&app, &["commit", "-qm", "v1"]);
+    testsupport::commit_all(&app, "v1");
     let cache = t.path().join("cache");
     let wh = t.path().join("wheelhouse");
     let dist = t.path().join("dist");
@@ -383,7 +296,7 @@ fn online_example_over_ssh() {
     // No route to any index during the deploys: the shipped wheels are all it needs.
     let env = [
         ("WHEELSHIP_CACHE", cache.to_str().unwrap()),
-        ("PIP_INDEX_URL", "http://127.0.0.1:9/simple"),
+        NO_INDEX,
         ("PIP_NO_INDEX", "1"),
     ];
     let check = "venv/bin/python -c 'from app import app; assert app.test_client().get(\"/\").status_code == 200'";
@@ -437,20 +350,7 @@ fn online_example_over_ssh() {
     )
     .unwrap();
     git(&app, &["commit", "-qam", "v2"]);
-    let v2 = ok(
-        "release",
-        &[
-            "--offline",
-            "--wheelhouse",
-            wh.to_str().unwrap(),
-            "--out",
-            dist.to_str().unwrap(),
-            app.to_str().unwrap(),
-        ],
-        &base,
-    );
-    let v2_file = t.path().join("v2.json");
-    std::fs::write(&v2_file, v2.to_string()).unwrap();
+    let (_, v2_file) = release_saved(t.path(), "v2", &[], &base);
     let d2 = ok(
         "deploy",
         &[
@@ -513,11 +413,8 @@ fn online_example_over_ssh() {
 fn eight_concurrent_deploys_with_keep_1_all_succeed() {
     let t = tempfile::tempdir().unwrap();
     let (app, _) = hermetic_app(t.path());
-    let cache = t.path().join("cache");
-    let env = [
-        ("WHEELSHIP_CACHE", cache.to_str().unwrap()),
-        ("PIP_INDEX_URL", "http://127.0.0.1:9/simple"),
-    ];
+    let cache = t.path().join("cache").display().to_string();
+    let env = [("WHEELSHIP_CACHE", cache.as_str()), NO_INDEX];
     // Four releases over two locks (two env keys).
     let mut docs = Vec::new();
     for (i, reqs) in [
@@ -953,18 +850,11 @@ fn a_signed_release_deploys_over_ssh_with_trust() {
     let cache = t.path().join("cache");
     let env = [("WHEELSHIP_CACHE", cache.to_str().unwrap())];
     let keygen = |name: &str| -> (String, String) {
-        let out = Command::new(bin_dir().join("bundle"))
+        let keys = t.path().join("keys");
+        let v = testsupport::tool("bundle")
             .args(["keygen", "--unencrypted", "--name", name, "--dir"])
-            .arg(t.path().join("keys"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            .args([&keys])
+            .ok();
         (
             v["keygen"]["public"].as_str().unwrap().to_string(),
             v["keygen"]["secret"].as_str().unwrap().to_string(),

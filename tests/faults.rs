@@ -9,98 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
+use testsupport::{bin, lock, mkwheels, names, tool};
 
-fn bin(tool: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join(tool);
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo test --workspace`",
-        p.display()
-    );
-    p
+fn run(name: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+    tool(name).args(args).stdin(stdin).envs(env).output()
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn run(tool: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(bin(tool));
-    c.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c.spawn().unwrap();
-    use std::io::Write;
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
-}
-
-fn ok(tool: &str, args: &[&str], stdin: &str) -> Value {
-    let out = run(tool, args, stdin, &[]);
-    assert!(
-        out.status.success(),
-        "{tool} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|r| {
-            r.map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn mkwheels(dir: &Path, spec: Value) -> Vec<PathBuf> {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut child = Command::new("python3")
-        .arg(repo().join("tests/support/mkwheel.py"))
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(spec.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(PathBuf::from)
-        .collect()
-}
-
-fn lock(wheels: &[PathBuf]) -> Value {
-    let entries: Vec<Value> = wheels
-        .iter()
-        .map(|w| {
-            let data = std::fs::read(w).unwrap();
-            let file = w.file_name().unwrap().to_str().unwrap();
-            let sha = Command::new("sha256sum").arg(w).output().unwrap();
-            let sha = String::from_utf8(sha.stdout).unwrap().split_whitespace().next().unwrap().to_string();
-            json!({"name": file.split('-').next().unwrap().to_lowercase(), "version": file.split('-').nth(1).unwrap(), "file": file, "sha256": sha, "size": data.len()})
-        })
-        .collect();
-    json!({"wheelhouse": {"dir": wheels[0].parent().unwrap(), "wheels": entries}})
+fn ok(name: &str, args: &[&str], stdin: &str) -> Value {
+    tool(name).args(args).stdin(stdin).ok()
 }
 
 /// A git repository with one committed file of `size` random bytes, packed without wheels.
@@ -112,27 +28,7 @@ fn release(dir: &Path, name: &str, size: usize) -> Value {
         .collect();
     std::fs::write(app.join("blob.bin"), data).unwrap();
     std::fs::write(app.join("app.py"), format!("NAME = '{name}'\n")).unwrap();
-    for args in [
-        &["init", "-q"][..],
-        &["add", "-A"],
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@e.invalid",
-            "commit",
-            "-qm",
-            "x",
-        ],
-    ] {
-        assert!(Command::new("git")
-            .args(args)
-            .current_dir(&app)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success());
-    }
+    testsupport::commit_all(&app, "x");
     ok(
         "bundle",
         &[
@@ -289,12 +185,7 @@ fn full_disk_under_mkenv() {
         &lock(&small).to_string(),
         &env,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = testsupport::doc_of(&out);
     let out = run(
         "mkenv",
         &["--envs", envs.to_str().unwrap(), "--no-compile"],
@@ -364,13 +255,7 @@ fn full_disk_under_switch() {
         "",
         &[],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.stdout.is_empty());
+    testsupport::failed_with(&out, 1);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("No space left on device"),
         "{}",
@@ -495,12 +380,7 @@ fn ten_concurrent_mkenv_runs_on_one_store() {
     let mut built = 0;
     for (_, c) in children {
         let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = testsupport::doc_of(&out);
         if v["env"]["reused"] == false {
             built += 1;
         }

@@ -7,18 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-
-fn bin(tool: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join(tool)
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use testsupport::{bin_dir, repo};
 
 /// Runs a shell pipeline in `dir`; (success, stdout, stderr).
 fn sh(dir: &Path, script: &str) -> (bool, String, String) {
@@ -27,11 +16,7 @@ fn sh(dir: &Path, script: &str) -> (bool, String, String) {
         .current_dir(dir)
         .env(
             "PATH",
-            format!(
-                "{}:{}",
-                bin("x").parent().unwrap().display(),
-                std::env::var("PATH").unwrap()
-            ),
+            format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap()),
         )
         .env("WHEELSHIP_CACHE", dir.join("cache"))
         .env_remove("PIP_FIND_LINKS")

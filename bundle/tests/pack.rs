@@ -4,8 +4,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{bundle, run, sha256};
+use common::{bundle, run};
 use serde_json::{json, Value};
+use testsupport::sha256;
 
 struct Repo {
     tmp: tempfile::TempDir,
@@ -27,15 +28,7 @@ impl Repo {
             .unwrap();
         std::fs::write(app.join(".gitattributes"), "secret.txt export-ignore\n").unwrap();
         std::fs::write(app.join("secret.txt"), "not shipped\n").unwrap();
-        for args in [
-            &["init", "-q"][..],
-            &["config", "user.email", "t@example.invalid"],
-            &["config", "user.name", "t"],
-            &["add", "-A"],
-            &["commit", "-qm", "v1"],
-        ] {
-            run("git", args, &app);
-        }
+        testsupport::commit_all(&app, "v1");
         std::fs::write(app.join("app.py"), "print('uncommitted')\n").unwrap();
         std::fs::write(app.join("untracked.py"), "nope\n").unwrap();
         std::fs::create_dir_all(tmp.path().join("wh")).unwrap();
@@ -201,12 +194,7 @@ fn unpack_round_trip_and_reuse() {
         &["unpack", "--releases", rel.to_str().unwrap()],
         &packed.to_string(),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = testsupport::doc_of(&out);
     let id = packed["bundle"]["id"].as_str().unwrap();
     let dir = std::fs::canonicalize(&rel).unwrap().join(id);
     assert_eq!(doc["release"]["id"], id);
@@ -282,13 +270,7 @@ fn a_corrupted_byte_is_detected() {
         ],
         "",
     );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.stdout.is_empty());
+    testsupport::failed_with(&out, 1);
     let left: Vec<_> = std::fs::read_dir(&rel)
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{bundle, run};
+use common::bundle;
 use serde_json::Value;
 
 const NEEDS: &str = "needs the minisign tool (Debian's minisign; .ci/run installs it)";
@@ -27,21 +27,7 @@ impl T {
         let repo = t.p().join("app");
         std::fs::create_dir_all(&repo).unwrap();
         std::fs::write(repo.join("app.py"), "print('v1')\n").unwrap();
-        run("git", &["init", "-q"], &repo);
-        run("git", &["add", "-A"], &repo);
-        run(
-            "git",
-            &[
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@e.invalid",
-                "commit",
-                "-qm",
-                "v1",
-            ],
-            &repo,
-        );
+        testsupport::commit_all(&repo, "v1");
         std::fs::create_dir_all(t.p().join("srv/releases")).unwrap();
         t
     }
@@ -60,12 +46,7 @@ impl T {
             c.env(k, v);
         }
         let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let doc = testsupport::doc_of(&out);
         (PathBuf::from(doc["bundle"]["path"].as_str().unwrap()), doc)
     }
     /// `bundle unpack` of `archive` with `--trust` keys; (exit code, stderr).
@@ -97,18 +78,12 @@ impl T {
             self.p().join(format!("{name}.pub")),
             self.p().join(format!("{name}.key")),
         );
-        let out = Command::new("minisign")
+        testsupport::run("minisign")
             .args(["-G", "-W", "-p"])
-            .arg(&p)
-            .arg("-s")
-            .arg(&s)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .args([&p])
+            .args(["-s"])
+            .args([&s])
+            .ok_text();
         (p, s)
     }
     /// A key pair made by `bundle keygen`.
@@ -126,12 +101,7 @@ impl T {
             }
         }
         let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let doc = testsupport::doc_of(&out);
         let k = &doc["keygen"];
         assert_eq!(k["encrypted"], password.is_some());
         (
@@ -203,18 +173,12 @@ fn signed_by_minisign_unpacks_with_trust() {
     let t = T::new();
     let (public, secret) = t.minisign_keys("debian");
     let (archive, _) = t.pack(None, &[]);
-    let out = Command::new("minisign")
+    testsupport::run("minisign")
         .args(["-S", "-s"])
-        .arg(&secret)
-        .arg("-m")
-        .arg(&archive)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .args([&secret])
+        .args(["-m"])
+        .args([&archive])
+        .ok_text();
     let (code, err) = t.unpack(&archive, &[&public]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(t.releases().len(), 1);
@@ -261,19 +225,7 @@ fn every_wrong_signature_is_refused_with_nothing_extracted() {
     assert!(!doc.to_string().contains("correct horse"));
     // A second release (another commit), signed too.
     std::fs::write(t.p().join("app/app.py"), "print('v2')\n").unwrap();
-    run(
-        "git",
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@e.invalid",
-            "commit",
-            "-qam",
-            "v2",
-        ],
-        &t.p().join("app"),
-    );
+    testsupport::git(&t.p().join("app"), &["commit", "-qam", "v2"]);
     let (b, _) = t.pack(
         Some(&secret),
         &[("WHEELSHIP_SIGN_PASSWORD", "correct horse")],

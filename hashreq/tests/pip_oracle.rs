@@ -76,12 +76,7 @@ fn pip_oracle_agrees_on_tricky_files() {
             .env("PIP_NO_INPUT", "1")
             .output()
             .unwrap();
-        assert!(
-            pip.status.success(),
-            "{}",
-            String::from_utf8_lossy(&pip.stderr)
-        );
-        let pip: Value = serde_json::from_slice(&pip.stdout).unwrap();
+        let pip = testsupport::doc_of(&pip);
         let ours = Command::new(assert_cmd::cargo::cargo_bin("hashreq"))
             .arg(&file)
             .current_dir(dir.path())

@@ -275,16 +275,8 @@ from pip._vendor.packaging import _manylinux, _musllinux, tags\n\
 _musllinux._get_musl_version = lambda exe: _musllinux._MuslVersion(1, 2)\n\
 _manylinux.platform_tags = lambda archs: iter(())\n\
 print(json.dumps([str(t) for t in tags.sys_tags()]))";
-        let out = std::process::Command::new(&oracle)
-            .args(["-c", code])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let theirs: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+        let out = testsupport::run(&oracle).args(["-c", code]).ok_text();
+        let theirs: Vec<String> = serde_json::from_str(&out).unwrap();
         assert_eq!(ours, theirs);
     }
 }

@@ -310,12 +310,7 @@ fn gc_removes_what_no_kept_env_uses() {
         ],
         &serde_json::json!({}),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let g: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let g = testsupport::doc_of(&out);
     assert_eq!(g["mkenv_gc"]["removed_envs"], serde_json::json!([a["key"]]));
     assert_eq!(g["mkenv_gc"]["removed_wheels"].as_array().unwrap().len(), 1);
     assert!(!Path::new(a["path"].as_str().unwrap()).exists());
@@ -416,17 +411,9 @@ fn progress_only_on_a_terminal() {
         t.path().join("envs2").display(),
         doc_file.display()
     );
-    let out = std::process::Command::new("script")
+    let screen = testsupport::run("script")
         .args(["-qec", &cmd, "/dev/null"])
         .env("WHEELSHIP_CACHE", t.path().join("cache"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let screen = String::from_utf8_lossy(&out.stdout);
+        .ok_text();
     assert!(screen.contains("mkenv: storing wheels"), "{screen}");
 }

@@ -34,16 +34,10 @@ fn tags_match_packaging() {
     )
     .unwrap();
     let ours: Vec<String> = serde_json::from_value(meta["python"]["tags"].clone()).unwrap();
-    let out = std::process::Command::new(oracle)
+    let out = testsupport::run(oracle)
         .args(["-c", "import json; from pip._vendor.packaging.tags import sys_tags; print(json.dumps([str(t) for t in sys_tags()]))"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+        .ok_text();
+    let theirs: Vec<String> = serde_json::from_str(&out).unwrap();
     assert_eq!(ours.len(), theirs.len());
     for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
         assert_eq!(a, b, "tag #{i}");

@@ -1,36 +1,11 @@
 //! wheelhouse against wheels the tests build (tests/support/mkwheel.py): hermetic, `--offline`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use assert_cmd::Command;
 use serde_json::{json, Value};
-
-fn mkwheels(dir: &Path, spec: Value) -> Vec<PathBuf> {
-    std::fs::create_dir_all(dir).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/mkwheel.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(spec.to_string().as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(PathBuf::from)
-        .collect()
-}
+use testsupport::{mkwheels, pinned as names};
 
 struct T {
     tmp: tempfile::TempDir,
@@ -60,21 +35,7 @@ impl T {
         self.tmp.path()
     }
     fn hashreq(&self, text: &str) -> String {
-        std::fs::write(self.p().join("requirements.txt"), text).unwrap();
-        // hashreq is another package of the workspace: its binary sits next to ours.
-        let exe = assert_cmd::cargo::cargo_bin("wheelhouse").with_file_name("hashreq");
-        let o = std::process::Command::new(&exe)
-            .current_dir(self.p())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e} (build the workspace: cargo test --workspace)",
-                    exe.display()
-                )
-            });
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
+        testsupport::hashreq_doc(self.p(), text)
     }
     fn wheelhouse(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
         let mut c = Command::cargo_bin("wheelhouse").unwrap();
@@ -92,29 +53,9 @@ impl T {
         let mut a = vec!["--dir", "wh", "--offline"];
         a.extend_from_slice(args);
         let out = self.wheelhouse(&a, &doc, &[]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let doc = testsupport::doc_of(&out);
         doc["wheelhouse"].clone()
     }
-}
-
-fn names(section: &Value) -> Vec<String> {
-    section["wheels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            format!(
-                "{}=={}",
-                w["name"].as_str().unwrap(),
-                w["version"].as_str().unwrap()
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -223,12 +164,7 @@ fn pip_configuration_does_not_widen_offline() {
         &doc,
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = testsupport::doc_of(&out);
     assert_eq!(names(&s["wheelhouse"]), ["extra-thing==1.0"]);
     assert!(t.p().join("wh/extra_thing-1.0-py3-none-any.whl").is_file());
 }
@@ -299,12 +235,7 @@ fn check_and_prune() {
         &locked,
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = testsupport::doc_of(&out);
     assert_eq!(
         s["wheelhouse"]["pruned"],
         json!([

@@ -2,69 +2,25 @@
 //! what was fetched. Without `WHEELSHIP_ONLINE=1` they are ignored (and counted so); with it,
 //! an unreachable PyPI fails them.
 
-use std::net::ToSocketAddrs;
 use std::path::Path;
-use std::time::Duration;
 
-use assert_cmd::Command;
 use serde_json::Value;
+use testsupport::{hashreq_doc as doc_for, pinned as names};
 
 fn pypi_reachable(test: &str) -> bool {
-    let ok = ("pypi.org", 443)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(5)).is_ok());
-    assert!(
-        ok,
-        "{test}: pypi.org:443 cannot be reached (WHEELSHIP_ONLINE=1 says it can)"
-    );
-    ok
-}
-
-fn doc_for(dir: &Path, text: &str) -> String {
-    std::fs::write(dir.join("requirements.txt"), text).unwrap();
-    let exe = assert_cmd::cargo::cargo_bin("wheelhouse").with_file_name("hashreq");
-    let o = std::process::Command::new(exe)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    String::from_utf8(o.stdout).unwrap()
+    eprintln!("{test}: fetches from PyPI");
+    testsupport::assert_pypi_reachable();
+    true
 }
 
 fn wheelhouse(dir: &Path, args: &[&str], stdin: &str) -> Value {
-    let out = Command::cargo_bin("wheelhouse")
-        .unwrap()
-        .current_dir(dir)
+    let doc = testsupport::tool("wheelhouse")
+        .cwd(dir)
         .args(args)
         .env("WHEELSHIP_CACHE", dir.join("cache"))
-        .write_stdin(stdin)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "wheelhouse {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        .stdin(stdin)
+        .ok();
     doc["wheelhouse"].clone()
-}
-
-fn names(s: &Value) -> Vec<String> {
-    s["wheels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            format!(
-                "{}=={}",
-                w["name"].as_str().unwrap(),
-                w["version"].as_str().unwrap()
-            )
-        })
-        .collect()
 }
 
 #[test]

@@ -108,14 +108,6 @@ pub fn zst(data: &[u8]) -> Vec<u8> {
     zstd::encode_all(data, 3).unwrap()
 }
 
-pub fn sha256(data: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 pub fn bundle(cwd: &Path, args: &[&str], stdin: &str) -> Output {
     Command::cargo_bin("bundle")
         .unwrap()
@@ -126,16 +118,7 @@ pub fn bundle(cwd: &Path, args: &[&str], stdin: &str) -> Output {
         .unwrap()
 }
 
+/// `cmd args` in `cwd`, asserting success: its stdout.
 pub fn run(cmd: &str, args: &[&str], cwd: &Path) -> String {
-    let out = std::process::Command::new(cmd)
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    testsupport::run(cmd).args(args).cwd(cwd).ok_text()
 }

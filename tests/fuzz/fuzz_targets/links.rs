@@ -72,25 +72,17 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     tar.extend([0u8; 1024]);
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("a.tar.zst");
-    std::fs::write(&archive, zstd::encode_all(&tar[..], 1).unwrap()).unwrap();
-    let releases = dir.path().join("releases");
-    std::fs::create_dir(&releases).unwrap();
-    let args = bundle::UnpackArgs {
-        releases: releases.clone(),
-        max_bytes: 1 << 20,
-        max_entries: 1000,
-        max_ratio: 200,
-        trust: Vec::new(),
-        archive: None,
-    };
-    let handle = wheelship::beneath::Dir::open(&releases).unwrap();
-    let m = bundle::unpack::peek_manifest(&archive).unwrap();
-    if bundle::unpack::extract_into(&archive, &handle, "staging", &args, &m, None).is_err() {
+    let s = wheelship_fuzz::Scratch::new(
+        "a.tar.zst",
+        &zstd::encode_all(&tar[..], 1).unwrap(),
+        "releases",
+    );
+    let args = wheelship_fuzz::unpack_args(&s.sub);
+    let m = bundle::unpack::peek_manifest(&s.file).unwrap();
+    if bundle::unpack::extract_into(&s.file, &s.handle, "staging", &args, &m, None).is_err() {
         return;
     }
-    let staging = std::fs::canonicalize(releases.join("staging")).unwrap();
+    let staging = std::fs::canonicalize(s.sub.join("staging")).unwrap();
     check(&staging, &staging);
 });
 

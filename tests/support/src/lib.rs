@@ -373,3 +373,53 @@ pub fn assert_pypi_reachable() {
         "pypi.org:443 cannot be reached (WHEELSHIP_ONLINE=1 says it can)"
     );
 }
+
+/// `name==version` of every wheel a `wheelhouse` section locks.
+pub fn pinned(section: &Value) -> Vec<String> {
+    section["wheels"]
+        .as_array()
+        .expect("a lock's wheels")
+        .iter()
+        .map(|w| {
+            format!(
+                "{}=={}",
+                w["name"].as_str().unwrap(),
+                w["version"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Writes `dir/requirements.txt` and runs `hashreq` on it in `dir`: the document.
+pub fn hashreq_doc(dir: &Path, requirements: &str) -> String {
+    std::fs::write(dir.join("requirements.txt"), requirements).unwrap();
+    tool("hashreq").cwd(dir).ok_text()
+}
+
+/// The document a run printed, asserting that it succeeded.
+pub fn doc_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not the document ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The stderr of a run that must have exited with `code` and written nothing to stdout.
+pub fn failed_with(out: &Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "a failure wrote to stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
