@@ -99,27 +99,27 @@ pub fn run(a: PackArgs) -> Result<()> {
         .map_err(|e| anyhow!("cannot create `{}`: {}", a.out.display(), io_reason(&e)))?;
     let out_dir = fs_err::canonicalize(&a.out)?;
     let final_path = out_dir.join(format!("{name}-{id}.tar.zst"));
-    let tmp = out_dir.join(fsx::temp_name(".tmp-"));
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
         .max(1);
-    let written = write_archive(
-        &tmp,
+    let cannot = || format!("cannot write `{}`", final_path.display());
+    // Under a temp name beside the archive (removed on any failure), renamed when whole.
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(&out_dir)
+        .with_context(cannot)?;
+    let (sha256, size) = write_archive(
+        tmp.as_file().try_clone()?,
         std::iter::once(&first).chain(items.iter()),
         commit_time,
         a.level,
         threads,
-    );
-    let (sha256, size) = match written {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e.context(format!("cannot write `{}`", final_path.display())));
-        }
-    };
-    std::fs::rename(&tmp, &final_path)
-        .map_err(|e| anyhow!("cannot write `{}`: {}", final_path.display(), io_reason(&e)))?;
+    )
+    .with_context(cannot)?;
+    tmp.persist(&final_path)
+        .map_err(|e| anyhow!("{}: {}", cannot(), io_reason(&e.error)))?;
     fsx::fsync_dir(&out_dir)?;
 
     let mut section = Bundle {
@@ -351,14 +351,12 @@ impl<W: Write> Write for HashWriter<W> {
 /// commit, 0644/0755 modes) through zstd with fixed parameters. Multithreaded zstd output does
 /// not depend on the number of workers (≥ 1), so the bytes do not either.
 fn write_archive<'a>(
-    path: &Path,
+    file: File,
     items: impl Iterator<Item = &'a Item>,
     mtime: i64,
     level: i32,
     threads: u32,
 ) -> Result<(String, u64)> {
-    let file = File::create(path)
-        .map_err(|e| anyhow!("cannot create `{}`: {}", path.display(), io_reason(&e)))?;
     let sink = HashWriter {
         inner: BufWriter::with_capacity(1 << 20, file),
         hash: Sha256::new(),

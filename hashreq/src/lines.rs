@@ -172,7 +172,10 @@ pub fn break_args_options(line: &str) -> (String, String) {
     (tokens[..n].join(" "), tokens[n..].join(" "))
 }
 
-/// Python's `shlex.split` (POSIX mode, no comments).
+/// Python's `shlex.split` (POSIX mode, no comments), which pip applies to a line's options
+/// (<https://docs.python.org/3/library/shlex.html#parsing-rules>). Not the `shlex` crate: it
+/// splits as POSIX sh does, where `#` starts a comment and `\$` or `` \` `` inside double
+/// quotes lose the backslash; Python keeps both, and pip reads what Python reads.
 pub fn shlex_split(s: &str) -> Result<Vec<String>, &'static str> {
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -236,6 +239,16 @@ pub fn shlex_split(s: &str) -> Result<Vec<String>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_as_python_not_as_sh() {
+        // python3 -c 'import shlex; print(shlex.split(r"""a "x\$y" #c 'q r' "\"" """))'
+        assert_eq!(
+            shlex_split(r#"a "x\$y" #c 'q r' "\"" "#).unwrap(),
+            ["a", r"x\$y", "#c", "q r", "\""]
+        );
+        assert_eq!(shlex_split("'open").unwrap_err(), "No closing quotation");
+    }
 
     fn numbered(text: &str) -> Vec<(u32, String)> {
         ignore_comments(join_lines(

@@ -205,11 +205,16 @@ impl<'a> Build<'a> {
             String::new(),
         ));
         record.sort();
-        let mut text = String::new();
-        for (p, h, s) in record {
-            text.push_str(&format!("{},{h},{s}\n", csv_field(&p)));
+        let mut csv = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(Vec::new());
+        for row in &record {
+            csv.serialize(row)?;
         }
-        write_new(&mut self.dirs, &di.join("RECORD"), text.as_bytes(), 0o644)?;
+        let text = csv
+            .into_inner()
+            .map_err(|e| anyhow!("RECORD: {}", e.error()))?;
+        write_new(&mut self.dirs, &di.join("RECORD"), &text, 0o644)?;
         self.files += 3;
         Ok(())
     }
@@ -384,14 +389,6 @@ fn rel_to(dest: &Path, site: &Path) -> String {
     let mut s = "../".repeat(up);
     s.push_str(&dest.display().to_string());
     s
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 const ACTIVATE_SH: &str = r#"# Source this file from bash or zsh: `. bin/activate`. Written by mkenv.

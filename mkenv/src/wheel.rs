@@ -59,43 +59,32 @@ fn check_member(name: &str) -> Result<(), String> {
 /// Reads `<dist-info>/RECORD` rows: path, hash, size (CSV, quotes allowed).
 fn parse_record(text: &str) -> Result<BTreeMap<String, (String, Option<u64>)>, String> {
     let mut out = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    for row in reader.records() {
+        let row = row.map_err(|e| format!("RECORD: {e}"))?;
+        let line = row.position().map_or(0, |p| p.line());
+        if row.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
-        let mut fields = Vec::new();
-        let mut cur = String::new();
-        let mut quoted = false;
-        let mut chars = line.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '"' if quoted && chars.peek() == Some(&'"') => {
-                    cur.push('"');
-                    chars.next();
-                }
-                '"' => quoted = !quoted,
-                ',' if !quoted => fields.push(std::mem::take(&mut cur)),
-                c => cur.push(c),
-            }
-        }
-        fields.push(cur);
-        if fields.len() < 3 {
-            return Err(format!("RECORD line {}: expected path,hash,size", n + 1));
-        }
-        let size = if fields[2].is_empty() {
+        let (Some(path), Some(hash), Some(size)) = (row.get(0), row.get(1), row.get(2)) else {
+            return Err(format!("RECORD line {line}: expected path,hash,size"));
+        };
+        let size = if size.is_empty() {
             None
         } else {
             Some(
-                fields[2]
-                    .parse()
-                    .map_err(|_| format!("RECORD line {}: bad size", n + 1))?,
+                size.parse()
+                    .map_err(|_| format!("RECORD line {line}: bad size"))?,
             )
         };
         if out
-            .insert(fields[0].clone(), (fields[1].clone(), size))
+            .insert(path.to_string(), (hash.to_string(), size))
             .is_some()
         {
-            return Err(format!("RECORD lists `{}` twice", fields[0]));
+            return Err(format!("RECORD lists `{path}` twice"));
         }
     }
     Ok(out)
@@ -569,4 +558,36 @@ pub fn check_script_name(name: &str) -> Result<(), String> {
         return Err("the name is reserved for the env's interpreter or activators".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_record;
+
+    #[test]
+    fn record_is_csv() {
+        let text =
+            "a.py,sha256=x,3\n\"dir,with comma/b.py\",sha256=y,\n\n\"q\"\"uote.py\",sha256=z,1\r\n";
+        let rows = parse_record(text).unwrap();
+        assert_eq!(rows["a.py"], ("sha256=x".to_string(), Some(3)));
+        assert_eq!(rows["dir,with comma/b.py"], ("sha256=y".to_string(), None));
+        assert_eq!(rows["q\"uote.py"], ("sha256=z".to_string(), Some(1)));
+        assert_eq!(rows.len(), 3);
+    }
+
+    #[test]
+    fn malformed_records_name_their_line() {
+        assert_eq!(
+            parse_record("a.py,h,1\nb.py,h\n").unwrap_err(),
+            "RECORD line 2: expected path,hash,size"
+        );
+        assert_eq!(
+            parse_record("a.py,h,x\n").unwrap_err(),
+            "RECORD line 1: bad size"
+        );
+        assert_eq!(
+            parse_record("a.py,h,1\na.py,h,1\n").unwrap_err(),
+            "RECORD lists `a.py` twice"
+        );
+    }
 }

@@ -280,12 +280,12 @@ pub fn run(args: Args) -> Result<()> {
     );
     let work = tempfile_dir(&dir)?;
     let result = (|| -> Result<Vec<LockedWheel>> {
-        let (req, cons) = write_files(&source, &work.0, true)?;
+        let (req, cons) = write_files(&source, work.path(), true)?;
         if !args.offline {
-            fill(&args, &dir, &find_links, &work.0, &req, cons.as_deref())?;
+            fill(&args, &dir, &find_links, work.path(), &req, cons.as_deref())?;
         }
-        let (req, cons) = write_files(&source, &work.0, false)?;
-        lock(&args, &dir, &find_links, &work.0, &req, cons.as_deref())
+        let (req, cons) = write_files(&source, work.path(), false)?;
+        lock(&args, &dir, &find_links, work.path(), &req, cons.as_deref())
     })();
     drop(work);
     let wheels = result?;
@@ -326,7 +326,7 @@ fn lock_file(
         &[".wheelhouse-tmp-", ".tmp-"],
     );
     let work = tempfile_dir(dir)?;
-    let wheels = pylock::lock_exact(&args.python, args.offline, dir, &work.0, r)?;
+    let wheels = pylock::lock_exact(&args.python, args.offline, dir, work.path(), r)?;
     drop(work);
     if let Some(f) = &args.pylock {
         pylock::write(f, dir, &wheels)?;
@@ -340,20 +340,19 @@ enum Source {
     File(PathBuf),
 }
 
-/// A hidden temp directory inside DIR (same filesystem, so wheels are renamed in), removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempfile_dir(dir: &Path) -> Result<TempDir> {
-    let p = dir.join(fsx::temp_name(".wheelhouse-tmp-"));
-    fs::create_dir(&p)
-        .map_err(|e| anyhow!("cannot create `{}`: {}", p.display(), io_reason(&e)))?;
-    Ok(TempDir(p))
+/// pip's scratch directory inside DIR (on its filesystem: wheels are renamed out of it),
+/// removed when dropped.
+fn tempfile_dir(dir: &Path) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(".wheelhouse-tmp-")
+        .tempdir_in(dir)
+        .map_err(|e| {
+            anyhow!(
+                "cannot create a directory in `{}`: {}",
+                dir.display(),
+                io_reason(&e)
+            )
+        })
 }
 
 /// The requirement (and constraint) files pip reads.
@@ -525,16 +524,7 @@ fn lock(
         let in_dir = dir.join(&file);
         if path.parent() != Some(dir) {
             // From --find-links: the lock names files inside DIR, so copy it in.
-            let tmp = dir.join(fsx::temp_name(".tmp-"));
-            fs::copy(&path, &tmp).map_err(|e| {
-                anyhow!(
-                    "cannot copy `{}` into `{}`: {}",
-                    path.display(),
-                    dir.display(),
-                    io_reason(&e)
-                )
-            })?;
-            fs_err::rename(&tmp, &in_dir)?;
+            fsx::copy_in(&path, dir, &file, None)?;
         }
         let (sha256, size) = fsx::sha256_file(&in_dir)?;
         wheels.push(LockedWheel {

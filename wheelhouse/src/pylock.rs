@@ -247,24 +247,8 @@ fn fetch(
                 .and_then(|u| pip::file_url_path(u).ok())
         });
         if let Some(p) = local.filter(|p| p.is_file()) {
-            let tmp = dir.join(fsx::temp_name(".tmp-"));
-            std::fs::copy(&p, &tmp).map_err(|e| {
-                anyhow!(
-                    "cannot copy `{}` into `{}`: {e}",
-                    p.display(),
-                    dir.display()
-                )
-            })?;
             // Verified before it gets its name in DIR: a wrong file never lands there.
-            let (got, _) = fsx::sha256_file(&tmp)?;
-            if &got != sha {
-                let _ = std::fs::remove_file(&tmp);
-                bail!(
-                    "`{}`: sha256 {got}, the lock says {sha}: refusing it",
-                    p.display()
-                );
-            }
-            fs_err::rename(&tmp, &dest)?;
+            fsx::copy_in(&p, dir, &s.file, Some(sha))?;
             continue;
         }
         match (&s.url, offline) {

@@ -45,47 +45,36 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 /// that can fail (a full disk) has happened; `commit` only renames. Dropped without a commit,
 /// the temp file goes.
 pub struct Prepared {
-    tmp: Option<PathBuf>,
+    tmp: tempfile::NamedTempFile,
     path: PathBuf,
 }
 
 impl Prepared {
     pub fn write(path: &Path, data: &[u8]) -> Result<Prepared> {
-        let tmp = parent(path).join(temp_name(".tmp-"));
-        let written = (|| -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(anyhow!(
-                "cannot write `{}`: {}",
-                path.display(),
-                io_reason(&e)
-            ));
-        }
+        let cannot = |e: io::Error| anyhow!("cannot write `{}`: {}", path.display(), io_reason(&e));
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .tempfile_in(parent(path))
+            .map_err(cannot)?;
+        tmp.write_all(data).map_err(cannot)?;
+        tmp.as_file().sync_all().map_err(cannot)?;
         Ok(Prepared {
-            tmp: Some(tmp),
+            tmp,
             path: path.to_path_buf(),
         })
     }
 
     /// Renames the new content into place (the caller fsyncs the directory).
-    pub fn commit(mut self) -> Result<()> {
-        let tmp = self.tmp.take().expect("committed once");
-        fs::rename(&tmp, &self.path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            anyhow!("cannot write `{}`: {}", self.path.display(), io_reason(&e))
-        })
-    }
-}
-
-impl Drop for Prepared {
-    fn drop(&mut self) {
-        if let Some(t) = self.tmp.take() {
-            let _ = fs::remove_file(t);
-        }
+    pub fn commit(self) -> Result<()> {
+        self.tmp.persist(&self.path).map_err(|e| {
+            anyhow!(
+                "cannot write `{}`: {}",
+                self.path.display(),
+                io_reason(&e.error)
+            )
+        })?;
+        Ok(())
     }
 }
 
@@ -202,11 +191,7 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
 
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 /// Deletes the entry `name` of `dir` in two steps, a rename to `.trash-…` (synced), then the
@@ -338,4 +323,30 @@ impl Drop for Staged<'_> {
             let _ = self.parent.remove_all(&self.name);
         }
     }
+}
+
+/// Copies `src` into `dir` as `name`: under a temp name first (removed on any failure), then
+/// renamed, so `dir/name` is never a partial file. With `sha256`, the copy must have it, or it
+/// never gets its name. Returns the copy's sha256 and size.
+pub fn copy_in(src: &Path, dir: &Path, name: &str, sha256: Option<&str>) -> Result<(String, u64)> {
+    let shown = || format!("cannot copy `{}` into `{}`", src.display(), dir.display());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)
+        .with_context(shown)?;
+    let mut from = File::open(src).with_context(shown)?;
+    io::copy(&mut from, tmp.as_file_mut()).with_context(shown)?;
+    let (got, size) = sha256_file(tmp.path())?;
+    if let Some(want) = sha256 {
+        if got != want {
+            bail!(
+                "`{}`: sha256 {got}, the lock says {want}: refusing it",
+                src.display()
+            );
+        }
+    }
+    tmp.persist(dir.join(name))
+        .map_err(|e| anyhow!("{}: {}", shown(), io_reason(&e.error)))?;
+    Ok((got, size))
 }
