@@ -12,6 +12,7 @@ mod req;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use camino::Utf8PathBuf;
 use clap::Parser;
 use serde_json::json;
 use wheelship::cli::io_reason;
@@ -147,9 +148,9 @@ pub fn parse_files(
         let real = std::fs::canonicalize(&abs)
             .map_err(|e| anyhow!("{shown}: cannot read requirements file: {}", io_reason(&e)))?;
         let src = Source {
+            recorded: recorded(&real, &shown)?,
             shown,
             real: real.clone(),
-            recorded: real.clone(),
         };
         w.parse_file(&src, false, &mut vec![real])?;
     }
@@ -180,7 +181,17 @@ const MAX_INCLUDE_DEPTH: usize = 100;
 struct Source {
     shown: String,
     real: PathBuf,
-    recorded: PathBuf,
+    recorded: Utf8PathBuf,
+}
+
+/// The path the document records for a requirement file: text in JSON, so UTF-8.
+fn recorded(path: &Path, shown: &str) -> Result<Utf8PathBuf> {
+    Utf8PathBuf::from_path_buf(path.to_path_buf()).map_err(|p| {
+        anyhow!(
+            "{shown}: `{}` is not UTF-8, and the document records it",
+            p.display()
+        )
+    })
 }
 
 /// The `-r`/`-c` path of an option line, and whether it is a constraints file.
@@ -196,7 +207,7 @@ struct Walker<'a> {
     cwd: PathBuf,
     getenv: &'a dyn Fn(&str) -> Option<String>,
     expansions: Vec<Expansion>,
-    files: Vec<PathBuf>,
+    files: Vec<Utf8PathBuf>,
     entries: Vec<Entry>,
     unpinned: Vec<(String, bool)>,
     state: State,
@@ -331,15 +342,20 @@ impl Walker<'_> {
             );
         }
         // Where the path went through `${VAR}`, the document records it as written.
-        let recorded = if written == local_real && src.recorded == src.real {
+        let recorded = if written == local_real && src.recorded.as_std_path() == src.real {
             child_real.clone()
         } else {
-            req::abspath(src.recorded.parent().unwrap_or(Path::new("/")), &written)
+            req::abspath(
+                src.recorded
+                    .parent()
+                    .map_or(Path::new("/"), |p| p.as_std_path()),
+                &written,
+            )
         };
         let child = Source {
+            recorded: crate::recorded(&recorded, &child_shown)?,
             shown: child_shown,
             real: child_real.clone(),
-            recorded,
         };
         stack.push(child_real);
         self.parse_file(&child, constraint, stack)?;
@@ -375,7 +391,7 @@ impl Walker<'_> {
             marker: parsed.marker,
             hashes,
             url: parsed.url.map(|u| red.clean(&u)),
-            file: src.recorded.display().to_string(),
+            file: src.recorded.clone(),
             line: n,
             constraint,
             editable,
@@ -503,7 +519,7 @@ impl Walker<'_> {
         let hash = hash(&self.entries, &options);
         let section = Requirements {
             hash,
-            files: self.files.iter().map(|p| p.display().to_string()).collect(),
+            files: self.files,
             entries: self.entries,
             options,
             unpinned,

@@ -251,7 +251,7 @@ pub fn read(
             marker,
             hashes,
             url: None,
-            file: path.display().to_string(),
+            file: crate::recorded(path, shown)?,
             line: (i + 1) as u32,
             constraint: false,
             editable: false,
@@ -268,7 +268,7 @@ pub fn read(
     let hash = lock_hash(&lock, &sel_extras, &sel_groups, form);
     Ok(Requirements {
         hash,
-        files: vec![path.display().to_string()],
+        files: vec![crate::recorded(path, shown)?],
         entries,
         options: ReqOptions::default(),
         unpinned,

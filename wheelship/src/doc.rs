@@ -122,7 +122,7 @@ pub struct Requirements {
     /// `sha256:` + 64 lowercase hex over the canonical form (docs/hashreq.md).
     pub hash: String,
     /// Absolute paths of every file read, includes too, in the order first read.
-    pub files: Vec<String>,
+    pub files: Vec<Utf8PathBuf>,
     pub entries: Vec<Entry>,
     #[serde(default)]
     pub options: ReqOptions,
@@ -193,7 +193,7 @@ pub struct Entry {
     #[serde(default)]
     pub url: Option<String>,
     /// The requirement file (absolute) and line it came from.
-    pub file: String,
+    pub file: Utf8PathBuf,
     pub line: u32,
     /// From a `-c` constraints file.
     #[serde(default)]
