@@ -3,14 +3,13 @@
 //! path is made beneath the env's own directory handle and read beneath the store's: nothing a
 //! wheel names can reach outside them.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use rustix::io::Errno;
 use sha2::{Digest, Sha256};
-use wheelship::beneath::{Dir, Dirs, Kind};
+use wheelship::beneath::{Dir, Dirs};
 use wheelship::cli::io_reason;
 
 use crate::interp::Interp;
@@ -19,11 +18,24 @@ use crate::wheel::{record_hash, Info};
 /// How files come from the store: each mode falls back to the next when the file system
 /// refuses it (reflink → hard link → copy), and stays there for the rest of the build.
 #[derive(Clone, Copy, PartialEq, Debug)]
+#[repr(u8)]
 pub enum LinkMode {
-    Unknown,
-    Reflink,
-    Hardlink,
-    Copy,
+    Unknown = 0,
+    Reflink = 1,
+    Hardlink = 2,
+    Copy = 3,
+}
+
+impl LinkMode {
+    /// The mode a `u8` holds (modes only move forward: Unknown → Reflink → Hardlink → Copy).
+    pub fn from_u8(v: u8) -> LinkMode {
+        match v {
+            0 => LinkMode::Unknown,
+            1 => LinkMode::Reflink,
+            2 => LinkMode::Hardlink,
+            _ => LinkMode::Copy,
+        }
+    }
 }
 
 pub struct Build<'a> {
@@ -33,10 +45,6 @@ pub struct Build<'a> {
     /// Where it is built now: the temp directory, by handle.
     pub dirs: Dirs,
     pub mode: LinkMode,
-    pub files: usize,
-    /// Which file each installed path came from, to warn when two wheels write one path.
-    owners: BTreeMap<PathBuf, String>,
-    pub warnings: Vec<String>,
     /// Link the `.pyc` files compiled in the store.
     pub compile: bool,
 }
@@ -48,14 +56,11 @@ impl<'a> Build<'a> {
             final_path,
             dirs: Dirs::new(root),
             mode: LinkMode::Unknown,
-            files: 0,
-            owners: BTreeMap::new(),
-            warnings: Vec::new(),
             compile: true,
         }
     }
 
-    fn site(&self) -> PathBuf {
+    pub(crate) fn site(&self) -> PathBuf {
         PathBuf::from(self.interp.purelib())
     }
 
@@ -118,7 +123,7 @@ impl<'a> Build<'a> {
 
     /// Where a member of the wheel goes, relative to the env root (PEP 427, "Spread"), and
     /// whether it is a `.data/scripts` file to rewrite.
-    fn destination(&self, info: &Info, member: &str) -> Option<(PathBuf, bool)> {
+    pub(crate) fn destination(&self, info: &Info, member: &str) -> Option<(PathBuf, bool)> {
         if member == format!("{}/RECORD", info.dist_info) {
             return None;
         }
@@ -140,148 +145,36 @@ impl<'a> Build<'a> {
         Some((self.site().join(member), false))
     }
 
-    /// Spreads one stored wheel (its `files/` directory, by handle) into the env and writes its
-    /// INSTALLER, REQUESTED and RECORD.
-    pub fn install(
-        &mut self,
-        store: &Dir,
-        info: &Info,
-        file_name: &str,
-        requested: bool,
-    ) -> Result<()> {
-        let site = self.site();
-        let mut record: Vec<(String, String, String)> = Vec::new();
-        let members: std::collections::HashSet<&str> =
-            info.files.iter().map(|(m, _, _)| m.as_str()).collect();
-        for (member, hash, size) in &info.files {
-            let Some((dest, script)) = self.destination(info, member) else {
-                continue;
-            };
-            // A `.pyc` the wheel ships for this interpreter (numpy < 2.3 does) gives way to
-            // ours, compiled from its source by the interpreter itself, as every other `.pyc`
-            // of the env: not linked, not in RECORD.
-            if self.compile && shipped_pyc_of(member, &self.interp.cache_tag, &members) {
-                continue;
-            }
-            let src = Path::new(member);
-            if let Some(prev) = self.owners.insert(dest.clone(), file_name.to_string()) {
-                self.warnings.push(format!(
-                    "`{file_name}` overwrites `{}` from `{prev}`",
-                    dest.display()
-                ));
-                let (dir, name) = self.dirs.parent(&dest)?;
-                let _ = dir.remove_file(name);
-            }
-            let (h, s) = if script {
-                self.write_script(store, src, &dest)?
-            } else {
-                link(&mut self.mode, store, src, &mut self.dirs, &dest)?;
-                // The bytecode compiled in the store for this interpreter comes along.
-                if self.compile && dest.starts_with(&site) && member.ends_with(".py") {
-                    self.link_pyc(store, src, &dest)?;
-                }
-                (hash.clone(), size.to_string())
-            };
-            record.push((rel_to(&dest, &site), h, s));
-            self.files += 1;
+    /// A `.data/scripts` file as installed: a first line `#!python` (or `#!pythonw`) becomes
+    /// the env's python.
+    pub fn script(&self, data: &[u8]) -> Vec<u8> {
+        if !data.starts_with(b"#!python") {
+            return data.to_vec();
         }
-        // On POSIX a gui script's launcher is the same as a console script's.
-        for (name, target) in info.console_scripts.iter().chain(&info.gui_scripts) {
-            let (h, s) = self.launcher(name, target)?;
-            record.push((rel_to(&PathBuf::from("bin").join(name), &site), h, s));
-        }
-        let di = site.join(&info.dist_info);
-        let mut extra = vec![("INSTALLER", b"wheelship\n".to_vec())];
-        if requested {
-            extra.push(("REQUESTED", Vec::new()));
-        }
-        for (name, content) in extra {
-            let (h, s) = write_new(&mut self.dirs, &di.join(name), &content, 0o644)?;
-            record.push((rel_to(&di.join(name), &site), h, s));
-        }
-        record.push((
-            rel_to(&di.join("RECORD"), &site),
-            String::new(),
-            String::new(),
-        ));
-        record.sort();
-        let mut csv = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_writer(Vec::new());
-        for row in &record {
-            csv.serialize(row)?;
-        }
-        let text = csv
-            .into_inner()
-            .map_err(|e| anyhow!("RECORD: {}", e.error()))?;
-        write_new(&mut self.dirs, &di.join("RECORD"), &text, 0o644)?;
-        self.files += 3;
-        Ok(())
+        let rest = data
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(&[][..], |i| &data[i + 1..]);
+        [self.shebang().as_bytes(), rest].concat()
     }
 
-    fn link_pyc(&mut self, store: &Dir, src: &Path, dest: &Path) -> Result<()> {
-        let stem = src
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string();
-        let pyc = format!("{stem}.{}.pyc", self.interp.cache_tag);
-        let from = src
-            .parent()
-            .unwrap_or(Path::new(""))
-            .join("__pycache__")
-            .join(&pyc);
-        if store.kind(&from)? == Some(Kind::File) {
-            let to = dest
-                .parent()
-                .unwrap_or(Path::new(""))
-                .join("__pycache__")
-                .join(&pyc);
-            // A wheel may ship this `.pyc` itself (numpy < 2.3 does): ours, compiled from the
-            // source by this interpreter, wins.
-            let (dir, name) = self.dirs.parent(&to)?;
-            if dir.kind(name)?.is_some() {
-                dir.remove_file(name)?;
-            }
-            link(&mut self.mode, store, &from, &mut self.dirs, &to)?;
-        }
-        Ok(())
-    }
-
-    /// `.data/scripts`: a first line `#!python` (or `#!pythonw`) becomes the env's python;
-    /// always a real copy, made executable.
-    fn write_script(&mut self, store: &Dir, src: &Path, dest: &Path) -> Result<(String, String)> {
-        let data = store.read(src)?;
-        let out = if data.starts_with(b"#!python") {
-            let rest = data
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(&[][..], |i| &data[i + 1..]);
-            [self.shebang().as_bytes(), rest].concat()
-        } else {
-            data
-        };
-        write_new(&mut self.dirs, dest, &out, 0o755)
-    }
-
-    fn launcher(&mut self, name: &str, target: &str) -> Result<(String, String)> {
+    /// The launcher of an entry point `module:attr` (extras ignored).
+    pub fn launcher(&self, target: &str) -> Vec<u8> {
         let target = target.split('[').next().unwrap_or(target).trim();
         let (module, attr) = target.split_once(':').unwrap_or((target, ""));
         let (module, attr) = (module.trim(), attr.trim());
         let head = attr.split('.').next().unwrap_or(attr);
-        let text = format!(
+        format!(
             "{}# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom {module} import {head}\nif __name__ == \"__main__\":\n    sys.argv[0] = re.sub(r\"(-script\\.pyw|\\.exe)?$\", \"\", sys.argv[0])\n    sys.exit({attr}())\n",
             self.shebang()
-        );
-        self.files += 1;
-        let dest = Path::new("bin").join(name);
-        write_new(&mut self.dirs, &dest, text.as_bytes(), 0o755)
+        )
+        .into_bytes()
     }
 }
 
 /// Whether `member` is `<dir>/__pycache__/<stem>.<cache_tag>.pyc` and the wheel has
 /// `<dir>/<stem>.py`: the bytecode mkenv compiles itself.
-fn shipped_pyc_of(
+pub(crate) fn shipped_pyc_of(
     member: &str,
     cache_tag: &str,
     members: &std::collections::HashSet<&str>,
@@ -299,8 +192,13 @@ fn shipped_pyc_of(
 
 /// Makes `dest` (beneath the env) the file `src` of the store: a reflink where the file system
 /// allows it, else a hard link, else a copy.
-fn link(mode: &mut LinkMode, store: &Dir, src: &Path, dirs: &mut Dirs, dest: &Path) -> Result<()> {
-    let (dir, name) = dirs.parent(dest)?;
+pub(crate) fn link(
+    mode: &mut LinkMode,
+    store: &Dir,
+    src: &Path,
+    dir: &Dir,
+    name: &std::ffi::OsStr,
+) -> Result<()> {
     if matches!(*mode, LinkMode::Unknown | LinkMode::Reflink) {
         match reflink(store, src, dir, name) {
             Ok(()) => {
@@ -381,7 +279,7 @@ fn write_new(dirs: &mut Dirs, rel: &Path, data: &[u8], mode: u32) -> Result<(Str
 }
 
 /// A path in RECORD: relative to site-packages, `../../../bin/x` for what lies outside.
-fn rel_to(dest: &Path, site: &Path) -> String {
+pub(crate) fn rel_to(dest: &Path, site: &Path) -> String {
     if let Ok(r) = dest.strip_prefix(site) {
         return r.display().to_string();
     }

@@ -10,6 +10,7 @@
 
 mod install;
 mod interp;
+mod plan;
 #[doc(hidden)]
 pub mod wheel; // public for the fuzz targets (tests/fuzz)
 
@@ -378,17 +379,29 @@ fn link_env(
                 .collect()
         })
         .unwrap_or_default();
-    let bar = progress::bar("mkenv", "linking the env", stored.len() as u64);
-    for (w, info) in stored {
-        let files = store.open_dir(Path::new(&w.sha256).join("files"))?;
-        b.install(&files, info, &w.file, requested.contains(&w.name))?;
-        bar.inc(1);
-        point("mkenv-after-wheel");
-    }
-    bar.finish_and_clear();
-    for warning in &b.warnings {
+    let files: Vec<Dir> = stored
+        .iter()
+        .map(|(w, _)| store.open_dir(Path::new(&w.sha256).join("files")))
+        .collect::<Result<_>>()?;
+    let sources: Vec<plan::Source> = stored
+        .iter()
+        .zip(&files)
+        .map(|((w, info), files)| plan::Source {
+            files,
+            info,
+            file_name: &w.file,
+            requested: requested.contains(&w.name),
+        })
+        .collect();
+    let plan = plan::Plan::new(&b, &sources)?;
+    for warning in &plan.warnings {
         eprintln!("mkenv: warning: {warning}");
     }
+    let spin = progress::spinner("mkenv", "linking the env");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    b.mode = plan.build(b.dirs.root(), &sources, b.mode, threads)?;
+    spin.finish_and_clear();
+    point("mkenv-after-link");
     let meta = EnvMeta {
         key: key.to_string(),
         layout: LAYOUT.into(),
@@ -407,7 +420,7 @@ fn link_env(
         })?;
     // Nothing gets its final name before its bytes are durable.
     root.sync_fs()?;
-    Ok(b.files)
+    Ok(plan.files)
 }
 
 /// Every wheel's tags against the interpreter, before any work.

@@ -231,7 +231,7 @@ fn a_crash_at_any_step_leaves_nothing_that_looks_complete() {
     for point in [
         "mkenv-after-store",
         "mkenv-after-compile",
-        "mkenv-after-wheel",
+        "mkenv-after-link",
         "mkenv-before-rename",
     ] {
         let envs = format!("envs-{point}");
@@ -416,4 +416,40 @@ fn progress_only_on_a_terminal() {
         .env("WHEELSHIP_CACHE", t.path().join("cache"))
         .ok_text();
     assert!(screen.contains("mkenv: storing wheels"), "{screen}");
+}
+
+/// Issue 16: the env is planned, then linked on every core. One wheel's launcher and another's
+/// `.data/scripts` file of the same name: the last in lock order wins, as installing them one
+/// after the other would, whatever the threads did; and mkenv says so.
+#[test]
+fn a_launcher_and_a_script_of_one_name_follow_lock_order() {
+    let t = tempfile::tempdir().unwrap();
+    let wheels = mkwheels(
+        &t.path().join("wh"),
+        serde_json::json!([
+            {"name": "aaa", "version": "1.0",
+             "files": {"aaa/__init__.py": "def main():\n    print('launcher')\n"},
+             "entry_points": {"console_scripts": {"tool": "aaa:main"}}},
+            {"name": "zzz", "version": "1.0", "files": {"zzz/__init__.py": ""},
+             "data": {"scripts/tool": "#!/bin/sh\necho script\n"}},
+        ]),
+    );
+    for (order, expected, from) in [
+        ([0, 1], "script", "zzz-1.0-py3-none-any.whl"),
+        ([1, 0], "launcher", "aaa-1.0-py3-none-any.whl"),
+    ] {
+        let ws: Vec<PathBuf> = order.iter().map(|&i| wheels[i].clone()).collect();
+        let envs = format!("envs-{expected}");
+        let out = mkenv(t.path(), &["--envs", &envs, "--no-compile"], &lock(&ws, &[]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("`{from}` overwrites `bin/tool`")),
+            "{err}"
+        );
+        let env: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let path = PathBuf::from(env["env"]["path"].as_str().unwrap());
+        let said = run_ok(&mut Command::new(path.join("bin/tool")));
+        assert_eq!(said.trim(), expected);
+    }
 }

@@ -436,16 +436,23 @@ impl Dirs {
         &self.root
     }
 
-    /// The directory `rel`, made if missing, opened once.
+    /// The directory `rel`, made if missing, opened once: made from its parent's handle (itself
+    /// made or opened once), so a directory costs one `mkdir` and one open, however many
+    /// entries are made in it or below it.
     pub fn dir(&mut self, rel: &Path) -> Result<&Dir> {
         if rel.as_os_str().is_empty() {
             return Ok(&self.root);
         }
         if !self.open.contains_key(rel) {
+            let rel = relative(rel)?;
+            let name = rel
+                .file_name()
+                .ok_or_else(|| anyhow!("`{}` names no entry", self.root.show(rel).display()))?;
+            let parent = rel.parent().unwrap_or(Path::new(""));
+            let d = self.dir(parent)?.create_dir_all(name)?;
             if self.open.len() >= DIRS_OPEN_MAX {
                 self.open.clear();
             }
-            let d = self.root.create_dir_all(rel)?;
             self.open.insert(rel.to_path_buf(), d);
         }
         Ok(&self.open[rel])
