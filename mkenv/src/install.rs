@@ -64,6 +64,10 @@ impl<'a> Build<'a> {
         PathBuf::from(self.interp.purelib())
     }
 
+    pub(crate) fn site_str(&self) -> &str {
+        self.interp.purelib()
+    }
+
     fn python(&self) -> PathBuf {
         self.final_path.join("bin").join("python")
     }
@@ -122,27 +126,33 @@ impl<'a> Build<'a> {
     }
 
     /// Where a member of the wheel goes, relative to the env root (PEP 427, "Spread"), and
-    /// whether it is a `.data/scripts` file to rewrite.
-    pub(crate) fn destination(&self, info: &Info, member: &str) -> Option<(PathBuf, bool)> {
-        if member == format!("{}/RECORD", info.dist_info) {
+    /// whether it is a `.data/scripts` file to rewrite. Paths are text: a wheel's member names
+    /// are UTF-8, and the plan compares thousands of them.
+    pub(crate) fn destination(&self, info: &Info, member: &str) -> Option<(String, bool)> {
+        let site = self.interp.purelib();
+        if member.strip_prefix(&info.dist_info) == Some("/RECORD") {
             return None;
         }
-        if let Some(rest) = member.strip_prefix(&format!("{}/", info.data_dir)) {
+        if let Some(rest) = member
+            .strip_prefix(&info.data_dir)
+            .and_then(|r| r.strip_prefix('/'))
+        {
             let (key, path) = rest.split_once('/')?;
             return Some(match key {
-                "purelib" | "platlib" => (self.site().join(path), false),
-                "scripts" => (PathBuf::from("bin").join(path), true),
+                "purelib" | "platlib" => (format!("{site}/{path}"), false),
+                "scripts" => (format!("bin/{path}"), true),
                 "headers" => (
-                    PathBuf::from("include/site")
-                        .join(format!("python{}", self.interp.xy()))
-                        .join(&info.name)
-                        .join(path),
+                    format!(
+                        "include/site/python{}/{}/{path}",
+                        self.interp.xy(),
+                        info.name
+                    ),
                     false,
                 ),
-                _ => (PathBuf::from(path), false),
+                _ => (path.to_string(), false),
             });
         }
-        Some((self.site().join(member), false))
+        Some((format!("{site}/{member}"), false))
     }
 
     /// A `.data/scripts` file as installed: a first line `#!python` (or `#!pythonw`) becomes
@@ -279,14 +289,12 @@ fn write_new(dirs: &mut Dirs, rel: &Path, data: &[u8], mode: u32) -> Result<(Str
 }
 
 /// A path in RECORD: relative to site-packages, `../../../bin/x` for what lies outside.
-pub(crate) fn rel_to(dest: &Path, site: &Path) -> String {
-    if let Ok(r) = dest.strip_prefix(site) {
-        return r.display().to_string();
+pub(crate) fn rel_to(dest: &str, site: &str) -> String {
+    if let Some(r) = dest.strip_prefix(site).and_then(|r| r.strip_prefix('/')) {
+        return r.to_string();
     }
-    let up = site.components().count();
-    let mut s = "../".repeat(up);
-    s.push_str(&dest.display().to_string());
-    s
+    let up = site.split('/').filter(|c| !c.is_empty()).count();
+    format!("{}{dest}", "../".repeat(up))
 }
 
 const ACTIVATE_SH: &str = r#"# Source this file from bash or zsh: `. bin/activate`. Written by mkenv.

@@ -393,7 +393,9 @@ fn link_env(
             requested: requested.contains(&w.name),
         })
         .collect();
+    let started = Instant::now();
     let plan = plan::Plan::new(&b, &sources)?;
+    timing("plan", &started);
     for warning in &plan.warnings {
         eprintln!("mkenv: warning: {warning}");
     }
@@ -401,6 +403,7 @@ fn link_env(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     b.mode = plan.build(b.dirs.root(), &sources, b.mode, threads)?;
     spin.finish_and_clear();
+    timing("link", &started);
     point("mkenv-after-link");
     let meta = EnvMeta {
         key: key.to_string(),
@@ -420,6 +423,7 @@ fn link_env(
         })?;
     // Nothing gets its final name before its bytes are durable.
     root.sync_fs()?;
+    timing("sync", &started);
     Ok(plan.files)
 }
 

@@ -6,11 +6,14 @@
 //! parents first; the files from the store are linked on every core, one directory pair at a
 //! time; the files mkenv writes (scripts, launchers, INSTALLER, REQUESTED, RECORD) follow, in
 //! lock order. The result does not depend on how the threads were scheduled.
+//!
+//! Paths are text here (a wheel's member names are UTF-8): the plan handles every path of the
+//! env, and comparing `Path`s component by component was most of its time.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -19,7 +22,7 @@ use sha2::{Digest, Sha256};
 use wheelship::beneath::{Dir, Kind};
 use wheelship::cli::io_reason;
 
-use crate::install::{rel_to, Build, LinkMode};
+use crate::install::{rel_to, shipped_pyc_of, Build, LinkMode};
 use crate::wheel::{record_hash, Info};
 
 /// One stored wheel, as the plan sees it.
@@ -36,58 +39,60 @@ pub struct Source<'a> {
 /// What makes one path of the env.
 enum Make {
     /// Linked from the store: the wheel (index) and the path beneath its `files/`.
-    Link(usize, PathBuf),
+    Link(usize, String),
+    /// The bytecode compiled in the store for a `.py` file, linked when it is there (a file
+    /// that does not compile has none).
+    Pyc(usize, String),
     /// Written: its bytes and mode.
     Write(Vec<u8>, u32),
 }
 
+/// (wheel, optional, store directory, env directory)
+type GroupKey<'a> = (usize, bool, String, &'a str);
+
 /// A directory pair: files of one wheel's store directory linked into one env directory.
 struct Group {
     wheel: usize,
-    from: PathBuf,
-    to: PathBuf,
-    names: Vec<(OsString, OsString)>,
+    /// Bytecode: what the store does not have is skipped.
+    optional: bool,
+    from: String,
+    to: String,
+    /// (name in the store, name in the env)
+    names: Vec<(String, String)>,
 }
 
 pub struct Plan {
+    /// Parents before children.
     dirs: BTreeSet<PathBuf>,
     groups: Vec<Group>,
     /// In lock order.
-    writes: Vec<(PathBuf, Vec<u8>, u32)>,
+    writes: Vec<(String, Vec<u8>, u32)>,
     pub warnings: Vec<String>,
     /// Files the env gets (bytecode aside).
     pub files: usize,
 }
 
 /// Paths the layout made: no wheel may replace them.
-const LAYOUT_FILES: [&str; 4] = [
-    "pyvenv.cfg",
-    "bin/activate",
-    "bin/activate.fish",
-    "bin/python",
-];
+const LAYOUT_FILES: [&str; 3] = ["pyvenv.cfg", "bin/activate", "bin/activate.fish"];
 
 /// The plan's state while wheels are added in lock order.
 struct Planner<'b, 'a> {
     b: &'b Build<'a>,
-    /// Every path and what makes it; the last writer wins.
-    paths: BTreeMap<PathBuf, Make>,
+    /// Every path, what makes it and which wheel (its file name); the last writer wins.
+    paths: HashMap<String, (Make, &'b str)>,
+    /// Paths in the order first planned (the writes keep lock order).
+    order: Vec<String>,
     warnings: Vec<String>,
-    /// Which wheel made each path (messages).
-    owner: HashMap<PathBuf, String>,
-    /// The `.pyc` files compiled in the store, per (wheel, `__pycache__` directory).
-    pycache: HashMap<(usize, PathBuf), HashSet<OsString>>,
 }
 
 impl Plan {
     /// The plan of the env: `sources` in lock order.
-    pub fn new(b: &Build, sources: &[Source]) -> Result<Plan> {
+    pub fn new<'b>(b: &'b Build, sources: &'b [Source<'b>]) -> Result<Plan> {
         let mut p = Planner {
             b,
-            paths: BTreeMap::new(),
+            paths: HashMap::new(),
+            order: Vec::new(),
             warnings: Vec::new(),
-            owner: HashMap::new(),
-            pycache: HashMap::new(),
         };
         for (i, s) in sources.iter().enumerate() {
             p.wheel(i, s)?;
@@ -107,36 +112,32 @@ impl Plan {
         make_dirs(root, &self.dirs)?;
         let mode = link_all(root, sources, &self.groups, mode, threads)?;
         for (rel, data, m) in &self.writes {
-            write_file(root, rel, data, *m)?;
+            write_file(root, Path::new(rel), data, *m)?;
         }
         Ok(mode)
     }
 }
 
-impl Planner<'_, '_> {
-    fn set(&mut self, dest: PathBuf, make: Make, by: &str, warn: bool) -> Result<()> {
+impl<'b> Planner<'b, '_> {
+    fn set(&mut self, dest: String, make: Make, by: &'b str, warn: bool) -> Result<()> {
         check_dest(&dest)?;
-        if LAYOUT_FILES.contains(&dest.to_str().unwrap_or_default())
-            || dest.starts_with("bin/python")
-        {
-            bail!("`{by}` would replace the env's own `{}`", dest.display());
+        if LAYOUT_FILES.contains(&dest.as_str()) || dest.starts_with("bin/python") {
+            bail!("`{by}` would replace the env's own `{dest}`");
         }
-        if let Some(prev) = self.owner.insert(dest.clone(), by.to_string()) {
-            if warn {
-                self.warnings.push(format!(
-                    "`{by}` overwrites `{}` from `{prev}`",
-                    dest.display()
-                ));
-            }
+        match self.paths.insert(dest.clone(), (make, by)) {
+            Some((_, prev)) if warn => self
+                .warnings
+                .push(format!("`{by}` overwrites `{dest}` from `{prev}`")),
+            Some(_) => {}
+            None => self.order.push(dest),
         }
-        self.paths.insert(dest, make);
         Ok(())
     }
 
     /// One wheel: its files, its launchers, then its INSTALLER, REQUESTED and RECORD.
-    fn wheel(&mut self, i: usize, s: &Source) -> Result<()> {
+    fn wheel(&mut self, i: usize, s: &'b Source) -> Result<()> {
         let (b, info) = (self.b, s.info);
-        let site = b.site();
+        let site = b.site_str();
         let members: HashSet<&str> = info.files.iter().map(|(m, _, _)| m.as_str()).collect();
         let mut record: Vec<(String, String, String)> = Vec::new();
         for (member, hash, size) in &info.files {
@@ -146,57 +147,50 @@ impl Planner<'_, '_> {
             // A `.pyc` the wheel ships for this interpreter (numpy < 2.3 does) gives way to
             // ours, compiled from its source by the interpreter itself: not linked, not in
             // RECORD.
-            if b.compile && crate::install::shipped_pyc_of(member, &b.interp.cache_tag, &members) {
+            if b.compile && shipped_pyc_of(member, &b.interp.cache_tag, &members) {
                 continue;
             }
-            let (h, n) = if script {
+            let row = rel_to(&dest, site);
+            if script {
                 let data = b.script(&s.files.read(member)?);
-                let row = (record_hash(&Sha256::digest(&data)), data.len().to_string());
-                self.set(dest.clone(), Make::Write(data, 0o755), s.file_name, true)?;
-                row
-            } else {
-                if b.compile && dest.starts_with(&site) && member.ends_with(".py") {
-                    self.pyc(i, s, Path::new(member), &dest)?;
-                }
+                let hash = record_hash(&Sha256::digest(&data));
+                record.push((row, hash, data.len().to_string()));
+                self.set(dest, Make::Write(data, 0o755), s.file_name, true)?;
+                continue;
+            }
+            let in_site = dest.strip_prefix(site).is_some_and(|r| r.starts_with('/'));
+            if b.compile && in_site && member.ends_with(".py") {
                 self.set(
-                    dest.clone(),
-                    Make::Link(i, PathBuf::from(member)),
+                    pycache(&dest, &b.interp.cache_tag),
+                    Make::Pyc(i, pycache(member, &b.interp.cache_tag)),
                     s.file_name,
-                    true,
+                    false,
                 )?;
-                (hash.clone(), size.to_string())
-            };
-            record.push((rel_to(&dest, &site), h, n));
+            }
+            record.push((row, hash.clone(), size.to_string()));
+            self.set(dest, Make::Link(i, member.clone()), s.file_name, true)?;
         }
         // On POSIX a gui script's launcher is the same as a console script's.
         for (name, target) in info.console_scripts.iter().chain(&info.gui_scripts) {
-            let dest = PathBuf::from("bin").join(name);
+            let dest = format!("bin/{name}");
             let data = b.launcher(target);
-            record.push((
-                rel_to(&dest, &site),
-                record_hash(&Sha256::digest(&data)),
-                data.len().to_string(),
-            ));
+            let hash = record_hash(&Sha256::digest(&data));
+            record.push((rel_to(&dest, site), hash, data.len().to_string()));
             self.set(dest, Make::Write(data, 0o755), s.file_name, true)?;
         }
-        let di = site.join(&info.dist_info);
+        let di = format!("{site}/{}", info.dist_info);
         let mut extra = vec![("INSTALLER", b"wheelship\n".to_vec())];
         if s.requested {
             extra.push(("REQUESTED", Vec::new()));
         }
         for (name, data) in extra {
-            record.push((
-                rel_to(&di.join(name), &site),
-                record_hash(&Sha256::digest(&data)),
-                data.len().to_string(),
-            ));
-            self.set(di.join(name), Make::Write(data, 0o644), s.file_name, false)?;
+            let dest = format!("{di}/{name}");
+            let hash = record_hash(&Sha256::digest(&data));
+            record.push((rel_to(&dest, site), hash, data.len().to_string()));
+            self.set(dest, Make::Write(data, 0o644), s.file_name, false)?;
         }
-        record.push((
-            rel_to(&di.join("RECORD"), &site),
-            String::new(),
-            String::new(),
-        ));
+        let dest = format!("{di}/RECORD");
+        record.push((rel_to(&dest, site), String::new(), String::new()));
         record.sort();
         let mut csv = csv::WriterBuilder::new()
             .terminator(csv::Terminator::Any(b'\n'))
@@ -207,93 +201,62 @@ impl Planner<'_, '_> {
         let text = csv
             .into_inner()
             .map_err(|e| anyhow!("RECORD: {}", e.error()))?;
-        self.set(
-            di.join("RECORD"),
-            Make::Write(text, 0o644),
-            s.file_name,
-            false,
-        )
+        self.set(dest, Make::Write(text, 0o644), s.file_name, false)
     }
 
-    /// The bytecode compiled in the store for `src` (a `.py` file), when there is one, comes
-    /// along to `dest`'s `__pycache__`.
-    fn pyc(&mut self, i: usize, s: &Source, src: &Path, dest: &Path) -> Result<()> {
-        let cache = src.parent().unwrap_or(Path::new("")).join("__pycache__");
-        let stem = src.file_stem().unwrap_or_default().to_string_lossy();
-        let pyc = OsString::from(format!("{stem}.{}.pyc", self.b.interp.cache_tag));
-        let listed = match self.pycache.entry((i, cache.clone())) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(pyc_names(s.files, &cache)?),
-        };
-        if listed.contains(&pyc) {
-            let to = dest
-                .parent()
-                .unwrap_or(Path::new(""))
-                .join("__pycache__")
-                .join(&pyc);
-            self.set(to, Make::Link(i, cache.join(&pyc)), s.file_name, false)?;
-        }
-        Ok(())
-    }
-
-    fn finish(self) -> Result<Plan> {
-        let mut dirs = BTreeSet::new();
-        let mut groups: BTreeMap<(usize, PathBuf, PathBuf), Vec<(OsString, OsString)>> =
-            BTreeMap::new();
+    fn finish(mut self) -> Result<Plan> {
+        let mut dirs: HashSet<&str> = HashSet::new();
+        let mut groups: BTreeMap<GroupKey, Vec<(String, String)>> = BTreeMap::new();
         let mut writes = Vec::new();
         let mut files = 0;
-        for (dest, make) in self.paths {
-            let parent = dest.parent().unwrap_or(Path::new("")).to_path_buf();
-            for a in parent.ancestors().filter(|a| !a.as_os_str().is_empty()) {
-                if !dirs.insert(a.to_path_buf()) {
-                    break;
+        for dest in &self.order {
+            let (make, _) = self.paths.remove(dest).expect("every planned path");
+            let (parent, name) = dest.rsplit_once('/').unwrap_or(("", dest));
+            let mut d = parent;
+            while !d.is_empty() && dirs.insert(d) {
+                d = d.rsplit_once('/').map_or("", |(p, _)| p);
+            }
+            let (w, src, optional) = match make {
+                Make::Write(data, mode) => {
+                    files += 1;
+                    writes.push((dest.clone(), data, mode));
+                    continue;
                 }
-            }
-            let name = dest.file_name().expect("checked").to_os_string();
-            if !dest.to_string_lossy().contains("/__pycache__/") {
-                files += 1;
-            }
-            match make {
                 Make::Link(w, src) => {
-                    let from = src.parent().unwrap_or(Path::new("")).to_path_buf();
-                    let src_name = src
-                        .file_name()
-                        .expect("a member names a file")
-                        .to_os_string();
-                    groups
-                        .entry((w, from, parent))
-                        .or_default()
-                        .push((src_name, name));
+                    files += 1;
+                    (w, src, false)
                 }
-                Make::Write(data, mode) => writes.push((dest, data, mode)),
-            }
+                Make::Pyc(w, src) => (w, src, true),
+            };
+            let (from, src_name) = src.rsplit_once('/').unwrap_or(("", &src));
+            groups
+                .entry((w, optional, from.to_string(), parent))
+                .or_default()
+                .push((src_name.to_string(), name.to_string()));
         }
-        if let Some(d) = writes.iter().map(|w| &w.0).find(|p| dirs.contains(*p)) {
-            bail!(
-                "`{}` is both a file and a directory of the env",
-                d.display()
-            );
+        let is_dir = |p: &str| dirs.contains(p);
+        if let Some((d, _, _)) = writes.iter().find(|(p, _, _)| is_dir(p)) {
+            bail!("`{d}` is both a file and a directory of the env");
         }
-        let groups: Vec<Group> = groups
-            .into_iter()
-            .map(|((wheel, from, to), names)| Group {
-                wheel,
-                from,
-                to,
-                names,
-            })
-            .collect();
-        for g in &groups {
-            if let Some((_, n)) = g.names.iter().find(|(_, n)| dirs.contains(&g.to.join(n))) {
+        let mut out = Vec::with_capacity(groups.len());
+        for ((wheel, optional, from, to), names) in groups {
+            if let Some((_, n)) = names.iter().find(|(_, n)| is_dir(&join(to, n))) {
                 bail!(
                     "`{}` is both a file and a directory of the env",
-                    g.to.join(n).display()
+                    join(to, n)
                 );
             }
+            out.push(Group {
+                wheel,
+                optional,
+                from,
+                to: to.to_string(),
+                names,
+            });
         }
         Ok(Plan {
-            dirs,
-            groups,
+            dirs: dirs.into_iter().map(PathBuf::from).collect(),
+            groups: out,
             writes,
             warnings: self.warnings,
             files,
@@ -301,35 +264,42 @@ impl Planner<'_, '_> {
     }
 }
 
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// `a/b/c.py` → `a/b/__pycache__/c.<cache_tag>.pyc`.
+fn pycache(py: &str, cache_tag: &str) -> String {
+    let (dir, file) = py.rsplit_once('/').unwrap_or(("", py));
+    let stem = file.strip_suffix(".py").unwrap_or(file);
+    join(
+        &join(dir, "__pycache__"),
+        &format!("{stem}.{cache_tag}.pyc"),
+    )
+}
+
 /// A destination must be a plain relative path: what the wheel's checks already ensure,
 /// checked again where the plan takes it.
-fn check_dest(dest: &Path) -> Result<()> {
-    if dest.as_os_str().is_empty() || !dest.components().all(|c| matches!(c, Component::Normal(_)))
+fn check_dest(dest: &str) -> Result<()> {
+    if dest
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
     {
-        bail!("`{}` is not a path inside the env", dest.display());
+        bail!("`{dest}` is not a path inside the env");
     }
     Ok(())
 }
 
-/// The names in a store `__pycache__` directory (none when it is missing).
-fn pyc_names(files: &Dir, cache: &Path) -> Result<HashSet<OsString>> {
-    match files.kind(cache)? {
-        Some(Kind::Dir) => Ok(files
-            .open_dir(cache)?
-            .entries()?
-            .into_iter()
-            .filter(|(_, k)| *k == Kind::File)
-            .map(|(n, _)| n)
-            .collect()),
-        _ => Ok(HashSet::new()),
-    }
-}
-
-/// Every directory, parents first, each made once beneath the root.
+/// Every directory, parents first, each made once beneath the root. (Keeping them open for
+/// the links was measured slower than opening each again: a large descriptor table costs
+/// every later open and close.)
 fn make_dirs(root: &Dir, dirs: &BTreeSet<PathBuf>) -> Result<()> {
-    // Sorted by components, a directory comes after its parent: the parent is opened last or
-    // still on the stack.
-    let mut stack: Vec<(PathBuf, Dir)> = Vec::new();
+    // Ordered by components, a directory comes after its parent, which is still on the stack.
+    let mut stack: Vec<(&Path, Dir)> = Vec::new();
     for d in dirs {
         while stack.last().is_some_and(|(p, _)| !d.starts_with(p)) {
             stack.pop();
@@ -337,7 +307,7 @@ fn make_dirs(root: &Dir, dirs: &BTreeSet<PathBuf>) -> Result<()> {
         let parent = stack.last().map_or(root, |(_, h)| h);
         let name = d.file_name().expect("a directory of the plan has a name");
         let made = parent.create_dir_all(name)?;
-        stack.push((d.clone(), made));
+        stack.push((d, made));
     }
     Ok(())
 }
@@ -375,11 +345,29 @@ fn link_all(
 }
 
 fn link_group(root: &Dir, sources: &[Source], g: &Group, shared: &AtomicU8) -> Result<()> {
-    let from = sources[g.wheel].files.open_dir(&g.from)?;
+    let files = sources[g.wheel].files;
+    if g.optional && files.kind(&g.from)? != Some(Kind::Dir) {
+        return Ok(());
+    }
+    let from = files.open_dir(&g.from)?;
+    // Bytecode the store has: one listing of its `__pycache__`, not a lookup per file.
+    let present: Option<HashSet<OsString>> = g
+        .optional
+        .then(|| {
+            from.entries()
+                .map(|e| e.into_iter().map(|(n, _)| n).collect())
+        })
+        .transpose()?;
     let to = root.open_dir(&g.to)?;
     for (src, dest) in &g.names {
+        if present
+            .as_ref()
+            .is_some_and(|p| !p.contains(std::ffi::OsStr::new(src)))
+        {
+            continue;
+        }
         let mut mode = LinkMode::from_u8(shared.load(Ordering::Relaxed));
-        crate::install::link(&mut mode, &from, Path::new(src), &to, dest)?;
+        crate::install::link(&mut mode, &from, Path::new(src), &to, dest.as_ref())?;
         shared.fetch_max(mode as u8, Ordering::Relaxed);
     }
     Ok(())

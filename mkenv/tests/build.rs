@@ -440,7 +440,11 @@ fn a_launcher_and_a_script_of_one_name_follow_lock_order() {
     ] {
         let ws: Vec<PathBuf> = order.iter().map(|&i| wheels[i].clone()).collect();
         let envs = format!("envs-{expected}");
-        let out = mkenv(t.path(), &["--envs", &envs, "--no-compile"], &lock(&ws, &[]));
+        let out = mkenv(
+            t.path(),
+            &["--envs", &envs, "--no-compile"],
+            &lock(&ws, &[]),
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{err}");
         assert!(
