@@ -25,6 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::Digest;
 use wheelship::beneath::{Dir, Kind};
 use wheelship::cli::io_reason;
 use wheelship::doc::{doc_path, Env, EnvGc, EnvPython, Requirements, Wheelhouse};
@@ -643,8 +644,13 @@ fn store_all<'w>(
 
 fn store_one(store: &Dir, wh: &Wheelhouse, w: &wheelship::doc::LockedWheel) -> Result<wheel::Info> {
     let path = Path::new(&wh.dir).join(&w.file);
-    if store.kind(Path::new(&w.sha256).join("info.json"))? != Some(Kind::File) {
-        let (sha, size) = fsx::sha256_file(&path)?;
+    // Read once: hashed, then unpacked from memory (a large wheel is hashed, then read again).
+    let checked = || -> Result<wheel::WheelData> {
+        let data = wheel::WheelData::read(&path)?;
+        let (sha, size) = match &data {
+            wheel::WheelData::Bytes(b) => (fsx::hex(&sha2::Sha256::digest(b)), b.len() as u64),
+            wheel::WheelData::File(_) => fsx::sha256_file(&path)?,
+        };
         if sha != w.sha256 || size != w.size {
             bail!(
                 "cannot install `{}`: sha256 {sha} ({size} bytes) does not match the lock's {} ({} bytes)",
@@ -653,8 +659,9 @@ fn store_one(store: &Dir, wh: &Wheelhouse, w: &wheelship::doc::LockedWheel) -> R
                 w.size
             );
         }
-    }
-    let info = wheel::ensure_stored(store, &path, &w.sha256)?;
+        Ok(data)
+    };
+    let info = wheel::ensure_stored_with(store, &path, &w.sha256, checked)?;
     if info.name != w.name {
         bail!(
             "cannot install `{}`: it holds `{}`, the lock says `{}`",

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path};
 
 use anyhow::{anyhow, Result};
@@ -121,6 +121,17 @@ fn parse_entry_points(text: &str) -> (Scripts, Scripts) {
 /// store already holds is checked again as it is read: its info is trusted no more than the
 /// wheel it was made from.
 pub fn ensure_stored(store: &Dir, wheel: &Path, sha256: &str) -> Result<Info> {
+    ensure_stored_with(store, wheel, sha256, || WheelData::read(wheel))
+}
+
+/// [`ensure_stored`], with the wheel's data given by `data` when it has to be unpacked (the
+/// caller may have read it already, to check its sha256).
+pub fn ensure_stored_with(
+    store: &Dir,
+    wheel: &Path,
+    sha256: &str,
+    data: impl FnOnce() -> Result<WheelData>,
+) -> Result<Info> {
     let entry = Path::new(check_sha256(sha256).map_err(|e| anyhow!(e))?);
     if store.kind(entry)? == Some(Kind::Dir) {
         if let Ok(bytes) = store.read(entry.join("info.json")) {
@@ -139,9 +150,10 @@ pub fn ensure_stored(store: &Dir, wheel: &Path, sha256: &str) -> Result<Info> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
+    let data = data()?;
     let tmp = fsx::Staged::new(store, ".tmp-")?;
     let files = tmp.open()?.create_dir_all("files")?;
-    let info = unzip_verified(wheel, &file_name, Dirs::new(files))?;
+    let info = unzip_verified(data, &file_name, Dirs::new(files))?;
     let mut f = store.create_file(Path::new(tmp.name()).join("info.json"), 0o644)?;
     f.write_all(&serde_json::to_vec(&info)?).map_err(|e| {
         anyhow!(
@@ -200,8 +212,37 @@ impl Info {
 /// Why a wheel is refused, in a message that names it.
 type Refuse<'a> = &'a dyn Fn(String) -> anyhow::Error;
 
-/// A wheel file's zip reader.
-type Zip = zip::ZipArchive<fs::File>;
+/// A wheel file's zip reader: over its bytes in memory, or over the file when it is large.
+type Zip<R> = zip::ZipArchive<R>;
+
+/// Wheels up to this size are read into memory whole (one read, then no seek or read per
+/// member); larger ones are read from the file.
+pub const IN_MEMORY_MAX: u64 = 256 << 20;
+
+/// A wheel to unpack: its bytes, or its file when it is larger than [`IN_MEMORY_MAX`].
+pub enum WheelData {
+    Bytes(Vec<u8>),
+    File(fs::File),
+}
+
+impl WheelData {
+    /// Reads `path` (a regular file) whole when it is small enough.
+    pub fn read(path: &Path) -> Result<WheelData> {
+        let (mut f, size) = fsx::open_regular(path)?;
+        if size > IN_MEMORY_MAX {
+            return Ok(WheelData::File(f));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&mut f)
+            .take(IN_MEMORY_MAX + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| anyhow!("cannot read `{}`: {}", path.display(), io_reason(&e)))?;
+        if bytes.len() as u64 > IN_MEMORY_MAX {
+            return Ok(WheelData::File(fsx::open_regular(path)?.0));
+        }
+        Ok(WheelData::Bytes(bytes))
+    }
+}
 
 /// What the central directory says: the files to extract (index, name, executable) and the
 /// one `.dist-info` directory.
@@ -218,15 +259,22 @@ struct Extracted {
     dist_info_files: BTreeMap<String, Vec<u8>>,
 }
 
-fn unzip_verified(wheel: &Path, file_name: &str, mut dest: Dirs) -> Result<Info> {
+fn unzip_verified(wheel: WheelData, file_name: &str, dest: Dirs) -> Result<Info> {
+    match wheel {
+        WheelData::Bytes(b) => unzip_from(std::io::Cursor::new(b), file_name, dest),
+        WheelData::File(f) => unzip_from(f, file_name, dest),
+    }
+}
+
+fn unzip_from<R: Read + Seek>(mut f: R, file_name: &str, mut dest: Dirs) -> Result<Info> {
     let refuse = |what: String| anyhow!("cannot install `{file_name}`: {what}");
     let fname = WheelFilename::parse(file_name).map_err(&refuse)?;
-    let (f, _) = fsx::open_regular(wheel).map_err(|e| refuse(format!("{e:#}")))?;
-    let mut zip = Zip::new(f).map_err(|e| refuse(format!("not a valid zip file: {e}")))?;
     // The zip reader keeps one entry per name; the central directory says how many there are.
     // More there than here means duplicate names: which one a reader takes differs between
     // readers (Python takes the last), so such a wheel is refused.
-    let declared = central_directory_entries(wheel).map_err(&refuse)?;
+    let declared = central_directory_entries(&mut f);
+    let mut zip = Zip::new(f).map_err(|e| refuse(format!("not a valid zip file: {e}")))?;
+    let declared = declared.map_err(&refuse)?;
     if declared != zip.len() as u64 {
         return Err(refuse(format!(
             "duplicate members: the central directory lists {declared} entries, {} distinct names",
@@ -275,7 +323,7 @@ fn unzip_verified(wheel: &Path, file_name: &str, mut dest: Dirs) -> Result<Info>
 
 /// First pass, over the central directory only: names, kinds, methods, duplicates, the
 /// declared total size, and the one `.dist-info`.
-fn scan(zip: &mut Zip, refuse: Refuse) -> Result<Scan> {
+fn scan<R: Read + Seek>(zip: &mut Zip<R>, refuse: Refuse) -> Result<Scan> {
     let mut files = Vec::new();
     let mut seen = HashSet::new();
     let mut dist_infos = HashSet::new();
@@ -364,8 +412,8 @@ fn check_placement(name: &str, data_dir: &str, dist_info: &str, refuse: Refuse) 
 
 /// Second pass: every file extracted under `dest`, hashed as it is written; no member may
 /// hold more bytes than the central directory says.
-fn extract(
-    zip: &mut Zip,
+fn extract<R: Read + Seek>(
+    zip: &mut Zip<R>,
     scan: &Scan,
     data_dir: &str,
     dest: &mut Dirs,
@@ -491,10 +539,8 @@ fn wheel_purelib(
 }
 
 /// The entry count of the end-of-central-directory record (ZIP64 aware).
-fn central_directory_entries(path: &Path) -> Result<u64, String> {
-    use std::io::{Seek, SeekFrom};
-    let mut f = fs::File::open(path).map_err(|e| e.to_string())?;
-    let len = f.metadata().map_err(|e| e.to_string())?.len();
+fn central_directory_entries<R: Read + Seek>(f: &mut R) -> Result<u64, String> {
+    let len = f.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
     let tail_len = len.min(65_557);
     f.seek(SeekFrom::Start(len - tail_len))
         .map_err(|e| e.to_string())?;
