@@ -89,9 +89,21 @@ fn hermetic_app(dir: &Path) -> (PathBuf, PathBuf) {
     testsupport::commit_all(&app, "v1");
     let wh = dir.join("wheelhouse");
     std::fs::create_dir_all(&wh).unwrap();
+    // Some bulk that compresses badly, as a real wheel's members do: the wheels outweigh the
+    // code, as they do in a real release (thin copies are worth sending then).
+    let mut x: u32 = 2463534242;
+    let bulk: String = (0..60_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
     let spec = json!([
         {"name": "greeter", "version": "1.0", "requires": ["colors>=1"],
-         "files": {"greeter/__init__.py": "from colors import paint\ndef hello(x):\n    return paint('hello ' + x)\n"}},
+         "files": {"greeter/__init__.py": "from colors import paint\ndef hello(x):\n    return paint('hello ' + x)\n",
+                   "greeter/bulk.txt": bulk}},
         {"name": "colors", "version": "1.0", "files": {"colors/__init__.py": "def paint(s):\n    return '*' + s + '*'\n"}},
     ]);
     mkwheels(&wh, spec);
@@ -898,6 +910,54 @@ fn a_signed_release_deploys_over_ssh_with_trust() {
     );
     assert_eq!(d["switch"]["current"], doc["bundle"]["id"]);
     assert_eq!(d["bundle"]["verified_by"], doc["bundle"]["key_id"]);
+
+    // Issue 16: a code-only release goes as a thin copy; the host rebuilds the signed archive
+    // byte for byte, and it is verified as the whole one would be.
+    let app = t.path().join("app");
+    let next = |v: &str| {
+        let code = format!("import greeter\nprint(greeter.hello('{v}'))\n");
+        std::fs::write(app.join("app.py"), code).unwrap();
+        git(&app, &["commit", "-qam", v]);
+        release_saved(t.path(), v, &["--sign", &secret], &env)
+    };
+    let deploy = |f: &Path, extra: &[&str]| {
+        let mut args = vec![f.to_str().unwrap(), target.as_str(), "--trust", &public];
+        args.extend_from_slice(extra);
+        let out = script("deploy", &args, &env);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        (serde_json::from_slice::<Value>(&out.stdout).unwrap(), err)
+    };
+    let (v2, f2) = next("v2");
+    let (d, err) = deploy(&f2, &[]);
+    assert!(err.contains("copying a thin copy of"), "{err}");
+    assert!(err.contains("the host has 2 of its wheels"), "{err}");
+    assert_eq!(d["switch"]["current"], v2["bundle"]["id"]);
+    assert_eq!(d["bundle"]["verified_by"], doc["bundle"]["key_id"]);
+    // The host's copies of a wheel went bad: it cannot rebuild, says so, and the whole
+    // archive goes.
+    for r in std::fs::read_dir(root.join("releases")).unwrap() {
+        let w = r
+            .unwrap()
+            .path()
+            .join(".wheelship/wheels/colors-1.0-py3-none-any.whl");
+        if w.exists() {
+            let mut bytes = std::fs::read(&w).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            std::fs::write(&w, bytes).unwrap();
+        }
+    }
+    let (v3, f3) = next("v3");
+    let (d, err) = deploy(&f3, &[]);
+    assert!(err.contains("this host's copy has sha256"), "{err}");
+    assert!(err.contains("sending it whole"), "{err}");
+    assert_eq!(d["switch"]["current"], v3["bundle"]["id"]);
+    // --full never tries.
+    let (v4, f4) = next("v4");
+    let (d, err) = deploy(&f4, &["--full"]);
+    assert!(!err.contains("thin copy"), "{err}");
+    assert_eq!(d["switch"]["current"], v4["bundle"]["id"]);
 }
 
 /// Issue 14: the playbooks against three inventory hosts that are the loopback sshd, each with

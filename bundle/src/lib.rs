@@ -13,6 +13,7 @@
 
 mod pack;
 pub mod sign;
+mod thin;
 #[doc(hidden)]
 pub mod unpack; // public for the fuzz targets (tests/fuzz)
 
@@ -62,6 +63,58 @@ pub enum Cmd {
     /// secret key encrypted with a password (WHEELSHIP_SIGN_PASSWORD, else asked) unless
     /// --unencrypted. Prints a `keygen` section with the paths and the key id.
     Keygen(KeygenArgs),
+    /// List the wheels this host holds in its releases (each release's `.wheelship/wheels`, as
+    /// its document names them), by sha256: prints the document with a `have` section, which
+    /// `bundle thin` reads.
+    Have(HaveArgs),
+    /// Make a thin copy of ARCHIVE for a host: without the wheels its `have` section lists.
+    /// `bundle thick` on that host makes the full archive again from it, byte for byte.
+    /// Prints the document with a `thin` section (the copy's path and size).
+    Thin(ThinArgs),
+    /// Make the full archive again from a thin copy and the wheels of this host's releases,
+    /// each checked against its sha256; the result must have the release's sha256, or nothing
+    /// is written (exit 1: send the full archive). Prints the document with `bundle.path` at
+    /// the rebuilt archive, for `bundle unpack`.
+    Thick(ThickArgs),
+}
+
+/// `bundle pack`'s zstd level when none is given.
+pub const DEFAULT_LEVEL: i32 = 10;
+
+#[derive(Debug, clap::Args)]
+pub struct HaveArgs {
+    /// The releases directory
+    #[arg(long, default_value = "releases", value_name = "DIR")]
+    pub releases: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ThinArgs {
+    /// What the host has: a document with its `have` section (the output of `bundle have`)
+    #[arg(long, value_name = "FILE")]
+    pub have: PathBuf,
+    /// Where the thin copy goes
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The zstd level ARCHIVE was packed with [default: the document's `bundle.level`, else 10]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22), value_name = "N")]
+    pub level: Option<i32>,
+    /// The full archive
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ThickArgs {
+    /// The releases directory whose wheels fill the copy in
+    #[arg(long, default_value = "releases", value_name = "DIR")]
+    pub releases: PathBuf,
+    /// The directory the full archive is written to (under its own name)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The thin copy
+    #[arg(value_name = "THIN")]
+    pub thin: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,7 +145,7 @@ pub struct PackArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// zstd compression level (1-22)
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=22), value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22), value_name = "N")]
     pub level: i32,
     /// zstd worker threads [default: the number of CPUs]; the output does not depend on it
     #[arg(long, value_name = "N")]
@@ -138,6 +191,9 @@ pub fn run(args: Args) -> Result<()> {
         Cmd::Pack(a) => pack::run(a),
         Cmd::Unpack(a) => unpack::run(a),
         Cmd::Keygen(a) => keygen(a),
+        Cmd::Have(a) => thin::have(a),
+        Cmd::Thin(a) => thin::thin(a),
+        Cmd::Thick(a) => thin::thick(a),
     }
 }
 

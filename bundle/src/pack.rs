@@ -329,10 +329,35 @@ fn sanitize_name(n: &str) -> Result<String> {
 }
 
 /// Counts and hashes what passes through to the file.
-struct HashWriter<W> {
-    inner: W,
-    hash: Sha256,
-    n: u64,
+/// A writer that hashes and counts what goes through it.
+pub(crate) struct HashWriter<W> {
+    pub inner: W,
+    pub hash: Sha256,
+    pub n: u64,
+}
+
+impl<W> HashWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashWriter {
+            inner,
+            hash: Sha256::new(),
+            n: 0,
+        }
+    }
+}
+
+/// The archive's zstd stream, with the parameters that make it reproducible: a release and its
+/// thin copy rebuilt on a host (`bundle thick`) must give the same bytes.
+pub(crate) fn encoder<W: Write>(
+    sink: W,
+    level: i32,
+    threads: u32,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut enc = zstd::stream::write::Encoder::new(sink, level)?;
+    enc.multithread(threads.max(1))?;
+    enc.include_checksum(true)?;
+    enc.include_contentsize(false)?;
+    Ok(enc)
 }
 
 impl<W: Write> Write for HashWriter<W> {
@@ -357,15 +382,8 @@ fn write_archive<'a>(
     level: i32,
     threads: u32,
 ) -> Result<(String, u64)> {
-    let sink = HashWriter {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        hash: Sha256::new(),
-        n: 0,
-    };
-    let mut enc = zstd::stream::write::Encoder::new(sink, level)?;
-    enc.multithread(threads)?;
-    enc.include_checksum(true)?;
-    enc.include_contentsize(false)?;
+    let sink = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let enc = encoder(sink, level, threads)?;
     let mut b = tar::Builder::new(enc);
     b.mode(tar::HeaderMode::Deterministic);
     let mtime = mtime.max(0) as u64;

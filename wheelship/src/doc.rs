@@ -487,6 +487,35 @@ pub struct Pruned {
     pub extra: Extra,
 }
 
+/// `have`, written by `bundle have`: the wheels a host holds (in its releases), by sha256.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Have {
+    pub wheels: Vec<HaveWheel>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HaveWheel {
+    pub sha256: String,
+    pub size: u64,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `thin`, written by `bundle thin`: the thin copy of an archive for one host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Thin {
+    pub path: Utf8PathBuf,
+    /// Its size, and the full archive's.
+    pub size: u64,
+    pub archive_size: u64,
+    /// How many wheels the host had, so were left out.
+    pub wheels_cut: usize,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// `keygen`, written by `bundle keygen`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Keygen {

@@ -1,0 +1,368 @@
+//! Thin copies of a release, for deploys whose cost grows with the change.
+//!
+//! A host keeps the wheels of the releases it has (`<release>/.wheelship/wheels/*.whl`, named in
+//! each release's document with their sha256). `bundle have` lists them by sha256. `bundle thin`
+//! makes, from the full archive, a thin copy without the wheels the host has: the archive's tar
+//! stream with those wheels' bytes cut out, and where they were. `bundle thick`, on the host,
+//! puts each wheel back from its own copy (verified against its sha256) and compresses the
+//! stream as `bundle pack` did, which gives the full archive again, byte for byte: its sha256 is
+//! checked against the one the thin copy names, and `bundle unpack` then verifies it (sha256,
+//! signature) as any archive. The full archive stays the artifact of record; a host that cannot
+//! rebuild it (another version of bundle, a wheel gone) says so, and the full archive is sent.
+//!
+//! A thin copy is a zstd stream: one JSON line ([`Header`]), then the tar stream less the cuts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wheelship::beneath::{Dir, Kind};
+use wheelship::doc::{doc_path, Bundle, Have, HaveWheel, Thin, Wheelhouse};
+use wheelship::names::check_sha256;
+use wheelship::{fsx, Document};
+
+use crate::pack::{encoder, HashWriter};
+use crate::{HaveArgs, ThickArgs, ThinArgs, RESERVED};
+
+const FORMAT: &str = "wheelship-thin-v1";
+/// The header line is small; a longer one is not a thin copy.
+const HEADER_MAX: u64 = 16 << 20;
+
+/// The first line of a thin copy.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    format: String,
+    /// The full archive: its file name, sha256, size, release id and zstd level.
+    archive: String,
+    sha256: String,
+    size: u64,
+    id: String,
+    level: i32,
+    /// The size of the full tar stream.
+    tar_size: u64,
+    /// The wheels cut out, in stream order.
+    cuts: Vec<Cut>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Cut {
+    /// Where the wheel's bytes start in the full tar stream.
+    offset: u64,
+    size: u64,
+    sha256: String,
+    file: String,
+}
+
+/// The wheels of the releases under RELEASES, as their documents name them and as they are on
+/// disk (a regular file of the named size): sha256 → (release, path beneath it, size).
+fn inventory(releases: &Path) -> Result<BTreeMap<String, (Dir, PathBuf, u64)>> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = Dir::open(releases) else {
+        return Ok(out);
+    };
+    for (name, kind) in dir.entries()? {
+        if kind != Kind::Dir || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let Ok(release) = dir.open_dir(&name) else {
+            continue;
+        };
+        let Some(wh) = release_lock(&release) else {
+            continue;
+        };
+        for w in wh.wheels {
+            if check_sha256(&w.sha256).is_err()
+                || w.file.contains('/')
+                || out.contains_key(&w.sha256)
+            {
+                continue;
+            }
+            let rel = Path::new(RESERVED).join("wheels").join(&w.file);
+            if release.kind(&rel).ok().flatten() == Some(Kind::File) {
+                out.insert(w.sha256, (dir.open_dir(&name)?, rel, w.size));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The lock of a release's document, when it has one that reads.
+fn release_lock(release: &Dir) -> Option<Wheelhouse> {
+    let text = release
+        .read(Path::new(RESERVED).join("document.json"))
+        .ok()?;
+    let doc = Document::parse(std::str::from_utf8(&text).ok()?, "document.json").ok()?;
+    doc.section::<Wheelhouse>("wheelhouse").ok().flatten()
+}
+
+/// `bundle have`: the document from stdin, with a `have` section.
+pub fn have(a: HaveArgs) -> Result<()> {
+    let mut doc = Document::from_stdin()?;
+    let wheels = inventory(&a.releases)?
+        .into_iter()
+        .map(|(sha256, (_, _, size))| HaveWheel {
+            sha256,
+            size,
+            extra: Default::default(),
+        })
+        .collect();
+    doc.set(
+        "have",
+        &Have {
+            wheels,
+            extra: Default::default(),
+        },
+    )?;
+    doc.write_stdout()
+}
+
+/// `bundle thin`: the thin copy of ARCHIVE for a host that has the wheels of HAVE.
+pub fn thin(a: ThinArgs) -> Result<()> {
+    let mut doc = Document::from_stdin()?;
+    let text = fs_err::read_to_string(&a.have)?;
+    let have: Have = Document::parse(&text, &a.have.display().to_string())?
+        .section("have")?
+        .ok_or_else(|| anyhow!("`{}` has no `have` section", a.have.display()))?;
+    let has: HashMap<String, u64> = have
+        .wheels
+        .into_iter()
+        .map(|w| (w.sha256, w.size))
+        .collect();
+    let (sha256, size) = fsx::sha256_file(&a.archive)?;
+    let manifest = crate::unpack::peek_manifest(&a.archive)?;
+    let tar = decompress(&a.archive)?;
+    let mut cuts = Vec::new();
+    let mut ar = tar::Archive::new(io::Cursor::new(&tar[..]));
+    let wheels = format!("{RESERVED}/wheels/");
+    for e in ar.entries()? {
+        let e = e?;
+        let path = String::from_utf8_lossy(&e.path_bytes()).to_string();
+        let Some(file) = path.strip_prefix(&wheels) else {
+            continue;
+        };
+        let (offset, len) = (e.raw_file_position(), e.size());
+        let bytes = &tar[offset as usize..(offset + len) as usize];
+        let sha = fsx::hex(&Sha256::digest(bytes));
+        if has.get(&sha) == Some(&len) {
+            cuts.push(Cut {
+                offset,
+                size: len,
+                sha256: sha,
+                file: file.to_string(),
+            });
+        }
+    }
+    let name = a
+        .archive
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let header = Header {
+        format: FORMAT.into(),
+        archive: name,
+        sha256,
+        size,
+        id: manifest.id,
+        level: match a.level {
+            Some(l) => l,
+            None => doc
+                .section::<Bundle>("bundle")?
+                .and_then(|b| b.level)
+                .unwrap_or(crate::DEFAULT_LEVEL),
+        },
+        tar_size: tar.len() as u64,
+        cuts,
+    };
+    let kept = write_thin(&a.out, &header, &tar)?;
+    doc.set(
+        "thin",
+        &Thin {
+            path: doc_path(&a.out)?,
+            size: kept,
+            archive_size: size,
+            wheels_cut: header.cuts.len(),
+            extra: Default::default(),
+        },
+    )?;
+    doc.write_stdout()
+}
+
+/// The whole tar stream of an archive, in memory.
+fn decompress(archive: &Path) -> Result<Vec<u8>> {
+    let (f, _) = fsx::open_regular(archive)?;
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(f)
+        .and_then(|mut d| d.read_to_end(&mut out))
+        .with_context(|| format!("`{}` is not a zstd archive", archive.display()))?;
+    Ok(out)
+}
+
+/// Writes the header line and the tar stream less the cuts, compressed; its size.
+fn write_thin(out: &Path, header: &Header, tar: &[u8]) -> Result<u64> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write `{}`", out.display()))?;
+    {
+        let mut enc = zstd::stream::write::Encoder::new(BufWriter::new(tmp.as_file_mut()), 3)?;
+        serde_json::to_writer(&mut enc, header)?;
+        enc.write_all(b"\n")?;
+        let mut at = 0usize;
+        for c in &header.cuts {
+            enc.write_all(&tar[at..c.offset as usize])?;
+            at = (c.offset + c.size) as usize;
+        }
+        enc.write_all(&tar[at..])?;
+        enc.finish()?.flush()?;
+    }
+    let size = tmp.as_file().metadata()?.len();
+    tmp.persist(out)
+        .map_err(|e| anyhow!("cannot write `{}`: {}", out.display(), e.error))?;
+    Ok(size)
+}
+
+/// `bundle thick`: the full archive again, from a thin copy and this host's wheels.
+pub fn thick(a: ThickArgs) -> Result<()> {
+    let mut doc = Document::from_stdin()?;
+    let (f, _) = fsx::open_regular(&a.thin)?;
+    let mut r = BufReader::new(
+        zstd::stream::read::Decoder::new(f)
+            .with_context(|| format!("`{}` is not a thin copy", a.thin.display()))?,
+    );
+    let header = read_header(&mut r, &a.thin)?;
+    let have = inventory(&a.releases)?;
+    let out = a.out.join(&header.archive);
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(&a.out)
+        .with_context(|| format!("cannot write in `{}`", a.out.display()))?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let sink = HashWriter::new(BufWriter::with_capacity(
+        1 << 20,
+        tmp.as_file().try_clone()?,
+    ));
+    let mut enc = encoder(sink, header.level, threads)?;
+    let mut at = 0u64;
+    for c in &header.cuts {
+        copy_exact(&mut r, &mut enc, c.offset - at, &a.thin)?;
+        put_wheel(&have, c, &mut enc)?;
+        at = c.offset + c.size;
+    }
+    copy_exact(&mut r, &mut enc, header.tar_size - at, &a.thin)?;
+    if r.read(&mut [0u8; 1])? != 0 {
+        bail!("`{}` holds more than its header says", a.thin.display());
+    }
+    let sink = enc.finish()?;
+    let HashWriter { inner, hash, n } = sink;
+    inner
+        .into_inner()
+        .map_err(|e| anyhow!("{}", e.error()))?
+        .sync_all()?;
+    let sha = fsx::hex(&hash.finalize());
+    if sha != header.sha256 || n != header.size {
+        bail!(
+            "`{}`: rebuilt, the archive is not the release's (sha256 {sha}, {n} bytes; the release's is {}, {} bytes): another version of bundle packed it, send the full archive",
+            a.thin.display(),
+            header.sha256,
+            header.size
+        );
+    }
+    tmp.persist(&out)
+        .map_err(|e| anyhow!("cannot write `{}`: {}", out.display(), e.error))?;
+    fsx::fsync_dir(&a.out)?;
+    let carried: Bundle = doc.section("bundle")?.unwrap_or_default();
+    doc.set(
+        "bundle",
+        &Bundle {
+            path: doc_path(&out)?,
+            id: header.id,
+            sha256: sha,
+            size: n,
+            ..carried
+        },
+    )?;
+    doc.write_stdout()
+}
+
+fn read_header(r: &mut impl BufRead, thin: &Path) -> Result<Header> {
+    let mut line = Vec::new();
+    r.take(HEADER_MAX)
+        .read_until(b'\n', &mut line)
+        .with_context(|| format!("`{}` is not a thin copy", thin.display()))?;
+    let h: Header = serde_json::from_slice(&line)
+        .with_context(|| format!("`{}` is not a thin copy", thin.display()))?;
+    let bad = |why: &str| anyhow!("`{}`: {why}", thin.display());
+    if h.format != FORMAT {
+        return Err(bad(&format!("format `{}`, not `{FORMAT}`", h.format)));
+    }
+    check_sha256(&h.sha256).map_err(|e| bad(&e))?;
+    if h.archive.is_empty() || h.archive.contains('/') || h.archive.starts_with('.') {
+        return Err(bad("the archive's name is not a file name"));
+    }
+    let mut at = 0u64;
+    for c in &h.cuts {
+        check_sha256(&c.sha256).map_err(|e| bad(&e))?;
+        let end = c
+            .offset
+            .checked_add(c.size)
+            .ok_or_else(|| bad("a cut overflows"))?;
+        if c.offset < at || end > h.tar_size {
+            return Err(bad("cuts out of order or past the stream"));
+        }
+        at = end;
+    }
+    Ok(h)
+}
+
+/// Copies exactly `n` bytes of the thin stream.
+fn copy_exact(r: &mut impl Read, w: &mut impl Write, n: u64, thin: &Path) -> Result<()> {
+    let copied =
+        io::copy(&mut r.take(n), w).with_context(|| format!("`{}` is corrupt", thin.display()))?;
+    if copied != n {
+        bail!("`{}` is truncated", thin.display());
+    }
+    Ok(())
+}
+
+/// Puts a cut wheel back from this host's copy, checked against its sha256 as it goes.
+fn put_wheel(
+    have: &BTreeMap<String, (Dir, PathBuf, u64)>,
+    c: &Cut,
+    w: &mut impl Write,
+) -> Result<()> {
+    let (release, rel, size) = have.get(&c.sha256).ok_or_else(|| {
+        anyhow!(
+            "`{}` (sha256 {}) is not on this host any more",
+            c.file,
+            c.sha256
+        )
+    })?;
+    if *size != c.size {
+        bail!(
+            "`{}`: {} bytes here, {} in the release",
+            c.file,
+            size,
+            c.size
+        );
+    }
+    let mut f = release.open_file(rel)?;
+    let mut hash = HashWriter::new(w);
+    let n = io::copy(&mut (&mut f).take(c.size), &mut hash)?;
+    let sha = fsx::hex(&hash.hash.finalize());
+    if n != c.size || sha != c.sha256 {
+        bail!(
+            "`{}`: this host's copy has sha256 {sha} ({n} bytes), the release's is {}",
+            release.show(rel).display(),
+            c.sha256
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! Thin copies (issue 16): a host that holds a release's wheels gets the archive without them
+//! and rebuilds it byte for byte; a wheel it does not hold, or holds corrupted, makes the
+//! rebuild fail with nothing written, and the full archive is what goes then.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use testsupport::{commit_all, doc_of, failed_with, sha256, tool};
+
+/// An app with two commits' worth of releases over two wheels (random bytes: incompressible,
+/// as real wheels are), and a host whose releases directory holds the first.
+struct T {
+    tmp: tempfile::TempDir,
+}
+
+impl T {
+    fn new() -> T {
+        let t = T {
+            tmp: tempfile::tempdir().unwrap(),
+        };
+        let app = t.p().join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::write(app.join("app.py"), "print('v1')\n").unwrap();
+        commit_all(&app, "v1");
+        std::fs::create_dir_all(t.p().join("wh")).unwrap();
+        for (name, n) in [("alpha", 300_000u32), ("beta", 200_000)] {
+            // xorshift: bytes zstd cannot shrink, as a real wheel's deflated members.
+            let mut x = n | 1;
+            let data: Vec<u8> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            std::fs::write(t.wheel(name), data).unwrap();
+        }
+        std::fs::create_dir_all(t.p().join("host/incoming")).unwrap();
+        t
+    }
+    fn p(&self) -> &Path {
+        self.tmp.path()
+    }
+    fn wheel(&self, name: &str) -> PathBuf {
+        self.p().join(format!("wh/{name}-1.0-py3-none-any.whl"))
+    }
+    fn lock(&self, names: &[&str]) -> Value {
+        let wheels: Vec<Value> = names
+            .iter()
+            .map(|n| {
+                let data = std::fs::read(self.wheel(n)).unwrap();
+                json!({"name": n, "version": "1.0", "file": format!("{n}-1.0-py3-none-any.whl"),
+                       "sha256": sha256(&data), "size": data.len()})
+            })
+            .collect();
+        json!({"wheelhouse": {"dir": self.p().join("wh"), "wheels": wheels}})
+    }
+    /// Packs the app as it is, with `names` locked: the document.
+    fn pack(&self, names: &[&str]) -> Value {
+        tool("bundle")
+            .args(["pack", "--repo", "app", "--out", "dist"])
+            .cwd(self.p())
+            .stdin(self.lock(names).to_string())
+            .ok()
+    }
+    fn unpack_on_host(&self, doc: &Value) {
+        tool("bundle")
+            .args(["unpack", "--releases", "host/releases"])
+            .cwd(self.p())
+            .stdin(doc.to_string())
+            .ok();
+    }
+    /// `bundle have` on the host, then `bundle thin` here: the `thin` section.
+    fn thin(&self, doc: &Value) -> Value {
+        let have = tool("bundle")
+            .args(["have", "--releases", "host/releases"])
+            .cwd(self.p())
+            .ok();
+        std::fs::write(self.p().join("have.json"), have.to_string()).unwrap();
+        let archive = doc["bundle"]["path"].as_str().unwrap();
+        let out = tool("bundle")
+            .args([
+                "thin",
+                "--have",
+                "have.json",
+                "--out",
+                "release.thin",
+                archive,
+            ])
+            .cwd(self.p())
+            .stdin(doc.to_string())
+            .ok();
+        out["thin"].clone()
+    }
+    fn thick(&self) -> std::process::Output {
+        tool("bundle")
+            .args([
+                "thick",
+                "--releases",
+                "host/releases",
+                "--out",
+                "host/incoming",
+                "release.thin",
+            ])
+            .cwd(self.p())
+            .output()
+    }
+}
+
+#[test]
+fn a_thin_copy_rebuilds_the_archive_byte_for_byte() {
+    let t = T::new();
+    let v1 = t.pack(&["alpha", "beta"]);
+    t.unpack_on_host(&v1);
+    // A code-only change: the host has every wheel, so only the code travels.
+    std::fs::write(t.p().join("app/app.py"), "print('v2')\n").unwrap();
+    testsupport::git(&t.p().join("app"), &["commit", "-qam", "v2"]);
+    let v2 = t.pack(&["alpha", "beta"]);
+    let thin = t.thin(&v2);
+    assert_eq!(thin["wheels_cut"], 2);
+    let full = v2["bundle"]["size"].as_u64().unwrap();
+    assert!(
+        thin["size"].as_u64().unwrap() * 50 < full,
+        "{thin} of {full}"
+    );
+    let rebuilt = doc_of(&t.thick());
+    let path = PathBuf::from(rebuilt["bundle"]["path"].as_str().unwrap());
+    assert_eq!(
+        path.parent().unwrap(),
+        t.p().join("host/incoming").canonicalize().unwrap()
+    );
+    let original = std::fs::read(v2["bundle"]["path"].as_str().unwrap()).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), original);
+    assert_eq!(rebuilt["bundle"]["sha256"], v2["bundle"]["sha256"]);
+    // And it unpacks as any archive: the document it prints is v2's.
+    let out = tool("bundle")
+        .args(["unpack", "--releases", "host/releases"])
+        .cwd(t.p())
+        .stdin(rebuilt.to_string())
+        .ok();
+    assert_eq!(out["release"]["id"], v2["bundle"]["id"]);
+
+    // A new dependency: only that wheel travels (with the code).
+    std::fs::write(t.wheel("gamma"), vec![7u8; 50_000]).unwrap();
+    let v3 = t.pack(&["alpha", "beta", "gamma"]);
+    let thin = t.thin(&v3);
+    assert_eq!(thin["wheels_cut"], 2);
+    let rebuilt = doc_of(&t.thick());
+    assert_eq!(rebuilt["bundle"]["sha256"], v3["bundle"]["sha256"]);
+}
+
+#[test]
+fn a_host_without_the_wheel_or_with_a_bad_copy_rebuilds_nothing() {
+    let t = T::new();
+    let v1 = t.pack(&["alpha", "beta"]);
+    t.unpack_on_host(&v1);
+    std::fs::write(t.p().join("app/app.py"), "print('v2')\n").unwrap();
+    testsupport::git(&t.p().join("app"), &["commit", "-qam", "v2"]);
+    let v2 = t.pack(&["alpha", "beta"]);
+    t.thin(&v2);
+    let id = v1["bundle"]["id"].as_str().unwrap();
+    let held = t.p().join(format!(
+        "host/releases/{id}/.wheelship/wheels/alpha-1.0-py3-none-any.whl"
+    ));
+    // The host's copy changed since: its bytes are refused, not shipped on.
+    let good = std::fs::read(&held).unwrap();
+    let mut bad = good.clone();
+    bad[1000] ^= 1;
+    std::fs::write(&held, &bad).unwrap();
+    let err = failed_with(&t.thick(), 1);
+    assert!(err.contains("this host's copy has sha256"), "{err}");
+    assert_eq!(
+        testsupport::names(&t.p().join("host/incoming")),
+        Vec::<String>::new()
+    );
+    // Gone: said by name.
+    std::fs::remove_file(&held).unwrap();
+    let err = failed_with(&t.thick(), 1);
+    assert!(err.contains("`alpha-1.0-py3-none-any.whl`"), "{err}");
+    assert!(err.contains("not on this host"), "{err}");
+    assert_eq!(
+        testsupport::names(&t.p().join("host/incoming")),
+        Vec::<String>::new()
+    );
+    // A thin copy that is not one.
+    std::fs::write(t.p().join("release.thin"), b"not zstd").unwrap();
+    let err = failed_with(&t.thick(), 1);
+    assert!(err.contains("release.thin"), "{err}");
+}
