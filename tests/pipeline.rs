@@ -87,6 +87,8 @@ fn check(doc: &Value) {
     typed::<doc::Release>(doc, "release", |t| t.extra.is_empty());
     typed::<doc::Switch>(doc, "switch", |t| t.extra.is_empty());
     typed::<doc::Keygen>(doc, "keygen", |t| t.extra.is_empty());
+    typed::<doc::Have>(doc, "have", |t| t.extra.is_empty());
+    typed::<doc::Thin>(doc, "thin", |t| t.extra.is_empty());
 }
 
 fn app(dir: &Path) {
@@ -167,6 +169,16 @@ fn every_section_of_the_pipeline_keeps_the_contract() {
         &json!({}),
     );
     run("wheelhouse", &["--prune", "--dir", "wh"], &doc);
+    // The thin copy of the release for a host that has its wheels, and the archive again.
+    let have = run("bundle", &["have", "--releases", &releases], &json!({}));
+    std::fs::write(d.join("have.json"), have.to_string()).unwrap();
+    let thin = ["thin", "--have", "have.json", "--out", "r.thin", &archive];
+    run("bundle", &thin, &json!({}));
+    std::fs::create_dir(d.join("again")).unwrap();
+    let thick = ["thick", "--releases", &releases, "--out", "again", "r.thin"];
+    let doc = run("bundle", &thick, &json!({}));
+    let again = std::fs::read(doc["bundle"]["path"].as_str().unwrap()).unwrap();
+    assert_eq!(again, std::fs::read(&archive).unwrap());
 }
 
 #[test]
