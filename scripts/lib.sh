@@ -52,6 +52,20 @@ split_target() {
     [[ -n "$ROOT" ]] || die "empty ROOT in '$target'"
 }
 
+# json_fields a.b c.d ... < doc : prints several fields of a JSON document on one line, space
+# separated (one python for all of them).
+json_fields() {
+    python3 -c 'import json, sys
+d = json.load(sys.stdin)
+out = []
+for path in sys.argv[1:]:
+    v = d
+    for k in path.split("."):
+        v = v.get(k) if isinstance(v, dict) else None
+    out.append("" if v is None else v if isinstance(v, str) else json.dumps(v))
+print(" ".join(out))' "$@"
+}
+
 # json_get a.b < doc : prints one string field of a JSON document (python3 is on every box:
 # the servers need it for the env anyway).
 # emit DOC: the document on stdout when that is a pipe or a file; on a terminal, where it would
