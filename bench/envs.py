@@ -21,51 +21,19 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-WORK = os.path.join(HERE, ".work")
-BIN = os.path.join(ROOT, "target", "release")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import HERE, WORK, aside, build, empty_trash, env, lock, run, timed, tool  # noqa: E402
+
 DROP = {"web": "structlog", "data": "seaborn"}
-
-
-def env():
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
-    e["PIP_CONFIG_FILE"] = os.devnull
-    e["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    e["WHEELSHIP_CACHE"] = os.path.join(WORK, "cache")
-    return e
-
-
-def run(cmd, stdin=None, **kw):
-    p = subprocess.run(cmd, input=stdin, capture_output=True, env=kw.pop("env", env()), **kw)
-    if p.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr.decode()}")
-    return p.stdout
-
-
-def timed(fn):
-    subprocess.run(["sync"])
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def rm(*paths):
-    for p in paths:
-        shutil.rmtree(p, ignore_errors=True)
 
 
 def prepare(stack):
     req = os.path.join(HERE, f"{stack}-requirements.txt")
-    wh = os.path.join(WORK, f"wh-{stack}")
-    doc = run([os.path.join(BIN, "hashreq"), req])
-    lock = run([os.path.join(BIN, "wheelhouse"), "--dir", wh], stdin=doc)
-    full = json.loads(lock)
-    less = json.loads(lock)
+    locked, wh = lock(stack)
+    full = json.loads(locked)
+    less = json.loads(locked)
     less["wheelhouse"]["wheels"] = [w for w in less["wheelhouse"]["wheels"] if w["name"] != DROP[stack]]
     assert len(less["wheelhouse"]["wheels"]) == len(full["wheelhouse"]["wheels"]) - 1
     return req, wh, json.dumps(full).encode(), json.dumps(less).encode(), len(full["wheelhouse"]["wheels"])
@@ -76,6 +44,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--stacks", default="web,data")
     a = ap.parse_args()
+    build()
     os.makedirs(WORK, exist_ok=True)
     uvvenv = os.path.join(WORK, "uvvenv")
     if not os.path.exists(os.path.join(uvvenv, "bin", "uv")):
@@ -84,7 +53,7 @@ def main():
     uv = os.path.join(uvvenv, "bin", "uv")
     uv_version = run([uv, "--version"]).decode().strip()
     pip_version = run([sys.executable, "-m", "pip", "--version"]).decode().split(" from ")[0]
-    mkenv = os.path.join(BIN, "mkenv")
+    mkenv = tool("mkenv")
     py = shutil.which("python3")
     print(f"# machine: {os.cpu_count()} cores; {sys.version.split()[0]}; {pip_version}; {uv_version}", flush=True)
     tables = {}
@@ -104,24 +73,24 @@ def main():
             run(cmd, env={**env(), "UV_CACHE_DIR": cache, "VIRTUAL_ENV": venv})
 
         warm_cache = os.path.join(d, "uv-warm-cache")
-        rm(d)
+        aside(d)
         os.makedirs(d)
         uvi(os.path.join(d, "prime"), warm_cache, False)
         for r in range(a.runs):
             v = os.path.join(d, "v")
-            rm(v)
+            aside(v)
             add("pip", timed(lambda: (run([py, "-m", "venv", v]), run([os.path.join(v, "bin", "pip"), "install", "-q", "--no-index", "--find-links", wh, "-r", req]))))
             for comp in (False, True):
                 label = " --compile-bytecode" if comp else ""
                 c = os.path.join(d, "uv-cold-cache")
-                rm(v, c)
+                aside(v, c)
                 add(f"uv cold{label}", timed(lambda: uvi(v, c, comp)))
-                rm(v)
+                aside(v)
                 add(f"uv warm{label}", timed(lambda: uvi(v, warm_cache, comp)))
             e = os.path.join(d, "envs")
-            rm(e)
+            aside(e)
             add("mkenv cold --no-compile", timed(lambda: run([mkenv, "--envs", e, "--no-compile"], stdin=full)))
-            rm(e)
+            aside(e)
             add("mkenv cold", timed(lambda: run([mkenv, "--envs", e], stdin=full)))
             add("mkenv warm (new key)", timed(lambda: run([mkenv, "--envs", e], stdin=less)))
             add("mkenv reuse", timed(lambda: run([mkenv, "--envs", e], stdin=less)))
@@ -134,17 +103,18 @@ def main():
         for k, v in med.items():
             print(f"| {k} | {v * 1000:.0f} ms |" if v < 1 else f"| {k} | {v:.2f} s |")
         ratios = [
-            ("mkenv cold --no-compile / uv cold", med["mkenv cold --no-compile"] / med["uv cold"], "<= 1"),
-            ("mkenv cold / uv cold --compile-bytecode", med["mkenv cold"] / med["uv cold --compile-bytecode"], "<= 1"),
-            ("pip / mkenv cold", med["pip"] / med["mkenv cold"], ">= 4"),
-            ("mkenv warm (new key, .pyc) / uv warm (no .pyc)", med["mkenv warm (new key)"] / med["uv warm"], "<= 1"),
-            ("mkenv reuse", med["mkenv reuse"] * 1000, "< 10 ms"),
+            ("uv cold / mkenv cold --no-compile", med["uv cold"] / med["mkenv cold --no-compile"], ">= 1.2"),
+            ("uv warm (no .pyc) / mkenv warm (new key, with .pyc)", med["uv warm"] / med["mkenv warm (new key)"], ">= 1.25"),
+            ("uv cold --compile-bytecode / mkenv cold", med["uv cold --compile-bytecode"] / med["mkenv cold"], ">= 1.0"),
+            ("pip / mkenv cold", med["pip"] / med["mkenv cold"], ""),
+            ("mkenv reuse (ms)", med["mkenv reuse"] * 1000, "<= 10"),
         ]
         print("\n| ratio | value | target |")
         print("| --- | --- | --- |")
         for name, val, target in ratios:
             print(f"| {name} | {val:.2f} | {target} |")
         sys.stdout.flush()
+    empty_trash()
 
 
 main()
