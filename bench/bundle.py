@@ -11,31 +11,11 @@ baseline is given with and without a `sync -f` after tar.
 import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-WORK = os.path.join(HERE, ".work")
-BIN = os.path.join(ROOT, "target", "release")
-
-
-def run(cmd, stdin=None, shell=False):
-    p = subprocess.run(cmd, input=stdin, capture_output=True, shell=shell,
-                       env={**os.environ, "WHEELSHIP_CACHE": os.path.join(WORK, "cache")})
-    if p.returncode != 0:
-        sys.exit(f"failed: {cmd}\n{p.stderr.decode()}")
-    return p.stdout
-
-
-def timed(fn):
-    subprocess.run(["sync"])
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import BIN, ROOT, WORK, aside, build, empty_trash, lock as stack_lock, run, timed  # noqa: E402
 
 
 def main():
@@ -44,13 +24,11 @@ def main():
     ap.add_argument("--level", type=int, default=10)
     ap.add_argument("--repo", default=ROOT)
     a = ap.parse_args()
-    os.makedirs(WORK, exist_ok=True)
-    wh = os.path.join(WORK, "wh-web")
-    doc = run([os.path.join(BIN, "hashreq"), os.path.join(HERE, "web-requirements.txt")])
-    lock = run([os.path.join(BIN, "wheelhouse"), "--dir", wh], stdin=doc)
+    build()
+    lock, wh = stack_lock("web")
     wheels = [os.path.join(wh, w["file"]) for w in json.loads(lock)["wheelhouse"]["wheels"]]
     d = os.path.join(WORK, "bundle")
-    shutil.rmtree(d, ignore_errors=True)
+    aside(d)
     os.makedirs(d)
     times = {}
 
@@ -61,20 +39,20 @@ def main():
     add_files = " ".join(f"--add-file={w}" for w in wheels)
     for r in range(a.runs):
         out = os.path.join(d, "dist")
-        shutil.rmtree(out, ignore_errors=True)
+        aside(out)
         add("bundle pack", timed(lambda: run([os.path.join(BIN, "bundle"), "pack", "--repo", a.repo, "--out", out, "--level", lvl], stdin=lock)))
         archive = next(os.path.join(out, f) for f in os.listdir(out))
         base = os.path.join(d, "base.tar.zst")
         add("git archive | zstd -T0", timed(lambda: run(f"git -C {a.repo} archive --format=tar {add_files} HEAD | zstd -q -T0 -{lvl} -f -o {base}", shell=True)))
         rel = os.path.join(d, "releases")
-        shutil.rmtree(rel, ignore_errors=True)
+        aside(rel)
         packed = run([os.path.join(BIN, "bundle"), "pack", "--repo", a.repo, "--out", out, "--level", lvl], stdin=lock)
         add("bundle unpack", timed(lambda: run([os.path.join(BIN, "bundle"), "unpack", "--releases", rel], stdin=packed)))
         x = os.path.join(d, "x")
-        shutil.rmtree(x, ignore_errors=True)
+        aside(x)
         os.makedirs(x)
         add("tar -I zstd -xf", timed(lambda: run(["tar", "-I", "zstd", "-xf", base, "-C", x])))
-        shutil.rmtree(x)
+        aside(x)
         os.makedirs(x)
         add("tar -I zstd -xf + sync -f", timed(lambda: run(f"tar -I zstd -xf {base} -C {x} && sync -f {x}", shell=True)))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items()), file=sys.stderr, flush=True)
@@ -89,6 +67,7 @@ def main():
     print(f"| bundle pack / (git archive \\| zstd -T0) | {med['bundle pack'] / med['git archive | zstd -T0']:.2f} | <= 1 |")
     print(f"| bundle unpack / tar -I zstd -xf | {med['bundle unpack'] / med['tar -I zstd -xf']:.2f} | <= 1 |")
     print(f"| bundle unpack / (tar -xf + sync -f) | {med['bundle unpack'] / med['tar -I zstd -xf + sync -f']:.2f} | <= 1 |")
+    empty_trash()
 
 
 main()
