@@ -24,10 +24,7 @@ impl T {
         let t = T {
             tmp: tempfile::tempdir().unwrap(),
         };
-        let repo = t.p().join("app");
-        std::fs::create_dir_all(&repo).unwrap();
-        std::fs::write(repo.join("app.py"), "print('v1')\n").unwrap();
-        testsupport::commit_all(&repo, "v1");
+        testsupport::committed_app(&t.p().join("app"));
         std::fs::create_dir_all(t.p().join("srv/releases")).unwrap();
         t
     }

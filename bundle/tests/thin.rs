@@ -7,23 +7,16 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use testsupport::{commit_all, doc_of, failed_with, sha256, tool};
+use testsupport::{doc_of, failed_with, sha256, tool};
 
 /// An app with two commits' worth of releases over two wheels (random bytes: incompressible,
 /// as real wheels are), and a host whose releases directory holds the first.
-struct T {
-    tmp: tempfile::TempDir,
-}
+struct T(tempfile::TempDir);
 
 impl T {
     fn new() -> T {
-        let t = T {
-            tmp: tempfile::tempdir().unwrap(),
-        };
-        let app = t.p().join("app");
-        std::fs::create_dir_all(&app).unwrap();
-        std::fs::write(app.join("app.py"), "print('v1')\n").unwrap();
-        commit_all(&app, "v1");
+        let t = T(tempfile::tempdir().unwrap());
+        testsupport::committed_app(&t.p().join("app"));
         std::fs::create_dir_all(t.p().join("wh")).unwrap();
         for (name, n) in [("alpha", 300_000u32), ("beta", 200_000)] {
             // xorshift: bytes zstd cannot shrink, as a real wheel's deflated members.
@@ -42,7 +35,15 @@ impl T {
         t
     }
     fn p(&self) -> &Path {
-        self.tmp.path()
+        self.0.path()
+    }
+    /// v1 packed and on the host, then v2: the same wheels, the code changed.
+    fn two_releases(&self) -> (Value, Value) {
+        let v1 = self.pack(&["alpha", "beta"]);
+        self.unpack_on_host(&v1);
+        std::fs::write(self.p().join("app/app.py"), "print('v2')\n").unwrap();
+        testsupport::git(&self.p().join("app"), &["commit", "-qam", "v2"]);
+        (v1, self.pack(&["alpha", "beta"]))
     }
     fn wheel(&self, name: &str) -> PathBuf {
         self.p().join(format!("wh/{name}-1.0-py3-none-any.whl"))
@@ -113,12 +114,8 @@ impl T {
 #[test]
 fn a_thin_copy_rebuilds_the_archive_byte_for_byte() {
     let t = T::new();
-    let v1 = t.pack(&["alpha", "beta"]);
-    t.unpack_on_host(&v1);
     // A code-only change: the host has every wheel, so only the code travels.
-    std::fs::write(t.p().join("app/app.py"), "print('v2')\n").unwrap();
-    testsupport::git(&t.p().join("app"), &["commit", "-qam", "v2"]);
-    let v2 = t.pack(&["alpha", "beta"]);
+    let (_, v2) = t.two_releases();
     let thin = t.thin(&v2);
     assert_eq!(thin["wheels_cut"], 2);
     let full = v2["bundle"]["size"].as_u64().unwrap();
@@ -155,11 +152,7 @@ fn a_thin_copy_rebuilds_the_archive_byte_for_byte() {
 #[test]
 fn a_host_without_the_wheel_or_with_a_bad_copy_rebuilds_nothing() {
     let t = T::new();
-    let v1 = t.pack(&["alpha", "beta"]);
-    t.unpack_on_host(&v1);
-    std::fs::write(t.p().join("app/app.py"), "print('v2')\n").unwrap();
-    testsupport::git(&t.p().join("app"), &["commit", "-qam", "v2"]);
-    let v2 = t.pack(&["alpha", "beta"]);
+    let (v1, v2) = t.two_releases();
     t.thin(&v2);
     let id = v1["bundle"]["id"].as_str().unwrap();
     let held = t.p().join(format!(

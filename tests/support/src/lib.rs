@@ -207,6 +207,13 @@ pub fn commit_all(dir: &Path, message: &str) {
     git(dir, &["commit", "-qm", message]);
 }
 
+/// A git repository at `dir` with one committed file, `app.py`.
+pub fn committed_app(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("app.py"), "print('v1')\n").unwrap();
+    commit_all(dir, "v1");
+}
+
 /// The names in `dir`, sorted (none when it does not exist).
 pub fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
