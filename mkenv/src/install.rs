@@ -184,10 +184,10 @@ impl<'a> Build<'a> {
 
 /// Whether `member` is `<dir>/__pycache__/<stem>.<cache_tag>.pyc` and the wheel has
 /// `<dir>/<stem>.py`: the bytecode mkenv compiles itself.
-pub(crate) fn shipped_pyc_of(
+pub(crate) fn shipped_pyc_of<S: std::hash::BuildHasher>(
     member: &str,
     cache_tag: &str,
-    members: &std::collections::HashSet<&str>,
+    members: &std::collections::HashSet<&str, S>,
 ) -> bool {
     let Some(stem) = member.strip_suffix(&format!(".{cache_tag}.pyc")) else {
         return false;

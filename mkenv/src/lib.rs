@@ -395,13 +395,13 @@ fn link_env(
         })
         .collect();
     let started = Instant::now();
-    let plan = plan::Plan::new(&b, &sources)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plan = plan::Plan::new(&b, &sources, threads)?;
     timing("plan", &started);
     for warning in &plan.warnings {
         eprintln!("mkenv: warning: {warning}");
     }
     let spin = progress::spinner("mkenv", "linking the env");
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     b.mode = plan.build(b.dirs.root(), &sources, b.mode, threads)?;
     spin.finish_and_clear();
     timing("link", &started);

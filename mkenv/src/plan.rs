@@ -1,17 +1,21 @@
 //! An env as a plan, then built in parallel.
 //!
-//! Every path of the env is decided before anything is made: which wheel owns it (the last in
-//! lock order, as if the wheels were installed one after another; a launcher after its wheel's
-//! files), its directory, and what each RECORD says. Then the directories are made once each,
-//! parents first; the files from the store are linked on every core, one directory pair at a
-//! time; the files mkenv writes (scripts, launchers, INSTALLER, REQUESTED, RECORD) follow, in
-//! lock order. The result does not depend on how the threads were scheduled.
+//! Every path of the env is decided before anything is made: each wheel's paths and RECORD
+//! (on every core: a wheel's plan needs no other), then which wheel owns each path (the last
+//! in lock order, as if the wheels were installed one after another; a launcher after its
+//! wheel's files). Then the directories are made once each, parents first; the files from the
+//! store are linked on every core, one directory pair at a time; the files mkenv writes
+//! (scripts, launchers, INSTALLER, REQUESTED, RECORD) follow, in lock order. The result does
+//! not depend on how the threads were scheduled.
 //!
-//! Paths are text here (a wheel's member names are UTF-8): the plan handles every path of the
-//! env, and comparing `Path`s component by component was most of its time.
+//! Paths are text here (a wheel's member names are UTF-8), hashed with a fast hasher, and
+//! borrowed from the wheels' infos wherever they can be: the plan handles every path of the
+//! env, tens of thousands for a data stack.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::ffi::OsString;
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -37,18 +41,23 @@ pub struct Source<'a> {
 }
 
 /// What makes one path of the env.
-enum Make {
-    /// Linked from the store: the wheel (index) and the path beneath its `files/`.
-    Link(usize, String),
+enum Make<'a> {
+    /// Linked from the store: the path beneath the wheel's `files/`.
+    Link(&'a str),
     /// The bytecode compiled in the store for a `.py` file, linked when it is there (a file
     /// that does not compile has none).
-    Pyc(usize, String),
+    Pyc(String),
     /// Written: its bytes and mode.
     Write(Vec<u8>, u32),
 }
 
-/// (wheel, optional, store directory, env directory)
-type GroupKey<'a> = (usize, bool, String, &'a str);
+/// One path of a wheel's plan.
+struct Entry<'a> {
+    dest: String,
+    make: Make<'a>,
+    /// Say so when it replaces another wheel's (a file or launcher; not bytecode or metadata).
+    warn: bool,
+}
 
 /// A directory pair: files of one wheel's store directory linked into one env directory.
 struct Group {
@@ -57,16 +66,17 @@ struct Group {
     optional: bool,
     from: String,
     to: String,
-    /// (name in the store, name in the env)
-    names: Vec<(String, String)>,
+    /// Entries of the wheel's plan.
+    entries: Vec<usize>,
 }
 
-pub struct Plan {
+pub struct Plan<'a> {
+    wheels: Vec<Vec<Entry<'a>>>,
     /// Parents before children.
     dirs: BTreeSet<PathBuf>,
     groups: Vec<Group>,
-    /// In lock order.
-    writes: Vec<(String, Vec<u8>, u32)>,
+    /// (wheel, entry), in lock order.
+    writes: Vec<(usize, usize)>,
     pub warnings: Vec<String>,
     /// Files the env gets (bytecode aside).
     pub files: usize,
@@ -75,29 +85,33 @@ pub struct Plan {
 /// Paths the layout made: no wheel may replace them.
 const LAYOUT_FILES: [&str; 3] = ["pyvenv.cfg", "bin/activate", "bin/activate.fish"];
 
-/// The plan's state while wheels are added in lock order.
-struct Planner<'b, 'a> {
-    b: &'b Build<'a>,
-    /// Every path, what makes it and which wheel (its file name); the last writer wins.
-    paths: HashMap<String, (Make, &'b str)>,
-    /// Paths in the order first planned (the writes keep lock order).
-    order: Vec<String>,
-    warnings: Vec<String>,
+/// FxHash (rustc's): the plan's keys are paths from verified wheels, and SipHash was a tenth of
+/// its time.
+#[derive(Default, Clone, Copy)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
-impl Plan {
+type FxBuild = BuildHasherDefault<Fx>;
+
+impl<'a> Plan<'a> {
     /// The plan of the env: `sources` in lock order.
-    pub fn new<'b>(b: &'b Build, sources: &'b [Source<'b>]) -> Result<Plan> {
-        let mut p = Planner {
-            b,
-            paths: HashMap::new(),
-            order: Vec::new(),
-            warnings: Vec::new(),
-        };
-        for (i, s) in sources.iter().enumerate() {
-            p.wheel(i, s)?;
-        }
-        p.finish()
+    pub fn new(b: &Build, sources: &'a [Source<'a>], threads: usize) -> Result<Plan<'a>> {
+        let wheels = on_threads(sources.len(), threads, |i| plan_wheel(b, &sources[i]))?;
+        let (live, warnings) = owners(&wheels, sources)?;
+        finish(wheels, &live, warnings)
     }
 
     /// Makes the env beneath `root` (the layout already there): directories, links on
@@ -110,158 +124,262 @@ impl Plan {
         threads: usize,
     ) -> Result<LinkMode> {
         make_dirs(root, &self.dirs)?;
-        let mode = link_all(root, sources, &self.groups, mode, threads)?;
-        for (rel, data, m) in &self.writes {
-            write_file(root, Path::new(rel), data, *m)?;
+        let shared = AtomicU8::new(mode as u8);
+        on_threads(self.groups.len(), threads, |i| {
+            link_group(root, sources, &self.wheels, &self.groups[i], &shared)
+        })?;
+        for &(w, i) in &self.writes {
+            let e = &self.wheels[w][i];
+            if let Make::Write(data, m) = &e.make {
+                write_file(root, Path::new(&e.dest), data, *m)?;
+            }
         }
-        Ok(mode)
+        Ok(LinkMode::from_u8(shared.load(Ordering::Relaxed)))
     }
 }
 
-impl<'b> Planner<'b, '_> {
-    fn set(&mut self, dest: String, make: Make, by: &'b str, warn: bool) -> Result<()> {
+/// `f(0..n)` on up to `threads` threads, results in order; the first error stops the others.
+fn on_threads<T: Send>(
+    n: usize,
+    threads: usize,
+    f: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<T>>> = Mutex::new((0..n).map(|_| None).collect());
+    let error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, n.max(1)) {
+            scope.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    match f(i) {
+                        Ok(t) => results.lock().expect("not poisoned")[i] = Some(t),
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            error.lock().expect("not poisoned").get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().expect("not poisoned") {
+        return Err(e);
+    }
+    Ok(results
+        .into_inner()
+        .expect("not poisoned")
+        .into_iter()
+        .map(|r| r.expect("every index ran"))
+        .collect())
+}
+
+/// One wheel: its files (and their bytecode), its launchers, then its INSTALLER, REQUESTED and
+/// RECORD.
+fn plan_wheel<'a>(b: &Build, s: &Source<'a>) -> Result<Vec<Entry<'a>>> {
+    let info: &'a Info = s.info;
+    let site = b.site_str();
+    let tag = &b.interp.cache_tag;
+    let members: HashSet<&str, FxBuild> = info.files.iter().map(|(m, _, _)| m.as_str()).collect();
+    let mut out = Vec::with_capacity(info.files.len() * 2);
+    // RECORD rows: (path, hash, size), by entry or given.
+    let mut record: Vec<(Cow<str>, Cow<str>, Option<usize>)> = Vec::new();
+    let mut rows: Vec<(usize, &'a str, u64)> = Vec::with_capacity(info.files.len());
+    for (member, hash, size) in &info.files {
+        let Some((dest, script)) = b.destination(info, member) else {
+            continue;
+        };
         check_dest(&dest)?;
-        if LAYOUT_FILES.contains(&dest.as_str()) || dest.starts_with("bin/python") {
-            bail!("`{by}` would replace the env's own `{dest}`");
+        // A `.pyc` the wheel ships for this interpreter (numpy < 2.3 does) gives way to ours,
+        // compiled from its source by the interpreter itself: not linked, not in RECORD.
+        if b.compile && shipped_pyc_of(member, tag, &members) {
+            continue;
         }
-        match self.paths.insert(dest.clone(), (make, by)) {
-            Some((_, prev)) if warn => self
-                .warnings
-                .push(format!("`{by}` overwrites `{dest}` from `{prev}`")),
-            Some(_) => {}
-            None => self.order.push(dest),
+        if script {
+            let data = b.script(&s.files.read(member)?);
+            out.push(Entry {
+                dest,
+                make: Make::Write(data, 0o755),
+                warn: true,
+            });
+            continue;
         }
-        Ok(())
+        let in_site = dest.strip_prefix(site).is_some_and(|r| r.starts_with('/'));
+        if b.compile && in_site && member.ends_with(".py") {
+            out.push(Entry {
+                dest: pycache(&dest, tag),
+                make: Make::Pyc(pycache(member, tag)),
+                warn: false,
+            });
+        }
+        rows.push((out.len(), hash, *size));
+        out.push(Entry {
+            dest,
+            make: Make::Link(member),
+            warn: true,
+        });
     }
-
-    /// One wheel: its files, its launchers, then its INSTALLER, REQUESTED and RECORD.
-    fn wheel(&mut self, i: usize, s: &'b Source) -> Result<()> {
-        let (b, info) = (self.b, s.info);
-        let site = b.site_str();
-        let members: HashSet<&str> = info.files.iter().map(|(m, _, _)| m.as_str()).collect();
-        let mut record: Vec<(String, String, String)> = Vec::new();
-        for (member, hash, size) in &info.files {
-            let Some((dest, script)) = b.destination(info, member) else {
-                continue;
-            };
-            // A `.pyc` the wheel ships for this interpreter (numpy < 2.3 does) gives way to
-            // ours, compiled from its source by the interpreter itself: not linked, not in
-            // RECORD.
-            if b.compile && shipped_pyc_of(member, &b.interp.cache_tag, &members) {
-                continue;
-            }
-            let row = rel_to(&dest, site);
-            if script {
-                let data = b.script(&s.files.read(member)?);
-                let hash = record_hash(&Sha256::digest(&data));
-                record.push((row, hash, data.len().to_string()));
-                self.set(dest, Make::Write(data, 0o755), s.file_name, true)?;
-                continue;
-            }
-            let in_site = dest.strip_prefix(site).is_some_and(|r| r.starts_with('/'));
-            if b.compile && in_site && member.ends_with(".py") {
-                self.set(
-                    pycache(&dest, &b.interp.cache_tag),
-                    Make::Pyc(i, pycache(member, &b.interp.cache_tag)),
-                    s.file_name,
-                    false,
-                )?;
-            }
-            record.push((row, hash.clone(), size.to_string()));
-            self.set(dest, Make::Link(i, member.clone()), s.file_name, true)?;
-        }
-        // On POSIX a gui script's launcher is the same as a console script's.
-        for (name, target) in info.console_scripts.iter().chain(&info.gui_scripts) {
-            let dest = format!("bin/{name}");
-            let data = b.launcher(target);
-            let hash = record_hash(&Sha256::digest(&data));
-            record.push((rel_to(&dest, site), hash, data.len().to_string()));
-            self.set(dest, Make::Write(data, 0o755), s.file_name, true)?;
-        }
-        let di = format!("{site}/{}", info.dist_info);
-        let mut extra = vec![("INSTALLER", b"wheelship\n".to_vec())];
-        if s.requested {
-            extra.push(("REQUESTED", Vec::new()));
-        }
-        for (name, data) in extra {
-            let dest = format!("{di}/{name}");
-            let hash = record_hash(&Sha256::digest(&data));
-            record.push((rel_to(&dest, site), hash, data.len().to_string()));
-            self.set(dest, Make::Write(data, 0o644), s.file_name, false)?;
-        }
-        let dest = format!("{di}/RECORD");
-        record.push((rel_to(&dest, site), String::new(), String::new()));
-        record.sort();
-        let mut csv = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_writer(Vec::new());
-        for row in &record {
-            csv.serialize(row)?;
-        }
-        let text = csv
-            .into_inner()
-            .map_err(|e| anyhow!("RECORD: {}", e.error()))?;
-        self.set(dest, Make::Write(text, 0o644), s.file_name, false)
+    // On POSIX a gui script's launcher is the same as a console script's.
+    for (name, target) in info.console_scripts.iter().chain(&info.gui_scripts) {
+        out.push(Entry {
+            dest: format!("bin/{name}"),
+            make: Make::Write(b.launcher(target), 0o755),
+            warn: true,
+        });
     }
+    let di = format!("{site}/{}", info.dist_info);
+    out.push(Entry {
+        dest: format!("{di}/INSTALLER"),
+        make: Make::Write(b"wheelship\n".to_vec(), 0o644),
+        warn: false,
+    });
+    if s.requested {
+        out.push(Entry {
+            dest: format!("{di}/REQUESTED"),
+            make: Make::Write(Vec::new(), 0o644),
+            warn: false,
+        });
+    }
+    for &(i, hash, size) in &rows {
+        record.push((rel(&out[i].dest, site), hash.into(), Some(size as usize)));
+    }
+    for e in &out {
+        if let Make::Write(data, _) = &e.make {
+            let hash = record_hash(&Sha256::digest(data));
+            record.push((rel(&e.dest, site), hash.into(), Some(data.len())));
+        }
+    }
+    let dest = format!("{di}/RECORD");
+    record.push((rel(&dest, site), "".into(), None));
+    record.sort();
+    let mut csv = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    for row in &record {
+        csv.serialize(row)?;
+    }
+    let text = csv
+        .into_inner()
+        .map_err(|e| anyhow!("RECORD: {}", e.error()))?;
+    out.push(Entry {
+        dest,
+        make: Make::Write(text, 0o644),
+        warn: false,
+    });
+    Ok(out)
+}
 
-    fn finish(mut self) -> Result<Plan> {
-        let mut dirs: HashSet<&str> = HashSet::new();
-        let mut groups: BTreeMap<GroupKey, Vec<(String, String)>> = BTreeMap::new();
-        let mut writes = Vec::new();
-        let mut files = 0;
-        for dest in &self.order {
-            let (make, _) = self.paths.remove(dest).expect("every planned path");
-            let (parent, name) = dest.rsplit_once('/').unwrap_or(("", dest));
+/// A path in RECORD, borrowed when it is under site-packages.
+fn rel<'d>(dest: &'d str, site: &str) -> Cow<'d, str> {
+    match dest.strip_prefix(site).and_then(|r| r.strip_prefix('/')) {
+        Some(r) => Cow::Borrowed(r),
+        None => Cow::Owned(rel_to(dest, site)),
+    }
+}
+
+/// Which entry of which wheel makes each path: the last in lock order. Returns, per wheel,
+/// whether each entry is the one that makes its path, and the warnings for the replaced.
+fn owners(wheels: &[Vec<Entry>], sources: &[Source]) -> Result<(Vec<Vec<bool>>, Vec<String>)> {
+    let total = wheels.iter().map(Vec::len).sum();
+    let mut owner: HashMap<&str, (usize, usize), FxBuild> =
+        HashMap::with_capacity_and_hasher(total, FxBuild::default());
+    let mut live: Vec<Vec<bool>> = wheels.iter().map(|w| vec![true; w.len()]).collect();
+    let mut warnings = Vec::new();
+    for (w, entries) in wheels.iter().enumerate() {
+        let by = sources[w].file_name;
+        for (i, e) in entries.iter().enumerate() {
+            if LAYOUT_FILES.contains(&e.dest.as_str()) || e.dest.starts_with("bin/python") {
+                bail!("`{by}` would replace the env's own `{}`", e.dest);
+            }
+            if let Some((pw, pi)) = owner.insert(&e.dest, (w, i)) {
+                live[pw][pi] = false;
+                if e.warn {
+                    let prev = sources[pw].file_name;
+                    warnings.push(format!("`{by}` overwrites `{}` from `{prev}`", e.dest));
+                }
+            }
+        }
+    }
+    Ok((live, warnings))
+}
+
+/// The directories, the link groups and the writes of the live entries.
+fn finish<'a>(
+    wheels: Vec<Vec<Entry<'a>>>,
+    live: &[Vec<bool>],
+    warnings: Vec<String>,
+) -> Result<Plan<'a>> {
+    let mut dirs: HashSet<&str, FxBuild> = HashSet::default();
+    let mut groups: HashMap<(usize, bool, &str, &str), Vec<usize>, FxBuild> = HashMap::default();
+    let mut writes = Vec::new();
+    let mut files = 0;
+    for (w, entries) in wheels.iter().enumerate() {
+        for (i, e) in entries.iter().enumerate().filter(|(i, _)| live[w][*i]) {
+            let parent = e.dest.rsplit_once('/').map_or("", |(p, _)| p);
             let mut d = parent;
             while !d.is_empty() && dirs.insert(d) {
                 d = d.rsplit_once('/').map_or("", |(p, _)| p);
             }
-            let (w, src, optional) = match make {
-                Make::Write(data, mode) => {
+            let (src, optional) = match &e.make {
+                Make::Write(..) => {
                     files += 1;
-                    writes.push((dest.clone(), data, mode));
+                    writes.push((w, i));
                     continue;
                 }
-                Make::Link(w, src) => {
+                Make::Link(src) => {
                     files += 1;
-                    (w, src, false)
+                    (*src, false)
                 }
-                Make::Pyc(w, src) => (w, src, true),
+                Make::Pyc(src) => (src.as_str(), true),
             };
-            let (from, src_name) = src.rsplit_once('/').unwrap_or(("", &src));
+            let from = src.rsplit_once('/').map_or("", |(p, _)| p);
             groups
-                .entry((w, optional, from.to_string(), parent))
+                .entry((w, optional, from, parent))
                 .or_default()
-                .push((src_name.to_string(), name.to_string()));
+                .push(i);
         }
-        let is_dir = |p: &str| dirs.contains(p);
-        if let Some((d, _, _)) = writes.iter().find(|(p, _, _)| is_dir(p)) {
-            bail!("`{d}` is both a file and a directory of the env");
-        }
-        let mut out = Vec::with_capacity(groups.len());
-        for ((wheel, optional, from, to), names) in groups {
-            if let Some((_, n)) = names.iter().find(|(_, n)| is_dir(&join(to, n))) {
-                bail!(
-                    "`{}` is both a file and a directory of the env",
-                    join(to, n)
-                );
-            }
-            out.push(Group {
-                wheel,
-                optional,
-                from,
-                to: to.to_string(),
-                names,
-            });
-        }
-        Ok(Plan {
-            dirs: dirs.into_iter().map(PathBuf::from).collect(),
-            groups: out,
-            writes,
-            warnings: self.warnings,
-            files,
-        })
     }
+    let is_dir = |p: &str| dirs.contains(p);
+    let clash = wheels
+        .iter()
+        .zip(live)
+        .flat_map(|(es, l)| es.iter().zip(l).filter(|(_, l)| **l))
+        .find(|(e, _)| is_dir(&e.dest));
+    if let Some((e, _)) = clash {
+        bail!("`{}` is both a file and a directory of the env", e.dest);
+    }
+    let mut groups: Vec<Group> = groups
+        .into_iter()
+        .map(|((wheel, optional, from, to), entries)| Group {
+            wheel,
+            optional,
+            from: from.to_string(),
+            to: to.to_string(),
+            entries,
+        })
+        .collect();
+    // Biggest first, so that no thread is left with a big one at the end.
+    groups.sort_by(|a, b| {
+        (b.entries.len(), a.wheel, &a.from, &a.to).cmp(&(a.entries.len(), b.wheel, &b.from, &b.to))
+    });
+    let dirs = dirs.into_iter().map(PathBuf::from).collect();
+    Ok(Plan {
+        wheels,
+        dirs,
+        groups,
+        writes,
+        warnings,
+        files,
+    })
+}
+
+/// The last component of a `/`-separated path.
+fn leaf(path: &str) -> &str {
+    path.rsplit_once('/').map_or(path, |(_, n)| n)
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -312,39 +430,13 @@ fn make_dirs(root: &Dir, dirs: &BTreeSet<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Links every group on `threads` threads; the first error stops them all.
-fn link_all(
+fn link_group(
     root: &Dir,
     sources: &[Source],
-    groups: &[Group],
-    mode: LinkMode,
-    threads: usize,
-) -> Result<LinkMode> {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let shared = AtomicU8::new(mode as u8);
-    let error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..threads.clamp(1, groups.len().max(1)) {
-            scope.spawn(|| {
-                while !failed.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(g) = groups.get(i) else { break };
-                    if let Err(e) = link_group(root, sources, g, &shared) {
-                        failed.store(true, Ordering::Relaxed);
-                        error.lock().expect("not poisoned").get_or_insert(e);
-                    }
-                }
-            });
-        }
-    });
-    match error.into_inner().expect("not poisoned") {
-        Some(e) => Err(e),
-        None => Ok(LinkMode::from_u8(shared.load(Ordering::Relaxed))),
-    }
-}
-
-fn link_group(root: &Dir, sources: &[Source], g: &Group, shared: &AtomicU8) -> Result<()> {
+    wheels: &[Vec<Entry>],
+    g: &Group,
+    shared: &AtomicU8,
+) -> Result<()> {
     let files = sources[g.wheel].files;
     if g.optional && files.kind(&g.from)? != Some(Kind::Dir) {
         return Ok(());
@@ -359,15 +451,27 @@ fn link_group(root: &Dir, sources: &[Source], g: &Group, shared: &AtomicU8) -> R
         })
         .transpose()?;
     let to = root.open_dir(&g.to)?;
-    for (src, dest) in &g.names {
+    for &i in &g.entries {
+        let e = &wheels[g.wheel][i];
+        let src = match &e.make {
+            Make::Link(s) => leaf(s),
+            Make::Pyc(s) => leaf(s),
+            Make::Write(..) => continue,
+        };
         if present
             .as_ref()
-            .is_some_and(|p| !p.contains(std::ffi::OsStr::new(src)))
+            .is_some_and(|p| !p.contains(OsStr::new(src)))
         {
             continue;
         }
         let mut mode = LinkMode::from_u8(shared.load(Ordering::Relaxed));
-        crate::install::link(&mut mode, &from, Path::new(src), &to, dest.as_ref())?;
+        crate::install::link(
+            &mut mode,
+            &from,
+            Path::new(src),
+            &to,
+            OsStr::new(leaf(&e.dest)),
+        )?;
         shared.fetch_max(mode as u8, Ordering::Relaxed);
     }
     Ok(())

@@ -458,6 +458,7 @@ fn extract<R: Read + Seek>(
                 kept.extend_from_slice(&buf[..n]);
             }
         }
+        fsx::start_writeback(&file);
         if keep {
             out.dist_info_files.insert(name.clone(), kept);
         }
