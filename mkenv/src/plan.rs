@@ -186,8 +186,7 @@ fn plan_wheel<'a>(b: &Build, s: &Source<'a>) -> Result<Vec<Entry<'a>>> {
     let tag = &b.interp.cache_tag;
     let members: HashSet<&str, FxBuild> = info.files.iter().map(|(m, _, _)| m.as_str()).collect();
     let mut out = Vec::with_capacity(info.files.len() * 2);
-    // RECORD rows: (path, hash, size), by entry or given.
-    let mut record: Vec<(Cow<str>, Cow<str>, Option<usize>)> = Vec::new();
+    // The store's files for RECORD: (entry, hash, size).
     let mut rows: Vec<(usize, &'a str, u64)> = Vec::with_capacity(info.files.len());
     for (member, hash, size) in &info.files {
         let Some((dest, script)) = b.destination(info, member) else {
@@ -244,10 +243,24 @@ fn plan_wheel<'a>(b: &Build, s: &Source<'a>) -> Result<Vec<Entry<'a>>> {
             warn: false,
         });
     }
-    for &(i, hash, size) in &rows {
+    let record = record(&out, &rows, site, &di)?;
+    out.push(record);
+    Ok(out)
+}
+
+/// The wheel's RECORD: every file with its hash and size (the store's, or those of what mkenv
+/// writes), and itself.
+fn record<'a>(
+    out: &[Entry<'a>],
+    rows: &[(usize, &'a str, u64)],
+    site: &str,
+    di: &str,
+) -> Result<Entry<'a>> {
+    let mut record: Vec<(Cow<str>, Cow<str>, Option<usize>)> = Vec::with_capacity(out.len());
+    for &(i, hash, size) in rows {
         record.push((rel(&out[i].dest, site), hash.into(), Some(size as usize)));
     }
-    for e in &out {
+    for e in out {
         if let Make::Write(data, _) = &e.make {
             let hash = record_hash(&Sha256::digest(data));
             record.push((rel(&e.dest, site), hash.into(), Some(data.len())));
@@ -265,12 +278,11 @@ fn plan_wheel<'a>(b: &Build, s: &Source<'a>) -> Result<Vec<Entry<'a>>> {
     let text = csv
         .into_inner()
         .map_err(|e| anyhow!("RECORD: {}", e.error()))?;
-    out.push(Entry {
+    Ok(Entry {
         dest,
         make: Make::Write(text, 0o644),
         warn: false,
-    });
-    Ok(out)
+    })
 }
 
 /// A path in RECORD, borrowed when it is under site-packages.
