@@ -598,14 +598,18 @@ fn store_all<'w>(
         .map_or(1, |n| n.get())
         .min(wh.wheels.len().max(1));
     let mut results: Vec<Option<wheel::Info>> = vec![None; wh.wheels.len()];
+    // Biggest first: a big wheel started last would leave the other threads idle.
+    let mut order: Vec<usize> = (0..wh.wheels.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(wh.wheels[i].size));
     let mut stored_bytes = 0u64;
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<wheel::Info>)>();
         for _ in 0..threads {
-            let (tx, next) = (tx.clone(), &next);
+            let (tx, next, order) = (tx.clone(), &next, &order);
             scope.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(w) = wh.wheels.get(i) else { break };
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&i) = order.get(n) else { break };
+                let w = &wh.wheels[i];
                 if tx.send((i, store_one(store, wh, w))).is_err() {
                     break;
                 }
