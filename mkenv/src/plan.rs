@@ -72,6 +72,8 @@ struct Group {
 
 pub struct Plan<'a> {
     wheels: Vec<Vec<Entry<'a>>>,
+    /// site-packages, relative to the env.
+    site: PathBuf,
     /// Parents before children.
     dirs: BTreeSet<PathBuf>,
     groups: Vec<Group>,
@@ -111,7 +113,7 @@ impl<'a> Plan<'a> {
     pub fn new(b: &Build, sources: &'a [Source<'a>], threads: usize) -> Result<Plan<'a>> {
         let wheels = on_threads(sources.len(), threads, |i| plan_wheel(b, &sources[i]))?;
         let (live, warnings) = owners(&wheels, sources)?;
-        finish(wheels, &live, warnings)
+        finish(wheels, &live, warnings, b.site())
     }
 
     /// Makes the env beneath `root` (the layout already there): directories, links on
@@ -123,7 +125,7 @@ impl<'a> Plan<'a> {
         mode: LinkMode,
         threads: usize,
     ) -> Result<LinkMode> {
-        make_dirs(root, &self.dirs)?;
+        make_dirs(root, &self.dirs, &self.site, threads)?;
         let shared = AtomicU8::new(mode as u8);
         on_threads(self.groups.len(), threads, |i| {
             link_group(root, sources, &self.wheels, &self.groups[i], &shared)
@@ -324,6 +326,7 @@ fn finish<'a>(
     wheels: Vec<Vec<Entry<'a>>>,
     live: &[Vec<bool>],
     warnings: Vec<String>,
+    site: PathBuf,
 ) -> Result<Plan<'a>> {
     let mut dirs: HashSet<&str, FxBuild> = HashSet::default();
     let mut groups: HashMap<(usize, bool, &str, &str), Vec<usize>, FxBuild> = HashMap::default();
@@ -381,6 +384,7 @@ fn finish<'a>(
     let dirs = dirs.into_iter().map(PathBuf::from).collect();
     Ok(Plan {
         wheels,
+        site,
         dirs,
         groups,
         writes,
@@ -424,18 +428,59 @@ fn check_dest(dest: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every directory, parents first, each made once beneath the root. (Keeping them open for
-/// the links was measured slower than opening each again: a large descriptor table costs
-/// every later open and close.)
-fn make_dirs(root: &Dir, dirs: &BTreeSet<PathBuf>) -> Result<()> {
+/// Every directory, parents first, each made once beneath the root: the shallow ones here,
+/// then each subtree on the next free thread (a package's directories are many, and making a
+/// directory allocates an inode and a block). (Keeping them open for the links was measured
+/// slower than opening each again: a large descriptor table costs every later open and
+/// close.)
+fn make_dirs(root: &Dir, dirs: &BTreeSet<PathBuf>, site: &Path, threads: usize) -> Result<()> {
+    // A subtree: a directory below site-packages, or a top-level one outside it.
+    let unit_depth = |d: &Path| {
+        if d.starts_with(site) {
+            site.components().count() + 1
+        } else {
+            1
+        }
+    };
+    let mut shallow = Vec::new();
+    let mut units: Vec<(&Path, Vec<&Path>)> = Vec::new();
+    for d in dirs {
+        let depth = d.components().count();
+        let top = unit_depth(d);
+        if depth < top {
+            shallow.push(d.as_path());
+        } else if depth == top || units.last().is_none_or(|(u, _)| !d.starts_with(u)) {
+            units.push((d, vec![d]));
+        } else {
+            units.last_mut().expect("a unit").1.push(d);
+        }
+    }
+    make_tree(root, Path::new(""), &shallow)?;
+    on_threads(units.len(), threads, |i| {
+        let (unit, members) = &units[i];
+        let parent = unit.parent().unwrap_or(Path::new(""));
+        let handle = if parent.as_os_str().is_empty() {
+            None
+        } else {
+            Some(root.open_dir(parent)?)
+        };
+        make_tree(handle.as_ref().unwrap_or(root), parent, members)
+    })?;
+    Ok(())
+}
+
+/// Makes `dirs` (sorted, each under `base`, which `at` is) depth first, each from its parent's
+/// handle.
+fn make_tree(at: &Dir, base: &Path, dirs: &[&Path]) -> Result<()> {
     // Ordered by components, a directory comes after its parent, which is still on the stack.
     let mut stack: Vec<(&Path, Dir)> = Vec::new();
     for d in dirs {
         while stack.last().is_some_and(|(p, _)| !d.starts_with(p)) {
             stack.pop();
         }
-        let parent = stack.last().map_or(root, |(_, h)| h);
+        let parent = stack.last().map_or(at, |(_, h)| h);
         let name = d.file_name().expect("a directory of the plan has a name");
+        debug_assert!(d.starts_with(base));
         let made = parent.create_dir_all(name)?;
         stack.push((d, made));
     }
