@@ -1067,6 +1067,12 @@ fn a_fleet_rolls_with_ansible() {
     // v2 with web2's check failing: web1 moves, web2 is flipped back, web3 is never touched.
     let (ok4, text) = play("deploy.yml", &["-e", &rel2], &inventory);
     assert!(!ok4, "{text}");
+    // Issue 16: web1 held v1's wheels, so only a thin copy went and it rebuilt the archive.
+    let rebuilt = text
+        .split("TASK [")
+        .find(|t| t.starts_with("the archive, rebuilt from it"))
+        .unwrap_or_default();
+    assert!(rebuilt.contains("changed: [web1]"), "{text}");
     assert_eq!(current(&roots[0]), id2, "{text}");
     assert_eq!(current(&roots[1]), id1, "{text}");
     assert_eq!(current(&roots[2]), id1, "{text}");
