@@ -304,7 +304,6 @@ fn online_example_over_ssh() {
     let root = t.path().join("srv");
     let target = format!("{host}:{}", root.display());
     let python = python3_path();
-    let python = python.as_str();
     // No route to any index during the deploys: the shipped wheels are all it needs.
     let env = [
         ("WHEELSHIP_CACHE", cache.to_str().unwrap()),

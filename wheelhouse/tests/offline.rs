@@ -39,9 +39,13 @@ impl T {
     }
     fn wheelhouse(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
         let mut c = Command::cargo_bin("wheelhouse").unwrap();
-        c.current_dir(self.p())
-            .args(args)
-            .write_stdin(stdin)
+        c.current_dir(self.p()).args(args);
+        // The interpreter itself, not a pyenv shim, unless the test names one: a shim rehashes
+        // after pip, and two at once (these tests run in parallel) fail the second pip.
+        if !args.contains(&"--python") {
+            c.args(["--python", testsupport::python3_path()]);
+        }
+        c.write_stdin(stdin)
             .env("WHEELSHIP_CACHE", self.p().join("cache"));
         for (k, v) in env {
             c.env(k, v);

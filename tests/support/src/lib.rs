@@ -226,13 +226,17 @@ pub fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-/// The full path of the `python3` on PATH.
-pub fn python3_path() -> String {
-    run("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .ok_text()
-        .trim()
-        .to_string()
+/// The full path of the `python3` on PATH (the interpreter itself, not a launcher in front of
+/// it), found once.
+pub fn python3_path() -> &'static str {
+    static FOUND: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    FOUND.get_or_init(|| {
+        run("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .ok_text()
+            .trim()
+            .to_string()
+    })
 }
 
 /// Runs `cmd`, asserting success: its stdout.
