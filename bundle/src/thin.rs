@@ -144,7 +144,15 @@ pub fn thin(a: ThinArgs) -> Result<()> {
             continue;
         };
         let (offset, len) = (e.raw_file_position(), e.size());
-        let bytes = &tar[offset as usize..(offset + len) as usize];
+        let bytes = usize::try_from(offset + len)
+            .ok()
+            .and_then(|end| tar.get(offset as usize..end))
+            .ok_or_else(|| {
+                anyhow!(
+                    "`{}`: `{path}` runs past the archive's end",
+                    a.archive.display()
+                )
+            })?;
         let sha = fsx::hex(&Sha256::digest(bytes));
         if has.get(&sha) == Some(&len) {
             cuts.push(Cut {
