@@ -8,12 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use rustix::io::Errno;
-use sha2::{Digest, Sha256};
 use wheelship::beneath::{Dir, Dirs};
 use wheelship::cli::io_reason;
 
 use crate::interp::Interp;
-use crate::wheel::{record_hash, Info};
+use crate::wheel::Info;
 
 /// How files come from the store: each mode falls back to the next when the file system
 /// refuses it (reflink → hard link → copy), and stays there for the rest of the build.
@@ -118,10 +117,10 @@ impl<'a> Build<'a> {
         let fish = ACTIVATE_FISH
             .replace("@ENV@", &env)
             .replace("@PROMPT@", prompt);
-        let d = &mut self.dirs;
-        write_new(d, Path::new("pyvenv.cfg"), cfg.as_bytes(), 0o644)?;
-        write_new(d, Path::new("bin/activate"), activate.as_bytes(), 0o644)?;
-        write_new(d, Path::new("bin/activate.fish"), fish.as_bytes(), 0o644)?;
+        let root = self.dirs.root();
+        write_file(root, Path::new("pyvenv.cfg"), cfg.as_bytes(), 0o644)?;
+        write_file(root, Path::new("bin/activate"), activate.as_bytes(), 0o644)?;
+        write_file(root, Path::new("bin/activate.fish"), fish.as_bytes(), 0o644)?;
         Ok(())
     }
 
@@ -265,27 +264,22 @@ fn reflink(store: &Dir, src: &Path, dir: &Dir, name: &std::ffi::OsStr) -> Result
     }
 }
 
-/// Writes a new file beneath the env (never through a link into the store: whatever was there
-/// is removed first) and returns its RECORD hash and size.
-fn write_new(dirs: &mut Dirs, rel: &Path, data: &[u8], mode: u32) -> Result<(String, String)> {
+/// Writes a new file beneath the env (a fresh directory: nothing is there yet), its mode as
+/// given whatever the umask.
+pub(crate) fn write_file(root: &Dir, rel: &Path, data: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let (dir, name) = dirs.parent(rel)?;
-    if dir.kind(name)?.is_some() {
-        dir.remove_file(name)?;
-    }
-    let mut f = dir.create_file(name, mode)?;
+    let mut f = root.create_file(rel, mode)?;
     let fail = |e: std::io::Error| {
         anyhow!(
             "cannot write `{}`: {}",
-            dir.show(name).display(),
+            root.show(rel).display(),
             io_reason(&e)
         )
     };
     f.write_all(data).map_err(fail)?;
-    // The umask must not decide what a script's mode is.
     f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(fail)?;
-    Ok((record_hash(&Sha256::digest(data)), data.len().to_string()))
+    Ok(())
 }
 
 /// A path in RECORD: relative to site-packages, `../../../bin/x` for what lies outside.

@@ -16,7 +16,6 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -24,9 +23,8 @@ use std::sync::Mutex;
 use anyhow::{anyhow, bail, Result};
 use sha2::{Digest, Sha256};
 use wheelship::beneath::{Dir, Kind};
-use wheelship::cli::io_reason;
 
-use crate::install::{rel_to, shipped_pyc_of, Build, LinkMode};
+use crate::install::{rel_to, shipped_pyc_of, write_file, Build, LinkMode};
 use crate::wheel::{record_hash, Info};
 
 /// One stored wheel, as the plan sees it.
@@ -531,23 +529,5 @@ fn link_group(
         )?;
         shared.fetch_max(mode as u8, Ordering::Relaxed);
     }
-    Ok(())
-}
-
-/// Writes a new file of the plan (its directory exists; nothing is there yet).
-fn write_file(root: &Dir, rel: &Path, data: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut f = root.create_file(rel, mode)?;
-    let fail = |e: std::io::Error| {
-        anyhow!(
-            "cannot write `{}`: {}",
-            root.show(rel).display(),
-            io_reason(&e)
-        )
-    };
-    f.write_all(data).map_err(fail)?;
-    // The umask must not decide what a script's mode is.
-    f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(fail)?;
     Ok(())
 }
