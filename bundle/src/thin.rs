@@ -131,9 +131,8 @@ pub fn thin(a: ThinArgs) -> Result<()> {
         .into_iter()
         .map(|w| (w.sha256, w.size))
         .collect();
-    let (sha256, size) = fsx::sha256_file(&a.archive)?;
     let manifest = crate::unpack::peek_manifest(&a.archive)?;
-    let tar = decompress(&a.archive)?;
+    let (sha256, size, tar) = read_archive(&a.archive)?;
     let mut cuts = Vec::new();
     let mut ar = tar::Archive::new(io::Cursor::new(&tar[..]));
     let wheels = format!("{RESERVED}/wheels/");
@@ -198,14 +197,16 @@ pub fn thin(a: ThinArgs) -> Result<()> {
     doc.write_stdout()
 }
 
-/// The whole tar stream of an archive, in memory.
-fn decompress(archive: &Path) -> Result<Vec<u8>> {
-    let (f, _) = fsx::open_regular(archive)?;
-    let mut out = Vec::new();
-    zstd::stream::read::Decoder::new(f)
-        .and_then(|mut d| d.read_to_end(&mut out))
+/// One read of the archive: its sha256 and size, and its tar stream decompressed in memory.
+fn read_archive(archive: &Path) -> Result<(String, u64, Vec<u8>)> {
+    let (mut f, _) = fsx::open_regular(archive)?;
+    let mut compressed = Vec::new();
+    f.read_to_end(&mut compressed)
+        .with_context(|| format!("cannot read `{}`", archive.display()))?;
+    let tar = zstd::decode_all(&compressed[..])
         .with_context(|| format!("`{}` is not a zstd archive", archive.display()))?;
-    Ok(out)
+    let sha256 = fsx::hex(&Sha256::digest(&compressed));
+    Ok((sha256, compressed.len() as u64, tar))
 }
 
 /// Writes the header line and the tar stream less the cuts, compressed; its size.
