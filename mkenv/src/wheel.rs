@@ -232,7 +232,9 @@ impl WheelData {
         if size > IN_MEMORY_MAX {
             return Ok(WheelData::File(f));
         }
-        let mut bytes = Vec::with_capacity(size as usize);
+        let mut bytes = SPARE.with_borrow_mut(|s| std::mem::take(&mut s.bytes));
+        bytes.clear();
+        bytes.reserve(size as usize);
         (&mut f)
             .take(IN_MEMORY_MAX + 1)
             .read_to_end(&mut bytes)
@@ -244,11 +246,22 @@ impl WheelData {
     }
 }
 
-/// What the central directory says: the files to extract (index, name, executable) and the
-/// one `.dist-info` directory.
+/// What the central directory says: the files to extract and the one `.dist-info` directory.
 struct Scan {
-    files: Vec<(usize, String, bool)>,
+    files: Vec<Member>,
     dist_info: String,
+}
+
+/// A file of the wheel, as the central directory lists it.
+struct Member {
+    index: usize,
+    /// Its normalised path (no `./` in front).
+    name: String,
+    executable: bool,
+    /// Its size, as the central directory says.
+    size: u64,
+    /// Its size in the wheel, as the central directory says.
+    packed: u64,
 }
 
 /// What extraction saw: each file's RECORD-style hash and size, and the `.dist-info` files'
@@ -260,13 +273,50 @@ struct Extracted {
 }
 
 fn unzip_verified(wheel: WheelData, file_name: &str, dest: Dirs) -> Result<Info> {
-    match wheel {
-        WheelData::Bytes(b) => unzip_from(std::io::Cursor::new(b), file_name, dest),
-        WheelData::File(f) => unzip_from(f, file_name, dest),
-    }
+    unzip_with(wheel, file_name, dest, WHOLE_MAX)
 }
 
-fn unzip_from<R: Read + Seek>(mut f: R, file_name: &str, mut dest: Dirs) -> Result<Info> {
+/// [`unzip_verified`], with members larger than `whole_max` streamed.
+fn unzip_with(wheel: WheelData, file_name: &str, dest: Dirs, whole_max: u64) -> Result<Info> {
+    let mut whole = SPARE.with_borrow_mut(|s| std::mem::take(&mut s.whole));
+    whole.max = whole_max;
+    let info = match wheel {
+        WheelData::Bytes(b) => {
+            let info = unzip_from(
+                std::io::Cursor::new(&b[..]),
+                Some(&b),
+                &mut whole,
+                file_name,
+                dest,
+            );
+            SPARE.with_borrow_mut(|s| s.bytes = b);
+            info
+        }
+        WheelData::File(f) => unzip_from(f, None, &mut whole, file_name, dest),
+    };
+    SPARE.with_borrow_mut(|s| s.whole = whole);
+    info
+}
+
+/// Each thread's buffers, kept from wheel to wheel: filling memory this process already holds
+/// costs much less than having the kernel map and zero new memory for every wheel.
+#[derive(Default)]
+struct Spare {
+    bytes: Vec<u8>,
+    whole: Whole,
+}
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Spare> = std::cell::RefCell::default();
+}
+
+fn unzip_from<R: Read + Seek>(
+    mut f: R,
+    bytes: Option<&[u8]>,
+    whole: &mut Whole,
+    file_name: &str,
+    mut dest: Dirs,
+) -> Result<Info> {
     let refuse = |what: String| anyhow!("cannot install `{file_name}`: {what}");
     let fname = WheelFilename::parse(file_name).map_err(&refuse)?;
     // The zip reader keeps one entry per name; the central directory says how many there are.
@@ -295,7 +345,7 @@ fn unzip_from<R: Read + Seek>(mut f: R, file_name: &str, mut dest: Dirs) -> Resu
         )));
     }
     let data_dir = format!("{stem}.data");
-    let extracted = extract(&mut zip, &scan, &data_dir, &mut dest, &refuse)?;
+    let extracted = extract(&mut zip, bytes, whole, &scan, &data_dir, &mut dest, &refuse)?;
     let files = verify_record(&extracted, &dist_info, &refuse)?;
     let small = &extracted.dist_info_files;
     let purelib = wheel_purelib(small, &dist_info, &refuse)?;
@@ -342,6 +392,9 @@ fn scan<R: Read + Seek>(zip: &mut Zip<R>, refuse: Refuse) -> Result<Scan> {
         {
             return Err(refuse(format!("member `{name}` is a symlink")));
         }
+        if z.encrypted() {
+            return Err(refuse(format!("member `{name}` is encrypted")));
+        }
         if !matches!(
             z.compression(),
             zip::CompressionMethod::Stored | zip::CompressionMethod::Deflated
@@ -367,8 +420,13 @@ fn scan<R: Read + Seek>(zip: &mut Zip<R>, refuse: Refuse) -> Result<Scan> {
             dist_infos.insert(top.to_string());
         }
         if !name.ends_with('/') {
-            let exec = z.unix_mode().is_some_and(|m| m & 0o111 != 0);
-            files.push((i, norm, exec));
+            files.push(Member {
+                index: i,
+                name: norm,
+                executable: z.unix_mode().is_some_and(|m| m & 0o111 != 0),
+                size: z.size(),
+                packed: z.compressed_size(),
+            });
         }
     }
     let mut dist_infos: Vec<_> = dist_infos.into_iter().collect();
@@ -410,25 +468,38 @@ fn check_placement(name: &str, data_dir: &str, dist_info: &str, refuse: Refuse) 
     Ok(())
 }
 
+/// Members up to this size (packed and unpacked) are inflated whole, in one call, into a buffer
+/// kept from member to member (libdeflate, which inflates a whole buffer much faster than zlib
+/// inflates a stream); larger ones are streamed.
+const WHOLE_MAX: u64 = 256 << 20;
+
+/// What a member's bytes are checked against, and what is kept of them.
+struct Written {
+    hash: String,
+    size: u64,
+    /// The bytes, for `.dist-info` files (RECORD, WHEEL, METADATA, entry points).
+    kept: Option<Vec<u8>>,
+}
+
 /// Second pass: every file extracted under `dest`, hashed as it is written; no member may
-/// hold more bytes than the central directory says.
+/// hold other than the bytes the central directory says (size and CRC-32). `bytes` is the
+/// whole wheel when it is in memory.
 fn extract<R: Read + Seek>(
     zip: &mut Zip<R>,
+    bytes: Option<&[u8]>,
+    whole: &mut Whole,
     scan: &Scan,
     data_dir: &str,
     dest: &mut Dirs,
     refuse: Refuse,
 ) -> Result<Extracted> {
     let mut out = Extracted::default();
-    let mut buf = vec![0u8; 1 << 16];
     let scripts = format!("{data_dir}/scripts/");
     let own = format!("{}/", scan.dist_info);
-    for (i, name, exec) in &scan.files {
+    for m in &scan.files {
+        let name = &m.name;
         check_placement(name, data_dir, &scan.dist_info, refuse)?;
-        let mut z = zip
-            .by_index(*i)
-            .map_err(|e| refuse(format!("member `{name}`: {e}")))?;
-        let mode = if *exec || name.starts_with(&scripts) {
+        let mode = if m.executable || name.starts_with(&scripts) {
             0o755
         } else {
             0o644
@@ -436,36 +507,141 @@ fn extract<R: Read + Seek>(
         let (dir, leaf) = dest.parent(Path::new(name))?;
         let mut file = dir.create_file(leaf, mode)?;
         let shown = dir.show(leaf);
-        let mut h = Sha256::new();
-        let mut size = 0u64;
         let keep = name.starts_with(&own);
-        let mut kept = Vec::new();
-        loop {
-            let n = z
-                .read(&mut buf)
-                .map_err(|e| refuse(format!("member `{name}` is corrupt: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            size += n as u64;
-            if size > z.size() {
-                return Err(refuse(format!("member `{name}` is larger than it says")));
-            }
-            file.write_all(&buf[..n])
+        let written = if m.size <= whole.max && m.packed <= whole.max {
+            let content = whole
+                .member(zip, bytes, m)
+                .map_err(|why| refuse(format!("member `{name}` is corrupt: {why}")))?;
+            fsx::write_new(&mut file, content)
                 .map_err(|e| anyhow!("cannot write `{}`: {}", shown.display(), io_reason(&e)))?;
-            if keep {
-                kept.extend_from_slice(&buf[..n]);
+            Written {
+                hash: record_hash(&Sha256::digest(content)),
+                size: content.len() as u64,
+                kept: keep.then(|| content.to_vec()),
             }
-        }
+        } else {
+            streamed(zip, m, &mut file, keep, refuse)
+                .map_err(|e| e.context(format!("cannot write `{}`", shown.display())))?
+        };
         fsx::start_writeback(&file);
-        if keep {
+        if let Some(kept) = written.kept {
             out.dist_info_files.insert(name.clone(), kept);
         }
         out.hashes
-            .insert(name.clone(), (record_hash(&h.finalize()), size));
+            .insert(name.clone(), (written.hash, written.size));
     }
     Ok(out)
+}
+
+/// Reads members whole: the largest it reads so, the inflater, and the buffers it reads from
+/// and writes to.
+#[derive(Default)]
+struct Whole {
+    max: u64,
+    inflater: Option<libdeflater::Decompressor>,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Whole {
+    /// The bytes of member `m`: its raw data sliced from the wheel's bytes (or read from the
+    /// file), inflated when it is deflated; exactly the size the central directory says, with
+    /// its CRC-32.
+    fn member<'a, R: Read + Seek>(
+        &'a mut self,
+        zip: &mut Zip<R>,
+        bytes: Option<&'a [u8]>,
+        m: &Member,
+    ) -> Result<&'a [u8], String> {
+        let mut z = zip.by_index_raw(m.index).map_err(|e| e.to_string())?;
+        let (method, crc, packed) = (z.compression(), z.crc32(), z.compressed_size());
+        let raw: &[u8] = match (bytes, z.data_start()) {
+            (Some(all), Some(start)) => usize::try_from(start)
+                .ok()
+                .zip(usize::try_from(packed).ok())
+                .and_then(|(s, n)| all.get(s..s.checked_add(n)?))
+                .ok_or("its data runs past the end of the file")?,
+            _ => {
+                self.raw.clear();
+                z.read_to_end(&mut self.raw).map_err(|e| e.to_string())?;
+                &self.raw
+            }
+        };
+        let size = m.size as usize;
+        let content: &[u8] = if method != zip::CompressionMethod::Stored {
+            let out = fsx::aligned(&mut self.out, size);
+            let inflater = self
+                .inflater
+                .get_or_insert_with(libdeflater::Decompressor::new);
+            match inflater.deflate_decompress(raw, out) {
+                Ok(n) => &out[..n],
+                Err(libdeflater::DecompressionError::InsufficientSpace) => {
+                    return Err("it is larger than it says".into())
+                }
+                Err(libdeflater::DecompressionError::BadData) => {
+                    return Err("invalid deflate data".into())
+                }
+            }
+        } else if raw.len() == size && size >= fsx::DIRECT_MIN {
+            // Aligned, so that it can be written past the page cache.
+            let out = fsx::aligned(&mut self.out, size);
+            out.copy_from_slice(raw);
+            out
+        } else {
+            raw
+        };
+        if content.len() != size {
+            return Err(format!(
+                "{} bytes, the central directory says {size}",
+                content.len()
+            ));
+        }
+        if libdeflater::crc32(content) != crc {
+            return Err("its CRC-32 does not match".into());
+        }
+        Ok(content)
+    }
+}
+
+/// A member too large to inflate whole: inflated as a stream, hashed and written as it goes.
+fn streamed<R: Read + Seek>(
+    zip: &mut Zip<R>,
+    m: &Member,
+    file: &mut fs::File,
+    keep: bool,
+    refuse: Refuse,
+) -> Result<Written> {
+    let name = &m.name;
+    let mut z = zip
+        .by_index(m.index)
+        .map_err(|e| refuse(format!("member `{name}`: {e}")))?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut h = Sha256::new();
+    let mut size = 0u64;
+    let mut kept = keep.then(Vec::new);
+    loop {
+        let n = z
+            .read(&mut buf)
+            .map_err(|e| refuse(format!("member `{name}` is corrupt: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+        if size > m.size {
+            return Err(refuse(format!("member `{name}` is larger than it says")));
+        }
+        file.write_all(&buf[..n])
+            .map_err(|e| anyhow!(io_reason(&e)))?;
+        if let Some(k) = kept.as_mut() {
+            k.extend_from_slice(&buf[..n]);
+        }
+    }
+    Ok(Written {
+        hash: record_hash(&h.finalize()),
+        size,
+        kept,
+    })
 }
 
 /// RECORD: every file listed with its true hash and size, nothing listed that is absent
@@ -609,7 +785,78 @@ pub fn check_script_name(name: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_record;
+    use super::*;
+
+    /// A small wheel: a deflated module, a stored file of bytes, the `.dist-info` files.
+    fn small_wheel() -> Vec<u8> {
+        use zip::write::SimpleFileOptions;
+        use zip::CompressionMethod::{Deflated, Stored};
+        let big: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let members: Vec<(&str, Vec<u8>, zip::CompressionMethod)> = vec![
+            ("demo/__init__.py", b"X = 1\n".repeat(1000), Deflated),
+            ("demo/table.bin", big, Stored),
+            (
+                "demo-1.0.dist-info/METADATA",
+                b"Name: demo\nVersion: 1.0\n".to_vec(),
+                Deflated,
+            ),
+            (
+                "demo-1.0.dist-info/WHEEL",
+                b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\n".to_vec(),
+                Deflated,
+            ),
+        ];
+        let mut record = String::new();
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, data, method) in &members {
+            w.start_file(
+                *name,
+                SimpleFileOptions::default().compression_method(*method),
+            )
+            .unwrap();
+            w.write_all(data).unwrap();
+            let hash = record_hash(&Sha256::digest(data));
+            record += &format!("{name},{hash},{}\n", data.len());
+        }
+        record += "demo-1.0.dist-info/RECORD,,\n";
+        w.start_file("demo-1.0.dist-info/RECORD", SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(record.as_bytes()).unwrap();
+        w.finish().unwrap().into_inner()
+    }
+
+    /// Whole or streamed, from memory or from the file: the same files, the same hashes.
+    #[test]
+    fn every_way_of_reading_a_member_stores_the_same() {
+        let bytes = small_wheel();
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("demo-1.0-py3-none-any.whl");
+        fs::write(&path, &bytes).unwrap();
+        let mut seen = Vec::new();
+        for (i, (in_memory, whole_max)) in
+            [(true, WHOLE_MAX), (false, WHOLE_MAX), (true, 0), (false, 0)]
+                .into_iter()
+                .enumerate()
+        {
+            let dest = t.path().join(i.to_string());
+            fs::create_dir(&dest).unwrap();
+            let data = if in_memory {
+                WheelData::Bytes(bytes.clone())
+            } else {
+                WheelData::File(fs::File::open(&path).unwrap())
+            };
+            let dirs = Dirs::new(Dir::open(&dest).unwrap());
+            let info = unzip_with(data, "demo-1.0-py3-none-any.whl", dirs, whole_max).unwrap();
+            let module = fs::read(dest.join("demo/__init__.py")).unwrap();
+            let table = fs::read(dest.join("demo/table.bin")).unwrap();
+            assert_eq!(module, b"X = 1\n".repeat(1000));
+            assert_eq!(table.len(), 800_000);
+            seen.push((info.files, module, table));
+        }
+        assert!(seen.windows(2).all(|w| w[0] == w[1]));
+    }
 
     #[test]
     fn record_is_csv() {

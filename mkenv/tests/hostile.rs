@@ -105,6 +105,42 @@ fn record_must_be_true() {
     );
 }
 
+/// A member's bytes must be what its central directory entry says: its size and its CRC-32,
+/// deflated or stored, and never encrypted.
+#[test]
+fn members_are_what_the_central_directory_says() {
+    let corrupt = |how: Value| json!({"corrupt": how});
+    let member = "member `bad/__init__.py` is corrupt: ";
+    refused(
+        corrupt(json!({"name": "bad/__init__.py", "size": 2})),
+        &format!("{member}it is larger than it says"),
+    );
+    refused(
+        corrupt(json!({"name": "bad/__init__.py", "size": 100})),
+        &format!("{member}6 bytes, the central directory says 100"),
+    );
+    refused(
+        corrupt(json!({"name": "bad/__init__.py", "crc": 0})),
+        &format!("{member}its CRC-32 does not match"),
+    );
+    refused(
+        corrupt(json!({"name": "bad/__init__.py", "bad_data": true})),
+        &format!("{member}invalid deflate data"),
+    );
+    refused(
+        corrupt(json!({"name": "bad/__init__.py", "encrypted": true})),
+        "member `bad/__init__.py` is encrypted",
+    );
+    let stored =
+        json!({"members": [{"name": "bad/s.py", "data": "Y = 2\n", "compress": "stored"}]});
+    let mut short = stored.clone();
+    short["corrupt"] = json!({"name": "bad/s.py", "size": 3});
+    refused(
+        short,
+        "member `bad/s.py` is corrupt: 6 bytes, the central directory says 3",
+    );
+}
+
 #[test]
 fn metadata_layout() {
     refused(

@@ -13,6 +13,8 @@ Hostile or broken wheels, for the tests that must refuse them:
    "tamper": {"path": "new content"}   content that no longer matches RECORD
    "dist_info": "other-9.9"            another .dist-info directory name
    "filename": "x.whl", "not_zip": true
+   "corrupt": {"name": "path", "size": 2, "crc": 0, "encrypted": true, "bad_data": true}
+                                       a member's headers or data patched after writing
 Prints the path of each wheel it wrote.
 """
 import base64
@@ -20,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import struct
 import sys
 import zipfile
 
@@ -82,7 +85,37 @@ def build(outdir: str, spec: dict) -> str:
         rows.append(f"{record_name},,")
         info = zipfile.ZipInfo(record_name, date_time=(2020, 1, 1, 0, 0, 0))
         z.writestr(info, "\n".join(rows) + "\n")
+    if "corrupt" in spec:
+        corrupt(path, spec["corrupt"])
     return path
+
+
+def corrupt(path: str, how: dict) -> None:
+    """Patches one member in both its local header and its central directory entry: its
+    declared size, its CRC-32, its encryption flag, or the first byte of its data (0xff starts
+    a deflate block of the reserved type)."""
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(how["name"])
+        central = z.start_dir
+    raw = bytearray(open(path, "rb").read())
+    local = info.header_offset
+    while raw[central + 46:central + 46 + len(info.filename)] != info.filename.encode():
+        central = raw.index(b"PK\x01\x02", central + 4)
+    # (local offset, central offset) of each field
+    fields = {"flags": (6, 8, "<H"), "crc": (14, 16, "<I"), "size": (22, 24, "<I")}
+    for key, value in (("size", how.get("size")), ("crc", how.get("crc"))):
+        if value is not None:
+            lo, co, fmt = fields[key]
+            struct.pack_into(fmt, raw, local + lo, value)
+            struct.pack_into(fmt, raw, central + co, value)
+    if how.get("encrypted"):
+        lo, co, fmt = fields["flags"]
+        for at in (local + lo, central + co):
+            struct.pack_into(fmt, raw, at, struct.unpack_from(fmt, raw, at)[0] | 1)
+    if how.get("bad_data"):
+        name_len, extra_len = struct.unpack_from("<HH", raw, local + 26)
+        raw[local + 30 + name_len + extra_len] = 0xFF
+    open(path, "wb").write(bytes(raw))
 
 
 def main() -> None:

@@ -32,6 +32,63 @@ pub fn start_writeback(file: &File) {
     let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
 }
 
+/// The alignment [`write_new`] asks of a large file's bytes in memory (and uses for its blocks):
+/// the page size, a multiple of every block size a direct write may ask for.
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// Files at least this large are written past the page cache, when their bytes are aligned.
+pub const DIRECT_MIN: usize = 16 << 10;
+
+/// Cleared when a filesystem refuses direct writes: the rest are written through the cache.
+static DIRECT_WORKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Writes `data` into the new, empty `file`. A large file whose bytes start at a
+/// [`DIRECT_ALIGN`] boundary in memory has its whole blocks written past the page cache
+/// (`O_DIRECT`) and its last partial block through it: the bytes go from this buffer to the
+/// device, with no copy into pages that the final sync would write out anyway. (Allocating
+/// and filling page cache for hundreds of megabytes costs more than the device's writes on the
+/// machines measured in docs/bench.md.) A filesystem that refuses direct writes gets the
+/// ordinary write, then and for the rest of the process.
+pub fn write_new(file: &mut File, data: &[u8]) -> io::Result<()> {
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    use std::sync::atomic::Ordering::Relaxed;
+    let whole = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+    if data.len() < DIRECT_MIN
+        || !data.as_ptr().addr().is_multiple_of(DIRECT_ALIGN)
+        || !DIRECT_WORKS.load(Relaxed)
+    {
+        return file.write_all(data);
+    }
+    let flags = fcntl_getfl(&*file)?;
+    if fcntl_setfl(&*file, flags | OFlags::DIRECT).is_err() {
+        DIRECT_WORKS.store(false, Relaxed);
+        return file.write_all(data);
+    }
+    let direct = file.write_all(&data[..whole]);
+    fcntl_setfl(&*file, flags)?;
+    match direct {
+        Ok(()) => file.write_all(&data[whole..]),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            // Refused (alignment, or the filesystem): start again through the cache.
+            DIRECT_WORKS.store(false, Relaxed);
+            file.set_len(0)?;
+            io::Seek::rewind(file)?;
+            file.write_all(data)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `len` bytes of `buf` that start at a [`DIRECT_ALIGN`] boundary in memory, for
+/// [`write_new`] (the buffer grows to hold them; what it held is not kept).
+pub fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if buf.len() < len + DIRECT_ALIGN {
+        buf.resize(len + DIRECT_ALIGN, 0);
+    }
+    let pad = buf.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+    &mut buf[pad..pad + len]
+}
+
 /// fsync a directory, so that renames and new entries in it survive a crash.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|f| f.sync_all()).map_err(|e| {
