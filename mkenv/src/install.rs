@@ -207,7 +207,14 @@ pub(crate) fn link(
     src: &Path,
     dir: &Dir,
     name: &std::ffi::OsStr,
+    optional: bool,
 ) -> Result<()> {
+    // An optional file the store does not have is skipped: found out by the hard link itself
+    // (the common case), or asked first when the file is cloned or copied.
+    if optional && matches!(*mode, LinkMode::Reflink | LinkMode::Copy) && store.kind(src)?.is_none()
+    {
+        return Ok(());
+    }
     if matches!(*mode, LinkMode::Unknown | LinkMode::Reflink) {
         match reflink(store, src, dir, name) {
             Ok(()) => {
@@ -221,6 +228,7 @@ pub(crate) fn link(
     if *mode == LinkMode::Hardlink {
         match store.hard_link_raw(src, dir, Path::new(name)) {
             Ok(()) => return Ok(()),
+            Err(Errno::NOENT) if optional => return Ok(()),
             // Another file system, or one that refuses hard links: copy from now on.
             Err(Errno::XDEV) | Err(Errno::PERM) | Err(Errno::MLINK) => *mode = LinkMode::Copy,
             Err(e) => {

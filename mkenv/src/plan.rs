@@ -13,16 +13,16 @@
 //! env, tens of thousands for a data stack.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::ffi::{OsStr, OsString};
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Result};
 use sha2::{Digest, Sha256};
-use wheelship::beneath::{Dir, Kind};
+use wheelship::beneath::Dir;
 
 use crate::install::{rel_to, shipped_pyc_of, write_file, Build, LinkMode};
 use crate::wheel::{record_hash, Info};
@@ -71,9 +71,10 @@ struct Group {
 pub struct Plan<'a> {
     wheels: Vec<Vec<Entry<'a>>>,
     /// site-packages, relative to the env.
-    site: PathBuf,
-    /// Parents before children.
-    dirs: BTreeSet<PathBuf>,
+    site: String,
+    /// Every directory, in component order: each before its children, and its subtree
+    /// right after it.
+    dirs: Vec<String>,
     groups: Vec<Group>,
     /// (wheel, entry), in lock order.
     writes: Vec<(usize, usize)>,
@@ -111,7 +112,7 @@ impl<'a> Plan<'a> {
     pub fn new(b: &Build, sources: &'a [Source<'a>], threads: usize) -> Result<Plan<'a>> {
         let wheels = on_threads(sources.len(), threads, |i| plan_wheel(b, &sources[i]))?;
         let (live, warnings) = owners(&wheels, sources)?;
-        finish(wheels, &live, warnings, b.site())
+        finish(wheels, &live, warnings, b.site_str())
     }
 
     /// Makes the env beneath `root` (the layout already there): directories, links on
@@ -123,11 +124,20 @@ impl<'a> Plan<'a> {
         mode: LinkMode,
         threads: usize,
     ) -> Result<LinkMode> {
-        make_dirs(root, &self.dirs, &self.site, threads)?;
         let shared = AtomicU8::new(mode as u8);
-        on_threads(self.groups.len(), threads, |i| {
-            link_group(root, sources, &self.wheels, &self.groups[i], &shared)
-        })?;
+        let mut into: HashMap<&str, Vec<&Group>, FxBuild> = HashMap::default();
+        for g in &self.groups {
+            into.entry(g.to.as_str()).or_default().push(g);
+        }
+        // Each directory's files are linked as soon as it is made, through the handle it was
+        // made with.
+        let fill = |dir: &str, handle: &Dir| -> Result<()> {
+            for g in into.get(dir).into_iter().flatten() {
+                link_group(handle, sources, &self.wheels, g, &shared)?;
+            }
+            Ok(())
+        };
+        make_dirs(root, &self.dirs, &self.site, threads, &fill)?;
         for &(w, i) in &self.writes {
             let e = &self.wheels[w][i];
             if let Make::Write(data, m) = &e.make {
@@ -324,7 +334,7 @@ fn finish<'a>(
     wheels: Vec<Vec<Entry<'a>>>,
     live: &[Vec<bool>],
     warnings: Vec<String>,
-    site: PathBuf,
+    site: &str,
 ) -> Result<Plan<'a>> {
     let mut dirs: HashSet<&str, FxBuild> = HashSet::default();
     let mut groups: HashMap<(usize, bool, &str, &str), Vec<usize>, FxBuild> = HashMap::default();
@@ -332,10 +342,10 @@ fn finish<'a>(
     let mut files = 0;
     for (w, entries) in wheels.iter().enumerate() {
         for (i, e) in entries.iter().enumerate().filter(|(i, _)| live[w][*i]) {
-            let parent = e.dest.rsplit_once('/').map_or("", |(p, _)| p);
-            let mut d = parent;
+            let dir = parent(&e.dest);
+            let mut d = dir;
             while !d.is_empty() && dirs.insert(d) {
-                d = d.rsplit_once('/').map_or("", |(p, _)| p);
+                d = parent(d);
             }
             let (src, optional) = match &e.make {
                 Make::Write(..) => {
@@ -350,10 +360,7 @@ fn finish<'a>(
                 Make::Pyc(src) => (src.as_str(), true),
             };
             let from = src.rsplit_once('/').map_or("", |(p, _)| p);
-            groups
-                .entry((w, optional, from, parent))
-                .or_default()
-                .push(i);
+            groups.entry((w, optional, from, dir)).or_default().push(i);
         }
     }
     let is_dir = |p: &str| dirs.contains(p);
@@ -365,7 +372,7 @@ fn finish<'a>(
     if let Some((e, _)) = clash {
         bail!("`{}` is both a file and a directory of the env", e.dest);
     }
-    let mut groups: Vec<Group> = groups
+    let groups: Vec<Group> = groups
         .into_iter()
         .map(|((wheel, optional, from, to), entries)| Group {
             wheel,
@@ -375,20 +382,26 @@ fn finish<'a>(
             entries,
         })
         .collect();
-    // Biggest first, so that no thread is left with a big one at the end.
-    groups.sort_by(|a, b| {
-        (b.entries.len(), a.wheel, &a.from, &a.to).cmp(&(a.entries.len(), b.wheel, &b.from, &b.to))
-    });
-    let dirs = dirs.into_iter().map(PathBuf::from).collect();
+    let mut dirs: Vec<String> = dirs.into_iter().map(str::to_string).collect();
+    dirs.sort_unstable_by(|a, b| by_components(a, b));
     Ok(Plan {
         wheels,
-        site,
+        site: site.to_string(),
         dirs,
         groups,
         writes,
         warnings,
         files,
     })
+}
+
+/// Paths in component order (`a`, `a/b`, `a-b`: a directory's subtree right after it), as
+/// bytes with the separator lowest.
+fn by_components(a: &str, b: &str) -> std::cmp::Ordering {
+    fn key(s: &str) -> impl Iterator<Item = u8> + '_ {
+        s.bytes().map(|c| if c == b'/' { 0 } else { c })
+    }
+    key(a).cmp(key(b))
 }
 
 /// The last component of a `/`-separated path.
@@ -426,86 +439,94 @@ fn check_dest(dest: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every directory, parents first, each made once beneath the root: the shallow ones here,
-/// then each subtree on the next free thread (a package's directories are many, and making a
-/// directory allocates an inode and a block). (Keeping them open for the links was measured
-/// slower than opening each again: a large descriptor table costs every later open and
-/// close.)
-fn make_dirs(root: &Dir, dirs: &BTreeSet<PathBuf>, site: &Path, threads: usize) -> Result<()> {
-    // A subtree: a directory below site-packages, or a top-level one outside it.
-    let unit_depth = |d: &Path| {
-        if d.starts_with(site) {
-            site.components().count() + 1
-        } else {
-            1
-        }
-    };
-    let mut shallow = Vec::new();
-    let mut units: Vec<(&Path, Vec<&Path>)> = Vec::new();
-    for d in dirs {
-        let depth = d.components().count();
-        let top = unit_depth(d);
-        if depth < top {
-            shallow.push(d.as_path());
-        } else if depth == top || units.last().is_none_or(|(u, _)| !d.starts_with(u)) {
-            units.push((d, vec![d]));
+/// What is done in each directory once it is made (its path, its handle).
+type Fill<'f> = &'f (dyn Fn(&str, &Dir) -> Result<()> + Sync);
+
+/// Whether `path` is `dir` or beneath it.
+fn within(path: &str, dir: &str) -> bool {
+    dir.is_empty()
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The parent of a `/`-separated path (`""` for a top-level one).
+fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(p, _)| p)
+}
+
+/// Every directory, parents first, each made once beneath the root and filled as soon as it
+/// is made: site-packages and its parents here (the root's own files after them), then each
+/// subtree below them on the next free thread, the largest first (a package's directories
+/// are many, and making a directory allocates an inode and a block). A directory is filled
+/// through the handle it was made with, which is closed when its subtree is done: a large
+/// descriptor table would cost every later open and close.
+fn make_dirs(root: &Dir, dirs: &[String], site: &str, threads: usize, fill: Fill) -> Result<()> {
+    let shallow: Vec<&str> = dirs
+        .iter()
+        .map(String::as_str)
+        .filter(|d| within(site, d))
+        .collect();
+    // A subtree: a directory whose parent is the root or shallow, and what is beneath it (in
+    // component order, right after it).
+    let mut units: Vec<(&str, Vec<&str>)> = Vec::new();
+    for d in dirs.iter().map(String::as_str).filter(|d| !within(site, d)) {
+        let top = parent(d);
+        if top.is_empty() || within(site, top) {
+            units.push((top, vec![d]));
         } else {
             units.last_mut().expect("a unit").1.push(d);
         }
     }
-    make_tree(root, Path::new(""), &shallow)?;
+    make_tree(root, "", &shallow, fill)?;
+    fill("", root)?;
+    units.sort_by_key(|(_, members)| std::cmp::Reverse(members.len()));
     on_threads(units.len(), threads, |i| {
-        let (unit, members) = &units[i];
-        let parent = unit.parent().unwrap_or(Path::new(""));
-        let handle = if parent.as_os_str().is_empty() {
-            None
-        } else {
-            Some(root.open_dir(parent)?)
+        let (base, members) = &units[i];
+        let handle = match *base {
+            "" => None,
+            p => Some(root.open_dir(p)?),
         };
-        make_tree(handle.as_ref().unwrap_or(root), parent, members)
+        make_tree(handle.as_ref().unwrap_or(root), base, members, fill)
     })?;
     Ok(())
 }
 
-/// Makes `dirs` (sorted, each under `base`, which `at` is) depth first, each from its parent's
-/// handle.
-fn make_tree(at: &Dir, base: &Path, dirs: &[&Path]) -> Result<()> {
-    // Ordered by components, a directory comes after its parent, which is still on the stack.
-    let mut stack: Vec<(&Path, Dir)> = Vec::new();
-    for d in dirs {
-        while stack.last().is_some_and(|(p, _)| !d.starts_with(p)) {
+/// Makes `dirs` (in component order, the first one's parent being `base`, which `at` is)
+/// depth first, each from its parent's handle, and fills each.
+fn make_tree(at: &Dir, base: &str, dirs: &[&str], fill: Fill) -> Result<()> {
+    // In component order, a directory comes after its parent, which is still on the stack.
+    let mut stack: Vec<(&str, Dir)> = Vec::new();
+    for &d in dirs {
+        while stack.last().is_some_and(|(p, _)| !within(d, p)) {
             stack.pop();
         }
-        let parent = stack.last().map_or(at, |(_, h)| h);
-        let name = d.file_name().expect("a directory of the plan has a name");
-        debug_assert!(d.starts_with(base));
-        let made = parent.create_dir_all(name)?;
+        let (above, handle) = stack.last().map_or((base, at), |(p, h)| (*p, h));
+        if parent(d) != above {
+            bail!("`{d}` is not made in `{above}`: the plan's directories are out of order");
+        }
+        let made = handle.create_dir_all(leaf(d))?;
+        fill(d, &made)?;
         stack.push((d, made));
     }
     Ok(())
 }
 
+/// Links one group's files from the store into `to`. Bytecode the store lacks (a file that
+/// does not compile has none) is skipped.
 fn link_group(
-    root: &Dir,
+    to: &Dir,
     sources: &[Source],
     wheels: &[Vec<Entry>],
     g: &Group,
     shared: &AtomicU8,
 ) -> Result<()> {
     let files = sources[g.wheel].files;
-    if g.optional && files.kind(&g.from)? != Some(Kind::Dir) {
-        return Ok(());
-    }
-    let from = files.open_dir(&g.from)?;
-    // Bytecode the store has: one listing of its `__pycache__`, not a lookup per file.
-    let present: Option<HashSet<OsString>> = g
-        .optional
-        .then(|| {
-            from.entries()
-                .map(|e| e.into_iter().map(|(n, _)| n).collect())
-        })
-        .transpose()?;
-    let to = root.open_dir(&g.to)?;
+    let from = match files.open_dir(&g.from) {
+        Ok(from) => from,
+        Err(_) if g.optional && files.kind(&g.from)?.is_none() => return Ok(()),
+        Err(e) => return Err(e),
+    };
     for &i in &g.entries {
         let e = &wheels[g.wheel][i];
         let src = match &e.make {
@@ -513,19 +534,14 @@ fn link_group(
             Make::Pyc(s) => leaf(s),
             Make::Write(..) => continue,
         };
-        if present
-            .as_ref()
-            .is_some_and(|p| !p.contains(OsStr::new(src)))
-        {
-            continue;
-        }
         let mut mode = LinkMode::from_u8(shared.load(Ordering::Relaxed));
         crate::install::link(
             &mut mode,
             &from,
             Path::new(src),
-            &to,
+            to,
             OsStr::new(leaf(&e.dest)),
+            g.optional,
         )?;
         shared.fetch_max(mode as u8, Ordering::Relaxed);
     }

@@ -44,6 +44,24 @@ fn the_env_is_what_pip_would_build() {
         .trim_start_matches("lib/python")
         .trim_end_matches("/site-packages")
         .to_string();
+    // Nothing beside the layout and what the wheels install (a stray `site-packages` at the
+    // root once was).
+    assert_eq!(
+        testsupport::names(&path),
+        [
+            ".wheelship-env.json",
+            "bin",
+            "include",
+            "lib",
+            "lib64",
+            "pyvenv.cfg",
+            "share"
+        ]
+    );
+    assert_eq!(
+        testsupport::names(&path.join("lib")),
+        [format!("python{xy}")]
+    );
     assert_eq!(
         std::fs::read(path.join("share/shop/README")).unwrap(),
         std::fs::read(reference.join("share/shop/README")).unwrap()
