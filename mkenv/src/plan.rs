@@ -111,8 +111,18 @@ impl<'a> Plan<'a> {
     /// The plan of the env: `sources` in lock order.
     pub fn new(b: &Build, sources: &'a [Source<'a>], threads: usize) -> Result<Plan<'a>> {
         let wheels = on_threads(sources.len(), threads, |i| plan_wheel(b, &sources[i]))?;
-        let (live, warnings) = owners(&wheels, sources)?;
-        finish(wheels, &live, warnings, b.site_str())
+        let (live, owner, warnings) = owners(&wheels, sources)?;
+        let (dirs, groups, writes, files) = finish(&wheels, &live, &owner)?;
+        drop(owner);
+        Ok(Plan {
+            wheels,
+            site: b.site_str().to_string(),
+            dirs,
+            groups,
+            writes,
+            warnings,
+            files,
+        })
     }
 
     /// Makes the env beneath `root` (the layout already there): directories, links on
@@ -303,9 +313,16 @@ fn rel<'d>(dest: &'d str, site: &str) -> Cow<'d, str> {
     }
 }
 
+/// Which entry of which wheel makes each path.
+type Owners<'w> = HashMap<&'w str, (usize, usize), FxBuild>;
+
 /// Which entry of which wheel makes each path: the last in lock order. Returns, per wheel,
-/// whether each entry is the one that makes its path, and the warnings for the replaced.
-fn owners(wheels: &[Vec<Entry>], sources: &[Source]) -> Result<(Vec<Vec<bool>>, Vec<String>)> {
+/// whether each entry is the one that makes its path; the owner of each path; the warnings
+/// for the replaced.
+fn owners<'w>(
+    wheels: &'w [Vec<Entry>],
+    sources: &[Source],
+) -> Result<(Vec<Vec<bool>>, Owners<'w>, Vec<String>)> {
     let total = wheels.iter().map(Vec::len).sum();
     let mut owner: HashMap<&str, (usize, usize), FxBuild> =
         HashMap::with_capacity_and_hasher(total, FxBuild::default());
@@ -326,73 +343,76 @@ fn owners(wheels: &[Vec<Entry>], sources: &[Source]) -> Result<(Vec<Vec<bool>>, 
             }
         }
     }
-    Ok((live, warnings))
+    Ok((live, owner, warnings))
 }
 
-/// The directories, the link groups and the writes of the live entries.
-fn finish<'a>(
-    wheels: Vec<Vec<Entry<'a>>>,
-    live: &[Vec<bool>],
-    warnings: Vec<String>,
-    site: &str,
-) -> Result<Plan<'a>> {
+/// What [`finish`] gives: the directories (in component order), the link groups, the writes
+/// and the number of files.
+type Finished = (Vec<String>, Vec<Group>, Vec<(usize, usize)>, usize);
+
+/// The last directory [`finish`] saw, and the last group: (from, to, its index).
+type Seen<'p> = (&'p str, Option<(&'p str, &'p str, usize)>);
+
+/// The directories, the link groups and the writes of the live entries. A wheel's entries
+/// come directory by directory (a file's bytecode beside it), so the last directory and group
+/// of each kind are remembered: most entries need no hashing.
+fn finish(wheels: &[Vec<Entry>], live: &[Vec<bool>], owner: &Owners) -> Result<Finished> {
     let mut dirs: HashSet<&str, FxBuild> = HashSet::default();
-    let mut groups: HashMap<(usize, bool, &str, &str), Vec<usize>, FxBuild> = HashMap::default();
+    let mut index: HashMap<(usize, bool, &str, &str), usize, FxBuild> = HashMap::default();
+    let mut groups: Vec<Group> = Vec::new();
     let mut writes = Vec::new();
     let mut files = 0;
     for (w, entries) in wheels.iter().enumerate() {
+        // The last directory seen, and the last group, of files and of bytecode.
+        let mut seen: [Seen; 2] = [("", None); 2];
         for (i, e) in entries.iter().enumerate().filter(|(i, _)| live[w][*i]) {
-            let dir = parent(&e.dest);
-            let mut d = dir;
-            while !d.is_empty() && dirs.insert(d) {
-                d = parent(d);
-            }
             let (src, optional) = match &e.make {
-                Make::Write(..) => {
-                    files += 1;
-                    writes.push((w, i));
-                    continue;
-                }
-                Make::Link(src) => {
-                    files += 1;
-                    (*src, false)
-                }
+                Make::Write(..) => ("", false),
+                Make::Link(src) => (*src, false),
                 Make::Pyc(src) => (src.as_str(), true),
             };
-            let from = src.rsplit_once('/').map_or("", |(p, _)| p);
-            groups.entry((w, optional, from, dir)).or_default().push(i);
+            let dir = parent(&e.dest);
+            let last = &mut seen[usize::from(optional)];
+            if last.0 != dir {
+                let mut d = dir;
+                while !d.is_empty() && dirs.insert(d) {
+                    d = parent(d);
+                }
+                last.0 = dir;
+            }
+            if matches!(e.make, Make::Write(..)) {
+                files += 1;
+                writes.push((w, i));
+                continue;
+            }
+            files += usize::from(!optional);
+            let from = parent(src);
+            let g = match last.1 {
+                Some((f, t, g)) if f == from && t == dir => g,
+                _ => {
+                    let g = *index.entry((w, optional, from, dir)).or_insert_with(|| {
+                        groups.push(Group {
+                            wheel: w,
+                            optional,
+                            from: from.to_string(),
+                            to: dir.to_string(),
+                            entries: Vec::new(),
+                        });
+                        groups.len() - 1
+                    });
+                    last.1 = Some((from, dir, g));
+                    g
+                }
+            };
+            groups[g].entries.push(i);
         }
     }
-    let is_dir = |p: &str| dirs.contains(p);
-    let clash = wheels
-        .iter()
-        .zip(live)
-        .flat_map(|(es, l)| es.iter().zip(l).filter(|(_, l)| **l))
-        .find(|(e, _)| is_dir(&e.dest));
-    if let Some((e, _)) = clash {
-        bail!("`{}` is both a file and a directory of the env", e.dest);
+    if let Some(d) = dirs.iter().find(|d| owner.contains_key(*d)) {
+        bail!("`{d}` is both a file and a directory of the env");
     }
-    let groups: Vec<Group> = groups
-        .into_iter()
-        .map(|((wheel, optional, from, to), entries)| Group {
-            wheel,
-            optional,
-            from: from.to_string(),
-            to: to.to_string(),
-            entries,
-        })
-        .collect();
     let mut dirs: Vec<String> = dirs.into_iter().map(str::to_string).collect();
     dirs.sort_unstable_by(|a, b| by_components(a, b));
-    Ok(Plan {
-        wheels,
-        site: site.to_string(),
-        dirs,
-        groups,
-        writes,
-        warnings,
-        files,
-    })
+    Ok((dirs, groups, writes, files))
 }
 
 /// Paths in component order (`a`, `a/b`, `a-b`: a directory's subtree right after it), as
@@ -546,4 +566,20 @@ fn link_group(
         shared.fetch_max(mode as u8, Ordering::Relaxed);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{by_components, within};
+
+    /// A directory's subtree comes right after it, before a sibling whose name extends its
+    /// own (`-` and `.` sort below `/` as bytes).
+    #[test]
+    fn directories_sort_by_component() {
+        let mut dirs = vec!["a-b", "a/c", "a", "a.d/e", "a.d", "a/c/d", "b"];
+        dirs.sort_unstable_by(|x, y| by_components(x, y));
+        assert_eq!(dirs, ["a", "a/c", "a/c/d", "a-b", "a.d", "a.d/e", "b"]);
+        assert!(within("a/c", "a") && within("a", "a") && within("a", ""));
+        assert!(!within("a-b", "a") && !within("a", "a/c"));
+    }
 }
