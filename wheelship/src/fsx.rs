@@ -37,7 +37,7 @@ pub fn start_writeback(file: &File) {
 pub const DIRECT_ALIGN: usize = 4096;
 
 /// Files at least this large are written past the page cache, when their bytes are aligned.
-pub const DIRECT_MIN: usize = 16 << 10;
+pub const DIRECT_MIN: usize = 256 << 10;
 
 /// Cleared when a filesystem refuses direct writes: the rest are written through the cache.
 static DIRECT_WORKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
