@@ -416,3 +416,40 @@ pub fn copy_in(src: &Path, dir: &Path, name: &str, sha256: Option<&str>) -> Resu
         .map_err(|e| anyhow!("{}: {}", shown(), io_reason(&e.error)))?;
     Ok((got, size))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{aligned, write_new, DIRECT_ALIGN, DIRECT_MIN};
+
+    /// Past the page cache or through it, aligned or not, large or small: the file holds the
+    /// bytes, read back after the cache is bypassed or not.
+    #[test]
+    fn write_new_writes_every_byte() {
+        let t = tempfile::tempdir().unwrap();
+        let pattern = |n: usize| -> Vec<u8> { (0..n).map(|i| (i * 7 + i / 4096) as u8).collect() };
+        let mut buf = Vec::new();
+        for (i, n) in [
+            0,
+            10,
+            DIRECT_MIN - 1,
+            DIRECT_MIN,
+            DIRECT_MIN + 123,
+            3 * DIRECT_MIN + 4095,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let want = pattern(n);
+            let region = aligned(&mut buf, n);
+            assert!(region.as_ptr().addr().is_multiple_of(DIRECT_ALIGN));
+            region.copy_from_slice(&want);
+            for (kind, data) in [("aligned", &*region), ("unaligned", &want[..])] {
+                let path = t.path().join(format!("{i}-{kind}"));
+                let mut f = std::fs::File::create_new(&path).unwrap();
+                write_new(&mut f, data).unwrap();
+                drop(f);
+                assert!(std::fs::read(&path).unwrap() == want, "{n} bytes, {kind}");
+            }
+        }
+    }
+}
