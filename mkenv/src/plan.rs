@@ -3,10 +3,11 @@
 //! Every path of the env is decided before anything is made: each wheel's paths and RECORD
 //! (on every core: a wheel's plan needs no other), then which wheel owns each path (the last
 //! in lock order, as if the wheels were installed one after another; a launcher after its
-//! wheel's files). Then the directories are made once each, parents first; the files from the
-//! store are linked on every core, one directory pair at a time; the files mkenv writes
-//! (scripts, launchers, INSTALLER, REQUESTED, RECORD) follow, in lock order. The result does
-//! not depend on how the threads were scheduled.
+//! wheel's files). Then the directories are made once each, parents first, a subtree per
+//! thread on every core, and each is filled from the store as soon as it is made, through the
+//! handle it was made with; the files mkenv writes (scripts, launchers, INSTALLER, REQUESTED,
+//! RECORD) follow, in lock order. The result does not depend on how the threads were
+//! scheduled.
 //!
 //! Paths are text here (a wheel's member names are UTF-8), hashed with a fast hasher, and
 //! borrowed from the wheels' infos wherever they can be: the plan handles every path of the

@@ -520,8 +520,7 @@ fn extract<R: Read + Seek>(
                 kept: keep.then(|| content.to_vec()),
             }
         } else {
-            streamed(zip, m, &mut file, keep, refuse)
-                .map_err(|e| e.context(format!("cannot write `{}`", shown.display())))?
+            streamed(zip, m, (&mut file, &shown), keep, refuse)?
         };
         fsx::start_writeback(&file);
         if let Some(kept) = written.kept {
@@ -607,7 +606,7 @@ impl Whole {
 fn streamed<R: Read + Seek>(
     zip: &mut Zip<R>,
     m: &Member,
-    file: &mut fs::File,
+    (file, shown): (&mut fs::File, &Path),
     keep: bool,
     refuse: Refuse,
 ) -> Result<Written> {
@@ -632,7 +631,7 @@ fn streamed<R: Read + Seek>(
             return Err(refuse(format!("member `{name}` is larger than it says")));
         }
         file.write_all(&buf[..n])
-            .map_err(|e| anyhow!(io_reason(&e)))?;
+            .map_err(|e| anyhow!("cannot write `{}`: {}", shown.display(), io_reason(&e)))?;
         if let Some(k) = kept.as_mut() {
             k.extend_from_slice(&buf[..n]);
         }
