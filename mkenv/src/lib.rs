@@ -595,9 +595,11 @@ fn store_all<'w>(
     use std::sync::atomic::{AtomicUsize, Ordering};
     let next = AtomicUsize::new(0);
     // Two threads per core: a thread waits while its large files go straight to the device
-    // (`fsx::write_new`), and the other keeps the core busy meanwhile.
+    // (`fsx::write_new`), and the other keeps the core busy meanwhile. At most 16: each holds
+    // a wheel and its largest member in memory (up to 256 MiB each).
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get() * 2)
+        .min(16)
         .min(wh.wheels.len().max(1));
     let mut results: Vec<Option<wheel::Info>> = vec![None; wh.wheels.len()];
     // Biggest first: a big wheel started last would leave the other threads idle.

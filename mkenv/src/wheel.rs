@@ -289,17 +289,27 @@ fn unzip_with(wheel: WheelData, file_name: &str, dest: Dirs, whole_max: u64) -> 
                 file_name,
                 dest,
             );
-            SPARE.with_borrow_mut(|s| s.bytes = b);
+            if b.capacity() <= SPARE_MAX {
+                SPARE.with_borrow_mut(|s| s.bytes = b);
+            }
             info
         }
         WheelData::File(f) => unzip_from(f, None, &mut whole, file_name, dest),
     };
+    if whole.out.capacity() > SPARE_MAX || whole.raw.capacity() > SPARE_MAX {
+        whole.out = Vec::new();
+        whole.raw = Vec::new();
+    }
     SPARE.with_borrow_mut(|s| s.whole = whole);
     info
 }
 
-/// Each thread's buffers, kept from wheel to wheel: filling memory this process already holds
-/// costs much less than having the kernel map and zero new memory for every wheel.
+/// The largest buffer a thread keeps for the next wheel.
+const SPARE_MAX: usize = 64 << 20;
+
+/// Each thread's buffers, kept from wheel to wheel (up to [`SPARE_MAX`] each): filling memory
+/// this process already holds costs much less than having the kernel map and zero new memory
+/// for every wheel.
 #[derive(Default)]
 struct Spare {
     bytes: Vec<u8>,
