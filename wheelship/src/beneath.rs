@@ -317,6 +317,22 @@ impl Dir {
             .map_err(|e| dir.fail(&format!("rename `{}` to", self.show(from).display()), to, e))
     }
 
+    /// Swaps `a` and `b` (both beneath this directory, both existing) in one step
+    /// (`renameat2(RENAME_EXCHANGE)`): a directory in use is replaced with no moment without it.
+    pub fn exchange(&self, a: impl AsRef<Path>, b: impl AsRef<Path>) -> Result<()> {
+        let (a, b) = (a.as_ref(), b.as_ref());
+        let (ap, an) = self.parent_of(a)?;
+        let (bp, bn) = self.parent_of(b)?;
+        rustix::fs::renameat_with(
+            self.fd_or(&ap),
+            an,
+            self.fd_or(&bp),
+            bn,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .map_err(|e| self.fail(&format!("exchange `{}` with", self.show(a).display()), b, e))
+    }
+
     /// Removes the file or symlink `rel` (a symlink itself, never what it points at).
     pub fn remove_file(&self, rel: impl AsRef<Path>) -> Result<()> {
         let rel = rel.as_ref();

@@ -43,7 +43,12 @@ impl std::error::Error for UsageError {}
 
 /// Parses the command line with clap, rendering usage errors as `tool: ...` with exit 2 and
 /// printing `--help`/`--version` on stdout with exit 0.
+///
+/// Every tool starts here, so this is also where the modes of what they create are set:
+/// umask 022, whatever the caller's. Directories are made 0755 and files 0644 (0755 when
+/// executable), never writable by other users because a umask of 000 said so.
 pub fn parse_args<P: clap::Parser>(tool: &str) -> Result<P, ExitCode> {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     match P::try_parse() {
         Ok(p) => Ok(p),
         Err(e) => {

@@ -357,6 +357,9 @@ pub struct EnvGc {
     pub removed_envs: Vec<String>,
     pub removed_wheels: Vec<String>,
     pub dry_run: bool,
+    /// `--verify`: how many stored wheels were rehashed (all were as stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<usize>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -475,6 +478,12 @@ pub struct Listed {
     pub env: Option<Utf8PathBuf>,
     pub last_activated: Option<String>,
     pub bad: bool,
+    /// The commit the release was packed from (its `.wheelship/release.json`).
+    #[serde(default)]
+    pub rev: Option<String>,
+    /// The key whose signature `bundle unpack` verified (its record); null when unverified.
+    #[serde(default)]
+    pub verified_by: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }

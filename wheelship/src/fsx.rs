@@ -270,9 +270,48 @@ pub fn trash(dir: &crate::beneath::Dir, name: impl AsRef<Path>) -> Result<()> {
     dir.remove_all(&t)
 }
 
-/// Opens `path` for reading only if it is a regular file, and returns it with its size. The
-/// open does not block (a FIFO would wait for a writer for ever) and the type is checked on
-/// the open file, so a device, a FIFO or a directory is refused with a message that names it.
+/// File systems whose files are not data a tool should read as input: the kernel's views of
+/// processes and devices (`/proc/self/environ` is a regular file there), control files.
+/// Magic numbers from <https://man7.org/linux/man-pages/man2/statfs.2.html>.
+const PSEUDO_FS: &[(i64, &str)] = &[
+    (0x9fa0, "procfs"),
+    (0x6265_6572, "sysfs"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0x0027_e0eb, "cgroupfs"),
+    (0x6367_7270, "cgroup2fs"),
+    (0x6265_6570, "configfs"),
+    (0xcafe_4a11, "bpffs"),
+    (0x1cd1, "devpts"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6165_676c, "pstorefs"),
+    (0x6573_5543, "fusectl"),
+    (0xf97c_ff8c, "selinuxfs"),
+    (0x4341_5d53, "smackfs"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0x6e73_6673, "nsfs"),
+];
+
+/// Refuses a file that lives on one of [`PSEUDO_FS`], by the file system's type.
+pub fn check_ordinary_fs(f: &File, path: &Path) -> Result<()> {
+    let st = rustix::fs::fstatfs(f)
+        .map_err(|e| anyhow!("cannot read `{}`: {}", path.display(), io_reason(&e.into())))?;
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as i64;
+    if let Some((_, name)) = PSEUDO_FS.iter().find(|(m, _)| *m == magic) {
+        bail!(
+            "cannot read `{}`: it is on {name}, not an ordinary file system",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Opens `path` for reading only if it is a regular file on an ordinary file system, and
+/// returns it with its size. The open does not block (a FIFO would wait for a writer for
+/// ever) and the type is checked on the open file, so a device, a FIFO, a directory or a file
+/// of procfs or sysfs is refused with a message that names it.
 pub fn open_regular(path: &Path) -> Result<(File, u64)> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let f = fs::OpenOptions::new()
@@ -301,6 +340,7 @@ pub fn open_regular(path: &Path) -> Result<(File, u64)> {
             path.display()
         );
     }
+    check_ordinary_fs(&f, path)?;
     Ok((f, m.len()))
 }
 

@@ -5,10 +5,14 @@ pub mod beneath;
 pub mod cli;
 pub mod doc;
 pub mod fsx;
+pub mod history;
 pub mod names;
 pub mod progress;
 pub mod python;
+pub mod root;
 pub mod time;
+pub mod trust;
+pub mod work;
 
 pub use cli::{Hint, UsageError};
 pub use doc::Document;

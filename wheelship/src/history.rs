@@ -1,13 +1,15 @@
-//! `ROOT/history.jsonl`: one JSON event a line, in the order they happened. The file is
-//! rewritten whole through a temp file and a rename, so a crash leaves it with or without the
-//! new line, never with half of one.
+//! `ROOT/history.jsonl`: one JSON event a line, in the order they happened, written by
+//! `switch` and read by `switch` and `bundle unpack` (what was ever live, for replay
+//! protection). The file is rewritten whole through a temp file and a rename, so a crash
+//! leaves it with or without the new line, never with half of one.
 
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
-use wheelship::cli::io_reason;
-use wheelship::fsx::Prepared;
+
+use crate::cli::io_reason;
+use crate::fsx::Prepared;
 
 pub const FILE: &str = "history.jsonl";
 
@@ -33,7 +35,7 @@ impl Event {
         env: Option<String>,
     ) -> Event {
         Event {
-            time: wheelship::time::now_rfc3339(),
+            time: crate::time::now_rfc3339(),
             action: action.to_string(),
             from: from.map(str::to_string),
             to: to.map(str::to_string),
@@ -90,7 +92,7 @@ impl History {
 
     pub fn append(root: &Path, event: &Event) -> Result<()> {
         History::prepare(root, event)?.commit()?;
-        wheelship::fsx::fsync_dir(root)
+        crate::fsx::fsync_dir(root)
     }
 
     /// Writes the history with `event` appended to a synced temp file; `commit` renames it into
@@ -123,6 +125,14 @@ impl History {
             .rev()
             .find(|e| e.activates())
             .and_then(|e| e.to.clone())
+    }
+
+    /// Every release the history says was ever live, in the order they first were.
+    pub fn activated(&self) -> impl Iterator<Item = &str> {
+        self.events
+            .iter()
+            .filter(|e| e.activates())
+            .filter_map(|e| e.to.as_deref())
     }
 
     pub fn is_bad(&self, id: &str) -> bool {

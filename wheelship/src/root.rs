@@ -1,0 +1,159 @@
+//! A directory wheelship owns (a deploy root, a releases directory, an env store, an incoming
+//! directory), opened in one place: created with our modes, known by its canonical path, held
+//! by a handle that no path given later can leave, refused when another user could change it,
+//! locked, and cleaned of what a crashed run left. The temp prefixes every tool uses are named
+//! here, once.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::beneath::{Dir, Kind};
+use crate::cli::io_reason;
+use crate::fsx::Lock;
+use crate::Hint;
+
+/// A temp file or directory beside its final name (`fsx::Prepared`, `fsx::Staged`, tempfile).
+pub const TMP: &str = ".tmp-";
+/// A directory on its way out (`fsx::trash`).
+pub const TRASH: &str = ".trash-";
+/// A release being extracted (`bundle unpack`).
+pub const STAGING: &str = ".staging-";
+/// The lock file of a root.
+pub const LOCK: &str = ".lock";
+
+/// A directory wheelship owns, open.
+#[derive(Debug)]
+pub struct Root {
+    path: PathBuf,
+    dir: Dir,
+}
+
+impl Root {
+    /// Opens the existing directory `path` (the operator's: symlinks on the way are followed,
+    /// once, to its canonical path). `what` names it in messages (`root`, `env store`).
+    pub fn open(path: &Path, what: &str) -> Result<Root> {
+        let real = std::fs::canonicalize(path).map_err(|e| {
+            anyhow!(
+                "cannot open the {what} `{}`: {}",
+                path.display(),
+                io_reason(&e)
+            )
+        })?;
+        let dir = Dir::open(&real)?;
+        check_owned(&dir, what)?;
+        Ok(Root { path: real, dir })
+    }
+
+    /// [`Root::open`], creating the directory first (and its missing parents) with mode 0755.
+    pub fn create(path: &Path, what: &str) -> Result<Root> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path)
+            .map_err(|e| {
+                anyhow!(
+                    "cannot create the {what} `{}`: {}",
+                    path.display(),
+                    io_reason(&e)
+                )
+            })?;
+        Root::open(path, what)
+    }
+
+    /// The directory `name` in this one, created (0755) when `create` and missing, and checked
+    /// as a root itself. Reached through this root's handle: a symlink there is refused.
+    pub fn sub(&self, name: &str, what: &str, create: bool) -> Result<Root> {
+        if create && self.dir.kind(name)?.is_none() {
+            match self.dir.create_dir(name, 0o755) {
+                Ok(()) => {}
+                // Made by another run meanwhile.
+                Err(_) if self.dir.kind(name)? == Some(Kind::Dir) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let dir = self.dir.open_dir(name)?;
+        check_owned(&dir, what)?;
+        Ok(Root {
+            path: self.path.join(name),
+            dir,
+        })
+    }
+
+    /// Its canonical path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its handle.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    /// `rel` joined to its path, for messages and for the document.
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    /// Takes its lock (`.lock` in it), waiting up to `timeout`; `what` says who holds it.
+    pub fn lock(&self, timeout: Duration, what: &str) -> Result<Lock> {
+        Lock::acquire(&self.path.join(LOCK), timeout, what)
+    }
+
+    /// Removes what a crashed run left in it: every entry whose name starts with one of
+    /// `prefixes`. Call it with the lock held.
+    pub fn clean(&self, prefixes: &[&str]) {
+        crate::fsx::remove_leftovers(&self.dir, prefixes);
+    }
+}
+
+/// Refuses a directory that another user could change under us: owned by another user, or
+/// writable by its group or by others. Whatever it holds (keys, envs, releases) would be theirs
+/// to replace.
+pub fn check_owned(dir: &Dir, what: &str) -> Result<()> {
+    let st = rustix::fs::fstat(dir).map_err(|e| {
+        anyhow!(
+            "cannot inspect the {what} `{}`: {}",
+            dir.path().display(),
+            io_reason(&std::io::Error::from(e))
+        )
+    })?;
+    check_mode(st.st_uid, st.st_mode, dir.path(), what)
+}
+
+/// The check of [`check_owned`] on an owner and mode already read.
+pub fn check_mode(uid: u32, mode: u32, path: &Path, what: &str) -> Result<()> {
+    let me = rustix::process::geteuid().as_raw();
+    if uid != me {
+        return Err(Hint::new(
+            format!(
+                "the {what} `{}` is owned by uid {uid}, not by this user (uid {me}): refusing it",
+                path.display()
+            ),
+            "run as its owner, or give it to this user (chown)",
+        )
+        .into());
+    }
+    if mode & 0o022 != 0 {
+        return Err(Hint::new(
+            format!(
+                "the {what} `{}` is writable by other users (mode {:04o}): refusing it",
+                path.display(),
+                mode & 0o7777
+            ),
+            format!("chmod go-w {}", path.display()),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The parent of a canonical path (a root's root: `ROOT` of `ROOT/releases`).
+pub fn parent_of(root: &Root, what: &str) -> Result<Root> {
+    match root.path().parent() {
+        Some(p) => Root::open(p, what),
+        None => bail!("`{}` has no parent directory", root.path().display()),
+    }
+}
