@@ -26,6 +26,10 @@ use serde::{Deserialize, Serialize};
 /// The directory of a release that belongs to wheelship, not to the app.
 pub const RESERVED: &str = ".wheelship";
 
+/// The files of `RESERVED` that an archive carries (`bundle pack` writes them, with the
+/// wheels in `wheels/`); everything else there is written by `bundle unpack` alone.
+pub const ARCHIVE_OWNED: &[&str] = &["release.json", "document.json"];
+
 /// `.wheelship/release.json`: what the release is, readable before the rest is extracted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -175,12 +179,23 @@ pub struct UnpackArgs {
     /// first 64 MiB)
     #[arg(long, default_value_t = 200, value_name = "RATIO")]
     pub max_ratio: u64,
+    /// Refuse an archive whose entries need more than this many bytes of bookkeeping (about
+    /// 48 an entry, plus each symlink's path and target)
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    pub max_memory: u64,
     /// Trust this minisign public key (a .pub file, or its base64 line; repeatable), added to
-    /// those of the `trusted` file beside RELEASES (RELEASES/../trusted, one base64 key a
-    /// line). With any trusted key, an archive without a valid `<archive>.minisig` by one of
-    /// them is refused before anything is extracted
+    /// those of the `trusted` file of the root (the canonical parent of RELEASES: ROOT/trusted,
+    /// one base64 key a line). Trust is configured as soon as either is there; it must then
+    /// yield a key, and an archive without a valid `<archive>.minisig` by one of them, whose
+    /// trusted comment names the release and its sha256 (what `pack --sign` writes), is
+    /// refused before anything is extracted
     #[arg(long, value_name = "PUBKEY")]
     pub trust: Vec<String>,
+    /// Under a trust policy, unpack a signed release older (by commit time) than the newest
+    /// release ever live on this root. Without it such a release is refused: an old, signed
+    /// but vulnerable release cannot be put back by dropping its file in `incoming/`
+    #[arg(long)]
+    pub allow_downgrade: bool,
     /// The archive [default: the document's `bundle.path`]
     #[arg(value_name = "ARCHIVE")]
     pub archive: Option<PathBuf>,

@@ -9,8 +9,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
-use minisign::{KeyPair, PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
+use minisign::{KeyPair, PublicKey, SecretKey, SecretKeyBox, SignatureBox};
 use wheelship::fsx;
+use wheelship::trust::{self, key_id, Policy};
 use wheelship::Hint;
 
 /// The environment variable that holds an encrypted secret key's password.
@@ -24,13 +25,6 @@ pub fn signature_path(archive: &Path) -> PathBuf {
     let mut p = archive.as_os_str().to_owned();
     p.push(".minisig");
     PathBuf::from(p)
-}
-
-/// minisign's key id: the 8 key-number bytes as a little-endian number, in upper-case hex.
-fn key_id(keynum: &[u8]) -> String {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&keynum[..8]);
-    format!("{:016X}", u64::from_le_bytes(b))
 }
 
 /// The password of an encrypted key: `WHEELSHIP_SIGN_PASSWORD`, else asked on the terminal.
@@ -73,12 +67,6 @@ pub struct Signed {
     pub key_id: String,
 }
 
-/// The trusted comment of our signatures: what is signed, in words a person can check with
-/// `minisign -V`.
-fn trusted_comment(id: &str, sha256: &str) -> String {
-    format!("wheelship release {id} sha256 {sha256}")
-}
-
 /// Signs `archive` (release `id`, whose bytes hash to `sha256`) with the secret key at `key`.
 pub fn sign(archive: &Path, key: &Path, id: &str, sha256: &str) -> Result<Signed> {
     let sk = secret_key(key)?;
@@ -90,7 +78,7 @@ pub fn sign(archive: &Path, key: &Path, id: &str, sha256: &str) -> Result<Signed
         Some(&pk),
         &sk,
         data,
-        Some(&trusted_comment(id, sha256)),
+        Some(&trust::comment(id, sha256)),
         Some("signature from wheelship bundle pack"),
     )
     .map_err(|e| anyhow!("cannot sign `{}`: {}", archive.display(), e))?;
@@ -100,64 +88,6 @@ pub fn sign(archive: &Path, key: &Path, id: &str, sha256: &str) -> Result<Signed
         path,
         key_id: key_id(pk.keynum()),
     })
-}
-
-/// A public key we trust, with where it came from (for messages).
-pub struct Trusted {
-    pub key: PublicKey,
-    pub id: String,
-    pub from: String,
-}
-
-fn parse_public(text: &str) -> Option<PublicKey> {
-    let text = text.trim();
-    if text.contains('\n') {
-        PublicKeyBox::from_string(text).ok()?.into_public_key().ok()
-    } else {
-        PublicKey::from_base64(text).ok()
-    }
-}
-
-/// The keys of `--trust` (a `.pub` file, or its base64 line) and of the `trusted` file (one
-/// base64 key a line; `#` and minisign's `untrusted comment:` lines ignored).
-pub fn trusted_keys(given: &[String], file: &Path) -> Result<Vec<Trusted>> {
-    let mut out = Vec::new();
-    for t in given {
-        let p = Path::new(t);
-        let key = if p.is_file() {
-            let text = String::from_utf8(fsx::read_capped(p, MAX_KEY_FILE, "a key file")?)
-                .unwrap_or_default();
-            parse_public(&text)
-        } else {
-            parse_public(t)
-        };
-        let key = key.ok_or_else(|| {
-            anyhow!("--trust `{t}`: not a minisign public key (a .pub file, or its base64 line)")
-        })?;
-        out.push(Trusted {
-            id: key_id(key.keynum()),
-            key,
-            from: format!("--trust `{t}`"),
-        });
-    }
-    if file.is_file() {
-        let text = String::from_utf8(fsx::read_capped(file, MAX_KEY_FILE, "a key file")?)
-            .map_err(|_| anyhow!("`{}` is not UTF-8", file.display()))?;
-        for (n, l) in text.lines().enumerate() {
-            let l = l.trim();
-            if l.is_empty() || l.starts_with('#') || l.starts_with("untrusted comment:") {
-                continue;
-            }
-            let key = PublicKey::from_base64(l)
-                .map_err(|_| anyhow!("{}:{}: not a minisign public key", file.display(), n + 1))?;
-            out.push(Trusted {
-                id: key_id(key.keynum()),
-                key,
-                from: format!("{}:{}", file.display(), n + 1),
-            });
-        }
-    }
-    Ok(out)
 }
 
 /// Reads what it verifies and hashes it in the same pass, so that the bytes later extracted
@@ -185,10 +115,22 @@ impl<R: Seek> Seek for Hashing<R> {
     }
 }
 
-/// Verifies `archive` against `<archive>.minisig` and the trusted keys, before anything is
-/// extracted. Returns the signer's key id, the trusted comment and the sha256 of the bytes
-/// that were verified.
-pub fn verify(archive: &Path, keys: &[Trusted]) -> Result<(String, String, String)> {
+/// What a verified signature established.
+pub struct Verified {
+    /// The signer's key id.
+    pub signer: String,
+    /// The trusted comment.
+    pub comment: String,
+    /// The sha256 of the bytes that were verified.
+    pub sha256: String,
+    /// The signature's text, for the release's record.
+    pub text: String,
+}
+
+/// Verifies `archive` against `<archive>.minisig` and the policy's keys, before anything is
+/// extracted.
+pub fn verify(archive: &Path, policy: &Policy) -> Result<Verified> {
+    let keys = &policy.keys;
     let sig_path = signature_path(archive);
     if !sig_path.exists() {
         return Err(Hint::new(
@@ -211,12 +153,11 @@ pub fn verify(archive: &Path, keys: &[Trusted]) -> Result<(String, String, Strin
         )
     })?;
     let signer = key_id(sig.keynum());
-    let Some(t) = keys.iter().find(|k| k.key.keynum() == sig.keynum()) else {
-        let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+    let Some(t) = policy.key(sig.keynum()) else {
         bail!(
             "`{}` is signed by key {signer}, which is not trusted here (trusted: {})",
             archive.display(),
-            ids.join(", ")
+            policy.ids()
         );
     };
     let (f, _) = fsx::open_regular(archive)?;
@@ -235,14 +176,12 @@ pub fn verify(archive: &Path, keys: &[Trusted]) -> Result<(String, String, Strin
         fsx::hex(&data.hash.finalize())
     };
     let comment = sig.trusted_comment().unwrap_or_default();
-    Ok((signer, comment, sha256))
-}
-
-/// The release id and sha256 our trusted comment names, if it is ours.
-pub fn comment_names(comment: &str) -> Option<(&str, &str)> {
-    let rest = comment.strip_prefix("wheelship release ")?;
-    let (id, sha) = rest.split_once(" sha256 ")?;
-    Some((id, sha.trim()))
+    Ok(Verified {
+        signer,
+        comment,
+        sha256,
+        text,
+    })
 }
 
 /// Makes a key pair in minisign's format: `DIR/NAME.pub` and `DIR/NAME.key` (0600), the

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -16,10 +16,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use wheelship::beneath::{Dir, Dirs, Kind};
 use wheelship::cli::io_reason;
 use wheelship::doc::{doc_path, Bundle, Release, Wheelhouse};
-use wheelship::fsx::{self, point, Lock};
+use wheelship::fsx::{self, point};
+use wheelship::root::{self, Root, STAGING, TMP};
+use wheelship::trust::{self, Policy, Record, RECORD};
 use wheelship::{Document, Hint, UsageError};
 
-use crate::{Manifest, UnpackArgs, RESERVED};
+use crate::{sign, Manifest, UnpackArgs, RESERVED};
 
 /// The largest path (after joining) and component an archive may name.
 const MAX_PATH: usize = 4000;
@@ -54,89 +56,138 @@ pub fn run(a: UnpackArgs) -> Result<()> {
     };
     // Only a regular file is an archive: a FIFO or a device would hang or never end.
     let size = fsx::open_regular(&archive)?.1;
-    fs::create_dir_all(&a.releases).map_err(|e| {
-        anyhow!(
-            "cannot create `{}`: {}",
-            a.releases.display(),
-            io_reason(&e)
-        )
-    })?;
-    let (expected, signed) = check_signature(&a, &archive, expected)?;
-    let mismatch = |found: &str| {
-        anyhow!(
-            "`{}`: sha256 mismatch: the document says {}, the file has {found}",
-            archive.display(),
-            expected.as_deref().unwrap_or_default()
-        )
-    };
-    let releases_path = fs_err::canonicalize(&a.releases)?;
-    let releases = Dir::open(&releases_path)?;
-    let _lock = Lock::acquire(
-        &releases_path.join(".lock"),
+    let releases = Root::create(&a.releases, "releases directory")?;
+    // The root whose policy applies is the canonical parent, however RELEASES was spelled.
+    let root = root::parent_of(&releases, "deploy root")?;
+    let policy = Policy::load(&root, &a.trust)?;
+    let (expected, verified) = check_signature(policy.as_ref(), &root, &archive, expected)?;
+    let _lock = releases.lock(
         Duration::from_secs(600),
         "another unpack into this directory",
     )?;
-    fsx::remove_leftovers(&releases, &[".staging-"]);
+    releases.clean(&[STAGING]);
 
     let manifest = match peek_manifest(&archive) {
         Ok(m) => m,
         Err(e) => {
             // A file that is not what the document describes: say that, it is the cause.
-            if expected.is_some() {
+            if let Some(want) = &expected {
                 let (found, _) = fsx::sha256_file(&archive)?;
-                if Some(&found) != expected.as_ref() {
-                    return Err(mismatch(&found));
+                if found != *want {
+                    return Err(mismatch(&archive, want, &found));
                 }
             }
             return Err(e);
         }
     };
-    let id = manifest.id.as_str();
-    if let Some((signer, comment)) = &signed {
-        if let Some((signed_id, _)) = crate::sign::comment_names(comment) {
-            if signed_id != id {
-                bail!("`{}`: signed by key {signer} as release `{signed_id}`, but it is release `{id}`", archive.display());
-            }
-        }
+    if let Some(v) = &verified {
+        check_signed_release(&archive, v, &manifest.id)?;
+        // Replay: an old signed release is not put back over a newer one by dropping a file.
+        let newest = trust::newest_activated(root.path())?;
+        trust::check_not_older(
+            &manifest.id,
+            newest.as_deref(),
+            a.allow_downgrade,
+            "--allow-downgrade",
+        )?;
     }
-    let sha256 = place(&releases, &manifest, &archive, &a, expected.as_deref())?;
+    let record = place(
+        releases.dir(),
+        &manifest,
+        &archive,
+        &a,
+        expected.as_deref(),
+        verified.as_ref(),
+    )?;
     let doc = document(
-        &releases, &manifest, &stdin_doc, &archive, sha256, size, signed,
+        releases.dir(),
+        &manifest,
+        &stdin_doc,
+        &archive,
+        size,
+        &record,
     )?;
     doc.write_stdout()
 }
 
+fn mismatch(archive: &Path, want: &str, found: &str) -> anyhow::Error {
+    anyhow!(
+        "`{}`: sha256 mismatch: the document says {want}, the file has {found}",
+        archive.display()
+    )
+}
+
+/// Under a policy, the signature must be for this release: its trusted comment names the
+/// release id and the sha256 of the bytes it signed (what `bundle pack --sign` writes). A
+/// comment that names nothing (`minisign -S` without `-t`) would let a signature follow any
+/// archive and leave the release's record unverifiable.
+fn check_signed_release(archive: &Path, v: &sign::Verified, id: &str) -> Result<()> {
+    match trust::comment_names(&v.comment) {
+        Some((signed_id, sha)) if signed_id == id && sha == v.sha256 => Ok(()),
+        Some((signed_id, _)) if signed_id != id => bail!(
+            "`{}`: signed by key {} as release `{signed_id}`, but it is release `{id}`",
+            archive.display(),
+            v.signer
+        ),
+        Some((_, sha)) => bail!(
+            "`{}`: the signature's trusted comment names sha256 {sha}, the file has {}",
+            archive.display(),
+            v.sha256
+        ),
+        None => Err(Hint::new(
+            format!(
+                "`{}`: the signature by key {} does not say which release it is for (trusted comment `{}`)",
+                archive.display(),
+                v.signer,
+                v.comment
+            ),
+            format!(
+                "sign with `bundle pack --sign`, or `minisign -S -t \"{}\" -m ARCHIVE`",
+                trust::comment(id, &v.sha256)
+            ),
+        )
+        .into()),
+    }
+}
+
 /// The release extracted into a staging directory and renamed into place (or, when it is
-/// there, checked as the same): the archive's sha256.
+/// there, checked as the same), with its record: what the archive's sha256 was and what
+/// verified it.
 fn place(
     releases: &Dir,
     manifest: &Manifest,
     archive: &Path,
     a: &UnpackArgs,
     expected: Option<&str>,
-) -> Result<String> {
+    verified: Option<&sign::Verified>,
+) -> Result<Record> {
     let id = manifest.id.as_str();
-    let mismatch = |found: &str| {
-        anyhow!(
-            "`{}`: sha256 mismatch: the document says {}, the file has {found}",
-            archive.display(),
-            expected.unwrap_or_default()
-        )
+    let record = |sha256: String| Record {
+        id: id.to_string(),
+        sha256,
+        verified_by: verified.map(|v| v.signer.clone()),
+        signature: verified.map(|v| v.text.clone()),
     };
-    Ok(match releases.kind(id)? {
+    match releases.kind(id)? {
         None => {
             // One pass: the sha256 is computed while extracting into the staging directory,
             // which is thrown away if it does not match.
-            let staging = fsx::temp_name(".staging-");
-            let res = extract_into(archive, releases, &staging, a, manifest, expected);
-            let sha256 = match res {
-                Ok(sha) => sha,
+            let staging = fsx::temp_name(STAGING);
+            let res = extract_into(archive, releases, &staging, a, manifest, expected).and_then(
+                |sha256| {
+                    let r = record(sha256);
+                    write_record(&releases.open_dir(&staging)?, &r)?;
+                    Ok(r)
+                },
+            );
+            let record = match res {
+                Ok(r) => r,
                 Err(e) => {
                     let _ = releases.remove_all(&staging);
-                    if expected.is_some() {
+                    if let Some(want) = expected {
                         let (found, _) = fsx::sha256_file(archive)?;
-                        if Some(found.as_str()) != expected {
-                            return Err(mismatch(&found));
+                        if found != want {
+                            return Err(mismatch(archive, want, &found));
                         }
                     }
                     return Err(e.context(format!("refusing `{}`", archive.display())));
@@ -145,73 +196,95 @@ fn place(
             point("unpack-before-rename");
             releases.rename(&staging, releases, id)?;
             releases.sync()?;
-            sha256
+            Ok(record)
         }
-        Some(Kind::Dir) => reuse(releases, id, archive, expected)?,
+        Some(Kind::Dir) => {
+            let sha256 = reuse(releases, id, archive, expected)?;
+            let release = releases.open_dir(id)?;
+            let had = Record::read(&release);
+            // Verified now, or verified before: a run without trust never erases a record.
+            match (verified, had) {
+                (None, Some(had)) if had.sha256 == sha256 => Ok(had),
+                _ => {
+                    let r = record(sha256);
+                    write_record(&release, &r)?;
+                    Ok(r)
+                }
+            }
+        }
         Some(_) => bail!(
             "`{}` exists and is not a directory: refusing it",
             releases.show(id).display()
         ),
-    })
+    }
 }
 
-/// Signed releases: with any trusted key, nothing is extracted from an archive that one of
-/// them did not sign, and what is extracted is held to the bytes whose signature was checked.
-/// The sha256 to hold the archive to, and (signer, trusted comment) when it was verified.
-#[allow(clippy::type_complexity)]
+/// Writes (or replaces) the release's record, atomically and durably.
+fn write_record(release: &Dir, r: &Record) -> Result<()> {
+    let tmp = Path::new(RESERVED).join(fsx::temp_name(TMP));
+    let mut f = release.create_file(&tmp, 0o644)?;
+    f.write_all(&serde_json::to_vec_pretty(r)?)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| {
+            anyhow!(
+                "cannot write `{}`: {}",
+                release.show(&tmp).display(),
+                io_reason(&e)
+            )
+        })?;
+    release.rename(&tmp, release, RECORD)?;
+    release.open_dir(RESERVED)?.sync()
+}
+
+/// Signed releases: under a policy, nothing is extracted from an archive that none of its keys
+/// signed, and what is extracted is held to the bytes whose signature was checked. The sha256
+/// to hold the archive to, and what the verification established.
 fn check_signature(
-    a: &UnpackArgs,
+    policy: Option<&Policy>,
+    root: &Root,
     archive: &Path,
     expected: Option<String>,
-) -> Result<(Option<String>, Option<(String, String)>)> {
-    let trusted_file = std::path::absolute(&a.releases)?
-        .parent()
-        .map(|p| p.join("trusted"))
-        .unwrap_or_default();
-    let keys = crate::sign::trusted_keys(&a.trust, &trusted_file)?;
-    if keys.is_empty() {
+) -> Result<(Option<String>, Option<sign::Verified>)> {
+    let Some(policy) = policy else {
         if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             eprintln!(
                 "bundle: no trusted key (--trust, or `{}`): the archive's signature is not checked",
-                trusted_file.display()
+                root.join(trust::TRUSTED_FILE).display()
             );
         }
         return Ok((expected, None));
-    }
-    let (signer, comment, verified) = crate::sign::verify(archive, &keys)?;
+    };
+    let v = sign::verify(archive, policy)?;
     if let Some(e) = &expected {
-        if *e != verified {
+        if *e != v.sha256 {
             bail!(
-                "`{}`: sha256 mismatch: the document says {e}, the signed file has {verified}",
-                archive.display()
+                "`{}`: sha256 mismatch: the document says {e}, the signed file has {}",
+                archive.display(),
+                v.sha256
             );
         }
     }
-    if let Some((_, sha)) = crate::sign::comment_names(&comment) {
-        if sha != verified {
-            bail!(
-                "`{}`: the signature's trusted comment names sha256 {sha}, the file has {verified}",
-                archive.display()
-            );
-        }
-    }
-    Ok((Some(verified), Some((signer, comment))))
+    Ok((Some(v.sha256.clone()), Some(v)))
 }
 
+/// Sections of the document that `bundle unpack` and the tools after it write: an archive's
+/// document never supplies them (a hand-made one could claim `bundle.verified_by`, an `env`,
+/// a `switch`). `bundle pack` leaves them out of what it embeds.
+const NOT_CARRIED: &[&str] = &["bundle", "release", "env", "switch", "have", "thin", "deb"];
+
 /// The document the archive carries, with the stdin document's other sections kept, the
-/// lock's `dir` where its wheels now are, and the `bundle` and `release` sections.
+/// lock's `dir` where its wheels now are, and the `bundle` and `release` sections, which
+/// unpack writes from what it established itself.
 fn document(
     releases: &Dir,
     manifest: &Manifest,
     stdin_doc: &Document,
     archive: &Path,
-    sha256: String,
     size: u64,
-    signed: Option<(String, String)>,
+    record: &Record,
 ) -> Result<Document> {
     let id = manifest.id.as_str();
     let final_dir = releases.show(id);
-    // The document the archive carries, with the stdin document's other sections kept.
     let release = releases.open_dir(id)?;
     let carried = String::from_utf8(release.read(Path::new(RESERVED).join("document.json"))?)
         .with_context(|| format!("the document of `{}` is not UTF-8", final_dir.display()))?;
@@ -220,6 +293,9 @@ fn document(
         eprintln!("bundle: warning: {e:#} (switch prune will not see it as in flight)");
     }
     let mut doc = Document::parse(&carried, "the release's document.json")?;
+    for name in NOT_CARRIED {
+        doc.remove(name);
+    }
     for (k, v) in stdin_doc.sections() {
         if !doc.has(k) {
             doc.set_raw(k, v.clone());
@@ -229,17 +305,18 @@ fn document(
         let dir = doc_path(final_dir.join(RESERVED).join("wheels"))?;
         doc.set("wheelhouse", &Wheelhouse { dir, ..wh })?;
     }
-    let carried: Bundle = doc.section("bundle")?.unwrap_or_default();
+    // The build box's `bundle` section (from stdin) keeps what pack said; what unpack
+    // establishes is its own.
+    let given: Bundle = stdin_doc.section("bundle")?.unwrap_or_default();
     let bundle = Bundle {
         path: doc_path(archive)?,
         id: manifest.id.clone(),
-        sha256,
+        sha256: record.sha256.clone(),
         size,
         rev: Some(manifest.rev.clone()),
-        verified_by: signed
-            .map(|(signer, _)| signer)
-            .or(carried.verified_by.clone()),
-        ..carried
+        name: Some(manifest.name.clone()),
+        verified_by: record.verified_by.clone(),
+        ..given
     };
     doc.set("bundle", &bundle)?;
     let release = Release {
@@ -412,13 +489,64 @@ fn check_link_text(link: &Path, target: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// A path of the release as the bookkeeping keeps it: 128 bits of two keyed hashes (SipHash,
+/// keys random per run), not the path itself, so that what unpack remembers of an entry is a
+/// few bytes whatever its name's length.
+type PathKey = u128;
+
+/// The two hashers of [`PathKey`]s, keyed once per run.
+struct Keys(std::hash::RandomState, std::hash::RandomState);
+
+impl Keys {
+    fn new() -> Keys {
+        Keys(Default::default(), Default::default())
+    }
+
+    /// The key of the path made of `components`.
+    fn of<'c>(&self, components: impl Iterator<Item = &'c [u8]> + Clone) -> PathKey {
+        use std::hash::{BuildHasher, Hasher};
+        let hash = |s: &std::hash::RandomState| {
+            let mut h = s.build_hasher();
+            for c in components.clone() {
+                h.write(c);
+                h.write_u8(b'/');
+            }
+            h.finish()
+        };
+        (u128::from(hash(&self.0)) << 64) | u128::from(hash(&self.1))
+    }
+
+    fn path(&self, p: &Path) -> PathKey {
+        self.of(p.components().map(|c| c.as_os_str().as_bytes()))
+    }
+}
+
+/// What one entry costs the bookkeeping, beyond a symlink's path and target: its key in two
+/// sets, with their overhead.
+pub const BYTES_PER_ENTRY: u64 = 48;
+
 /// What the archive has made so far, by path relative to the release: the model against which
 /// every link is resolved, component by component, as the kernel would resolve it.
-#[derive(Default)]
 pub struct Tree {
-    files: HashSet<PathBuf>,
-    links: HashMap<PathBuf, Vec<u8>>,
-    seen: HashSet<PathBuf>,
+    keys: Keys,
+    files: HashSet<PathKey>,
+    /// Each symlink: its path and target (symlinks are few; both are counted).
+    links: HashMap<PathKey, (PathBuf, Vec<u8>)>,
+    seen: HashSet<PathKey>,
+    /// Bytes of bookkeeping so far, against `--max-memory`.
+    bytes: u64,
+}
+
+impl Default for Tree {
+    fn default() -> Tree {
+        Tree {
+            keys: Keys::new(),
+            files: HashSet::new(),
+            links: HashMap::new(),
+            seen: HashSet::new(),
+            bytes: 0,
+        }
+    }
 }
 
 /// How many links one resolution may pass through (the kernel's own limit is 40).
@@ -429,11 +557,10 @@ impl Tree {
     /// or an error when it leaves it (through any chain of links) or loops. Components that do
     /// not exist are taken as directories, as they would be if someone made them later.
     fn resolve(&self, from: &Path, target: &[u8], hops: &mut u32) -> Result<PathBuf, ()> {
-        let mut cur: Vec<&[u8]> = from
+        let mut cur: Vec<Vec<u8>> = from
             .components()
-            .map(|c| c.as_os_str().as_bytes())
+            .map(|c| c.as_os_str().as_bytes().to_vec())
             .collect();
-        let mut owned: PathBuf;
         for c in target.split(|&b| b == b'/') {
             match c {
                 b"" | b"." => {}
@@ -441,18 +568,18 @@ impl Tree {
                     cur.pop().ok_or(())?;
                 }
                 name => {
-                    cur.push(name);
-                    let here: PathBuf = cur.iter().map(|c| OsStr::from_bytes(c)).collect();
-                    if let Some(t) = self.links.get(&here) {
+                    cur.push(name.to_vec());
+                    let key = self.keys.of(cur.iter().map(Vec::as_slice));
+                    if let Some((here, t)) = self.links.get(&key) {
                         *hops += 1;
                         if *hops > MAX_LINK_HOPS || t.first() == Some(&b'/') {
                             return Err(());
                         }
                         let parent = here.parent().unwrap_or(Path::new(""));
-                        owned = self.resolve(parent, t, hops)?;
-                        cur = owned
+                        cur = self
+                            .resolve(parent, t, hops)?
                             .components()
-                            .map(|c| c.as_os_str().as_bytes())
+                            .map(|c| c.as_os_str().as_bytes().to_vec())
                             .collect();
                     }
                 }
@@ -464,7 +591,7 @@ impl Tree {
     /// Every link of the finished tree, resolved through every link before it, must stay in
     /// the release (PEP 706's `data` filter judges the real path the same way).
     fn check_links(&self) -> Result<()> {
-        let mut links: Vec<_> = self.links.iter().collect();
+        let mut links: Vec<_> = self.links.values().collect();
         links.sort();
         for (link, target) in links {
             self.check_link(link, target)?;
@@ -482,6 +609,47 @@ impl Tree {
             );
         }
         Ok(())
+    }
+
+    /// Counts `n` more bytes of bookkeeping against the limit.
+    fn count(&mut self, n: u64, max: u64) -> Result<()> {
+        self.bytes += n;
+        if self.bytes > max {
+            bail!(
+                "the archive's entries need more than {max} bytes of bookkeeping (--max-memory): too many entries or symlinks"
+            );
+        }
+        Ok(())
+    }
+
+    /// The nearest ancestor of `rel` that is a symlink, if any.
+    fn link_above(&self, rel: &Path) -> Option<&Path> {
+        if self.links.is_empty() {
+            return None;
+        }
+        let comps: Vec<&[u8]> = rel.components().map(|c| c.as_os_str().as_bytes()).collect();
+        (1..comps.len())
+            .rev()
+            .find_map(|n| self.links.get(&self.keys.of(comps[..n].iter().copied())))
+            .map(|(p, _)| p.as_path())
+    }
+}
+
+/// What an archive may hold in `.wheelship/`: what `bundle pack` writes there. The rest of it
+/// (`archive.sha256`, the record) is unpack's to write, never an archive's to supply.
+fn reserved_member_ok(rel: &Path, kind: tar::EntryType) -> bool {
+    let Ok(inside) = rel.strip_prefix(RESERVED) else {
+        return true;
+    };
+    let dir = kind == tar::EntryType::Directory;
+    let file = matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous);
+    let parts: Vec<&OsStr> = inside.iter().collect();
+    match parts.as_slice() {
+        [] => dir,
+        [w] if *w == "wheels" => dir,
+        [name] => file && crate::ARCHIVE_OWNED.iter().any(|o| name == o),
+        [w, name] => file && *w == "wheels" && name.as_bytes().ends_with(b".whl"),
+        _ => false,
     }
 }
 
@@ -551,26 +719,31 @@ impl Extract<'_> {
         if got != declared {
             bail!("`{}`: truncated ({got} of {declared} bytes)", rel.display());
         }
-        self.tree.files.insert(rel);
+        let key = self.tree.keys.path(&rel);
+        self.tree.files.insert(key);
         Ok(())
     }
 
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<R>) -> Result<()> {
         let rel = safe_path(&e.path_bytes()).map_err(|m| anyhow!(m))?;
-        if let Some(l) = rel
-            .ancestors()
-            .skip(1)
-            .find(|p| self.tree.links.contains_key(*p))
-        {
+        if let Some(l) = self.tree.link_above(&rel) {
             bail!(
                 "`{}`: written through the symlink `{}`",
                 rel.display(),
                 l.display()
             );
         }
-        if !self.tree.seen.insert(rel.clone()) {
+        if !reserved_member_ok(&rel, e.header().entry_type()) {
+            bail!(
+                "`{}`: `{RESERVED}/` holds only what `bundle pack` writes there",
+                rel.display()
+            );
+        }
+        let key = self.tree.keys.path(&rel);
+        if !self.tree.seen.insert(key) {
             bail!("`{}`: duplicate entry", rel.display());
         }
+        self.tree.count(BYTES_PER_ENTRY, self.a.max_memory)?;
         if self.dirs.root().path().as_os_str().len() + 1 + rel.as_os_str().len() > MAX_PATH {
             bail!("`{}`: path too long once extracted", rel.display());
         }
@@ -593,13 +766,15 @@ impl Extract<'_> {
                     .parent(&rel)?
                     .0
                     .symlink(OsStr::from_bytes(&target), name)?;
-                self.tree.links.insert(rel, target);
+                let cost = (rel.as_os_str().len() + target.len()) as u64 + BYTES_PER_ENTRY;
+                self.tree.count(cost, self.a.max_memory)?;
+                self.tree.links.insert(key, (rel, target));
             }
             tar::EntryType::Link => {
                 let target = e.link_name_bytes().map(|t| t.to_vec()).unwrap_or_default();
                 let t = safe_path(&target)
                     .map_err(|m| anyhow!("hard link `{}`: {m}", rel.display()))?;
-                if !self.tree.files.contains(&t) {
+                if !self.tree.files.contains(&self.tree.keys.path(&t)) {
                     bail!(
                         "`{}`: hard link to `{}`, which is not a file of this release",
                         rel.display(),

@@ -169,13 +169,36 @@ fn signed_by_pack_verified_by_minisign_and_unpack() {
 fn signed_by_minisign_unpacks_with_trust() {
     let t = T::new();
     let (public, secret) = t.minisign_keys("debian");
-    let (archive, _) = t.pack(None, &[]);
-    testsupport::run("minisign")
-        .args(["-S", "-s"])
-        .args([&secret])
-        .args(["-m"])
-        .args([&archive])
-        .ok_text();
+    let (archive, doc) = t.pack(None, &[]);
+    let sign = |comment: Option<&str>| {
+        let mut c = testsupport::run("minisign")
+            .args(["-S", "-s"])
+            .args([&secret])
+            .args(["-m"])
+            .args([&archive]);
+        if let Some(comment) = comment {
+            c = c.args(["-t", comment]);
+        }
+        c.ok_text();
+    };
+    // minisign's own trusted comment (a timestamp) says nothing of which release it signs:
+    // under a policy, such a signature could follow any archive, so it is refused, with how to
+    // sign instead.
+    sign(None);
+    let (code, err) = t.unpack(&archive, &[&public]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("does not say which release it is for"),
+        "{err}"
+    );
+    let (id, sha) = (
+        doc["bundle"]["id"].as_str().unwrap(),
+        doc["bundle"]["sha256"].as_str().unwrap(),
+    );
+    let comment = format!("wheelship release {id} sha256 {sha}");
+    assert!(err.contains(&comment), "{err}");
+    assert!(t.releases().is_empty());
+    sign(Some(&comment));
     let (code, err) = t.unpack(&archive, &[&public]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(t.releases().len(), 1);

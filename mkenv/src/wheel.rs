@@ -15,6 +15,8 @@ use wheelship::cli::io_reason;
 use wheelship::fsx;
 use wheelship::names::{canonicalize_name, check_sha256, is_valid_name, WheelFilename};
 
+use crate::stamp::{self, Compiled, Stamp};
+
 /// What the store keeps about a wheel beside its files (`<store>/<sha256>/info.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Info {
@@ -27,6 +29,10 @@ pub struct Info {
     pub files: Vec<(String, String, u64)>,
     pub console_scripts: Vec<(String, String)>,
     pub gui_scripts: Vec<(String, String)>,
+    /// Each file's inode and modification time as stored, in the order of `files`
+    /// (`crate::stamp`); empty in entries an older mkenv made.
+    #[serde(default)]
+    pub stamps: Vec<Stamp>,
 }
 
 /// The most a single wheel may expand to.
@@ -121,17 +127,30 @@ fn parse_entry_points(text: &str) -> (Scripts, Scripts) {
 /// store already holds is checked again as it is read: its info is trusted no more than the
 /// wheel it was made from.
 pub fn ensure_stored(store: &Dir, wheel: &Path, sha256: &str) -> Result<Info> {
-    ensure_stored_with(store, wheel, sha256, || WheelData::read(wheel))
+    ensure_stored_with(store, wheel, sha256, &Reuse::default(), || {
+        WheelData::read(wheel)
+    })
+    .map(|(info, _)| info)
+}
+
+/// How a store entry that is already there is checked before it is used again.
+#[derive(Default)]
+pub struct Reuse {
+    /// Rehash every file (`--verify`), not only its inode, size and modification time.
+    pub rehash: bool,
 }
 
 /// [`ensure_stored`], with the wheel's data given by `data` when it has to be unpacked (the
-/// caller may have read it already, to check its sha256).
+/// caller may have read it already, to check its sha256). An entry that is there is used
+/// again only if every file is as it was stored (`crate::stamp`); one that is not is stored
+/// again from the wheel, with a warning. Also says whether it was stored now.
 pub fn ensure_stored_with(
     store: &Dir,
     wheel: &Path,
     sha256: &str,
+    reuse: &Reuse,
     data: impl FnOnce() -> Result<WheelData>,
-) -> Result<Info> {
+) -> Result<(Info, bool)> {
     let entry = Path::new(check_sha256(sha256).map_err(|e| anyhow!(e))?);
     if store.kind(entry)? == Some(Kind::Dir) {
         if let Ok(bytes) = store.read(entry.join("info.json")) {
@@ -142,7 +161,16 @@ pub fn ensure_stored_with(
                         store.show(entry).display()
                     )
                 })?;
-                return Ok(info);
+                match unchanged(store, entry, &info, reuse) {
+                    Ok(()) => return Ok((info, false)),
+                    Err(Some(why)) => eprintln!(
+                        "mkenv: warning: the store entry `{}` was changed after it was stored ({why}): storing it again from `{}`; envs built before still link the changed files (`mkenv gc --verify` names them)",
+                        store.show(entry).display(),
+                        wheel.display()
+                    ),
+                    // Stored by an older mkenv, without stamps: stored again, quietly.
+                    Err(None) => {}
+                }
             }
         }
     }
@@ -154,7 +182,7 @@ pub fn ensure_stored_with(
     let tmp = fsx::Staged::new(store, ".tmp-")?;
     let files = tmp.open()?.create_dir_all("files")?;
     let info = unzip_verified(data, &file_name, Dirs::new(files))?;
-    let mut f = store.create_file(Path::new(tmp.name()).join("info.json"), 0o644)?;
+    let mut f = store.create_file(Path::new(tmp.name()).join("info.json"), 0o444)?;
     f.write_all(&serde_json::to_vec(&info)?).map_err(|e| {
         anyhow!(
             "cannot write `{}`: {}",
@@ -163,11 +191,22 @@ pub fn ensure_stored_with(
         )
     })?;
     if store.kind(entry)?.is_some() {
-        // A store entry from a crash without info.json: replace it.
-        store.remove_all(entry)?;
+        // A store entry from a crash without info.json, or one that was changed: it goes.
+        fsx::trash(store, entry)?;
     }
     tmp.commit(entry)?;
-    Ok(info)
+    Ok((info, true))
+}
+
+/// Whether the entry's files are as they were stored: `Err(None)` when it has no stamps to
+/// tell, `Err(Some(why))` when one is not.
+fn unchanged(store: &Dir, entry: &Path, info: &Info, reuse: &Reuse) -> Result<(), Option<String>> {
+    let compiled = Compiled::all(store, entry).map_err(Some)?;
+    let expect = stamp::expected(info, &compiled).ok_or(None)?;
+    let files = store
+        .open_dir(entry.join("files"))
+        .map_err(|e| Some(format!("{e:#}")))?;
+    stamp::check(&files, &expect, reuse.rehash).map_err(Some)
 }
 
 impl Info {
@@ -269,6 +308,7 @@ struct Member {
 #[derive(Default)]
 struct Extracted {
     hashes: BTreeMap<String, (String, u64)>,
+    stamps: BTreeMap<String, Stamp>,
     dist_info_files: BTreeMap<String, Vec<u8>>,
 }
 
@@ -367,6 +407,10 @@ fn unzip_from<R: Read + Seek>(
         .get(&format!("{dist_info}/entry_points.txt"))
         .map(|b| parse_entry_points(&String::from_utf8_lossy(b)))
         .unwrap_or_default();
+    let stamps = files
+        .iter()
+        .map(|(name, _, _)| extracted.stamps[name])
+        .collect();
     let info = Info {
         name: canonicalize_name(&fname.name),
         version: di_version.to_string(),
@@ -376,6 +420,7 @@ fn unzip_from<R: Read + Seek>(
         files,
         console_scripts,
         gui_scripts,
+        stamps,
     };
     info.validate().map_err(refuse)?;
     Ok(info)
@@ -509,10 +554,11 @@ fn extract<R: Read + Seek>(
     for m in &scan.files {
         let name = &m.name;
         check_placement(name, data_dir, &scan.dist_info, refuse)?;
+        // Read-only: nothing linked from the store is changed through an env by accident.
         let mode = if m.executable || name.starts_with(&scripts) {
-            0o755
+            0o555
         } else {
-            0o644
+            0o444
         };
         let (dir, leaf) = dest.parent(Path::new(name))?;
         let mut file = dir.create_file(leaf, mode)?;
@@ -533,6 +579,9 @@ fn extract<R: Read + Seek>(
             streamed(zip, m, (&mut file, &shown), keep, refuse)?
         };
         fsx::start_writeback(&file);
+        let st = rustix::fs::fstat(&file)
+            .map_err(|e| anyhow!("cannot inspect `{}`: {e}", shown.display()))?;
+        out.stamps.insert(name.clone(), Stamp::of(&st));
         if let Some(kept) = written.kept {
             out.dist_info_files.insert(name.clone(), kept);
         }

@@ -9,7 +9,6 @@
 //! ROOT/.lock                  serialises every change
 //! ```
 
-mod history;
 mod service;
 
 use std::fs;
@@ -24,9 +23,9 @@ use wheelship::doc::{
     self, doc_path, Bundle, Env, Release, Switch, Would, WouldDeploy, WouldRevert,
 };
 use wheelship::fsx::{self, point, Lock};
+use wheelship::history::{Event, History};
+use wheelship::trust::{self, Policy, Record};
 use wheelship::{Document, Hint, UsageError};
-
-use crate::history::{Event, History};
 
 /// Deploy, revert, list and prune releases by atomic symlink flips.
 ///
@@ -104,6 +103,22 @@ pub struct Args {
     #[arg(long)]
     pub init: bool,
 
+    /// Trust this minisign public key (a .pub file, or its base64 line; repeatable), added to
+    /// those of ROOT/trusted. Under such a policy a release goes live (deploy or revert) only
+    /// if `bundle unpack` recorded a signature of it by one of these keys
+    #[arg(long, global = true, value_name = "PUBKEY")]
+    pub trust: Vec<String>,
+
+    /// Under a trust policy, deploy a release older (by commit time) than the newest release
+    /// ever live on this root (`revert` needs no flag: it is the way back)
+    #[arg(long)]
+    pub allow_downgrade: bool,
+
+    /// Dangerous: activate a release that does not satisfy the trust policy in force (not
+    /// signed by a trusted key, or never verified), with a warning
+    #[arg(long, global = true)]
+    pub insecure_allow_unverified: bool,
+
     #[command(subcommand)]
     pub command: Option<Cmd>,
 }
@@ -140,6 +155,9 @@ const RESERVED: &str = ".wheelship";
 
 struct Root {
     dir: PathBuf,
+    /// The root opened and checked (mode, owner); `None` only for a `--dry-run --init` of a
+    /// root that does not exist yet.
+    opened: Option<wheelship::root::Root>,
 }
 
 impl Root {
@@ -305,8 +323,13 @@ fn check_id(id: &str) -> Result<()> {
 }
 
 /// An env is complete when it exists under its final name with its `pyvenv.cfg`: mkenv
-/// renames an env into place only when it is whole.
+/// renames an env into place only when it is whole. It is ours: another user's env, or one
+/// they could write to, is never linked.
 fn check_env(env: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        fs::metadata(env).map_err(|e| anyhow!("env `{}`: {}", env.display(), io_reason(&e)))?;
+    wheelship::root::check_mode(meta.uid(), meta.mode(), env, "env")?;
     if !env.join("pyvenv.cfg").is_file() {
         bail!(
             "env `{}` is not complete (no `pyvenv.cfg`): refusing to link it",
@@ -328,35 +351,89 @@ fn open_root(args: &Args, doc_release: Option<&Release>) -> Result<Root> {
             return Err(UsageError("--root DIR is required without a document".into()).into())
         }
     };
-    if !dir.exists() {
-        if args.init && !args.dry_run {
-            for sub in ["releases", "envs", "shared"] {
-                fs::create_dir_all(dir.join(sub)).map_err(|e| {
-                    anyhow!(
-                        "cannot create `{}`: {}",
-                        dir.join(sub).display(),
-                        io_reason(&e)
-                    )
-                })?;
-            }
-        } else if !args.init {
+    let exists = fs::symlink_metadata(&dir).is_ok();
+    if !exists && !args.init {
+        return Err(Hint::new(
+            format!("root `{}` does not exist", dir.display()),
+            "create it with `switch --init`, or check --root",
+        )
+        .into());
+    }
+    if !exists && args.dry_run {
+        return Ok(Root {
+            dir: std::path::absolute(&dir)?,
+            opened: None,
+        });
+    }
+    let opened = if exists {
+        wheelship::root::Root::open(&dir, "root")?
+    } else {
+        wheelship::root::Root::create(&dir, "root")?
+    };
+    if !exists {
+        for (sub, what) in [
+            ("releases", "releases directory"),
+            ("envs", "env store"),
+            ("shared", "shared directory"),
+        ] {
+            opened.sub(sub, what, true)?;
+        }
+    }
+    Ok(Root {
+        dir: opened.path().to_path_buf(),
+        opened: Some(opened),
+    })
+}
+
+/// Under the trust policy in force on the root (`--trust` and ROOT/trusted), a release goes
+/// live only if the record unpack wrote of it satisfies the policy; a deploy (not a revert)
+/// also never goes back past the newest release ever live without `--allow-downgrade`.
+fn check_trusted(args: &Args, root: &Root, id: &str, deploy: bool) -> Result<()> {
+    let Some(opened) = &root.opened else {
+        return Ok(());
+    };
+    let Some(policy) = Policy::load(opened, &args.trust)? else {
+        return Ok(());
+    };
+    let release = root.open_release(id)?;
+    let had = release
+        .read(Path::new(RESERVED).join("archive.sha256"))
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let verdict = match Record::read(&release) {
+        None => Err(
+            "it has no record of how it was verified (it was not put there by `bundle unpack`)"
+                .to_string(),
+        ),
+        Some(r) if r.id != id || r.sha256 != had => {
+            Err("its record is of another release or archive".to_string())
+        }
+        Some(r) => r.satisfies(id, &policy).map(|_| ()),
+    };
+    if let Err(why) = verdict {
+        if !args.insecure_allow_unverified {
             return Err(Hint::new(
-                format!("root `{}` does not exist", dir.display()),
-                "create it with `switch --init`, or check --root",
+                format!(
+                    "release `{id}` does not satisfy the trust policy of `{}` (trusted: {}): {why}; refusing to activate it",
+                    root.dir.display(),
+                    policy.ids()
+                ),
+                "unpack it again from its signed archive (`bundle unpack`, which records the signature), or deploy a signed release",
             )
             .into());
         }
+        eprintln!("switch: warning: release `{id}` does not satisfy the trust policy ({why}): activating it anyway (--insecure-allow-unverified)");
     }
-    let dir = if dir.exists() {
-        fs::canonicalize(&dir)
-            .map_err(|e| anyhow!("cannot open root `{}`: {}", dir.display(), io_reason(&e)))?
-    } else {
-        std::path::absolute(&dir)?
-    };
-    if dir.exists() && !dir.is_dir() {
-        bail!("root `{}` is not a directory", dir.display());
+    if deploy && root.current_id()?.as_deref() != Some(id) {
+        let newest = trust::newest_activated(&root.dir)?;
+        trust::check_not_older(
+            id,
+            newest.as_deref(),
+            args.allow_downgrade,
+            "--allow-downgrade",
+        )?;
     }
-    Ok(Root { dir })
+    Ok(())
 }
 
 fn lock(root: &Root, timeout: u64) -> Result<Lock> {
@@ -458,6 +535,7 @@ fn activate_cmd(
     let rev = doc.section::<Bundle>("bundle")?.and_then(|b| b.rev);
     let shared = shared_paths(&release, &args.shared)?;
     if args.dry_run {
+        check_trusted(args, root, &id, true)?;
         let current = root.current_id()?;
         let previous = root.previous_of(current.as_deref());
         let would = Would::Deploy(WouldDeploy {
@@ -477,6 +555,7 @@ fn activate_cmd(
         });
     }
     let _lock = lock(root, args.lock_timeout)?;
+    check_trusted(args, root, &id, true)?;
     repair_restart(args, root)?;
     let from = root.current_id()?;
     prepare(root, &id, env.as_deref(), &shared)?;
@@ -570,6 +649,7 @@ fn shared_paths(release: &Dir, extra: &[String]) -> Result<Vec<String>> {
 pub fn link_shared_paths(root: &Path, id: &str, extra: &[String]) -> Result<()> {
     let root = Root {
         dir: root.to_path_buf(),
+        opened: None,
     };
     check_id(id)?;
     let release = root.open_release(id)?;
@@ -792,6 +872,7 @@ fn revert(args: &Args, root: &Root, to: Option<&str>) -> Result<Switch> {
     };
     let shared = shared_paths(&root.open_release(&target)?, &args.shared)?;
     if args.dry_run {
+        check_trusted(args, root, &target, false)?;
         let would = Would::Revert(WouldRevert {
             revert: target,
             from: Some(current.clone()),
@@ -807,6 +888,7 @@ fn revert(args: &Args, root: &Root, to: Option<&str>) -> Result<Switch> {
         });
     }
     let _lock = lock(root, args.lock_timeout)?;
+    check_trusted(args, root, &target, false)?;
     repair_restart(args, root)?;
     let from = root.current_id()?;
     prepare(root, &target, None, &shared)?;
@@ -821,6 +903,8 @@ struct Listed {
     env: Option<PathBuf>,
     last: Option<(usize, String)>,
     bad: bool,
+    rev: Option<String>,
+    verified_by: Option<String>,
 }
 
 /// The releases in `releases/`: real directories only (a link there is not a release).
@@ -841,10 +925,18 @@ fn releases(root: &Root, hist: &History) -> Result<Vec<Listed>> {
             let p = root.release(&id).join(t);
             fs::canonicalize(&p).unwrap_or(p)
         });
+        let release = dir.open_dir(&id)?;
+        let rev = release
+            .read(Path::new(RESERVED).join("release.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|m| m["rev"].as_str().map(str::to_string));
         out.push(Listed {
             last: hist.last_activation(&id),
             bad: hist.is_bad(&id),
             env,
+            rev,
+            verified_by: Record::read(&release).and_then(|r| r.verified_by),
             id,
         });
     }
@@ -875,6 +967,8 @@ fn list(root: &Root) -> Result<Switch> {
                 env: r.env.clone().map(doc_path).transpose()?,
                 last_activated: r.last.as_ref().map(|l| l.1.clone()),
                 bad: r.bad,
+                rev: r.rev.clone(),
+                verified_by: r.verified_by.clone(),
                 extra: Default::default(),
             })
         })

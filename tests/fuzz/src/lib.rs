@@ -47,7 +47,9 @@ pub fn unpack_args(releases: &Path) -> bundle::UnpackArgs {
         max_bytes: 1 << 20,
         max_entries: 1000,
         max_ratio: 200,
+        max_memory: 1 << 20,
         trust: Vec::new(),
+        allow_downgrade: false,
         archive: None,
     }
 }
