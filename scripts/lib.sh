@@ -22,6 +22,12 @@ wheelship_bin() {
     fi
 }
 
+# safe_name NAME: whether NAME may enter a file name or a command line (the rule of the
+# tools: letters, digits, `.`, `_`, `-`, not starting with `.` or `-`).
+safe_name() {
+    [[ "$1" =~ ^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$ ]]
+}
+
 die() {
     echo "${SCRIPT:-wheelship}: $*" >&2
     exit 1

@@ -56,7 +56,8 @@ impl SmallDisk {
                 "-t",
                 "tmpfs",
                 "-o",
-                &format!("size={kib}k,nr_inodes=4000"),
+                // 0755: a root another user may write is refused (tmpfs makes 1777).
+                &format!("size={kib}k,nr_inodes=4000,mode=0755"),
                 "tmpfs",
             ])
             .arg(at)

@@ -141,6 +141,7 @@ fn every_section_of_the_pipeline_keeps_the_contract() {
         &doc,
     );
     let archive = doc["bundle"]["path"].as_str().unwrap().to_string();
+    let packed = doc.clone();
     let pubkey = s(&d.join("keys/wheelship.pub"));
     let releases = s(&root.join("releases"));
     let unpack = [
@@ -176,7 +177,7 @@ fn every_section_of_the_pipeline_keeps_the_contract() {
     run("bundle", &thin, &json!({}));
     std::fs::create_dir(d.join("again")).unwrap();
     let thick = ["thick", "--releases", &releases, "--out", "again", "r.thin"];
-    let doc = run("bundle", &thick, &json!({}));
+    let doc = run("bundle", &thick, &packed);
     let again = std::fs::read(doc["bundle"]["path"].as_str().unwrap()).unwrap();
     assert_eq!(again, std::fs::read(&archive).unwrap());
 }

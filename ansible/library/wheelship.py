@@ -24,7 +24,7 @@ options:
   before: {description: switch --before (state=deployed), type: str}
   keep: {description: switch prune --keep after a good deploy, type: int}
   shared: {description: switch --shared, type: list, elements: str, default: []}
-  trust: {description: bundle unpack --trust (base64 public keys), type: list, elements: str, default: []}
+  trust: {description: bundle unpack and switch --trust (base64 public keys), type: list, elements: str, default: []}
   to: {description: switch revert --to (state=reverted), type: str}
 """
 
@@ -120,7 +120,7 @@ def main():
         for s in p["shared"]:
             shared += ["--shared", s]
         text = tool(module, [os.path.join(bin_dir, "switch"), "--root", root, "--init"]
-                    + service_flags(p, True) + shared, text)
+                    + trust + service_flags(p, True) + shared, text)
         out = json.loads(text)
         result.update(env=out.get("env"), release=out["switch"]["current"])
         if p["keep"] is not None:
@@ -128,6 +128,8 @@ def main():
                           "--keep", str(p["keep"])], "")
     else:
         argv = [os.path.join(bin_dir, "switch"), "--root", root, "revert"]
+        for key in p["trust"]:
+            argv += ["--trust", key]
         if p["to"]:
             argv += ["--to", p["to"]]
         if module.check_mode:

@@ -76,9 +76,11 @@ pub enum Cmd {
     /// Prints the document with a `thin` section (the copy's path and size).
     Thin(ThinArgs),
     /// Make the full archive again from a thin copy and the wheels of this host's releases,
-    /// each checked against its sha256; the result must have the release's sha256, or nothing
-    /// is written (exit 1: send the full archive). Prints the document with `bundle.path` at
-    /// the rebuilt archive, for `bundle unpack`.
+    /// each checked against its sha256. The release's document on stdin says what the result
+    /// must be (its `bundle` id, sha256, size, level): a thin copy that says otherwise is
+    /// refused before anything is written, the output never grows past that size, and a
+    /// result without that sha256 is not kept (exit 1: send the full archive). Prints the
+    /// document with `bundle.path` at the rebuilt archive, `OUT/<id>.tar.zst`.
     Thick(ThickArgs),
 }
 
@@ -113,9 +115,13 @@ pub struct ThickArgs {
     /// The releases directory whose wheels fill the copy in
     #[arg(long, default_value = "releases", value_name = "DIR")]
     pub releases: PathBuf,
-    /// The directory the full archive is written to (under its own name)
+    /// The directory the full archive is written to, as `<id>.tar.zst` (temp files a killed
+    /// run left there are removed)
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Refuse to rebuild an archive (or a tar stream) larger than this
+    #[arg(long, default_value_t = 8 << 30, value_name = "BYTES")]
+    pub max_bytes: u64,
     /// The thin copy
     #[arg(value_name = "THIN")]
     pub thin: PathBuf,

@@ -321,10 +321,12 @@ fn sanitize_name(n: &str) -> Result<String> {
             }
         })
         .collect();
-    let s = s.trim_start_matches(['.', '-']).to_string();
+    let s = s.trim_start_matches(['.', '-']);
+    let s: String = s.chars().take(100).collect();
     if s.is_empty() {
         bail!("`{n}` gives an empty release name: give --name");
     }
+    wheelship::names::check_file_name(&s).map_err(|e| anyhow!("--name: {e}"))?;
     Ok(s)
 }
 

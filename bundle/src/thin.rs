@@ -15,28 +15,32 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wheelship::beneath::{Dir, Kind};
+use wheelship::cli::io_reason;
 use wheelship::doc::{doc_path, Bundle, Have, HaveWheel, Thin, Wheelhouse};
-use wheelship::names::check_sha256;
-use wheelship::{fsx, Document};
+use wheelship::names::{check_sha256, WheelFilename};
+use wheelship::root::{Root, TMP};
+use wheelship::{fsx, Document, UsageError};
 
 use crate::pack::{encoder, HashWriter};
 use crate::{HaveArgs, ThickArgs, ThinArgs, RESERVED};
 
-const FORMAT: &str = "wheelship-thin-v1";
+const FORMAT: &str = "wheelship-thin-v2";
 /// The header line is small; a longer one is not a thin copy.
 const HEADER_MAX: u64 = 16 << 20;
 
-/// The first line of a thin copy.
+/// The first line of a thin copy. Nothing in it is trusted: what the rebuilt archive must be
+/// (id, sha256, size, level) comes from the release's document on stdin, and the header must
+/// agree with it before anything is written.
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
     format: String,
-    /// The full archive: its file name, sha256, size, release id and zstd level.
-    archive: String,
+    /// The full archive: its sha256, size, release id and zstd level.
     sha256: String,
     size: u64,
     id: String,
@@ -162,14 +166,8 @@ pub fn thin(a: ThinArgs) -> Result<()> {
             });
         }
     }
-    let name = a
-        .archive
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
     let header = Header {
         format: FORMAT.into(),
-        archive: name,
         sha256,
         size,
         id: manifest.id,
@@ -237,28 +235,72 @@ fn write_thin(out: &Path, header: &Header, tar: &[u8]) -> Result<u64> {
     Ok(size)
 }
 
-/// `bundle thick`: the full archive again, from a thin copy and this host's wheels.
+/// What the rebuilt archive must be, from the release's document (never from the thin copy):
+/// its id, sha256, size and zstd level.
+struct Want {
+    id: String,
+    sha256: String,
+    size: u64,
+    level: i32,
+}
+
+impl Want {
+    fn of(doc: &Document, max_bytes: u64) -> Result<Want> {
+        let b: Bundle = doc.section("bundle")?.ok_or_else(|| {
+            UsageError("bundle thick needs the release's document on stdin: its `bundle` section says which archive to rebuild (id, sha256, size)".into())
+        })?;
+        check_sha256(&b.sha256).map_err(|e| anyhow!("stdin: `bundle.sha256`: {e}"))?;
+        wheelship::names::check_file_name(&b.id).map_err(|e| anyhow!("stdin: `bundle.id`: {e}"))?;
+        let level = b.level.unwrap_or(crate::DEFAULT_LEVEL);
+        if !(1..=22).contains(&level) {
+            bail!("stdin: `bundle.level` {level} is not a zstd level (1-22)");
+        }
+        if b.size > max_bytes {
+            bail!(
+                "the release's archive is {} bytes, more than --max-bytes ({max_bytes})",
+                b.size
+            );
+        }
+        Ok(Want {
+            id: b.id,
+            sha256: b.sha256,
+            size: b.size,
+            level,
+        })
+    }
+}
+
+/// Temp files in the output directory older than this are what a killed `thick` left.
+const LEFTOVER_AGE: u64 = 600;
+
+/// `bundle thick`: the full archive again, from a thin copy and this host's wheels, as
+/// `OUT/<id>.tar.zst`.
 pub fn thick(a: ThickArgs) -> Result<()> {
     let mut doc = Document::from_stdin()?;
+    let want = Want::of(&doc, a.max_bytes)?;
     let (f, _) = fsx::open_regular(&a.thin)?;
     let mut r = BufReader::new(
         zstd::stream::read::Decoder::new(f)
             .with_context(|| format!("`{}` is not a thin copy", a.thin.display()))?,
     );
-    let header = read_header(&mut r, &a.thin)?;
+    let header = read_header(&mut r, &a.thin, &want, a.max_bytes)?;
     let have = inventory(&a.releases)?;
-    let out = a.out.join(&header.archive);
+    let out_dir = Root::create(&a.out, "incoming directory")?;
+    let _lock = out_dir.lock(Duration::from_secs(600), "another bundle thick here")?;
+    out_dir.clean_older(&[TMP], LEFTOVER_AGE);
+    let name = format!("{}.tar.zst", want.id);
     let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(TMP)
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .tempfile_in(&a.out)
-        .with_context(|| format!("cannot write in `{}`", a.out.display()))?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let sink = HashWriter::new(BufWriter::with_capacity(
-        1 << 20,
-        tmp.as_file().try_clone()?,
-    ));
-    let mut enc = encoder(sink, header.level, threads)?;
+        .tempfile_in(out_dir.path())
+        .with_context(|| format!("cannot write in `{}`", out_dir.path().display()))?;
+    // Workers: the output does not depend on their number, the memory does.
+    let threads = wheelship::work::cores().min(4) as u32;
+    let sink = HashWriter::new(Capped {
+        inner: BufWriter::with_capacity(1 << 20, tmp.as_file().try_clone()?),
+        left: want.size,
+    });
+    let mut enc = encoder(sink, want.level, threads)?;
     let mut at = 0u64;
     for c in &header.cuts {
         copy_exact(&mut r, &mut enc, c.offset - at, &a.thin)?;
@@ -269,39 +311,73 @@ pub fn thick(a: ThickArgs) -> Result<()> {
     if r.read(&mut [0u8; 1])? != 0 {
         bail!("`{}` holds more than its header says", a.thin.display());
     }
-    let sink = enc.finish()?;
-    let HashWriter { inner, hash, n } = sink;
+    let HashWriter { inner, hash, n } = enc.finish().map_err(|e| {
+        anyhow!(
+            "`{}`: cannot rebuild the archive: {}",
+            a.thin.display(),
+            io_reason(&e)
+        )
+    })?;
     inner
+        .inner
         .into_inner()
         .map_err(|e| anyhow!("{}", e.error()))?
         .sync_all()?;
     let sha = fsx::hex(&hash.finalize());
-    if sha != header.sha256 || n != header.size {
+    if sha != want.sha256 || n != want.size {
         bail!(
-            "`{}`: rebuilt, the archive is not the release's (sha256 {sha}, {n} bytes; the release's is {}, {} bytes): another version of bundle packed it, send the full archive",
+            "`{}`: rebuilt, the archive is not the release's (sha256 {sha}, {n} bytes; the document says {}, {} bytes): another version of bundle packed it, send the full archive",
             a.thin.display(),
-            header.sha256,
-            header.size
+            want.sha256,
+            want.size
         );
     }
+    let out = out_dir.join(&name);
     tmp.persist(&out)
         .map_err(|e| anyhow!("cannot write `{}`: {}", out.display(), e.error))?;
-    fsx::fsync_dir(&a.out)?;
+    out_dir.dir().sync()?;
     let carried: Bundle = doc.section("bundle")?.unwrap_or_default();
     doc.set(
         "bundle",
         &Bundle {
             path: doc_path(&out)?,
-            id: header.id,
+            id: want.id,
             sha256: sha,
             size: n,
+            // Only `bundle unpack` establishes who signed it.
+            verified_by: None,
             ..carried
         },
     )?;
     doc.write_stdout()
 }
 
-fn read_header(r: &mut impl BufRead, thin: &Path) -> Result<Header> {
+/// A writer that refuses to grow past `left` bytes: a thin copy never makes more than the
+/// archive the document describes.
+struct Capped<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(io::Error::other(
+                "it grows past the size of the release's archive",
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The header, checked against what the document says and within the limits: the cuts in
+/// order, inside the stream, each a distinct wheel (by file name and sha256).
+fn read_header(r: &mut impl BufRead, thin: &Path, want: &Want, max_bytes: u64) -> Result<Header> {
     let mut line = Vec::new();
     r.take(HEADER_MAX)
         .read_until(b'\n', &mut line)
@@ -310,15 +386,29 @@ fn read_header(r: &mut impl BufRead, thin: &Path) -> Result<Header> {
         .with_context(|| format!("`{}` is not a thin copy", thin.display()))?;
     let bad = |why: &str| anyhow!("`{}`: {why}", thin.display());
     if h.format != FORMAT {
-        return Err(bad(&format!("format `{}`, not `{FORMAT}`", h.format)));
+        return Err(bad(&format!("not a thin copy of the format `{FORMAT}`")));
     }
-    check_sha256(&h.sha256).map_err(|e| bad(&e))?;
-    if h.archive.is_empty() || h.archive.contains('/') || h.archive.starts_with('.') {
-        return Err(bad("the archive's name is not a file name"));
+    if h.sha256 != want.sha256 || h.size != want.size || h.id != want.id || h.level != want.level {
+        return Err(bad(&format!(
+            "not a thin copy of release `{}` (sha256 {}, {} bytes, level {}), which the document names",
+            want.id, want.sha256, want.size, want.level
+        )));
+    }
+    if h.tar_size > max_bytes {
+        return Err(bad(&format!(
+            "its stream is larger than --max-bytes ({max_bytes})"
+        )));
     }
     let mut at = 0u64;
+    let mut seen = std::collections::HashSet::new();
     for c in &h.cuts {
         check_sha256(&c.sha256).map_err(|e| bad(&e))?;
+        if WheelFilename::parse(&c.file).is_err() || c.file.contains('/') {
+            return Err(bad("a cut that is not a wheel file"));
+        }
+        if !seen.insert(c.sha256.as_str()) || !seen.insert(c.file.as_str()) {
+            return Err(bad("the same wheel cut out twice"));
+        }
         let end = c
             .offset
             .checked_add(c.size)

@@ -397,17 +397,18 @@ pub fn peek_manifest(archive: &Path) -> Result<Manifest> {
     e.read_to_string(&mut text).map_err(corrupt)?;
     let m: Manifest = serde_json::from_str(&text)
         .map_err(|e| anyhow!("`{}`: malformed release.json: {e}", archive.display()))?;
-    let id_ok = !m.id.is_empty()
-        && m.id.len() <= 200
-        && !m.id.starts_with('.')
-        && m.id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !id_ok {
+    if wheelship::names::check_file_name(&m.id).is_err() {
         bail!(
             "`{}`: release id `{}` is not safe as a directory name",
             archive.display(),
-            m.id
+            m.id.escape_debug()
+        );
+    }
+    if wheelship::names::check_file_name(&m.name).is_err() {
+        bail!(
+            "`{}`: release name `{}` is not safe as a file name",
+            archive.display(),
+            m.name.escape_debug()
         );
     }
     Ok(m)

@@ -455,3 +455,76 @@ fn only_regular_files_are_archives() {
     std::fs::remove_file(&a).unwrap();
     c.assert_clean();
 }
+
+/// Issue 23, finding 4: a hand-made, unsigned archive whose document claims
+/// `bundle.verified_by` (and carries an `env` and a `switch` of its own) comes out of unpack
+/// saying nothing it did not establish: no signer, none of those sections.
+#[test]
+fn claims_carried_in_the_archive_are_not_repeated() {
+    let c = Case::new();
+    let mut t = RawTar::default();
+    let m = format!(
+        r#"{{"id":"r1","name":"t","rev":"{}","tree":"{}","commit_time":0}}"#,
+        "a".repeat(40),
+        "b".repeat(40)
+    );
+    t.file(b".wheelship/release.json", m.as_bytes(), 0o644);
+    let claims = r#"{"bundle":{"path":"/x.tar.zst","id":"r1","sha256":"00","size":1,"verified_by":"FEEDFACEFEEDFACE"},"env":{"path":"/evil","key":"k","reused":true},"switch":{"root":"/","current":"r0","previous":null},"app":{"kept":true}}"#;
+    t.file(b".wheelship/document.json", claims.as_bytes(), 0o644);
+    t.file(b"app.py", b"x", 0o644);
+    let a = c.p().join("a.tar.zst");
+    std::fs::write(&a, zst(&t.finish())).unwrap();
+    let out = bundle(
+        c.p(),
+        &["unpack", "--releases", "releases", "a.tar.zst"],
+        "",
+    );
+    let doc = testsupport::doc_of(&out);
+    assert_eq!(
+        doc["bundle"]["verified_by"],
+        serde_json::Value::Null,
+        "{doc}"
+    );
+    assert_ne!(doc["bundle"]["sha256"], "00");
+    assert!(
+        doc.get("env").is_none() && doc.get("switch").is_none(),
+        "{doc}"
+    );
+    assert_eq!(doc["app"]["kept"], true, "what the build put there passes");
+    // And what unpack writes of its own in `.wheelship/` an archive cannot supply.
+    let c = Case::new();
+    for reserved in [
+        &b".wheelship/verified.json"[..],
+        b".wheelship/archive.sha256",
+        b".wheelship/x/y",
+    ] {
+        let mut t = RawTar::release("r2");
+        t.file(reserved, b"{}", 0o644);
+        c.refused(&t.finish(), "holds only what `bundle pack` writes there");
+    }
+}
+
+/// Issue 23, finding 10: unpack's bookkeeping does not grow with the length of the names: 20,000
+/// files with 3.7 KB paths (all in one deep directory) unpack within 2 MiB of it (before, their
+/// names alone took 150 MB), and a limit below what they need is a clear error.
+#[test]
+fn memory_is_bounded_by_a_flag_not_by_the_names() {
+    let c = Case::new();
+    let deep: Vec<String> = (0..15)
+        .map(|i| format!("{i:02}{}", "d".repeat(240)))
+        .collect();
+    let dir = deep.join("/");
+    let mut t = RawTar::release("r3");
+    for i in 0..20_000 {
+        let name = format!("{dir}/{i:05}");
+        t.long_name(name.as_bytes());
+        t.file(b"placeholder", b"", 0o644);
+    }
+    let archive = zst(&t.finish());
+    let (code, err) = c.unpack_bytes(&archive, &["--max-memory", "500000"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("(--max-memory)"), "{err}");
+    c.assert_clean();
+    let (code, err) = c.unpack_bytes(&archive, &["--max-memory", &(2 << 20).to_string()]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -96,7 +96,8 @@ impl T {
             .ok();
         out["thin"].clone()
     }
-    fn thick(&self) -> std::process::Output {
+    /// `bundle thick` of `release.thin`, told by `doc` (the release's document) what to make.
+    fn thick(&self, doc: &Value) -> std::process::Output {
         tool("bundle")
             .args([
                 "thick",
@@ -107,6 +108,7 @@ impl T {
                 "release.thin",
             ])
             .cwd(self.p())
+            .stdin(doc.to_string())
             .output()
     }
 }
@@ -123,8 +125,12 @@ fn a_thin_copy_rebuilds_the_archive_byte_for_byte() {
         thin["size"].as_u64().unwrap() * 50 < full,
         "{thin} of {full}"
     );
-    let rebuilt = doc_of(&t.thick());
+    let rebuilt = doc_of(&t.thick(&v2));
     let path = PathBuf::from(rebuilt["bundle"]["path"].as_str().unwrap());
+    assert_eq!(
+        path.file_name().unwrap().to_str().unwrap(),
+        format!("{}.tar.zst", v2["bundle"]["id"].as_str().unwrap())
+    );
     assert_eq!(
         path.parent().unwrap(),
         t.p().join("host/incoming").canonicalize().unwrap()
@@ -145,7 +151,7 @@ fn a_thin_copy_rebuilds_the_archive_byte_for_byte() {
     let v3 = t.pack(&["alpha", "beta", "gamma"]);
     let thin = t.thin(&v3);
     assert_eq!(thin["wheels_cut"], 2);
-    let rebuilt = doc_of(&t.thick());
+    let rebuilt = doc_of(&t.thick(&v3));
     assert_eq!(rebuilt["bundle"]["sha256"], v3["bundle"]["sha256"]);
 }
 
@@ -163,23 +169,138 @@ fn a_host_without_the_wheel_or_with_a_bad_copy_rebuilds_nothing() {
     let mut bad = good.clone();
     bad[1000] ^= 1;
     std::fs::write(&held, &bad).unwrap();
-    let err = failed_with(&t.thick(), 1);
+    let err = failed_with(&t.thick(&v2), 1);
     assert!(err.contains("this host's copy has sha256"), "{err}");
-    assert_eq!(
-        testsupport::names(&t.p().join("host/incoming")),
-        Vec::<String>::new()
-    );
+    assert_eq!(testsupport::names(&t.p().join("host/incoming")), [".lock"]);
     // Gone: said by name.
     std::fs::remove_file(&held).unwrap();
-    let err = failed_with(&t.thick(), 1);
+    let err = failed_with(&t.thick(&v2), 1);
     assert!(err.contains("`alpha-1.0-py3-none-any.whl`"), "{err}");
     assert!(err.contains("not on this host"), "{err}");
-    assert_eq!(
-        testsupport::names(&t.p().join("host/incoming")),
-        Vec::<String>::new()
-    );
+    assert_eq!(testsupport::names(&t.p().join("host/incoming")), [".lock"]);
     // A thin copy that is not one.
     std::fs::write(t.p().join("release.thin"), b"not zstd").unwrap();
-    let err = failed_with(&t.thick(), 1);
+    let err = failed_with(&t.thick(&v2), 1);
     assert!(err.contains("release.thin"), "{err}");
+}
+
+/// A thin copy's header, rewritten by `edit`, with its stream as it was.
+fn forge(t: &T, edit: impl Fn(&mut Value)) {
+    let raw = zstd::decode_all(&std::fs::read(t.p().join("release.thin")).unwrap()[..]).unwrap();
+    let nl = raw.iter().position(|&b| b == b'\n').unwrap();
+    let mut header: Value = serde_json::from_slice(&raw[..nl]).unwrap();
+    edit(&mut header);
+    let mut out = serde_json::to_vec(&header).unwrap();
+    out.extend_from_slice(&raw[nl..]);
+    std::fs::write(
+        t.p().join("release.thin"),
+        zstd::encode_all(&out[..], 3).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Issue 23, finding 5: nothing a thin copy says is trusted before it is checked against the
+/// release's document. Repeated cuts of one wheel, another sha256, size or level than the
+/// document's, a stream past --max-bytes: refused before anything is written, and no message
+/// repeats what the header claims. The output is named by the release id, and what a killed
+/// run left in the output directory goes.
+#[test]
+#[allow(clippy::too_many_lines)] // one story, start to end
+fn a_thin_copy_is_held_to_the_document() {
+    let t = T::new();
+    let (_, v2) = t.two_releases();
+    let incoming = t.p().join("host/incoming");
+    let stale = incoming.join(".tmp-killed-run");
+    std::fs::write(&stale, vec![0u8; 1000]).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let fresh = incoming.join(".tmp-another-deploy-uploading");
+    std::fs::write(&fresh, b"x").unwrap();
+    let nothing_new = || {
+        let mut names = testsupport::names(&incoming);
+        names.retain(|n| {
+            n != ".lock" && n != ".tmp-killed-run" && n != ".tmp-another-deploy-uploading"
+        });
+        assert!(names.is_empty(), "{names:?}");
+    };
+    let fake = "f".repeat(64);
+    type Edit<'a> = Box<dyn Fn(&mut Value) + 'a>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "the same wheel cut out twice",
+            Box::new(|h: &mut Value| {
+                let cut = h["cuts"][0].clone();
+                let cuts = h["cuts"].as_array_mut().unwrap();
+                for _ in 0..200 {
+                    cuts.push(cut.clone());
+                }
+            }),
+        ),
+        (
+            "not a thin copy of release",
+            Box::new(|h: &mut Value| h["sha256"] = json!(fake)),
+        ),
+        (
+            "not a thin copy of release",
+            Box::new(|h: &mut Value| h["size"] = json!(1u64 << 40)),
+        ),
+        (
+            "not a thin copy of release",
+            Box::new(|h: &mut Value| h["level"] = json!(22)),
+        ),
+        (
+            "not a thin copy of release",
+            Box::new(|h: &mut Value| h["id"] = json!("other")),
+        ),
+        (
+            "a cut that is not a wheel file",
+            Box::new(|h: &mut Value| h["cuts"][0]["file"] = json!("../../x.minisig")),
+        ),
+    ];
+    for (why, edit) in cases {
+        t.thin(&v2);
+        forge(&t, edit);
+        let err = failed_with(&t.thick(&v2), 1);
+        assert!(err.contains(why), "{why}: {err}");
+        assert!(
+            !err.contains(&fake) && !err.contains("1099511627776"),
+            "{err}"
+        );
+        nothing_new();
+    }
+    // A document is required: it, not the copy, says what to make.
+    t.thin(&v2);
+    let err = failed_with(&t.thick(&json!({})), 2);
+    assert!(err.contains("needs the release's document"), "{err}");
+    let out = tool("bundle")
+        .args([
+            "thick",
+            "--releases",
+            "host/releases",
+            "--out",
+            "host/incoming",
+            "--max-bytes",
+            "1000",
+            "release.thin",
+        ])
+        .cwd(t.p())
+        .stdin(v2.to_string())
+        .output();
+    let err = failed_with(&out, 1);
+    assert!(err.contains("--max-bytes"), "{err}");
+    // The good copy: named by the id; a killed run's leftover is gone, a fresh upload stays.
+    let rebuilt = doc_of(&t.thick(&v2));
+    assert!(rebuilt["bundle"]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!(
+            "/{}.tar.zst",
+            v2["bundle"]["id"].as_str().unwrap()
+        )));
+    assert!(!stale.exists() && fresh.exists());
 }

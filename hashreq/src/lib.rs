@@ -219,9 +219,8 @@ impl Walker<'_> {
         Redactor::new(&self.expansions)
     }
 
-    /// Reads and parses one requirement file. What the file says is what is parsed, shown and
-    /// hashed: a `${VAR}` stays as written (pip expands it again when wheelhouse hands the
-    /// requirements over), and its value is used only to find a file it includes.
+    /// Reads and parses one requirement file, as pip does: each line with `${VAR}` expanded
+    /// first (`docs/hashreq.md` says what is shown and hashed of a variable).
     fn parse_file(
         &mut self,
         src: &Source,
@@ -243,8 +242,11 @@ impl Walker<'_> {
         let raw = lines::splitlines(&text);
         let joined = lines::join_lines(raw.into_iter().enumerate().map(|(i, l)| (i as u32 + 1, l)));
         for (n, line) in lines::ignore_comments(joined) {
+            // pip's `expand_env_variables`: after comments are stripped, before parsing.
+            let getenv = self.getenv;
+            let line = lines::expand_env(&line, getenv, &mut self.expansions);
             let at = |msg: String| anyhow!("{shown}:{n}: {msg}");
-            let opts = self.line_options(&line).map_err(&at)?;
+            let opts = self.line_options(&line).map_err(at)?;
             let (args_str, _) = lines::break_args_options(&line);
             // `--no-binary`/`--only-binary` act on pip's shared format control from any line.
             self.state.set_ops.extend(
@@ -253,21 +255,17 @@ impl Walker<'_> {
                     .filter(|o| matches!(o, SetOp::NoBinary(_) | SetOp::OnlyBinary(_)))
                     .cloned(),
             );
+            let clean = |m: String| at(self.redactor().clean(&m));
             if !args_str.is_empty() {
-                let parsed = req::parse_requirement(&args_str, &self.cwd).map_err(&at)?;
+                let parsed = req::parse_requirement(&args_str, &self.cwd).map_err(clean)?;
                 self.add_entry(parsed, src, n, constraint, false, &opts);
             } else if let Some(e) = opts.editables.first() {
-                let parsed = req::parse_editable(e, &self.cwd).map_err(&at)?;
+                let parsed = req::parse_editable(e, &self.cwd).map_err(clean)?;
                 self.add_entry(parsed, src, n, constraint, true, &opts);
             } else if let Some((path, nested)) = include_of(&opts) {
-                // The file to read is found with `${VAR}` expanded; nothing else is.
-                let getenv = self.getenv;
-                let expanded = lines::expand_env(&line, getenv, &mut self.expansions);
-                let real_path = match self.line_options(&expanded) {
-                    Ok(o) => include_of(&o).map_or_else(|| path.clone(), |(p, _)| p.clone()),
-                    Err(_) => path.clone(),
-                };
-                self.include(src, n, &path.clone(), &real_path, nested, stack)?;
+                // Read where pip reads; recorded and shown with secret values as written.
+                let written = self.redactor().clean(path);
+                self.include(src, n, &written, &path.clone(), nested, stack)?;
             } else {
                 self.option_line(src, n, &opts);
             }
@@ -386,9 +384,9 @@ impl Walker<'_> {
         hashes.dedup();
         let entry = Entry {
             name: parsed.name.clone(),
-            specifier: parsed.specifier,
+            specifier: red.clean(&parsed.specifier),
             extras: parsed.extras,
-            marker: parsed.marker,
+            marker: parsed.marker.map(|m| red.clean(&m)),
             hashes,
             url: parsed.url.map(|u| red.clean(&u)),
             file: src.recorded.clone(),

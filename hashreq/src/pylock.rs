@@ -161,7 +161,9 @@ fn package_wheels(
         }
         wheels.push(PylockWheel {
             file,
-            url: w.url.clone(),
+            // Credentials never reach the document or the hash: a rotated token is the same
+            // lock (wheelhouse reads the URL to fetch from the lock file itself).
+            url: w.url.as_deref().map(crate::redact::redact_userinfo),
             path: w.path.as_ref().map(|p| dir.join(p).display().to_string()),
             size: w.size,
             sha256: sha,
@@ -196,6 +198,16 @@ fn lock_hash(
     )
 }
 
+/// A package's other source (a table of the lock), as the document carries it: credentials in
+/// its URLs never reach the document or the hash.
+fn source_json(v: &Option<toml::Value>) -> Option<Value> {
+    v.as_ref().map(|v| {
+        let mut v = serde_json::to_value(v).unwrap_or(Value::Null);
+        crate::redact::redact_value(&mut v);
+        v
+    })
+}
+
 /// Reads a lock file into the `requirements` section.
 pub fn read(
     path: &Path,
@@ -217,10 +229,7 @@ pub fn read(
         }
         let name = canonicalize_name(&p.name);
         let (wheels, hashes) = package_wheels(p, dir, &at)?;
-        let source = |v: &Option<toml::Value>| {
-            v.as_ref()
-                .map(|v| serde_json::to_value(v).unwrap_or(Value::Null))
-        };
+        let source = source_json;
         if wheels.is_empty() && p.version.is_none() {
             unpinned.push(name.clone());
         }

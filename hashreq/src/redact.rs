@@ -4,6 +4,8 @@ use crate::lines::Expansion;
 
 /// Names of variables whose values are treated as secrets wherever they appear.
 const SECRET_WORDS: &[&str] = &[
+    "PRIVATE",
+    "CREDS",
     "TOKEN",
     "PASSWORD",
     "PASSWD",
@@ -58,6 +60,26 @@ pub fn redact_userinfo(s: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Every string in a JSON value (a pylock.toml source table) with [`redact_userinfo`].
+pub fn redact_value(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => *s = redact_userinfo(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_value),
+        serde_json::Value::Object(o) => o.values_mut().for_each(redact_value),
+        _ => {}
+    }
+}
+
+/// At most the first 60 characters of a line, for a message that quotes it: a file that is not
+/// a requirements file (a binary, the environment of a process) is not echoed whole.
+pub fn excerpt(s: &str) -> String {
+    const MAX: usize = 60;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use pep508_rs::{MarkerTree, Requirement, VerbatimUrl, VersionOrUrl};
 use wheelship::names::{canonicalize_name, WheelFilename};
 
 use crate::marker;
+use crate::redact::excerpt;
 
 const VCS_SCHEMES: &[&str] = &[
     "git",
@@ -364,6 +365,23 @@ fn error_text(e: &dyn std::fmt::Display) -> String {
         .unwrap_or_else(|| "not valid PEP 508".to_string())
 }
 
+/// pep508_rs 0.9.2 panics on a name its grammar reads but its name check refuses
+/// (`Flask-01-.`; found by fuzzing): the name is checked first, as packaging's tokenizer does.
+fn check_lead(req: &str) -> Result<(), String> {
+    let lead: String = req
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .collect();
+    if !lead.is_empty() && !wheelship::names::is_valid_name(&lead) {
+        return Err(format!(
+            "invalid requirement `{}`: `{}` is not a valid project name (letters, digits, and `.`, `_`, `-` only between them)",
+            excerpt(req),
+            excerpt(&lead)
+        ));
+    }
+    Ok(())
+}
+
 /// Parses `name[extras] specifiers` or `name[extras] @ url` (no marker: pip splits it off
 /// first). `===` takes any string, as pip does; `pep508_rs` only takes PEP 440 versions there,
 /// so arbitrary operands are swapped for placeholders while it parses and restored after.
@@ -389,20 +407,11 @@ fn parse_pep508(req: &str) -> Result<(String, String, Vec<String>, Option<String
     }
     text.push_str(rest);
 
-    // pep508_rs 0.9.2 panics on a name its grammar reads but its name check refuses
-    // (`Flask-01-.`; found by fuzzing): check the name first, as packaging's tokenizer does.
-    let lead: String = req
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        .collect();
-    if !lead.is_empty() && !wheelship::names::is_valid_name(&lead) {
-        return Err(format!(
-            "invalid requirement `{req}`: `{lead}` is not a valid project name (letters, digits, and `.`, `_`, `-` only between them)"
-        ));
-    }
+    check_lead(req)?;
     let Some(parsed) = quiet_catch(|| Requirement::<VerbatimUrl>::from_str(&text)) else {
         return Err(format!(
-            "invalid requirement `{req}`: the PEP 508 parser cannot read it"
+            "invalid requirement `{}`: the PEP 508 parser cannot read it",
+            excerpt(req)
         ));
     };
     if parsed.is_err() {
@@ -411,7 +420,7 @@ fn parse_pep508(req: &str) -> Result<(String, String, Vec<String>, Option<String
         }
     }
     let r = parsed.map_err(|e| {
-        let mut msg = format!("invalid requirement `{req}`: {}", error_text(&e));
+        let mut msg = format!("invalid requirement `{}`: {}", excerpt(req), error_text(&e));
         if req.contains('/') {
             msg.push_str(" (it looks like a path, but there is no such file or directory)");
         } else if req.contains('=')

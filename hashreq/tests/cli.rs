@@ -551,3 +551,147 @@ fn golden_hash() {
         "sha256:51c42ff5e38068bfdbb67714fbd6747ed48efaed8bec525adc92f10cdcd1279e"
     );
 }
+
+/// Issue 23, finding 11: `${VAR}` is expanded before the line is parsed, as pip does, so
+/// `foo==${FOO_VERSION}` is the pin it names; a variable pip leaves unset is an invalid pin,
+/// as for pip. A secret-named variable is shown and hashed as written.
+#[test]
+fn variables_in_a_pin_parse_as_pip_parses_them() {
+    let d = dir(&[(
+        "requirements.txt",
+        "foo==${FOO_VERSION}\nbar @ https://h.example/${PIP_TOKEN}/bar-1.0.tar.gz\n",
+    )]);
+    let run = |version: &str, token: &str| {
+        Command::cargo_bin("hashreq")
+            .unwrap()
+            .current_dir(d.path())
+            .env("FOO_VERSION", version)
+            .env("PIP_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let out = run("1.2", "t0ps3cret");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("t0ps3cret"), "{text}");
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let entry = |name: &str| {
+        doc["requirements"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(entry("foo")["specifier"], "==1.2");
+    assert_eq!(
+        entry("bar")["url"],
+        "https://h.example/${PIP_TOKEN}/bar-1.0.tar.gz"
+    );
+    // The pin is what counts; the token is not part of the hash.
+    let literal = dir(&[(
+        "requirements.txt",
+        "foo==1.2\nbar @ https://h.example/${PIP_TOKEN}/bar-1.0.tar.gz\n",
+    )]);
+    let same: Value = serde_json::from_slice(
+        &Command::cargo_bin("hashreq")
+            .unwrap()
+            .current_dir(literal.path())
+            .env_remove("PIP_TOKEN")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(same["requirements"]["hash"], doc["requirements"]["hash"]);
+    let rotated: Value = serde_json::from_slice(&run("1.2", "n3wt0ken").stdout).unwrap();
+    assert_eq!(rotated["requirements"]["hash"], doc["requirements"]["hash"]);
+    let other: Value = serde_json::from_slice(&run("1.3", "t0ps3cret").stdout).unwrap();
+    assert_ne!(other["requirements"]["hash"], doc["requirements"]["hash"]);
+    // Unset: pip keeps the text, which is not a version.
+    let out = Command::cargo_bin("hashreq")
+        .unwrap()
+        .current_dir(d.path())
+        .env_remove("FOO_VERSION")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("requirements.txt:1: invalid requirement `foo==${FOO_VERSION}`"));
+}
+
+/// Issue 23, finding 8: credentials in a lock file's URLs (wheels, VCS, archives) never reach
+/// the document or the hash; the kernel's files are not requirement files, whatever their
+/// size; and a line that is not a requirement is quoted only in part.
+#[test]
+fn secrets_stay_out_of_locks_messages_and_the_hash() {
+    let lock = |token: &str| {
+        format!(
+            r#"lock-version = "1.0"
+created-by = "test"
+[[packages]]
+name = "foo"
+version = "1.0"
+wheels = [{{ name = "foo-1.0-py3-none-any.whl", url = "https://u:{token}@h.example/foo-1.0-py3-none-any.whl", hashes = {{ sha256 = "{}" }} }}]
+[[packages]]
+name = "bar"
+version = "2.0"
+vcs = {{ type = "git", url = "https://u:{token}@h.example/bar.git", commit-id = "{}" }}
+[[packages]]
+name = "baz"
+version = "3.0"
+archive = {{ url = "https://u:{token}@h.example/baz.tar.gz", hashes = {{ sha256 = "{}" }} }}
+"#,
+            "a".repeat(64),
+            "b".repeat(40),
+            "c".repeat(64)
+        )
+    };
+    let d = dir(&[("pylock.toml", &lock("tok3n-one"))]);
+    let out = hashreq(d.path(), &["pylock.toml"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("tok3n"), "{text}");
+    assert!(
+        text.contains("https://***@h.example/foo-1.0-py3-none-any.whl"),
+        "{text}"
+    );
+    let first: Value = serde_json::from_str(&text).unwrap();
+    std::fs::write(d.path().join("pylock.toml"), lock("tok3n-two")).unwrap();
+    let second = ok(d.path(), &["pylock.toml"]);
+    assert_eq!(
+        first["requirements"]["hash"],
+        second["requirements"]["hash"]
+    );
+    // procfs is refused by type: its files pass the regular-file and size checks.
+    std::fs::write(d.path().join("requirements.txt"), "-r /proc/self/environ\n").unwrap();
+    let out = Command::cargo_bin("hashreq")
+        .unwrap()
+        .current_dir(d.path())
+        .env("SOME_SECRET_VALUE", "hunter2hunter2")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("it is on procfs, not an ordinary file system"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    // A long line that is not a requirement: an excerpt.
+    let junk = format!("x-y{}", "z ".repeat(5000));
+    std::fs::write(d.path().join("requirements.txt"), format!("{junk}\n")).unwrap();
+    let out = hashreq(d.path(), &["requirements.txt"], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.len() < 400, "{} bytes: {err}", err.len());
+}

@@ -41,32 +41,7 @@ pub fn gc(envs: &Path, g: &Gc) -> Result<EnvGc> {
             "another mkenv on this store",
         )?)
     };
-    let mut kept = linked_envs(root.path(), g.keep, g.releases)?;
-    let mut removed_envs = Vec::new();
-    // Which envs use which stored wheel.
-    let mut users: std::collections::HashMap<String, Vec<String>> = Default::default();
-    for (name, kind) in envs_dir.entries()? {
-        let Some(name) = name.to_str().map(str::to_string) else {
-            continue;
-        };
-        if name.starts_with('.') || kind != Kind::Dir {
-            continue;
-        }
-        let young = envs_dir.age(&name)?.is_some_and(|age| age < g.grace);
-        if kept.contains(&name) || young {
-            kept.insert(name.clone());
-            let meta = envs_dir
-                .read(Path::new(&name).join(".wheelship-env.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<EnvMeta>(&b).ok())
-                .unwrap_or_default();
-            for w in meta.wheels {
-                users.entry(w.sha256).or_default().push(name.clone());
-            }
-        } else {
-            removed_envs.push(name);
-        }
-    }
+    let (kept, mut removed_envs, users) = sort_envs(envs_dir, root.path(), g)?;
     let store = match envs_dir.kind(".store")? {
         Some(Kind::Dir) => Some(envs_dir.open_dir(".store")?),
         _ => None,
@@ -116,6 +91,44 @@ pub fn gc(envs: &Path, g: &Gc) -> Result<EnvGc> {
     })
 }
 
+/// Which stored wheels the envs that stay use.
+type Users = std::collections::HashMap<String, Vec<String>>;
+
+/// The envs that stay (kept, or young) and those that go, and which stored wheels the ones
+/// that stay use.
+fn sort_envs(
+    envs_dir: &Dir,
+    envs: &Path,
+    g: &Gc,
+) -> Result<(BTreeSet<String>, Vec<String>, Users)> {
+    let mut kept = linked_envs(envs, g.keep, g.releases)?;
+    let mut removed = Vec::new();
+    let mut users = Users::new();
+    for (name, kind) in envs_dir.entries()? {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            continue;
+        };
+        if name.starts_with('.') || kind != Kind::Dir {
+            continue;
+        }
+        let young = envs_dir.age(&name)?.is_some_and(|age| age < g.grace);
+        if kept.contains(&name) || young {
+            kept.insert(name.clone());
+            let meta = envs_dir
+                .read(Path::new(&name).join(".wheelship-env.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<EnvMeta>(&b).ok())
+                .unwrap_or_default();
+            for w in meta.wheels {
+                users.entry(w.sha256).or_default().push(name.clone());
+            }
+        } else {
+            removed.push(name);
+        }
+    }
+    Ok((kept, removed, users))
+}
+
 /// Every stored wheel rehashed (its files against RECORD, its bytecode against what was
 /// recorded when it was compiled): the entries that fail, with why, and those an older mkenv
 /// stored without stamps (removed too, quietly: the next build stores them again).
@@ -149,11 +162,7 @@ fn verify_entry(store: &Dir, name: &str) -> Result<bool, String> {
     stamp::check(&files, &expect, true).map(|()| true)
 }
 
-fn tampered_error(
-    tampered: &[(String, String)],
-    users: &std::collections::HashMap<String, Vec<String>>,
-    dry_run: bool,
-) -> anyhow::Error {
+fn tampered_error(tampered: &[(String, String)], users: &Users, dry_run: bool) -> anyhow::Error {
     let mut lines = Vec::new();
     let mut envs = BTreeSet::new();
     for (entry, why) in tampered {

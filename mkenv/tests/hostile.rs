@@ -345,3 +345,107 @@ fn a_dead_compiler_is_an_error_not_a_closed_stdout() {
         .collect();
     assert!(names.iter().all(|n| n.starts_with('.')), "{names:?}");
 }
+
+/// Issue 23, finding 6: the store cannot be changed under the envs. Stored files are
+/// read-only; a stored file changed after a first build (as the app's own user could, through
+/// an env's hard link) is found before it is linked into another env, and the entry is stored
+/// again from its wheel; a change that sets the modification time back is found by
+/// `mkenv --verify` (which rebuilds the env that links it and swaps it in) and by
+/// `mkenv gc --verify`. The `.pyc` files compiled into the store are held to the same.
+#[test]
+#[allow(clippy::too_many_lines)] // one story, start to end
+fn a_changed_store_file_is_never_linked_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let wheels = app_wheels(&t.path().join("wh"));
+    let doc = lock(&wheels, &["shop-app"]);
+    let env = ok(t.path(), &["--envs", "envs"], &doc);
+    let env_path = std::path::PathBuf::from(env["path"].as_str().unwrap());
+    let site = testsupport::site_packages();
+    let module = env_path.join(&site).join("helper/__init__.py");
+    let pyc = env_path.join(&site).join("helper/__pycache__");
+    let pyc = std::fs::read_dir(&pyc)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let original = std::fs::read(&module).unwrap();
+    assert_eq!(
+        std::fs::metadata(&module).unwrap().permissions().mode() & 0o777,
+        0o444
+    );
+    assert_eq!(
+        std::fs::metadata(&pyc).unwrap().permissions().mode() & 0o777,
+        0o444
+    );
+    // Changed in place, through the env's hard link.
+    let tamper = |p: &std::path::Path, keep_mtime: bool| {
+        let before = std::fs::metadata(p).unwrap().modified().unwrap();
+        std::fs::set_permissions(p, PermissionsExt::from_mode(0o644)).unwrap();
+        let mut data = std::fs::read(p).unwrap();
+        data.extend_from_slice(b"\nimport os  # planted\n");
+        std::fs::write(p, &data).unwrap();
+        if keep_mtime {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(before)
+                .unwrap();
+        }
+    };
+    tamper(&module, false);
+    // The env is deleted and built again: the changed entry is stored again, not linked.
+    std::fs::remove_dir_all(&env_path).unwrap();
+    let out = mkenv(t.path(), &["--envs", "envs"], &doc);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("was changed after it was stored"), "{err}");
+    assert!(err.contains("helper/__init__.py"), "{err}");
+    assert_eq!(std::fs::read(&module).unwrap(), original);
+    // The same for compiled bytecode.
+    let pyc = std::fs::read_dir(env_path.join(&site).join("helper/__pycache__"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let pyc_original = std::fs::read(&pyc).unwrap();
+    tamper(&pyc, false);
+    std::fs::remove_dir_all(&env_path).unwrap();
+    let out = mkenv(t.path(), &["--envs", "envs"], &doc);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was changed after it was stored"));
+    assert_eq!(std::fs::read(&pyc).unwrap(), pyc_original);
+    // A change that puts the mtime back: only a rehash sees it.
+    tamper(&module, true);
+    let quiet = ok(t.path(), &["--envs", "envs"], &doc);
+    assert_eq!(quiet["reused"], true);
+    let out = mkenv(
+        t.path(),
+        &["--envs", "envs", "gc", "--verify", "--dry-run"],
+        &serde_json::json!({}),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("were changed after they were stored"), "{err}");
+    assert!(
+        err.contains(env["key"].as_str().unwrap()),
+        "names the env: {err}"
+    );
+    let verified = ok(t.path(), &["--envs", "envs", "--verify"], &doc);
+    assert_eq!(verified["reused"], false, "rebuilt");
+    assert_eq!(std::fs::read(&module).unwrap(), original);
+    let gc = mkenv(
+        t.path(),
+        &["--envs", "envs", "gc", "--verify"],
+        &serde_json::json!({}),
+    );
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    let gc: serde_json::Value = serde_json::from_slice(&gc.stdout).unwrap();
+    assert_eq!(gc["mkenv_gc"]["verified"], 2);
+}

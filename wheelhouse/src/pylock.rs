@@ -172,7 +172,8 @@ pub fn lock_exact(
         bail!("the lock does not fit `{python}`: {why}");
     }
     let chosen = choose(python, r, &sources, &sel)?;
-    fetch(python, offline, dir, work, &chosen)?;
+    let lock_file = r.files.first().map(|f| f.as_std_path());
+    fetch(python, offline, dir, work, &chosen, lock_file)?;
     let mut wheels = Vec::new();
     for (name, _, s, sha) in &chosen {
         let path = dir.join(&s.file);
@@ -233,6 +234,7 @@ fn fetch(
     dir: &Path,
     work: &Path,
     chosen: &[(String, String, PylockWheel, String)],
+    lock_file: Option<&Path>,
 ) -> Result<()> {
     let mut remote = String::new();
     for (name, _, s, sha) in chosen {
@@ -252,7 +254,15 @@ fn fetch(
             continue;
         }
         match (&s.url, offline) {
-            (Some(url), false) => remote.push_str(&format!("{name} @ {url} --hash=sha256:{sha}\n")),
+            (Some(url), false) => {
+                // The document never carries credentials (`https://***@host/…`): the URL with
+                // them is read from the lock file itself, for pip alone.
+                let url = match lock_file.filter(|_| url.contains("://***@")) {
+                    Some(f) => original_url(f, sha)?,
+                    None => url.clone(),
+                };
+                remote.push_str(&format!("{name} @ {url} --hash=sha256:{sha}\n"))
+            }
             _ => {
                 return Err(Hint::new(
                     format!(
@@ -290,6 +300,40 @@ fn fetch(
         }
     }
     fsx::fsync_dir(dir)
+}
+
+/// The URL the lock file gives the wheel whose sha256 is `sha`, as written (with credentials).
+fn original_url(lock_file: &Path, sha: &str) -> Result<String> {
+    let text = fsx::read_capped(lock_file, 64 << 20, "a lock file")?;
+    let v: toml::Value = toml::from_str(&String::from_utf8_lossy(&text)).map_err(|e| {
+        anyhow!(
+            "`{}`: not a pylock.toml: {}",
+            lock_file.display(),
+            e.message()
+        )
+    })?;
+    let wheels = v
+        .get("packages")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("wheels").and_then(|w| w.as_array()))
+        .flatten();
+    for w in wheels {
+        let hash = w
+            .get("hashes")
+            .and_then(|h| h.get("sha256"))
+            .and_then(|h| h.as_str());
+        if hash.is_some_and(|h| h.eq_ignore_ascii_case(sha)) {
+            if let Some(url) = w.get("url").and_then(|u| u.as_str()) {
+                return Ok(url.to_string());
+            }
+        }
+    }
+    bail!(
+        "`{}` no longer names the wheel with sha256 {sha}: hash the requirements again",
+        lock_file.display()
+    )
 }
 
 /// `a` relative to the directory `base` (both absolute).

@@ -43,6 +43,25 @@ pub fn check_sha256(s: &str) -> Result<&str, String> {
     }
 }
 
+/// A release id or archive name as it may enter a path or a command line: one or more of
+/// `[A-Za-z0-9._-]`, not starting with `.` or `-`, at most 200 bytes. Nothing else (no `/`, no
+/// space, no `$`, no quote) ever reaches a file name or a remote shell.
+pub fn check_file_name(s: &str) -> Result<&str, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 200
+        && !s.starts_with(['.', '-'])
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(s)
+    } else {
+        Err(format!(
+            "`{}` is not a safe name (letters, digits, `.`, `_`, `-`; not starting with `.` or `-`)",
+            s.escape_debug()
+        ))
+    }
+}
+
 /// The 64 lowercase hex digits of `data`'s SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
@@ -71,6 +90,24 @@ mod tests {
         assert!(!is_valid_name("-foo"));
         assert!(!is_valid_name("foo_"));
         assert!(!is_valid_name(""));
+    }
+
+    #[test]
+    fn safe_names() {
+        assert!(check_file_name("app-20261126T093542Z-d058e624c812-3d0b").is_ok());
+        for bad in [
+            "",
+            ".x",
+            "-x",
+            "a/b",
+            "a b",
+            "app-$(id)",
+            "a'b",
+            "a\nb",
+            &"x".repeat(201),
+        ] {
+            assert!(check_file_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

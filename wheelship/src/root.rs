@@ -107,6 +107,23 @@ impl Root {
     pub fn clean(&self, prefixes: &[&str]) {
         crate::fsx::remove_leftovers(&self.dir, prefixes);
     }
+
+    /// [`Root::clean`] of entries last changed more than `secs` seconds ago only: for a
+    /// directory where other runs put their files before they take the lock (`incoming/`).
+    pub fn clean_older(&self, prefixes: &[&str], secs: u64) {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(entries) = self.dir.entries() else {
+            return;
+        };
+        for (name, _) in entries {
+            let ours = prefixes
+                .iter()
+                .any(|p| name.as_bytes().starts_with(p.as_bytes()));
+            if ours && self.dir.age(&name).ok().flatten().is_some_and(|a| a > secs) {
+                let _ = self.dir.remove_all(&name);
+            }
+        }
+    }
 }
 
 /// Refuses a directory that another user could change under us: owned by another user, or

@@ -49,7 +49,7 @@ mod tests {
     #[test]
     fn every_item_once_and_the_first_error_stops() {
         let items: Vec<u32> = (0..100).collect();
-        let mut seen = vec![false; 100];
+        let mut seen = [false; 100];
         super::each(
             &items,
             4,
