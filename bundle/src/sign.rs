@@ -47,12 +47,16 @@ fn secret_key(path: &Path) -> Result<SecretKey> {
     let text = String::from_utf8(fsx::read_capped(path, MAX_KEY_FILE, "a key file")?)
         .map_err(|_| anyhow!("`{}` is not a minisign secret key", path.display()))?;
     let not_a_key = || anyhow!("`{}` is not a minisign secret key", path.display());
-    let key_box = SecretKeyBox::from_string(&text).map_err(|_| not_a_key())?;
-    // An unencrypted key reads as it is; any other is taken as encrypted.
-    if let Ok(sk) = key_box.into_unencrypted_secret_key() {
-        if !sk.is_encrypted() {
-            return Ok(sk);
-        }
+    SecretKeyBox::from_string(&text).map_err(|_| not_a_key())?;
+    // An unencrypted key (no KDF) reads as it is. The minisign tool (0.11) leaves such a key's
+    // checksum zero, which the minisign crate takes for a corrupt key: it is read from its
+    // bytes instead. A wrong key cannot slip through: its signature verifies with no trusted key.
+    let raw = text
+        .lines()
+        .nth(1)
+        .and_then(|l| data_encoding::BASE64.decode(l.trim().as_bytes()).ok());
+    if let Some(raw) = raw.filter(|r| r.len() == 158 && r[2..4] == [0, 0]) {
+        return SecretKey::from_bytes(&raw).map_err(|_| not_a_key());
     }
     let shown = format!("the secret key `{}`", path.display());
     let pw = password(&shown)?;

@@ -326,3 +326,50 @@ fn every_wrong_signature_is_refused_with_nothing_extracted() {
     let (code, err) = t.unpack(&a, &[&public]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// Issue 30, finding 9: keys made by the minisign tool itself sign, with a password and
+/// without one (`minisign -G -W`, as CI signing keys usually are: minisign 0.11 leaves such a
+/// key's checksum zero, which the minisign crate took for an encrypted key); what they sign
+/// verifies with the minisign tool and unpacks with trust.
+#[test]
+#[cfg_attr(
+    wheelship_no_minisign,
+    ignore = "needs the minisign tool (Debian's minisign; .ci/run installs it)"
+)]
+fn keys_made_by_the_minisign_tool_sign() {
+    let t = T::new();
+    let (public, secret) = t.minisign_keys("plain");
+    let (archive, doc) = t.pack(Some(&secret), &[]);
+    assert!(doc["bundle"]["key_id"].is_string(), "{doc}");
+    let verified = |public: &Path, archive: &Path| {
+        let out = Command::new("minisign")
+            .arg("-V")
+            .arg("-p")
+            .arg(public)
+            .arg("-m")
+            .arg(archive)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    verified(&public, &archive);
+    let (code, err) = t.unpack(&archive, &[&public]);
+    assert_eq!(code, 0, "{err}");
+    // With a password (minisign reads it from stdin when there is no terminal).
+    let (p, s) = (t.p().join("pw.pub"), t.p().join("pw.key"));
+    testsupport::run("minisign")
+        .args(["-G", "-p"])
+        .args([&p])
+        .args(["-s"])
+        .args([&s])
+        .stdin("s3cret\ns3cret\n")
+        .ok_text();
+    std::fs::write(t.p().join("app/app.py"), "print('v2')\n").unwrap();
+    testsupport::git(&t.p().join("app"), &["commit", "-qam", "v2"]);
+    let (archive, _) = t.pack(Some(&s), &[("WHEELSHIP_SIGN_PASSWORD", "s3cret")]);
+    verified(&p, &archive);
+}
