@@ -2,25 +2,47 @@
 # shellcheck shell=bash
 
 # The directory of the wheelship binaries: $WHEELSHIP_BIN, else PATH, else this checkout's
-# target/release (built if missing).
+# target/release, built only when it is missing or older than a source file (a `find`, not a
+# cargo run: a call costs milliseconds when nothing changed), and said so when it builds.
 wheelship_bin() {
     if [[ -n "${WHEELSHIP_BIN:-}" ]]; then
         printf '%s\n' "$WHEELSHIP_BIN"
-    elif command -v mkenv >/dev/null 2>&1 && command -v bundle >/dev/null 2>&1; then
+        return
+    elif command -v mkenv >/dev/null 2>&1 && command -v bundle >/dev/null 2>&1 \
+        && command -v switch >/dev/null 2>&1; then
         dirname "$(command -v mkenv)"
-    else
-        local root
-        root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-        if [[ ! -x "$root/target/release/switch" ]]; then
-            echo "${SCRIPT:-wheelship}: building the wheelship binaries once (cargo build --release: a few minutes the first time; cargo's progress follows)" >&2
-            (cd "$root" && cargo build --release) || die "cannot build the binaries: run \`cargo build --release\` in $root"
-        else
-            # Up to date with this checkout (a no-op in a moment when nothing changed).
-            (cd "$root" && cargo build --release --quiet) || die "cannot build the binaries: run \`cargo build --release\` in $root"
-        fi
-        printf '%s\n' "$root/target/release"
+        return
     fi
+    local root rel t why=""
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    rel="$root/target/release"
+    for t in hashreq wheelhouse mkenv bundle switch; do
+        [[ -x "$rel/$t" ]] || why="they are not built yet"
+    done
+    if [[ -z "$why" ]] && [[ -n "$(find "$root" -path "$root/target" -prune -o -path "$root/.git" -prune -o \
+        \( -name '*.rs' -o -name Cargo.toml -o -name Cargo.lock \) -newer "$rel/switch" -print -quit)" ]]; then
+        why="sources changed since the last build"
+    fi
+    if [[ -n "$why" ]]; then
+        echo "${SCRIPT:-wheelship}: building the wheelship binaries ($why): cargo build --release, minutes the first time; cargo's progress follows" >&2
+        (cd "$root" && cargo build --release >&2) || die "cannot build the binaries: run \`cargo build --release\` in $root"
+        touch "$rel/switch"
+    fi
+    printf '%s\n' "$rel"
 }
+
+# The version of wheelship these scripts belong to (the workspace's).
+wheelship_version() {
+    local root
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | sed -n 1p
+}
+
+# For every script: `--version` prints the script's name and wheelship's version.
+if [[ "${1:-}" == --version ]]; then
+    echo "${SCRIPT:-wheelship} (wheelship) $(wheelship_version)"
+    exit 0
+fi
 
 # safe_name NAME: whether NAME may enter a file name or a command line (the rule of the
 # tools: letters, digits, `.`, `_`, `-`, not starting with `.` or `-`).
@@ -72,6 +94,21 @@ for path in sys.argv[1:]:
 print(" ".join(out))' "$@"
 }
 
+# recorded_paths FROM TO < doc : the document with the requirement files' paths under FROM
+# named under TO instead (`requirements.files`, each entry's `file`).
+recorded_paths() {
+    python3 -c 'import json, sys
+src, dst = sys.argv[1], sys.argv[2]
+d = json.load(sys.stdin)
+r = d.get("requirements") or {}
+def moved(p):
+    return dst + p[len(src):] if isinstance(p, str) and (p == src or p.startswith(src + "/")) else p
+r["files"] = [moved(f) for f in r.get("files", [])]
+for e in r.get("entries", []):
+    e["file"] = moved(e.get("file"))
+print(json.dumps(d))' "$1" "$2"
+}
+
 # json_get a.b < doc : prints one string field of a JSON document (python3 is on every box:
 # the servers need it for the env anyway).
 # emit DOC: the document on stdout when that is a pipe or a file; on a terminal, where it would
@@ -89,9 +126,9 @@ if "releases" in s:
         print("{} {}  last activated {}{}".format(mark, r.get("id"), r.get("last_activated") or "never", bad))
 else:
     env = d.get("env") or {}
-    print("live: {}  (previous: {})".format(s.get("current"), s.get("previous")))
+    print("live: {}  (previous: {})".format(s.get("current") or "nothing", s.get("previous") or "none"))
     if env:
-        print("env: {}  (reused: {})".format(env.get("key"), str(env.get("reused")).lower()))
+        print("env: {}  ({})".format(env.get("key"), "reused" if env.get("reused") else "built"))
 print("(the whole document goes to a pipe or a file: add `> doc.json`)")' <<<"$1"
     else
         printf '%s\n' "$1"

@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use serde_json::{json, Value};
-use testsupport::{git, mkwheels, python3_path, repo};
+use serde_json::Value;
+use testsupport::{git, hermetic_app, python3_path, repo};
 
 /// The workspace's binaries, next to this test's own directory.
 fn bin_dir() -> PathBuf {
@@ -75,40 +75,6 @@ fn release_saved(dir: &Path, name: &str, extra: &[&str], env: &[(&str, &str)]) -
 
 /// A deploy with no route to any index: the shipped wheels are all it may use.
 const NO_INDEX: (&str, &str) = ("PIP_INDEX_URL", "http://127.0.0.1:9/simple");
-
-/// A hermetic app: its own git repository and a wheelhouse of test wheels.
-fn hermetic_app(dir: &Path) -> (PathBuf, PathBuf) {
-    let app = dir.join("app");
-    std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("requirements.txt"), "greeter==1.0\n").unwrap();
-    std::fs::write(
-        app.join("app.py"),
-        "import greeter\nprint(greeter.hello('v1'))\n",
-    )
-    .unwrap();
-    testsupport::commit_all(&app, "v1");
-    let wh = dir.join("wheelhouse");
-    std::fs::create_dir_all(&wh).unwrap();
-    // Some bulk that compresses badly, as a real wheel's members do: the wheels outweigh the
-    // code, as they do in a real release (thin copies are worth sending then).
-    let mut x: u32 = 2463534242;
-    let bulk: String = (0..60_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            char::from(b'a' + (x % 26) as u8)
-        })
-        .collect();
-    let spec = json!([
-        {"name": "greeter", "version": "1.0", "requires": ["colors>=1"],
-         "files": {"greeter/__init__.py": "from colors import paint\ndef hello(x):\n    return paint('hello ' + x)\n",
-                   "greeter/bulk.txt": bulk}},
-        {"name": "colors", "version": "1.0", "files": {"colors/__init__.py": "def paint(s):\n    return '*' + s + '*'\n"}},
-    ]);
-    mkwheels(&wh, spec);
-    (app, wh)
-}
 
 fn current(root: &Path) -> String {
     std::fs::read_link(root.join("current"))
@@ -909,6 +875,16 @@ fn a_signed_release_deploys_over_ssh_with_trust() {
     );
     assert_eq!(d["switch"]["current"], doc["bundle"]["id"]);
     assert_eq!(d["bundle"]["verified_by"], doc["bundle"]["key_id"]);
+    // Issue 30, finding 6: the binaries went stripped (117 MB of this debug build: 20 MB).
+    let shipped: u64 = ["bundle", "mkenv", "switch"]
+        .iter()
+        .map(|b| std::fs::metadata(root.join("bin").join(b)).unwrap().len())
+        .sum();
+    let built: u64 = ["bundle", "mkenv", "switch"]
+        .iter()
+        .map(|b| std::fs::metadata(bin_dir().join(b)).unwrap().len())
+        .sum();
+    assert!(shipped * 3 < built, "{shipped} bytes shipped of {built}");
 
     // Issue 16: a code-only release goes as a thin copy; the host rebuilds the signed archive
     // byte for byte, and it is verified as the whole one would be.
@@ -1069,7 +1045,7 @@ fn a_fleet_rolls_with_ansible() {
     // Issue 16: web1 held v1's wheels, so only a thin copy went and it rebuilt the archive.
     let rebuilt = text
         .split("TASK [")
-        .find(|t| t.starts_with("the archive, rebuilt from it"))
+        .find(|t| t.starts_with("The archive, rebuilt from it"))
         .unwrap_or_default();
     assert!(rebuilt.contains("changed: [web1]"), "{text}");
     assert_eq!(current(&roots[0]), id2, "{text}");

@@ -41,6 +41,16 @@ pub struct Manifest {
 }
 
 /// Pack the reproducible release tarball, and unpack it safely.
+///
+/// `pack` (on the build box) turns the committed tree, the locked wheels and the document into
+/// one reproducible `.tar.zst`, signed with `--sign`; `unpack` (on the host) verifies it (its
+/// sha256, and its signature under a trust policy) and extracts it into RELEASES/<id>, failing
+/// closed on anything hostile. `have`, `thin` and `thick` ship only what a host lacks; `keygen`
+/// makes a signing key pair. Each reads the document on stdin and writes it, with its section,
+/// on stdout.
+///
+/// Exit status: 0 success; 1 the work failed (bad input, a verification that failed, an I/O
+/// error; the message names the file); 2 usage.
 #[derive(Debug, Parser)]
 #[command(name = "bundle", version, max_term_width = 100)]
 pub struct Args {

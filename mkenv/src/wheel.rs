@@ -716,11 +716,20 @@ fn verify_record(
         .ok_or_else(|| refuse(format!("no `{record_name}`")))?;
     let record = std::str::from_utf8(record).map_err(|_| refuse("RECORD is not UTF-8".into()))?;
     let rows = parse_record(record).map_err(refuse)?;
-    let unlisted =
-        |name: &str| name == record_name || name.ends_with(".jws") || name.ends_with(".p7s");
+    // RECORD's own signatures (`RECORD.jws`, `RECORD.p7s`) cannot hash themselves into it:
+    // listed without a hash, or not at all. They are installed, as pip does.
+    let signature = |name: &str| {
+        name.strip_prefix(dist_info)
+            .is_some_and(|n| n == "/RECORD.jws" || n == "/RECORD.p7s")
+    };
+    let unlisted = |name: &str| name == record_name || signature(name);
     let mut files = Vec::new();
     for (name, (hash, size)) in &x.hashes {
-        if unlisted(name) {
+        if name == &record_name {
+            continue;
+        }
+        if signature(name) {
+            files.push((name.clone(), hash.clone(), *size));
             continue;
         }
         let Some((rh, rsize)) = rows.get(name) else {

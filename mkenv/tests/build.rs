@@ -417,7 +417,27 @@ fn progress_only_on_a_terminal() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "",
-        "stderr is not a terminal"
+        "stderr is not a terminal, and no step lasted seconds"
+    );
+    // Off a terminal, a step that lasts (here: a pace of 0 s) gets plain lines: what it does
+    // and how far it is (issue 30, finding 3: a CI log showed nothing for minutes).
+    let out = mkenv_env(
+        t.path(),
+        &["--envs", "envs3"],
+        &doc,
+        &[("WHEELSHIP_PROGRESS_SECS", "0")],
+    );
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Compiling (a python process and its pool) lasts long enough to be seen.
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("mkenv: compiling bytecode") && l.ends_with("s)")),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\r') && !err.contains('\u{1b}'),
+        "plain lines, no terminal codes: {err}"
     );
     // On a terminal (script(1) gives it one): the phases are shown.
     let doc_file = t.path().join("lock.json");
@@ -474,4 +494,114 @@ fn a_launcher_and_a_script_of_one_name_follow_lock_order() {
         let said = run_ok(&mut Command::new(path.join("bin/tool")));
         assert_eq!(said.trim(), expected);
     }
+}
+
+/// Issue 30, finding 2: for every wheel of these tests' fixtures, the env holds the files pip
+/// installs (site-packages, `bin/`, headers, data), including pip's rules for wheels that
+/// setuptools built: its own launchers in `.data/scripts` (`tool`, `tool.exe`,
+/// `tool-script.py`, `tool.pya` beside a `tool` entry point) are left out; `pip` and
+/// `easy_install` entry points versioned for another Python (`pip3.8`, `easy_install-2.6`) are
+/// made for this one; RECORD's signature files are installed.
+#[test]
+fn every_fixture_installs_the_files_pip_installs() {
+    let t = tempfile::tempdir().unwrap();
+    let wh = t.path().join("wh");
+    let mut wheels = app_wheels(&wh);
+    wheels.extend(mkwheels(
+        &wh,
+        serde_json::json!([
+            {"name": "oldtool", "version": "2.0",
+             "files": {"oldtool/__init__.py": "def main():\n    return 0\n"},
+             "entry_points": {"console_scripts": {"tool": "oldtool:main"}, "gui_scripts": {"toolw": "oldtool:main"}},
+             "data": {"scripts/tool": "#!python\nimport oldtool\n", "scripts/tool.EXE": "MZ",
+                      "scripts/tool-script.py": "#!python\nimport oldtool\n", "scripts/tool-script.pyw": "x",
+                      "scripts/TOOL-script.py": "#!python\nimport oldtool\n",
+                      "scripts/tool.pya": "x", "scripts/toolw.exe": "MZ", "scripts/other-script.py": "#!python\nprint(1)\n"}},
+            {"name": "fakepip", "version": "9.0",
+             "files": {"fakepip/__init__.py": "def main():\n    return 0\n"},
+             "entry_points": {"console_scripts": {"pip": "fakepip:main", "pip3.8": "fakepip:main", "pip3": "fakepip:main",
+                                                  "easy_install": "fakepip:main", "easy_install-2.6": "fakepip:main",
+                                                  "pipx-like": "fakepip:main"}}},
+            {"name": "signed", "version": "1.0",
+             "files": {"signed/__init__.py": "X = 1\n"},
+             "members": [{"name": "signed-1.0.dist-info/RECORD.jws", "data": "{\"signatures\": []}", "in_record": "unhashed"},
+                         {"name": "signed-1.0.dist-info/RECORD.p7s", "data": "p7s"}]},
+        ]),
+    ));
+    let requested = ["shop-app", "oldtool", "fakepip", "signed"];
+    let doc = lock(&wheels, &requested);
+    let env = ok(t.path(), &["--envs", "envs"], &doc);
+    let ours = PathBuf::from(env["path"].as_str().unwrap());
+    // pip into an env without pip of its own, so that `bin/` holds only what the wheels put.
+    let reference = t.path().join("ref");
+    testsupport::run_ok(testsupport::clean_pip(
+        Command::new("python3")
+            .args(["-m", "venv", "--without-pip"])
+            .arg(&reference),
+    ));
+    testsupport::run_ok(
+        testsupport::clean_pip(
+            Command::new("python3")
+                .args(["-m", "pip", "--python"])
+                .arg(reference.join("bin/python"))
+                .args(["install", "-q", "--no-index", "--find-links"])
+                .arg(&wh)
+                .args(requested),
+        )
+        .env_remove("ENSUREPIP_OPTIONS"),
+    );
+    // site-packages: the same files, byte for byte.
+    let site = site_packages();
+    assert_eq!(
+        testsupport::tree(&ours.join(&site)),
+        testsupport::tree(&reference.join(&site))
+    );
+    // bin/, include/, share/: the same names (launchers differ in their text, not their names).
+    let venv_own = [
+        "python",
+        "python3",
+        "activate",
+        "activate.fish",
+        "activate.csh",
+        "Activate.ps1",
+    ];
+    for dir in ["bin", "include", "share"] {
+        let names = |root: &Path| -> Vec<String> {
+            testsupport::tree(&root.join(dir))
+                .into_iter()
+                .filter(|n| !venv_own.contains(&n.as_str()) && !n.starts_with("python3."))
+                .collect()
+        };
+        assert_eq!(names(&ours), names(&reference), "{dir}/");
+    }
+    let bin = testsupport::names(&ours.join("bin"));
+    // The entry point's name is matched as written (`TOOL-script.py` is not `tool`'s), the
+    // suffix in any case; `-script.pyw` is not one of pip's.
+    for want in [
+        "tool",
+        "toolw",
+        "TOOL-script.py",
+        "tool-script.pyw",
+        "other-script.py",
+        "pip",
+        "pip3",
+        "easy_install",
+        "pipx-like",
+    ] {
+        assert!(bin.contains(&want.to_string()), "{want} in {bin:?}");
+    }
+    for gone in [
+        "tool.EXE",
+        "tool-script.py",
+        "tool.pya",
+        "toolw.exe",
+        "pip3.8",
+        "easy_install-2.6",
+    ] {
+        assert!(!bin.contains(&gone.to_string()), "{gone} in {bin:?}");
+    }
+    assert!(ours
+        .join(&site)
+        .join("signed-1.0.dist-info/RECORD.jws")
+        .is_file());
 }

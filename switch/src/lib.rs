@@ -131,8 +131,13 @@ pub enum Cmd {
         #[arg(long, value_name = "ID")]
         to: Option<String>,
     },
-    /// Print the releases: id, current, env, last activation, bad
-    List,
+    /// Print the releases: id, current, env, last activation, bad, commit, who signed it. On a
+    /// terminal as a table; piped (or with --json), the document
+    List {
+        /// The document even on a terminal
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove releases beyond the N most recently activated (never current, previous, one
     /// activated after them, or one never activated), then the envs only they used
     Prune {
@@ -481,9 +486,13 @@ pub fn run(args: Args) -> Result<()> {
             let root = open_root(&args, None)?;
             revert(&args, &root, to.as_deref())?
         }
-        Some(Cmd::List) => {
+        Some(Cmd::List { json }) => {
             let root = open_root(&args, None)?;
-            list(&root)?
+            let section = list(&root)?;
+            if !json && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                return wheelship::cli::write_stdout(table(&section).as_bytes());
+            }
+            section
         }
         Some(Cmd::Prune { keep, grace }) => {
             let root = open_root(&args, None)?;
@@ -977,6 +986,29 @@ fn list(root: &Root) -> Result<Switch> {
         releases: Some(listed),
         ..root.section(current, previous)?
     })
+}
+
+/// `switch list` for a person: one release a line, the live one starred.
+fn table(s: &Switch) -> String {
+    let mut out = format!("releases of {}\n", s.root);
+    for r in s.releases.iter().flatten() {
+        let mark = if r.current { "*" } else { " " };
+        let last = r.last_activated.as_deref().unwrap_or("never live");
+        let rev = r.rev.as_deref().map_or("", |r| &r[..r.len().min(12)]);
+        let signed = r
+            .verified_by
+            .as_deref()
+            .map_or("unsigned".to_string(), |k| format!("signed by {k}"));
+        let bad = if r.bad { "  BAD" } else { "" };
+        out.push_str(&format!(
+            "{mark} {}  {last}  commit {rev}  {signed}{bad}\n",
+            r.id
+        ));
+    }
+    if s.releases.as_ref().is_none_or(Vec::is_empty) {
+        out.push_str("  (none)\n");
+    }
+    out
 }
 
 /// Whether `name` in `dir` was made or touched less than `grace` seconds ago (a deploy in

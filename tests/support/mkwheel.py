@@ -10,6 +10,8 @@ Usage: python3 mkwheel.py OUTDIR < spec.json, where spec is one wheel or a list 
 Hostile or broken wheels, for the tests that must refuse them:
    "members": [{"name": "../x", "data": "...", "mode": 0o120777, "compress": "bzip2",
                 "in_record": true}]   extra members written as given, after the others
+                                       ("in_record": "unhashed" lists it as `name,,`, as
+                                       RECORD lists its own signatures RECORD.jws/.p7s)
    "tamper": {"path": "new content"}   content that no longer matches RECORD
    "dist_info": "other-9.9"            another .dist-info directory name
    "filename": "x.whl", "not_zip": true
@@ -80,7 +82,10 @@ def build(outdir: str, spec: dict) -> str:
             info.compress_type = methods[m.get("compress", "deflated")]
             written = tamper.get(arc, content)
             z.writestr(info, written.encode() if isinstance(written, str) else bytes(written))
-            if m.get("in_record", True):
+            listed = m.get("in_record", True)
+            if listed == "unhashed":
+                rows.append(f"{arc},,")
+            elif listed:
                 rows.append(f"{arc},{record_hash(data)},{len(data)}")
         rows.append(f"{record_name},,")
         info = zipfile.ZipInfo(record_name, date_time=(2020, 1, 1, 0, 0, 0))

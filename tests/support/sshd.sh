@@ -1,25 +1,68 @@
 #!/usr/bin/env bash
-# Starts an sshd on 127.0.0.1:2222 with a throwaway host key and user key, and names it
-# `wheelship-test` in ~/.ssh/config, for the end-to-end deploys over ssh. Nothing listens
-# beyond loopback. Idempotent: a running one is replaced.
+# Makes sure an sshd for the end-to-end deploys over ssh answers on loopback, and prints on
+# stdout the ssh alias to reach it (what WHEELSHIP_SSH_HOST should be): `wheelship-test`
+# (127.0.0.1:2222, named in ~/.ssh/config, a throwaway host key and user key in
+# ~/.ssh/wheelship-test) unless that port is taken by something else. Nothing listens beyond
+# loopback.
+#
+# Two runs on one machine never break each other: an sshd that already answers the alias is
+# reused, never killed or replaced (a test run in progress may be using it); when the port is
+# held by something that does not answer as that sshd, another free port is taken under the
+# alias `wheelship-test-PORT`, with keys of its own.
 set -euo pipefail
 if ! command -v sshd >/dev/null 2>&1 && [[ ! -x /usr/sbin/sshd ]]; then
     echo "sshd.sh: installing openssh-server" >&2
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
 fi
-dir=${WHEELSHIP_SSHD_DIR:-$HOME/.ssh/wheelship-test}
-if [[ -f "$dir/sshd.pid" ]]; then
-    kill "$(cat "$dir/sshd.pid")" 2>/dev/null || true
+alias=${WHEELSHIP_SSH_ALIAS:-wheelship-test}
+port=${WHEELSHIP_SSHD_PORT:-2222}
+dir=${WHEELSHIP_SSHD_DIR:-$HOME/.ssh/$alias}
+mkdir -p "$HOME/.ssh"
+chmod 700 "$HOME/.ssh"
+touch "$HOME/.ssh/config"
+chmod 600 "$HOME/.ssh/config"
+
+answers() {
+    ssh -o BatchMode=yes -o ConnectTimeout=2 "$1" true 2>/dev/null
+}
+
+# Whether something listens on 127.0.0.1:PORT.
+taken() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+if grep -q "^Host $alias\$" "$HOME/.ssh/config" && answers "$alias"; then
+    echo "sshd.sh: $alias already answers: reusing it" >&2
+    echo "$alias"
+    exit 0
+fi
+if taken "$port"; then
+    # Not ours (or not answering): leave it alone, take another port.
+    for p in $(seq 2223 2299); do
+        if ! taken "$p"; then port=$p; break; fi
+    done
+    alias="wheelship-test-$port"
+    dir="$HOME/.ssh/$alias"
+    if grep -q "^Host $alias\$" "$HOME/.ssh/config" && answers "$alias"; then
+        echo "$alias"
+        exit 0
+    fi
+fi
+
+# A fresh sshd: no run uses this directory (nothing answers with its keys).
+if [[ -f "$dir/sshd.pid" ]] && kill -0 "$(cat "$dir/sshd.pid")" 2>/dev/null; then
+    echo "sshd.sh: an sshd of $dir runs but does not answer; leaving it, and failing" >&2
+    exit 1
 fi
 rm -rf "$dir"
 mkdir -p "$dir" /run/sshd
-chmod 700 "$HOME/.ssh" "$dir"
+chmod 700 "$dir"
 ssh-keygen -q -t ed25519 -N '' -f "$dir/host_key"
 ssh-keygen -q -t ed25519 -N '' -f "$dir/user_key"
 cat > "$dir/sshd_config" <<CONF
 ListenAddress 127.0.0.1
-Port 2222
+Port $port
 HostKey $dir/host_key
 PidFile $dir/sshd.pid
 AuthorizedKeysFile $dir/authorized_keys
@@ -33,13 +76,12 @@ Subsystem sftp internal-sftp
 CONF
 cp "$dir/user_key.pub" "$dir/authorized_keys"
 /usr/sbin/sshd -f "$dir/sshd_config"
-touch "$HOME/.ssh/config"
-if ! grep -q '^Host wheelship-test$' "$HOME/.ssh/config"; then
+if ! grep -q "^Host $alias\$" "$HOME/.ssh/config"; then
     cat >> "$HOME/.ssh/config" <<CONF
 
-Host wheelship-test
+Host $alias
     HostName 127.0.0.1
-    Port 2222
+    Port $port
     User $(id -un)
     IdentityFile $dir/user_key
     IdentitiesOnly yes
@@ -48,10 +90,10 @@ Host wheelship-test
     LogLevel ERROR
 CONF
 fi
-chmod 600 "$HOME/.ssh/config"
 for _ in $(seq 50); do
-    if ssh -o BatchMode=yes -o ConnectTimeout=2 wheelship-test true 2>/dev/null; then
-        echo "sshd.sh: wheelship-test is up (127.0.0.1:2222)" >&2
+    if answers "$alias"; then
+        echo "sshd.sh: $alias is up (127.0.0.1:$port)" >&2
+        echo "$alias"
         exit 0
     fi
     sleep 0.1

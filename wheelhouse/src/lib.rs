@@ -267,28 +267,7 @@ pub fn run(args: Args) -> Result<()> {
             return doc.write_stdout();
         }
     }
-    pip::check_version(&args.python)?;
-    // One fill of DIR at a time; what a killed one left (Ctrl-C) is removed under the lock.
-    let _lock = fsx::Lock::on_dir(
-        &dir,
-        std::time::Duration::from_secs(600),
-        "another wheelhouse filling this directory",
-    )?;
-    fsx::remove_leftovers(
-        &wheelship::beneath::Dir::open(&dir)?,
-        &[".wheelhouse-tmp-", ".tmp-"],
-    );
-    let work = tempfile_dir(&dir)?;
-    let result = (|| -> Result<Vec<LockedWheel>> {
-        let (req, cons) = write_files(&source, work.path(), true)?;
-        if !args.offline {
-            fill(&args, &dir, &find_links, work.path(), &req, cons.as_deref())?;
-        }
-        let (req, cons) = write_files(&source, work.path(), false)?;
-        lock(&args, &dir, &find_links, work.path(), &req, cons.as_deref())
-    })();
-    drop(work);
-    let wheels = result?;
+    let wheels = fill_and_lock(&args, &dir, &find_links, &source)?;
     if !args.no_cache {
         // Keyed by what DIR holds now, after the fill: the next identical run hits.
         let key = cache_key(&source, &target, &dir, &find_links)?;
@@ -299,6 +278,50 @@ pub fn run(args: Args) -> Result<()> {
     }
     doc.set("wheelhouse", &section(&dir, wheels, &target, false)?)?;
     doc.write_stdout()
+}
+
+/// Fills DIR with what the requirements need (unless offline), then resolves the lock against
+/// DIR alone: under DIR's lock, one fill at a time.
+fn fill_and_lock(
+    args: &Args,
+    dir: &Path,
+    find_links: &[PathBuf],
+    source: &Source,
+) -> Result<Vec<LockedWheel>> {
+    pip::check_version(&args.python)?;
+    // One fill of DIR at a time; what a killed one left (Ctrl-C) is removed under the lock.
+    let _lock = fsx::Lock::on_dir(
+        dir,
+        std::time::Duration::from_secs(600),
+        "another wheelhouse filling this directory",
+    )?;
+    fsx::remove_leftovers(
+        &wheelship::beneath::Dir::open(dir)?,
+        &[".wheelhouse-tmp-", ".tmp-"],
+    );
+    let work = tempfile_dir(dir)?;
+    let reqs = match source {
+        Source::Doc(r) => Some(&**r),
+        Source::File(_) => None,
+    };
+    let (req, cons) = write_files(source, work.path(), true)?;
+    if !args.offline {
+        let files = Files {
+            work: work.path(),
+            req: &req,
+            cons: cons.as_deref(),
+            reqs,
+        };
+        fill(args, dir, find_links, &files)?;
+    }
+    let (req, cons) = write_files(source, work.path(), false)?;
+    let files = Files {
+        work: work.path(),
+        req: &req,
+        cons: cons.as_deref(),
+        reqs,
+    };
+    lock(args, dir, find_links, &files)
 }
 
 /// Requirements that are a lock file (`pylock.toml`, read by hashreq): exact, never resolved.
@@ -355,6 +378,16 @@ fn tempfile_dir(dir: &Path) -> Result<tempfile::TempDir> {
         })
 }
 
+/// What pip reads: the scratch directory, the requirement (and constraint) files, and the
+/// requirements they were written from (for messages that quote a line as written).
+#[derive(Clone, Copy)]
+struct Files<'a> {
+    work: &'a Path,
+    req: &'a Path,
+    cons: Option<&'a Path>,
+    reqs: Option<&'a Requirements>,
+}
+
 /// The requirement (and constraint) files pip reads.
 fn write_files(source: &Source, work: &Path, fill: bool) -> Result<(PathBuf, Option<PathBuf>)> {
     match source {
@@ -396,17 +429,15 @@ fn cross_args(args: &Args) -> Vec<String> {
 
 /// Fetch or build what is missing: `pip wheel` (native) or `pip download` (cross-target) into a
 /// staging directory, then each new wheel renamed into DIR, so no partial file ever sits there.
-fn fill(
-    args: &Args,
-    dir: &Path,
-    find_links: &[PathBuf],
-    work: &Path,
-    req: &Path,
-    cons: Option<&Path>,
-) -> Result<()> {
+fn fill(args: &Args, dir: &Path, find_links: &[PathBuf], files: &Files) -> Result<()> {
+    let Files {
+        work, req, cons, ..
+    } = *files;
     let stage = work.join("stage");
     fs_err::create_dir(&stage)?;
+    let log = work.join("pip-fill.log");
     let mut c = pip::command(&args.python, Config::User);
+    c.arg("--log").arg(&log);
     if args.cross() {
         c.args(["download", "--dest"])
             .arg(&stage)
@@ -439,7 +470,17 @@ fn fill(
             "pip wheel"
         };
         let target = args.cross().then(|| describe_target(args));
-        return Err(pip::failure(&out, what, dir, false, target.as_deref()));
+        return Err(pip::failure(
+            &out,
+            &pip::Failed {
+                what,
+                dir,
+                offline: false,
+                target: target.as_deref(),
+                log: Some(&log),
+                reqs: files.reqs,
+            },
+        ));
     }
     for e in fs::read_dir(&stage)? {
         let e = e?;
@@ -467,10 +508,11 @@ fn lock(
     args: &Args,
     dir: &Path,
     find_links: &[PathBuf],
-    work: &Path,
-    req: &Path,
-    cons: Option<&Path>,
+    files: &Files,
 ) -> Result<Vec<LockedWheel>> {
+    let Files {
+        work, req, cons, ..
+    } = *files;
     let report = work.join("report.json");
     let mut c = pip::command(&args.python, Config::Isolated);
     c.args([
@@ -506,10 +548,14 @@ fn lock(
         let target = args.cross().then(|| describe_target(args));
         return Err(pip::failure(
             &out,
-            "resolving against the wheelhouse",
-            dir,
-            true,
-            target.as_deref(),
+            &pip::Failed {
+                what: "resolving against the wheelhouse",
+                dir,
+                offline: true,
+                target: target.as_deref(),
+                log: None,
+                reqs: files.reqs,
+            },
         ));
     }
     let report = pip::read_report(&report)?;

@@ -42,15 +42,12 @@ pub fn run(c: Command, what: &str) -> Result<Output> {
     run_watched(c, what, &|| String::new())
 }
 
-/// Runs pip with its output captured; on a terminal a spinner shows `status()` (what has
-/// arrived so far) and the time, since a fill can take minutes.
+/// Runs pip with its output captured; `status()` (what has arrived so far) and the time show
+/// on a spinner on a terminal, and every few seconds off one, since a fill can take minutes.
 pub fn run_watched(mut c: Command, what: &str, status: &dyn Fn() -> String) -> Result<Output> {
     use std::io::Read;
     let program = c.get_program().to_os_string();
     let fail = |e: std::io::Error| anyhow!("cannot run {what} ({program:?}): {}", io_reason(&e));
-    if !wheelship::progress::shown() {
-        return c.output().map_err(fail);
-    }
     let mut child = c
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -126,32 +123,39 @@ const NETWORK: [&str; 9] = [
     "ProxyError",
 ];
 
+/// What a failed pip run was, for [`failure`].
+pub struct Failed<'a> {
+    /// The step, for the message (`pip wheel`).
+    pub what: &'a str,
+    pub dir: &'a Path,
+    pub offline: bool,
+    /// The cross-target, described.
+    pub target: Option<&'a str>,
+    /// pip's `--log` file: it logs what it could not fetch there at every verbosity, where its
+    /// own output says nothing of it.
+    pub log: Option<&'a Path>,
+    /// The requirements, to quote a pin as it was written.
+    pub reqs: Option<&'a wheelship::doc::Requirements>,
+}
+
 /// A pip failure in our words: the network (pip goes on to say "versions found: none" after
-/// its connection errors, so this is asked first), a requirement that nothing satisfies, an
-/// sdist that failed to build (its own error lines, and the whole log kept in a file), or pip's
-/// own last lines. `target` describes a cross-target.
-pub fn failure(
-    out: &Output,
-    what: &str,
-    dir: &Path,
-    offline: bool,
-    target: Option<&str>,
-) -> anyhow::Error {
+/// its connection errors, so this is asked first), a requirement that nothing satisfies (the
+/// versions cut to those nearest the pin and the newest), an sdist that failed to build (its
+/// own error lines, and the whole log kept in a file), or pip's own last lines.
+pub fn failure(out: &Output, f: &Failed) -> anyhow::Error {
     let err = String::from_utf8_lossy(&out.stderr);
+    let log = f
+        .log
+        .and_then(|l| wheelship::fsx::read_capped(l, 64 << 20, "pip's log").ok())
+        .map(|b| String::from_utf8_lossy(&b).to_string())
+        .unwrap_or_default();
     let all = format!("{err}\n{}", String::from_utf8_lossy(&out.stdout));
-    if !offline && NETWORK.iter().any(|n| all.contains(n)) {
-        let detail = all
-            .lines()
-            .rfind(|l| NETWORK.iter().any(|n| l.contains(n)))
-            .unwrap_or("")
-            .trim();
-        return Hint::new(
-            format!("{what} failed: cannot reach the package index (network): {detail}"),
-            "check the network or the index URL, or lock from the wheelhouse alone with --offline",
-        )
-        .into();
+    if !f.offline {
+        if let Some(e) = network(&format!("{all}\n{log}"), f.what) {
+            return e;
+        }
     }
-    if let Some(e) = build_failure(&all, what) {
+    if let Some(e) = build_failure(&all, &log, f.what) {
         return e;
     }
     for l in all.lines() {
@@ -164,44 +168,166 @@ pub fn failure(
                 None => (rest.trim(), ""),
             };
             let req = req.split(" (from ").next().unwrap_or(req);
-            let versions = if versions.is_empty() || versions == "none" {
-                "none".to_string()
-            } else {
-                versions.to_string()
-            };
-            if let (Some(t), false, "none") = (target, offline, versions.as_str()) {
-                return Hint::new(
-                    format!("no wheel of `{req}` for the target ({t}): only wheels can be fetched for another target, and an sdist-only project cannot be built for one"),
-                    "build it on the target's own interpreter: `wheelhouse --python /path/to/python3.X` (without the cross-target options)",
-                )
-                .into();
-            }
-            let where_ = if offline {
-                format!("in `{}`", dir.display())
-            } else {
-                "in the wheelhouse or the index".to_string()
-            };
-            let hint = if offline {
-                "run wheelhouse without --offline to fetch it, or add --find-links DIR"
-            } else {
-                "check the pin, the index URL and the target"
-            };
-            return Hint::new(
-                format!("no wheel {where_} satisfies `{req}` (versions found: {versions})"),
-                hint,
-            )
-            .into();
+            return unsatisfied(f, req, versions);
         }
     }
     let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = tail[tail.len().saturating_sub(6)..].join("\n");
-    anyhow!("{what} failed ({}):\n{tail}", out.status)
+    anyhow!("{} failed ({}):\n{tail}", f.what, out.status)
+}
+
+/// pip could not reach an index: said in pip's output (its retries), or only in its log
+/// (`Could not fetch URL …: connection error`, with no retries).
+fn network(all: &str, what: &str) -> Option<anyhow::Error> {
+    let detail = all
+        .lines()
+        .rfind(|l| l.contains("Could not fetch URL") || NETWORK.iter().any(|n| l.contains(n)))?;
+    let detail = detail
+        .split_once("Could not fetch URL ")
+        .map_or(detail, |(_, r)| r)
+        .trim()
+        .trim_end_matches(" - skipping");
+    let detail = redact_userinfo(detail);
+    Some(
+        Hint::new(
+            format!("{what} failed: cannot reach the package index (network): {detail}"),
+            "check the network or the index URL, or lock from the wheelhouse alone with --offline",
+        )
+        .into(),
+    )
+}
+
+/// `scheme://user:pass@host` with the user-info as `***`.
+fn redact_userinfo(s: &str) -> String {
+    match (s.find("://"), s.find('@')) {
+        (Some(i), Some(at)) if at > i && !s[i + 3..at].contains('/') => {
+            format!("{}***{}", &s[..i + 3], &s[at..])
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// Nothing satisfies `req` (as pip wrote it): the pin as written in the requirements, the
+/// versions nearest it and the newest, and how many there are.
+fn unsatisfied(f: &Failed, req: &str, versions: &str) -> anyhow::Error {
+    let versions: Vec<&str> = versions
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && *v != "none")
+        .collect();
+    if let (Some(t), false, true) = (f.target, f.offline, versions.is_empty()) {
+        return Hint::new(
+            format!("no wheel of `{req}` for the target ({t}): only wheels can be fetched for another target, and an sdist-only project cannot be built for one"),
+            "build it on the target's own interpreter: `wheelhouse --python /path/to/python3.X` (without the cross-target options)",
+        )
+        .into();
+    }
+    let (shown, at) = as_written(f.reqs, req);
+    let where_ = if f.offline {
+        format!("in `{}`", f.dir.display())
+    } else {
+        "in the wheelhouse or the index".to_string()
+    };
+    let hint = if f.offline {
+        "run wheelhouse without --offline to fetch it, or add --find-links DIR"
+    } else {
+        "check the pin, the index URL and the target"
+    };
+    Hint::new(
+        format!(
+            "no wheel {where_} satisfies `{shown}`{at} (versions found: {})",
+            cut_versions(&versions, req)
+        ),
+        hint,
+    )
+    .into()
+}
+
+/// The requirement line that asked for `req` (pip's spelling of it), as written in its file,
+/// and where: (`fastapi==0.999.0`, ` (requirements.txt:3)`). pip's spelling when not found.
+fn as_written(reqs: Option<&wheelship::doc::Requirements>, req: &str) -> (String, String) {
+    let name: String = req
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    let name = wheelship::names::canonicalize_name(&name);
+    let found = reqs.into_iter().flat_map(|r| &r.entries).find_map(|e| {
+        if e.name.as_deref() != Some(name.as_str()) || e.line == 0 {
+            return None;
+        }
+        let text = std::fs::read_to_string(e.file.as_std_path()).ok()?;
+        let line = text.lines().nth(e.line as usize - 1)?;
+        let line = line.split(" #").next().unwrap_or(line).trim();
+        let line = line.split(" --").next().unwrap_or(line).trim();
+        let shown = Path::new(e.file.as_str())
+            .file_name()
+            .map_or(e.file.to_string(), |n| n.to_string_lossy().to_string());
+        (!line.is_empty() && line.len() <= 200)
+            .then(|| (line.to_string(), format!(" ({shown}:{})", e.line)))
+    });
+    found.unwrap_or_else(|| (req.to_string(), String::new()))
+}
+
+/// pip's version list (oldest first) cut to what helps: the few versions around the pinned
+/// one, the newest, and how many there are.
+fn cut_versions(versions: &[&str], req: &str) -> String {
+    const AROUND: usize = 2;
+    if versions.is_empty() {
+        return "none".into();
+    }
+    if versions.len() <= 2 * AROUND + 3 {
+        return versions.join(", ");
+    }
+    use std::str::FromStr;
+    let pinned = req
+        .find(['=', '<', '>', '~', '!'])
+        .map(|i| req[i..].trim_start_matches(['=', '<', '>', '~', '!']))
+        .and_then(|v| pep440_rs::Version::from_str(v.trim()).ok());
+    let at = pinned.map_or(versions.len(), |p| {
+        versions
+            .iter()
+            .position(|v| pep440_rs::Version::from_str(v).is_ok_and(|v| v >= p))
+            .unwrap_or(versions.len())
+    });
+    let lo = at.saturating_sub(AROUND);
+    let hi = (at + AROUND).min(versions.len());
+    let mut shown: Vec<&str> = Vec::new();
+    if lo > 0 {
+        shown.push("…");
+    }
+    shown.extend(&versions[lo..hi]);
+    if hi < versions.len() {
+        if hi < versions.len() - 1 {
+            shown.push("…");
+        }
+        shown.push(versions[versions.len() - 1]);
+    }
+    format!("{}; {} in all", shown.join(", "), versions.len())
+}
+
+/// The output of the command that failed, from pip's `--log` file: the lines after its last
+/// `Running command …` and before the error it ended with (each line less its timestamp).
+fn failed_command_in_log(log: &str) -> Vec<String> {
+    let (mut current, mut failed, mut inside) = (Vec::new(), Vec::new(), false);
+    for l in log.lines() {
+        let t = l.split_once(' ').map_or(l, |(_, rest)| rest).trim();
+        if t.starts_with("Running command ") {
+            (inside, current) = (true, Vec::new());
+        } else if inside && (t.starts_with("ERROR:") || t.contains(" exited with ")) {
+            (inside, failed) = (false, std::mem::take(&mut current));
+        } else if inside && t.contains("finished with status") {
+            inside = false;
+        } else if inside && !t.is_empty() {
+            current.push(t.to_string());
+        }
+    }
+    failed
 }
 
 /// An sdist that failed to build: the project, the build's own last error lines (what pip
 /// shows between `[N lines of output]` and `[end of output]`), and the whole of pip's output
 /// kept in a log file the message names.
-fn build_failure(all: &str, what: &str) -> Option<anyhow::Error> {
+fn build_failure(all: &str, log: &str, what: &str) -> Option<anyhow::Error> {
     all.find("subprocess-exited-with-error")?;
     // pip names the project in "Failed to build X" (pip 24+), else in the last "Collecting" or
     // "Processing" line (on stdout: pip stops collecting at the failing one).
@@ -257,8 +383,12 @@ fn build_failure(all: &str, what: &str) -> Option<anyhow::Error> {
             output.push(t.to_string());
         }
     }
+    if output.is_empty() {
+        // With `--log`, pip streams a build's output to its log, not into the error.
+        output = failed_command_in_log(log);
+    }
     let shown = output[output.len().saturating_sub(12)..].join("\n  ");
-    let log = keep_log(all);
+    let log = keep_log(&format!("{all}\n{log}"));
     let mut msg = format!("{what} failed: building `{project}` from its sdist failed");
     let project = project.as_str();
     if !shown.is_empty() {
@@ -351,4 +481,25 @@ pub fn file_url_path(url: &str) -> Result<std::path::PathBuf> {
     Ok(std::path::PathBuf::from(std::ffi::OsString::from_vec(
         bytes,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_versions;
+
+    #[test]
+    fn versions_near_the_pin_and_the_newest() {
+        let v: Vec<String> = (0..300).map(|i| format!("0.{i}.0")).collect();
+        let v: Vec<&str> = v.iter().map(String::as_str).collect();
+        assert_eq!(
+            cut_versions(&v, "fastapi==0.999"),
+            "…, 0.298.0, 0.299.0; 300 in all"
+        );
+        assert_eq!(
+            cut_versions(&v, "x==0.100.5"),
+            "…, 0.99.0, 0.100.0, 0.101.0, 0.102.0, …, 0.299.0; 300 in all"
+        );
+        assert_eq!(cut_versions(&["1.0", "2.0"], "x==3"), "1.0, 2.0");
+        assert_eq!(cut_versions(&[], "x==3"), "none");
+    }
 }

@@ -283,14 +283,26 @@ fn fetch(
     fs_err::create_dir_all(&stage)?;
     let req = work.join("pylock-fetch.txt");
     fs_err::write(&req, remote)?;
+    let log = work.join("pip-fetch.log");
     let mut c = pip::command(python, Config::User);
+    c.arg("--log").arg(&log);
     c.args(["download", "--no-deps", "--require-hashes", "--dest"])
         .arg(&stage)
         .arg("-r")
         .arg(&req);
     let out = pip::run_watched(c, "fetching the lock's wheels", &String::new)?;
     if !out.status.success() {
-        return Err(pip::failure(&out, "pip download", dir, false, None));
+        return Err(pip::failure(
+            &out,
+            &pip::Failed {
+                what: "pip download",
+                dir,
+                offline: false,
+                target: None,
+                log: Some(&log),
+                reqs: None,
+            },
+        ));
     }
     for e in fs_err::read_dir(&stage)? {
         let e = e?;

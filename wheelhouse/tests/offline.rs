@@ -111,12 +111,14 @@ fn a_missing_requirement_is_refused_by_name() {
     let dir = std::fs::canonicalize(t.p().join("wh")).unwrap();
     assert_eq!(
         err,
-        format!("wheelhouse: no wheel in `{}` satisfies `alpha==9.9` (versions found: 1.0)\nhint: run wheelhouse without --offline to fetch it, or add --find-links DIR\n", dir.display())
+        format!("wheelhouse: no wheel in `{}` satisfies `alpha==9.9` (requirements.txt:1) (versions found: 1.0)\nhint: run wheelhouse without --offline to fetch it, or add --find-links DIR\n", dir.display())
     );
     let doc = t.hashreq("nosuch\n");
     let out = t.wheelhouse(&["--dir", "wh", "--offline"], &doc, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("satisfies `nosuch` (versions found: none)")
+        err.contains("satisfies `nosuch` (requirements.txt:1) (versions found: none)"),
+        "{err}"
     );
     let leftovers: Vec<_> = std::fs::read_dir(t.p().join("wh"))
         .unwrap()
@@ -156,7 +158,7 @@ fn pip_configuration_does_not_widen_offline() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("satisfies `extra-thing==1`"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("satisfies `extra-thing==1.0`"));
     // Given explicitly, the directory is used and its wheel copied into DIR.
     let out = t.wheelhouse(
         &["--dir", "wh", "--offline", "--find-links", "elsewhere"],

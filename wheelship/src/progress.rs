@@ -1,5 +1,7 @@
-//! Progress for people, on stderr, only when stderr is a terminal: a pipe or a log file gets
-//! nothing extra (and stdout, the document's, never anything).
+//! Progress for people, on stderr (stdout, the document's, never gets any): bars and spinners
+//! on a terminal; off a terminal (a CI log, a pipe), a plain line every few seconds while a
+//! long step runs, saying what it does and how much is done, and nothing for a step that ends
+//! within its first seconds.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -19,6 +21,54 @@ fn target() -> ProgressDrawTarget {
     }
 }
 
+/// Off a terminal, the first line comes after this long, the next ones this far apart
+/// (`WHEELSHIP_PROGRESS_SECS` sets both, for tests of slow steps made quick).
+fn pace() -> (Duration, Duration) {
+    match std::env::var("WHEELSHIP_PROGRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+    {
+        Some(s) if s >= 0.0 => (Duration::from_secs_f64(s), Duration::from_secs_f64(s)),
+        _ => (Duration::from_secs(2), Duration::from_secs(5)),
+    }
+}
+
+/// Off a terminal: a line on stderr every few seconds until `p` is finished,
+/// `tool: what: 12/40 message (7s)`.
+fn lines_off_terminal(p: &ProgressBar, tool: &str, what: &str) {
+    if shown() || std::env::var_os("WHEELSHIP_NO_PROGRESS").is_some() {
+        return;
+    }
+    // Weak: a bar dropped without being finished (an error) ends its lines too.
+    let (weak, head) = (p.downgrade(), format!("{tool}: {what}"));
+    let (first, every) = pace();
+    std::thread::spawn(move || {
+        let mut next = first;
+        loop {
+            std::thread::sleep(Duration::from_millis(200).min(every.max(Duration::from_millis(5))));
+            let Some(p) = weak.upgrade().filter(|p| !p.is_finished()) else {
+                break;
+            };
+            let elapsed = p.elapsed();
+            if elapsed < next || p.is_finished() {
+                continue;
+            }
+            next = elapsed + every;
+            let done = match p.length() {
+                Some(len) => format!(": {}/{len}", p.position()),
+                None => String::new(),
+            };
+            let msg = p.message();
+            let msg = if msg.is_empty() {
+                String::new()
+            } else {
+                format!(" {msg}")
+            };
+            eprintln!("{head}{done}{msg} ({}s)", elapsed.as_secs());
+        }
+    });
+}
+
 /// A bar of `len` steps: `tool: what [=====>   ] 12/40 message`.
 pub fn bar(tool: &str, what: &str, len: u64) -> ProgressBar {
     let style = ProgressStyle::with_template(&format!(
@@ -26,7 +76,9 @@ pub fn bar(tool: &str, what: &str, len: u64) -> ProgressBar {
     ))
     .expect("a valid template")
     .progress_chars("=> ");
-    ProgressBar::with_draw_target(Some(len), target()).with_style(style)
+    let p = ProgressBar::with_draw_target(Some(len), target()).with_style(style);
+    lines_off_terminal(&p, tool, what);
+    p
 }
 
 /// A spinner for work whose length is not known: `tool: what ⠙ message (12s)`.
@@ -36,6 +88,7 @@ pub fn spinner(tool: &str, what: &str) -> ProgressBar {
             .expect("a valid template");
     let p = ProgressBar::with_draw_target(None, target()).with_style(style);
     p.enable_steady_tick(Duration::from_millis(120));
+    lines_off_terminal(&p, tool, what);
     p
 }
 

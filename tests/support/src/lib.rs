@@ -434,3 +434,37 @@ pub fn failed_with(out: &Output, code: i32) -> String {
     );
     stderr
 }
+
+/// A hermetic app: its own git repository and a wheelhouse of test wheels.
+pub fn hermetic_app(dir: &Path) -> (PathBuf, PathBuf) {
+    let app = dir.join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("requirements.txt"), "greeter==1.0\n").unwrap();
+    std::fs::write(
+        app.join("app.py"),
+        "import greeter\nprint(greeter.hello('v1'))\n",
+    )
+    .unwrap();
+    commit_all(&app, "v1");
+    let wh = dir.join("wheelhouse");
+    std::fs::create_dir_all(&wh).unwrap();
+    // Some bulk that compresses badly, as a real wheel's members do: the wheels outweigh the
+    // code, as they do in a real release (thin copies are worth sending then).
+    let mut x: u32 = 2463534242;
+    let bulk: String = (0..60_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    let spec = json!([
+        {"name": "greeter", "version": "1.0", "requires": ["colors>=1"],
+         "files": {"greeter/__init__.py": "from colors import paint\ndef hello(x):\n    return paint('hello ' + x)\n",
+                   "greeter/bulk.txt": bulk}},
+        {"name": "colors", "version": "1.0", "files": {"colors/__init__.py": "def paint(s):\n    return '*' + s + '*'\n"}},
+    ]);
+    mkwheels(&wh, spec);
+    (app, wh)
+}
