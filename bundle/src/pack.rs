@@ -14,6 +14,7 @@ use wheelship::fsx;
 use wheelship::{Document, Hint};
 
 use crate::{Manifest, PackArgs, RESERVED};
+use wheelship::io::At;
 
 enum Kind {
     Dir,
@@ -54,8 +55,7 @@ fn git_line(repo: &Path, args: &[&str]) -> Result<String> {
 
 pub fn run(a: PackArgs) -> Result<()> {
     let mut doc = Document::from_stdin()?;
-    let repo = std::fs::canonicalize(&a.repo)
-        .map_err(|e| anyhow!("repository `{}`: {}", a.repo.display(), io_reason(&e)))?;
+    let repo = std::fs::canonicalize(&a.repo).about("repository", &a.repo)?;
     let (rev, tree, commit_time) = commit(&repo, &a.rev)?;
 
     let mut items = tree_items(&repo, &rev)?;
@@ -95,9 +95,8 @@ pub fn run(a: PackArgs) -> Result<()> {
     let counts = counts(&items, wheels.len());
     let first = reserved_items(&mut items, &manifest, document, &wheel_dir, &wheels)?;
 
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| anyhow!("cannot create `{}`: {}", a.out.display(), io_reason(&e)))?;
-    let out_dir = fs_err::canonicalize(&a.out)?;
+    std::fs::create_dir_all(&a.out).at("create", &a.out)?;
+    let out_dir = std::fs::canonicalize(&a.out).at("open", &a.out)?;
     let final_path = out_dir.join(format!("{name}-{id}.tar.zst"));
     let threads = a
         .threads
@@ -234,7 +233,7 @@ fn release_id(
         content.update(format!("{file} {sha}\n").as_bytes());
     }
     content.update(document.as_bytes());
-    let content = fsx::hex(&content.finalize());
+    let content = wheelship::hash::hex(&content.finalize());
     format!(
         "{}-{}-{}",
         wheelship::time::compact(commit_time),
@@ -413,8 +412,7 @@ fn write_archive<'a>(
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_mode(0o644);
                 h.set_size(*size);
-                let f = File::open(src)
-                    .map_err(|e| anyhow!("cannot read `{}`: {}", src.display(), io_reason(&e)))?;
+                let f = File::open(src).at("read", src)?;
                 b.append_data(&mut h, &p, io::Read::take(f, *size))?;
             }
             Kind::Symlink(target) => {
@@ -433,5 +431,5 @@ fn write_archive<'a>(
     let HashWriter { inner, hash, n } = sink;
     let file = inner.into_inner().map_err(|e| anyhow!("{}", e.error()))?;
     file.sync_all()?;
-    Ok((fsx::hex(&hash.finalize()), n))
+    Ok((wheelship::hash::hex(&hash.finalize()), n))
 }

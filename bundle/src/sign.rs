@@ -177,7 +177,7 @@ pub fn verify(archive: &Path, policy: &Policy) -> Result<Verified> {
     })?;
     let sha256 = {
         use sha2::Digest;
-        fsx::hex(&data.hash.finalize())
+        wheelship::hash::hex(&data.hash.finalize())
     };
     let comment = sig.trusted_comment().unwrap_or_default();
     Ok(Verified {

@@ -29,6 +29,7 @@ use wheelship::{fsx, Document, UsageError};
 
 use crate::pack::{encoder, HashWriter};
 use crate::{HaveArgs, ThickArgs, ThinArgs, RESERVED};
+use wheelship::io::At;
 
 const FORMAT: &str = "wheelship-thin-v2";
 /// The header line is small; a longer one is not a thin copy.
@@ -126,7 +127,7 @@ pub fn have(a: HaveArgs) -> Result<()> {
 /// `bundle thin`: the thin copy of ARCHIVE for a host that has the wheels of HAVE.
 pub fn thin(a: ThinArgs) -> Result<()> {
     let mut doc = Document::from_stdin()?;
-    let text = fs_err::read_to_string(&a.have)?;
+    let text = std::fs::read_to_string(&a.have).at("read", &a.have)?;
     let have: Have = Document::parse(&text, &a.have.display().to_string())?
         .section("have")?
         .ok_or_else(|| anyhow!("`{}` has no `have` section", a.have.display()))?;
@@ -156,7 +157,7 @@ pub fn thin(a: ThinArgs) -> Result<()> {
                     a.archive.display()
                 )
             })?;
-        let sha = fsx::hex(&Sha256::digest(bytes));
+        let sha = wheelship::hash::hex(&Sha256::digest(bytes));
         if has.get(&sha) == Some(&len) {
             cuts.push(Cut {
                 offset,
@@ -203,7 +204,7 @@ fn read_archive(archive: &Path) -> Result<(String, u64, Vec<u8>)> {
         .with_context(|| format!("cannot read `{}`", archive.display()))?;
     let tar = zstd::decode_all(&compressed[..])
         .with_context(|| format!("`{}` is not a zstd archive", archive.display()))?;
-    let sha256 = fsx::hex(&Sha256::digest(&compressed));
+    let sha256 = wheelship::hash::hex(&Sha256::digest(&compressed));
     Ok((sha256, compressed.len() as u64, tar))
 }
 
@@ -323,7 +324,7 @@ pub fn thick(a: ThickArgs) -> Result<()> {
         .into_inner()
         .map_err(|e| anyhow!("{}", e.error()))?
         .sync_all()?;
-    let sha = fsx::hex(&hash.finalize());
+    let sha = wheelship::hash::hex(&hash.finalize());
     if sha != want.sha256 || n != want.size {
         bail!(
             "`{}`: rebuilt, the archive is not the release's (sha256 {sha}, {n} bytes; the document says {}, {} bytes): another version of bundle packed it, send the full archive",
@@ -455,7 +456,7 @@ fn put_wheel(
     let mut f = release.open_file(rel)?;
     let mut hash = HashWriter::new(w);
     let n = io::copy(&mut (&mut f).take(c.size), &mut hash)?;
-    let sha = fsx::hex(&hash.hash.finalize());
+    let sha = wheelship::hash::hex(&hash.hash.finalize());
     if n != c.size || sha != c.sha256 {
         bail!(
             "`{}`: this host's copy has sha256 {sha} ({n} bytes), the release's is {}",

@@ -14,14 +14,15 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use wheelship::beneath::{Dir, Dirs, Kind};
-use wheelship::cli::io_reason;
 use wheelship::doc::{doc_path, Bundle, Release, Wheelhouse};
-use wheelship::fsx::{self, point};
+use wheelship::failpoint::point;
+use wheelship::fsx;
 use wheelship::root::{self, Root, STAGING, TMP};
 use wheelship::trust::{self, Policy, Record, RECORD};
 use wheelship::{Document, Hint, UsageError};
 
 use crate::{sign, Manifest, UnpackArgs, RESERVED};
+use wheelship::io::At;
 
 /// The largest path (after joining) and component an archive may name.
 const MAX_PATH: usize = 4000;
@@ -172,7 +173,7 @@ fn place(
         None => {
             // One pass: the sha256 is computed while extracting into the staging directory,
             // which is thrown away if it does not match.
-            let staging = fsx::temp_name(STAGING);
+            let staging = wheelship::names::temp_name(STAGING);
             let res = extract_into(archive, releases, &staging, a, manifest, expected).and_then(
                 |sha256| {
                     let r = record(sha256);
@@ -221,17 +222,11 @@ fn place(
 
 /// Writes (or replaces) the release's record, atomically and durably.
 fn write_record(release: &Dir, r: &Record) -> Result<()> {
-    let tmp = Path::new(RESERVED).join(fsx::temp_name(TMP));
+    let tmp = Path::new(RESERVED).join(wheelship::names::temp_name(TMP));
     let mut f = release.create_file(&tmp, 0o644)?;
     f.write_all(&serde_json::to_vec_pretty(r)?)
         .and_then(|()| f.sync_all())
-        .map_err(|e| {
-            anyhow!(
-                "cannot write `{}`: {}",
-                release.show(&tmp).display(),
-                io_reason(&e)
-            )
-        })?;
+        .at("write", release.show(&tmp))?;
     release.rename(&tmp, release, RECORD)?;
     release.open_dir(RESERVED)?.sync()
 }
@@ -708,13 +703,8 @@ impl Extract<'_> {
             got += n as u64;
             self.total += n as u64;
             self.check_size()?;
-            f.write_all(&buf[..n]).map_err(|e| {
-                anyhow!(
-                    "cannot write `{}`: {}",
-                    self.dirs.root().show(&rel).display(),
-                    io_reason(&e)
-                )
-            })?;
+            f.write_all(&buf[..n])
+                .at("write", self.dirs.root().show(&rel))?;
         }
         self.buf = buf;
         if got != declared {
@@ -908,7 +898,7 @@ fn drain(
     }
     let sha256 = {
         use sha2::Digest;
-        fsx::hex(&hash.borrow_mut().clone().finalize())
+        wheelship::hash::hex(&hash.borrow_mut().clone().finalize())
     };
     Ok((sha256, junk))
 }

@@ -627,6 +627,6 @@ pub fn canonical_form(entries: &[Entry], o: &ReqOptions) -> String {
 fn hash(entries: &[Entry], o: &ReqOptions) -> String {
     format!(
         "sha256:{}",
-        wheelship::names::sha256_hex(canonical_form(entries, o).as_bytes())
+        wheelship::hash::sha256_hex(canonical_form(entries, o).as_bytes())
     )
 }

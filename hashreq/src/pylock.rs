@@ -194,7 +194,7 @@ fn lock_hash(
     ]);
     format!(
         "sha256:{}",
-        wheelship::names::sha256_hex(canonical.to_string().as_bytes())
+        wheelship::hash::sha256_hex(canonical.to_string().as_bytes())
     )
 }
 

@@ -13,6 +13,7 @@ use wheelship::beneath::Dir;
 use wheelship::cli::io_reason;
 
 use crate::stamp::{Compiled, Pyc, Stamp};
+use wheelship::io::At;
 
 /// Compiles the `.py` paths it is sent (NUL-separated on stdin, as they arrive) on every core,
 /// with the unchecked-hash invalidation mode: a `.pyc` linked into many envs stays valid
@@ -218,15 +219,10 @@ fn parse_compiled(said: &str, store: &Path) -> Result<BTreeMap<String, Compiled>
 /// Writes an entry's marker: the `.pyc`s compiled into it (read-only, like the rest).
 pub fn write_marker(store: &Dir, sha256: &str, marker: &str, compiled: &Compiled) -> Result<()> {
     let path = Path::new(sha256).join(marker);
-    let tmp = Path::new(sha256).join(wheelship::fsx::temp_name(wheelship::root::TMP));
+    let tmp = Path::new(sha256).join(wheelship::names::temp_name(wheelship::root::TMP));
     let mut f = store.create_file(&tmp, 0o444)?;
-    f.write_all(&serde_json::to_vec(compiled)?).map_err(|e| {
-        anyhow!(
-            "cannot write `{}`: {}",
-            store.show(&tmp).display(),
-            io_reason(&e)
-        )
-    })?;
+    f.write_all(&serde_json::to_vec(compiled)?)
+        .at("write", store.show(&tmp))?;
     store.rename(&tmp, store, &path)
 }
 

@@ -5,16 +5,15 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use wheelship::beneath::{Dir, Kind};
-use wheelship::cli::io_reason;
 use wheelship::doc::{doc_path, EnvGc};
-use wheelship::fsx;
 use wheelship::root::Root;
 use wheelship::Hint;
 
 use crate::stamp::{self, Compiled};
 use crate::EnvMeta;
+use wheelship::io::At;
 
 /// What `gc` is asked to do.
 pub struct Gc<'a> {
@@ -69,11 +68,11 @@ pub fn gc(envs: &Path, g: &Gc) -> Result<EnvGc> {
     removed_wheels.sort();
     if !g.dry_run {
         for n in &removed_envs {
-            fsx::trash(envs_dir, n)?;
+            wheelship::staged::trash(envs_dir, n)?;
         }
         if let Some(store) = &store {
             for n in &removed_wheels {
-                fsx::trash(store, n)?;
+                wheelship::staged::trash(store, n)?;
             }
         }
     }
@@ -191,10 +190,7 @@ fn tampered_error(tampered: &[(String, String)], users: &Users, dry_run: bool) -
 fn linked_envs(envs: &Path, keep: &[String], releases: &[PathBuf]) -> Result<BTreeSet<String>> {
     let mut kept: BTreeSet<String> = keep.iter().cloned().collect();
     for r in releases {
-        for e in std::fs::read_dir(r)
-            .map_err(|e| anyhow!("cannot list `{}`: {}", r.display(), io_reason(&e)))?
-            .flatten()
-        {
+        for e in std::fs::read_dir(r).at("list", r)?.flatten() {
             if let Ok(target) = std::fs::read_link(e.path().join("venv")) {
                 let abs = e.path().join(target);
                 let real = std::fs::canonicalize(&abs).unwrap_or(abs);

@@ -13,6 +13,7 @@ use wheelship::cli::io_reason;
 
 use crate::interp::Interp;
 use crate::wheel::Info;
+use wheelship::io::At;
 
 /// How files come from the store: each mode falls back to the next when the file system
 /// refuses it (reflink → hard link → copy), and stays there for the rest of the build.
@@ -277,16 +278,9 @@ fn reflink(store: &Dir, src: &Path, dir: &Dir, name: &std::ffi::OsStr) -> Result
 pub(crate) fn write_file(root: &Dir, rel: &Path, data: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mut f = root.create_file(rel, mode)?;
-    let fail = |e: std::io::Error| {
-        anyhow!(
-            "cannot write `{}`: {}",
-            root.show(rel).display(),
-            io_reason(&e)
-        )
-    };
-    f.write_all(data).map_err(fail)?;
+    f.write_all(data).at("write", root.show(rel))?;
     f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(fail)?;
+        .at("write", root.show(rel))?;
     Ok(())
 }
 

@@ -28,15 +28,15 @@ use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use wheelship::beneath::{Dir, Kind};
-use wheelship::cli::io_reason;
 use wheelship::doc::{doc_path, Env, EnvPython, Requirements, Wheelhouse};
-use wheelship::fsx::{self, point};
+use wheelship::failpoint::point;
 use wheelship::names::{canonicalize_name, check_sha256, is_valid_name, WheelFilename};
 use wheelship::progress;
 use wheelship::root::{Root, TMP, TRASH};
 use wheelship::{Document, Hint, UsageError};
 
 use crate::interp::Interp;
+use wheelship::io::At;
 
 /// The version of the env layout: part of every key, bumped when what mkenv builds changes.
 pub const LAYOUT: &str = "mkenv-layout-1";
@@ -313,11 +313,11 @@ fn env_key(wh: &Wheelhouse, i: &Interp, compile: bool) -> String {
         layout: LAYOUT,
         wheels,
         python,
-        tags: wheelship::names::sha256_hex(i.tags.join("\n").as_bytes()),
+        tags: wheelship::hash::sha256_hex(i.tags.join("\n").as_bytes()),
         compile,
     };
     let text = serde_json::to_string(&form).expect("the key's form serialises");
-    wheelship::names::sha256_hex(text.as_bytes())[..32].to_string()
+    wheelship::hash::sha256_hex(text.as_bytes())[..32].to_string()
 }
 
 /// Every value of the lock is checked where it enters: the sha256 names a store entry and the
@@ -402,7 +402,7 @@ fn build_env(
     replace: bool,
 ) -> Result<usize> {
     let started = Instant::now();
-    let tmp = fsx::Staged::new(envs, TMP)?;
+    let tmp = wheelship::staged::Staged::new(envs, TMP)?;
     let files = link_env(
         job,
         interp,
@@ -489,13 +489,7 @@ fn link_env(
     let root = b.dirs.root();
     let mut f = root.create_file(".wheelship-env.json", 0o644)?;
     f.write_all(&serde_json::to_vec_pretty(&meta)?)
-        .map_err(|e| {
-            anyhow!(
-                "cannot write `{}`: {}",
-                root.show(".wheelship-env.json").display(),
-                io_reason(&e)
-            )
-        })?;
+        .at("write", root.show(".wheelship-env.json"))?;
     // Nothing gets its final name before its bytes are durable.
     root.sync_fs()?;
     timing("sync", &started);

@@ -198,6 +198,6 @@ fn hash_matches(dir: &Dir, name: &std::ffi::OsStr, want: &Hash) -> bool {
     let digest = h.finalize();
     match want {
         Hash::Record(r) => crate::wheel::record_hash(&digest) == *r,
-        Hash::Hex(x) => wheelship::fsx::hex(&digest) == *x,
+        Hash::Hex(x) => wheelship::hash::hex(&digest) == *x,
     }
 }

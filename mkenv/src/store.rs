@@ -90,7 +90,10 @@ fn store_one(store: &Dir, wh: &Wheelhouse, w: &LockedWheel, fill: &Fill) -> Resu
     let checked = || -> Result<wheel::WheelData> {
         let data = wheel::WheelData::read(&path)?;
         let (sha, size) = match &data {
-            wheel::WheelData::Bytes(b) => (fsx::hex(&sha2::Sha256::digest(b)), b.len() as u64),
+            wheel::WheelData::Bytes(b) => (
+                wheelship::hash::hex(&sha2::Sha256::digest(b)),
+                b.len() as u64,
+            ),
             wheel::WheelData::File(_) => fsx::sha256_file(&path)?,
         };
         if sha != w.sha256 || size != w.size {

@@ -11,11 +11,11 @@ use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wheelship::beneath::{Dir, Dirs, Kind};
-use wheelship::cli::io_reason;
 use wheelship::fsx;
 use wheelship::names::{canonicalize_name, check_sha256, is_valid_name, WheelFilename};
 
 use crate::stamp::{self, Compiled, Stamp};
+use wheelship::io::At;
 
 /// What the store keeps about a wheel beside its files (`<store>/<sha256>/info.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -179,20 +179,15 @@ pub fn ensure_stored_with(
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let data = data()?;
-    let tmp = fsx::Staged::new(store, ".tmp-")?;
+    let tmp = wheelship::staged::Staged::new(store, ".tmp-")?;
     let files = tmp.open()?.create_dir_all("files")?;
     let info = unzip_verified(data, &file_name, Dirs::new(files))?;
     let mut f = store.create_file(Path::new(tmp.name()).join("info.json"), 0o444)?;
-    f.write_all(&serde_json::to_vec(&info)?).map_err(|e| {
-        anyhow!(
-            "cannot write `{}`: {}",
-            store.show(tmp.name()).display(),
-            io_reason(&e)
-        )
-    })?;
+    f.write_all(&serde_json::to_vec(&info)?)
+        .at("write", store.show(tmp.name()))?;
     if store.kind(entry)?.is_some() {
         // A store entry from a crash without info.json, or one that was changed: it goes.
-        fsx::trash(store, entry)?;
+        wheelship::staged::trash(store, entry)?;
     }
     tmp.commit(entry)?;
     Ok((info, true))
@@ -277,7 +272,7 @@ impl WheelData {
         (&mut f)
             .take(IN_MEMORY_MAX + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| anyhow!("cannot read `{}`: {}", path.display(), io_reason(&e)))?;
+            .at("read", path)?;
         if bytes.len() as u64 > IN_MEMORY_MAX {
             return Ok(WheelData::File(fsx::open_regular(path)?.0));
         }
@@ -568,8 +563,7 @@ fn extract<R: Read + Seek>(
             let content = whole
                 .member(zip, bytes, m)
                 .map_err(|why| refuse(format!("member `{name}` is corrupt: {why}")))?;
-            fsx::write_new(&mut file, content)
-                .map_err(|e| anyhow!("cannot write `{}`: {}", shown.display(), io_reason(&e)))?;
+            fsx::write_new(&mut file, content).at("write", &shown)?;
             Written {
                 hash: record_hash(&Sha256::digest(content)),
                 size: content.len() as u64,
@@ -689,8 +683,7 @@ fn streamed<R: Read + Seek>(
         if size > m.size {
             return Err(refuse(format!("member `{name}` is larger than it says")));
         }
-        file.write_all(&buf[..n])
-            .map_err(|e| anyhow!("cannot write `{}`: {}", shown.display(), io_reason(&e)))?;
+        file.write_all(&buf[..n]).at("write", shown)?;
         if let Some(k) = kept.as_mut() {
             k.extend_from_slice(&buf[..n]);
         }

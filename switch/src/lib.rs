@@ -18,12 +18,14 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use wheelship::beneath::{Dir, Kind};
-use wheelship::cli::io_reason;
 use wheelship::doc::{
     self, doc_path, Bundle, Env, Release, Switch, Would, WouldDeploy, WouldRevert,
 };
-use wheelship::fsx::{self, point, Lock};
+use wheelship::failpoint::point;
+use wheelship::fsx;
 use wheelship::history::{Event, History};
+use wheelship::io::At;
+use wheelship::lock::Lock;
 use wheelship::trust::{self, Policy, Record};
 use wheelship::{Document, Hint, UsageError};
 
@@ -204,11 +206,7 @@ impl Root {
     fn restart_done(&self) -> Result<()> {
         match fs::remove_file(self.dir.join(RESTART_PENDING)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                bail!(
-                    "cannot remove `{}`: {}",
-                    self.dir.join(RESTART_PENDING).display(),
-                    io_reason(&e)
-                )
+                Err(e).at("remove", self.dir.join(RESTART_PENDING))
             }
             _ => Ok(()),
         }
@@ -270,7 +268,7 @@ impl Root {
         let link = self.current();
         match fs::symlink_metadata(&link) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => bail!("cannot read `{}`: {}", link.display(), io_reason(&e)),
+            Err(e) => return Err(e).at("read", &link),
             Ok(m) if !m.file_type().is_symlink() => {
                 return Err(Hint::new(
                     format!(
@@ -283,8 +281,7 @@ impl Root {
             }
             Ok(_) => {}
         }
-        let target = fs::read_link(&link)
-            .map_err(|e| anyhow!("cannot read `{}`: {}", link.display(), io_reason(&e)))?;
+        let target = fs::read_link(&link).at("read", &link)?;
         let id = target
             .strip_prefix("releases")
             .ok()
@@ -303,11 +300,11 @@ impl Root {
     /// Removes what a crash may have left: temp links and files, trash directories.
     fn clean_leftovers(&self) {
         let Ok(root) = self.handle() else { return };
-        fsx::remove_leftovers(&root, &[".trash-", ".current.tmp-", ".tmp-"]);
+        wheelship::staged::remove_leftovers(&root, &[".trash-", ".current.tmp-", ".tmp-"]);
         // Only what switch itself makes there: `.staging-*` belongs to bundle, and envs/ to
         // mkenv, which cleans it under its own lock.
         if let Ok(d) = root.open_dir("releases") {
-            fsx::remove_leftovers(&d, &[".trash-"]);
+            wheelship::staged::remove_leftovers(&d, &[".trash-"]);
         }
     }
 }
@@ -332,8 +329,7 @@ fn check_id(id: &str) -> Result<()> {
 /// they could write to, is never linked.
 fn check_env(env: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let meta =
-        fs::metadata(env).map_err(|e| anyhow!("env `{}`: {}", env.display(), io_reason(&e)))?;
+    let meta = fs::metadata(env).about("env", env)?;
     wheelship::root::check_mode(meta.uid(), meta.mode(), env, "env")?;
     if !env.join("pyvenv.cfg").is_file() {
         bail!(
@@ -517,8 +513,7 @@ fn activate_cmd(
     check_id(&id)?;
     let dir = root.release(&id);
     if let Some(given) = given_dir {
-        let given_real = fs::canonicalize(&given)
-            .map_err(|e| anyhow!("release `{}`: {}", given.display(), io_reason(&e)))?;
+        let given_real = fs::canonicalize(&given).about("release", &given)?;
         if given_real != dir {
             bail!(
                 "release `{}` is not in `{}`: refusing a release outside the root's releases/",
@@ -534,8 +529,7 @@ fn activate_cmd(
     };
     let env = match env {
         Some(e) => {
-            let real = fs::canonicalize(&e)
-                .map_err(|err| anyhow!("env `{}`: {}", e.display(), io_reason(&err)))?;
+            let real = fs::canonicalize(&e).about("env", &e)?;
             check_env(&real)?;
             Some(real)
         }
@@ -804,7 +798,7 @@ fn serve(args: &Args, root: &Root, id: &str, from: Option<&str>) -> Result<()> {
             format!("rolled back to `{prev}`")
         }
         None => {
-            fs_err::remove_file(root.current())?;
+            std::fs::remove_file(root.current()).at("remove", root.current())?;
             "removed `current` (there was no release live before)".to_string()
         }
     };
@@ -1130,7 +1124,7 @@ fn remove_doomed(
     grace: u64,
 ) -> Result<()> {
     for (i, r) in doomed.releases.iter().enumerate() {
-        fsx::trash(releases_dir, &r.id)?;
+        wheelship::staged::trash(releases_dir, &r.id)?;
         if i == 0 {
             point("switch-prune-after-first-trash");
         }
@@ -1147,7 +1141,7 @@ fn remove_doomed(
             // Reused by a deploy while we waited for the lock: keep it.
             let name = e.file_name().expect("checked above");
             if !young(d, name, grace) {
-                fsx::trash(d, name)?;
+                wheelship::staged::trash(d, name)?;
             }
         }
     }

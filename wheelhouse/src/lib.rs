@@ -20,6 +20,7 @@ use wheelship::names::{canonicalize_name, WheelFilename};
 use wheelship::{Document, UsageError};
 
 use crate::pip::Config;
+use wheelship::io::At;
 
 /// Version of the cached-lock format and of what the key covers.
 const CACHE_FORM: &str = "wheelship-lock-cache-v1";
@@ -229,16 +230,12 @@ pub fn run(args: Args) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
         return Err(UsageError(format!("--dir `{}` is not a directory", dir.display())).into());
     }
-    fs::create_dir_all(&dir)
-        .map_err(|e| anyhow!("cannot create `{}`: {}", dir.display(), io_reason(&e)))?;
-    let dir = fs_err::canonicalize(&dir)?;
+    fs::create_dir_all(&dir).at("create", &dir)?;
+    let dir = std::fs::canonicalize(&dir).at("open", &dir)?;
     let find_links: Vec<PathBuf> = args
         .find_links
         .iter()
-        .map(|f| {
-            fs::canonicalize(f)
-                .map_err(|e| anyhow!("--find-links `{}`: {}", f.display(), io_reason(&e)))
-        })
+        .map(|f| fs::canonicalize(f).about("--find-links", f))
         .collect::<Result<_>>()?;
     let reqs: Option<Requirements> = doc.section("requirements")?;
     let source = match (&args.requirement, &reqs) {
@@ -290,12 +287,12 @@ fn fill_and_lock(
 ) -> Result<Vec<LockedWheel>> {
     pip::check_version(&args.python)?;
     // One fill of DIR at a time; what a killed one left (Ctrl-C) is removed under the lock.
-    let _lock = fsx::Lock::on_dir(
+    let _lock = wheelship::lock::Lock::on_dir(
         dir,
         std::time::Duration::from_secs(600),
         "another wheelhouse filling this directory",
     )?;
-    fsx::remove_leftovers(
+    wheelship::staged::remove_leftovers(
         &wheelship::beneath::Dir::open(dir)?,
         &[".wheelhouse-tmp-", ".tmp-"],
     );
@@ -339,12 +336,12 @@ fn lock_file(
         .into());
     }
     pip::check_version(&args.python)?;
-    let _lock = fsx::Lock::on_dir(
+    let _lock = wheelship::lock::Lock::on_dir(
         dir,
         std::time::Duration::from_secs(600),
         "another wheelhouse filling this directory",
     )?;
-    fsx::remove_leftovers(
+    wheelship::staged::remove_leftovers(
         &wheelship::beneath::Dir::open(dir)?,
         &[".wheelhouse-tmp-", ".tmp-"],
     );
@@ -369,13 +366,7 @@ fn tempfile_dir(dir: &Path) -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix(".wheelhouse-tmp-")
         .tempdir_in(dir)
-        .map_err(|e| {
-            anyhow!(
-                "cannot create a directory in `{}`: {}",
-                dir.display(),
-                io_reason(&e)
-            )
-        })
+        .at("create a directory in", dir)
 }
 
 /// What pip reads: the scratch directory, the requirement (and constraint) files, and the
@@ -396,12 +387,12 @@ fn write_files(source: &Source, work: &Path, fill: bool) -> Result<(PathBuf, Opt
             let (req, cons) = reqfile::render(r, fill);
             let tag = if fill { "fill" } else { "lock" };
             let rp = work.join(format!("{tag}-requirements.txt"));
-            fs_err::write(&rp, req)?;
+            std::fs::write(&rp, req).at("write", &rp)?;
             if cons.is_empty() {
                 return Ok((rp, None));
             }
             let cp = work.join(format!("{tag}-constraints.txt"));
-            fs_err::write(&cp, cons)?;
+            std::fs::write(&cp, cons).at("write", &cp)?;
             Ok((rp, Some(cp)))
         }
     }
@@ -434,7 +425,7 @@ fn fill(args: &Args, dir: &Path, find_links: &[PathBuf], files: &Files) -> Resul
         work, req, cons, ..
     } = *files;
     let stage = work.join("stage");
-    fs_err::create_dir(&stage)?;
+    std::fs::create_dir(&stage).at("create", &stage)?;
     let log = work.join("pip-fill.log");
     let mut c = pip::command(&args.python, Config::User);
     c.arg("--log").arg(&log);
@@ -623,9 +614,7 @@ fn section(
 
 fn listing(dir: &Path) -> Result<Vec<(String, u64, i128)>> {
     let mut v = Vec::new();
-    for e in fs::read_dir(dir)
-        .map_err(|e| anyhow!("cannot read `{}`: {}", dir.display(), io_reason(&e)))?
-    {
+    for e in fs::read_dir(dir).at("read", dir)? {
         let e = e?;
         let name = e.file_name().to_string_lossy().to_string();
         if name.starts_with('.') {
@@ -663,7 +652,7 @@ fn cache_key(
         dirs.push(json!([f, listing(f)?]));
     }
     let form = json!({"form": CACHE_FORM, "request": request, "target": target, "dirs": dirs});
-    Ok(wheelship::names::sha256_hex(form.to_string().as_bytes()))
+    Ok(wheelship::hash::sha256_hex(form.to_string().as_bytes()))
 }
 
 fn cache_dir() -> Option<PathBuf> {
@@ -716,8 +705,7 @@ fn check_or_prune(args: &Args, mut doc: Document) -> Result<()> {
     }
     let mut keep: BTreeSet<String> = wh.wheels.iter().map(|w| w.file.clone()).collect();
     for f in &args.keep_lock {
-        let text =
-            fs::read_to_string(f).map_err(|e| anyhow!("`{}`: {}", f.display(), io_reason(&e)))?;
+        let text = fs::read_to_string(f).about("", f)?;
         let other = Document::parse(&text, &f.display().to_string())?;
         let w: Wheelhouse = other
             .section("wheelhouse")?
@@ -725,13 +713,10 @@ fn check_or_prune(args: &Args, mut doc: Document) -> Result<()> {
         keep.extend(w.wheels.into_iter().map(|w| w.file));
     }
     let mut removed = Vec::new();
-    for e in fs::read_dir(&dir)
-        .map_err(|e| anyhow!("cannot read `{}`: {}", dir.display(), io_reason(&e)))?
-    {
+    for e in fs::read_dir(&dir).at("read", &dir)? {
         let name = e?.file_name().to_string_lossy().to_string();
         if name.ends_with(".whl") && !keep.contains(&name) {
-            fs::remove_file(dir.join(&name))
-                .map_err(|e| anyhow!("cannot remove `{name}`: {}", io_reason(&e)))?;
+            fs::remove_file(dir.join(&name)).at("remove", &name)?;
             removed.push(name);
         }
     }

@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 use wheelship::cli::io_reason;
+use wheelship::io::At;
 use wheelship::Hint;
 
 /// `pip install --dry-run --report` appeared in pip 22.2.
@@ -446,13 +447,7 @@ pub struct Metadata {
 }
 
 pub fn read_report(path: &Path) -> Result<Report> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        anyhow!(
-            "pip wrote no report `{}`: {}",
-            path.display(),
-            io_reason(&e)
-        )
-    })?;
+    let text = std::fs::read_to_string(path).about("pip wrote no report", path)?;
     serde_json::from_str(&text).map_err(|e| anyhow!("cannot read pip's report: {e}"))
 }
 

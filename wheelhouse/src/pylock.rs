@@ -13,6 +13,7 @@ use wheelship::fsx;
 use wheelship::Hint;
 
 use crate::pip::{self, Config};
+use wheelship::io::At;
 
 /// Evaluates, with the target's own pip (its vendored packaging), each package's marker (with
 /// the selected `extras` and `dependency_groups`), the `requires-python`s and `environments`,
@@ -280,9 +281,9 @@ fn fetch(
         return fsx::fsync_dir(dir);
     }
     let stage = work.join("stage");
-    fs_err::create_dir_all(&stage)?;
+    std::fs::create_dir_all(&stage).at("create", &stage)?;
     let req = work.join("pylock-fetch.txt");
-    fs_err::write(&req, remote)?;
+    std::fs::write(&req, remote).at("write", &req)?;
     let log = work.join("pip-fetch.log");
     let mut c = pip::command(python, Config::User);
     c.arg("--log").arg(&log);
@@ -304,11 +305,11 @@ fn fetch(
             },
         ));
     }
-    for e in fs_err::read_dir(&stage)? {
+    for e in std::fs::read_dir(&stage).at("list", &stage)? {
         let e = e?;
         let dest = dir.join(e.file_name());
         if !dest.exists() {
-            fs_err::rename(e.path(), &dest)?;
+            std::fs::rename(e.path(), &dest).at("rename", &dest)?;
         }
     }
     fsx::fsync_dir(dir)
@@ -384,8 +385,8 @@ fn quoted(s: &str) -> String {
 pub fn write(file: &Path, dir: &Path, wheels: &[LockedWheel]) -> Result<()> {
     let file = std::path::absolute(file)?;
     let base = file.parent().unwrap_or(Path::new("/"));
-    fs_err::create_dir_all(base)?;
-    let base = fs_err::canonicalize(base)?;
+    std::fs::create_dir_all(base).at("create", base)?;
+    let base = std::fs::canonicalize(base).at("open", base)?;
     let mut text = String::from(
         "# Written by wheelship (wheelhouse --pylock): the wheels of the lock, by path.\nlock-version = \"1.0\"\ncreated-by = \"wheelship\"\n",
     );

@@ -16,6 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::io::At;
 use anyhow::{anyhow, bail, Result};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -230,13 +231,9 @@ impl Dir {
         use std::io::Read;
         let rel = rel.as_ref();
         let mut out = Vec::new();
-        self.open_file(rel)?.read_to_end(&mut out).map_err(|e| {
-            anyhow!(
-                "cannot read `{}`: {}",
-                self.show(rel).display(),
-                crate::cli::io_reason(&e)
-            )
-        })?;
+        self.open_file(rel)?
+            .read_to_end(&mut out)
+            .at("read", self.show(rel))?;
         Ok(out)
     }
 
@@ -285,9 +282,9 @@ impl Dir {
         let rel = rel.as_ref();
         let (parent, name) = self.parent_of(rel)?;
         let dir = parent.as_ref().unwrap_or(self);
-        let tmp = crate::fsx::temp_name(&format!(".{}.tmp-", name.to_string_lossy()));
+        let tmp = crate::names::temp_name(&format!(".{}.tmp-", name.to_string_lossy()));
         dir.symlink(target, &tmp)?;
-        crate::fsx::point("replace-symlink-before-rename");
+        crate::failpoint::point("replace-symlink-before-rename");
         dir.rename(&tmp, dir, name).inspect_err(|_| {
             let _ = dir.remove_file(&tmp);
         })

@@ -1,27 +1,16 @@
-//! File-system primitives the tools share: temp-then-rename, directory fsync, the lock file,
-//! leftovers of a crash, regular-file reads, and failpoints for crash-injection tests (atomic
-//! symlink replacement is `beneath::Dir::replace_symlink`).
+//! File-system primitives the tools share: writes past the page cache, temp-then-rename of a
+//! file, directory fsync, and reads of regular files on ordinary file systems only (atomic
+//! symlink replacement is `beneath::Dir::replace_symlink`; staged directories, trash and
+//! leftovers are `staged`; the lock is `lock`).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::beneath::Dir;
 use crate::cli::io_reason;
-
-/// A name unique to this process and call, for temporary siblings (`.tmp-<pid>-<n>`).
-pub fn temp_name(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}{}-{n}-{nanos:x}", std::process::id())
-}
+use crate::io::At;
 
 /// Starts writing a file's dirty pages to disk now, without waiting: the one sync at the end of
 /// a build then finds them mostly written, instead of writing them all at once. (Linux starts
@@ -91,13 +80,9 @@ pub fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
 
 /// fsync a directory, so that renames and new entries in it survive a crash.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|f| f.sync_all()).map_err(|e| {
-        anyhow!(
-            "cannot sync directory `{}`: {}",
-            dir.display(),
-            io_reason(&e)
-        )
-    })
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .at("sync directory", dir)
 }
 
 /// Writes `data` to `path` atomically: a temp file in the same directory, fsync, rename,
@@ -117,7 +102,7 @@ pub struct Prepared {
 
 impl Prepared {
     pub fn write(path: &Path, data: &[u8]) -> Result<Prepared> {
-        let cannot = |e: io::Error| anyhow!("cannot write `{}`: {}", path.display(), io_reason(&e));
+        let cannot = |e: io::Error| Err::<(), _>(e).at("write", path).unwrap_err();
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
@@ -133,13 +118,10 @@ impl Prepared {
 
     /// Renames the new content into place (the caller fsyncs the directory).
     pub fn commit(self) -> Result<()> {
-        self.tmp.persist(&self.path).map_err(|e| {
-            anyhow!(
-                "cannot write `{}`: {}",
-                self.path.display(),
-                io_reason(&e.error)
-            )
-        })?;
+        self.tmp
+            .persist(&self.path)
+            .map_err(|e| e.error)
+            .at("write", &self.path)?;
         Ok(())
     }
 }
@@ -151,123 +133,13 @@ fn parent(p: &Path) -> &Path {
     }
 }
 
-/// An exclusive lock on a lock file, released when dropped or when the process dies (flock),
-/// so a crash can never leave it stale.
-pub struct Lock {
-    _file: File,
-    pub path: PathBuf,
-}
-
-impl Lock {
-    /// Waits up to `timeout` for the lock, then fails with a message that names the file.
-    pub fn acquire(path: &Path, timeout: Duration, what: &str) -> Result<Lock> {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(|e| {
-                anyhow!(
-                    "cannot open lock file `{}`: {}",
-                    path.display(),
-                    io_reason(&e)
-                )
-            })?;
-        Lock::wait(file, path, timeout, what)
-    }
-
-    /// The same lock taken on a directory itself, for a directory that must hold nothing but
-    /// its own content (a wheelhouse may be committed).
-    pub fn on_dir(dir: &Path, timeout: Duration, what: &str) -> Result<Lock> {
-        let file = File::open(dir)
-            .map_err(|e| anyhow!("cannot open `{}`: {}", dir.display(), io_reason(&e)))?;
-        Lock::wait(file, dir, timeout, what)
-    }
-
-    fn wait(file: File, path: &Path, timeout: Duration, what: &str) -> Result<Lock> {
-        let start = Instant::now();
-        let mut told = false;
-        loop {
-            match file.try_lock() {
-                Ok(()) => {
-                    return Ok(Lock {
-                        _file: file,
-                        path: path.to_path_buf(),
-                    })
-                }
-                Err(fs::TryLockError::WouldBlock) => {
-                    if start.elapsed() >= timeout {
-                        return Err(crate::Hint::new(
-                            format!(
-                                "another process holds `{}` ({what}); gave up after {}s",
-                                path.display(),
-                                timeout.as_secs()
-                            ),
-                            "wait for it to finish, or raise --lock-timeout",
-                        )
-                        .into());
-                    }
-                    if !told && start.elapsed() > Duration::from_secs(1) {
-                        eprintln!("waiting for the lock `{}` ({what})", path.display());
-                        told = true;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(fs::TryLockError::Error(e)) => {
-                    return Err(e).with_context(|| format!("cannot lock `{}`", path.display()))
-                }
-            }
-        }
-    }
-}
-
-/// A failpoint for crash-injection tests: when `WHEELSHIP_FAILPOINT` names this point, the
-/// process dies on the spot (SIGABRT: no destructor, no cleanup), as a `kill -9` would leave it.
-/// `WHEELSHIP_FAILPOINT=list` prints each point reached on stderr, so tests can enumerate them.
-pub fn point(name: &str) {
-    if let Some(v) = std::env::var_os("WHEELSHIP_FAILPOINT") {
-        if v == "list" {
-            eprintln!("failpoint: {name}");
-        } else if v == name {
-            std::process::abort();
-        }
-    }
-}
-
 /// The SHA-256 (lowercase hex) and size of a file, read in one streaming pass.
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let (mut f, _) = open_regular(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| anyhow!("cannot read `{}`: {}", path.display(), io_reason(&e)))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hex(&h.finalize()), size))
-}
-
-/// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    data_encoding::HEXLOWER.encode(bytes)
-}
-
-/// Deletes the entry `name` of `dir` in two steps, a rename to `.trash-…` (synced), then the
-/// removal through the handle: a crash leaves the whole entry or a trash one that the next run
-/// removes, never a half-deleted one under its name; nothing outside `dir` is ever touched.
-pub fn trash(dir: &crate::beneath::Dir, name: impl AsRef<Path>) -> Result<()> {
-    let t = temp_name(".trash-");
-    dir.rename(name, dir, &t)?;
-    dir.sync()?;
-    dir.remove_all(&t)
+    let (f, _) = open_regular(path)?;
+    let mut r = crate::hash::Hashing::new(f);
+    io::copy(&mut r, &mut io::sink()).at("read", path)?;
+    let t = r.tally();
+    Ok((t.sha256(), t.bytes()))
 }
 
 /// File systems whose files are not data a tool should read as input: the kernel's views of
@@ -295,8 +167,7 @@ const PSEUDO_FS: &[(i64, &str)] = &[
 
 /// Refuses a file that lives on one of [`PSEUDO_FS`], by the file system's type.
 pub fn check_ordinary_fs(f: &File, path: &Path) -> Result<()> {
-    let st = rustix::fs::fstatfs(f)
-        .map_err(|e| anyhow!("cannot read `{}`: {}", path.display(), io_reason(&e.into())))?;
+    let st = rustix::fs::fstatfs(f).at("read", path)?;
     #[allow(clippy::unnecessary_cast)]
     let magic = st.f_type as i64;
     if let Some((_, name)) = PSEUDO_FS.iter().find(|(m, _)| *m == magic) {
@@ -318,10 +189,8 @@ pub fn open_regular(path: &Path) -> Result<(File, u64)> {
         .read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
         .open(path)
-        .map_err(|e| anyhow!("cannot read `{}`: {}", path.display(), io_reason(&e)))?;
-    let m = f
-        .metadata()
-        .map_err(|e| anyhow!("cannot read `{}`: {}", path.display(), io_reason(&e)))?;
+        .at("read", path)?;
+    let m = f.metadata().at("read", path)?;
     let t = m.file_type();
     if !t.is_file() {
         let what = if t.is_dir() {
@@ -357,9 +226,7 @@ pub fn read_capped(path: &Path, max: u64, flag: &str) -> Result<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(size as usize);
     // The size may grow while we read: never more than the limit.
-    f.take(max + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| anyhow!("cannot read `{}`: {}", path.display(), io_reason(&e)))?;
+    f.take(max + 1).read_to_end(&mut out).at("read", path)?;
     if out.len() as u64 > max {
         bail!(
             "`{}` grew past the limit of {max} bytes ({flag})",
@@ -367,68 +234,6 @@ pub fn read_capped(path: &Path, max: u64, flag: &str) -> Result<Vec<u8>> {
         );
     }
     Ok(out)
-}
-
-/// Removes what a crashed run of a tool left in `dir`: every entry whose name starts with one
-/// of `prefixes` (temp files, staging and trash directories). Called with the lock held; what
-/// cannot be removed now is left for the next run.
-pub fn remove_leftovers(dir: &crate::beneath::Dir, prefixes: &[&str]) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(entries) = dir.entries() else { return };
-    for (name, _) in entries {
-        if prefixes
-            .iter()
-            .any(|p| name.as_bytes().starts_with(p.as_bytes()))
-        {
-            let _ = dir.remove_all(&name);
-        }
-    }
-}
-
-/// A directory made under a temp name in `parent` (`<prefix><pid>-<n>-<nanos>`), removed whole
-/// when dropped unless `commit` gave it its final name: a failure at any step leaves nothing
-/// half-made, and a crash leaves only a name that `remove_leftovers` knows.
-pub struct Staged<'a> {
-    parent: &'a Dir,
-    name: String,
-    committed: bool,
-}
-
-impl<'a> Staged<'a> {
-    pub fn new(parent: &'a Dir, prefix: &str) -> Result<Self> {
-        let name = temp_name(prefix);
-        parent.create_dir(&name, 0o755)?;
-        Ok(Staged {
-            parent,
-            name,
-            committed: false,
-        })
-    }
-
-    /// Its name in the parent.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// A handle on it.
-    pub fn open(&self) -> Result<Dir> {
-        self.parent.open_dir(&self.name)
-    }
-
-    /// Renames it to `to` in the parent (atomic; `to` must not be a non-empty directory).
-    pub fn commit(mut self, to: impl AsRef<Path>) -> Result<()> {
-        self.parent.rename(&self.name, self.parent, to)?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Staged<'_> {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = self.parent.remove_all(&self.name);
-        }
-    }
 }
 
 /// Copies `src` into `dir` as `name`: under a temp name first (removed on any failure), then

@@ -8,8 +8,8 @@ use std::path::Path;
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::io_reason;
 use crate::fsx::Prepared;
+use crate::io::At;
 
 pub const FILE: &str = "history.jsonl";
 
@@ -70,13 +70,7 @@ impl History {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => {
-                return Err(anyhow!(
-                    "cannot read `{}`: {}",
-                    path.display(),
-                    io_reason(&e)
-                ))
-            }
+            Err(e) => return Err(e).at("read", &path),
         };
         let mut events = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -102,13 +96,7 @@ impl History {
         let mut data = match std::fs::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(anyhow!(
-                    "cannot read `{}`: {}",
-                    path.display(),
-                    io_reason(&e)
-                ))
-            }
+            Err(e) => return Err(e).at("read", &path),
         };
         if !data.is_empty() && !data.ends_with(b"\n") {
             data.push(b'\n');

@@ -4,12 +4,17 @@
 pub mod beneath;
 pub mod cli;
 pub mod doc;
+pub mod failpoint;
 pub mod fsx;
+pub mod hash;
 pub mod history;
+pub mod io;
+pub mod lock;
 pub mod names;
 pub mod progress;
 pub mod python;
 pub mod root;
+pub mod staged;
 pub mod time;
 pub mod trust;
 pub mod work;

@@ -30,6 +30,24 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
+/// A temp file or directory beside its final name (`fsx::Prepared`, `staged::Staged`, tempfile).
+pub const TMP: &str = ".tmp-";
+/// A directory on its way out (`staged::trash`).
+pub const TRASH: &str = ".trash-";
+/// A release being extracted (`bundle unpack`).
+pub const STAGING: &str = ".staging-";
+
+/// A name unique to this process and call, for temporary siblings (`.tmp-<pid>-<n>`).
+pub fn temp_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}{}-{n}-{nanos:x}", std::process::id())
+}
+
 /// A sha256 as the document carries it: exactly 64 lowercase hex digits. Anything else (a
 /// path, `../x`, upper case) is refused where it enters, since it names files in the store.
 pub fn check_sha256(s: &str) -> Result<&str, String> {
@@ -60,12 +78,6 @@ pub fn check_file_name(s: &str) -> Result<&str, String> {
             s.escape_debug()
         ))
     }
-}
-
-/// The 64 lowercase hex digits of `data`'s SHA-256.
-pub fn sha256_hex(data: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    crate::fsx::hex(&Sha256::digest(data))
 }
 
 #[cfg(test)]
@@ -108,14 +120,6 @@ mod tests {
         ] {
             assert!(check_file_name(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn sha256_of_empty() {
-        assert_eq!(
-            sha256_hex(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
     }
 }
 

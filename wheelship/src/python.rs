@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 
-use crate::cli::io_reason;
+use crate::io::At;
 use crate::Hint;
 
 /// `$WHEELSHIP_CACHE`, else `$XDG_CACHE_HOME/wheelship`, else `~/.cache/wheelship`.
@@ -44,8 +44,7 @@ pub fn resolve(python: &str) -> Result<PathBuf> {
 /// has not changed.
 pub fn probe(python: &str, script: &str) -> Result<Value> {
     let exe = resolve(python)?;
-    let real = std::fs::canonicalize(&exe)
-        .map_err(|e| anyhow!("interpreter `{}`: {}", exe.display(), io_reason(&e)))?;
+    let real = std::fs::canonicalize(&exe).about("interpreter", &exe)?;
     let key = cache_key(&exe, &real, script)?;
     let cached = cache_dir().map(|d| d.join("probes").join(format!("{key}.json")));
     if let Some(c) = &cached {
@@ -59,13 +58,7 @@ pub fn probe(python: &str, script: &str) -> Result<Value> {
         .args(["-I", "-c", script])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| {
-            anyhow!(
-                "cannot run the interpreter `{}`: {}",
-                exe.display(),
-                io_reason(&e)
-            )
-        })?;
+        .at("run the interpreter", &exe)?;
     if !out.status.success() {
         bail!(
             "the interpreter `{}` failed: {}",
@@ -86,8 +79,7 @@ pub fn probe(python: &str, script: &str) -> Result<Value> {
 
 fn cache_key(exe: &Path, real: &Path, script: &str) -> Result<String> {
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(real)
-        .map_err(|e| anyhow!("interpreter `{}`: {}", real.display(), io_reason(&e)))?;
+    let m = std::fs::metadata(real).about("interpreter", real)?;
     // pyenv's shims pick the interpreter from PYENV_VERSION: part of the identity.
     let text = format!(
         "{}\n{}\n{}\n{}.{}\n{}\n{}",
@@ -99,5 +91,5 @@ fn cache_key(exe: &Path, real: &Path, script: &str) -> Result<String> {
         std::env::var("PYENV_VERSION").unwrap_or_default(),
         script
     );
-    Ok(crate::names::sha256_hex(text.as_bytes()))
+    Ok(crate::hash::sha256_hex(text.as_bytes()))
 }

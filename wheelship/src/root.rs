@@ -7,19 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 
 use crate::beneath::{Dir, Kind};
-use crate::cli::io_reason;
-use crate::fsx::Lock;
+use crate::io::At;
+use crate::lock::Lock;
 use crate::Hint;
 
-/// A temp file or directory beside its final name (`fsx::Prepared`, `fsx::Staged`, tempfile).
-pub const TMP: &str = ".tmp-";
-/// A directory on its way out (`fsx::trash`).
-pub const TRASH: &str = ".trash-";
-/// A release being extracted (`bundle unpack`).
-pub const STAGING: &str = ".staging-";
+pub use crate::names::{STAGING, TMP, TRASH};
 /// The lock file of a root.
 pub const LOCK: &str = ".lock";
 
@@ -34,13 +29,7 @@ impl Root {
     /// Opens the existing directory `path` (the operator's: symlinks on the way are followed,
     /// once, to its canonical path). `what` names it in messages (`root`, `env store`).
     pub fn open(path: &Path, what: &str) -> Result<Root> {
-        let real = std::fs::canonicalize(path).map_err(|e| {
-            anyhow!(
-                "cannot open the {what} `{}`: {}",
-                path.display(),
-                io_reason(&e)
-            )
-        })?;
+        let real = std::fs::canonicalize(path).at(&format!("open the {what}"), path)?;
         let dir = Dir::open(&real)?;
         check_owned(&dir, what)?;
         Ok(Root { path: real, dir })
@@ -53,13 +42,7 @@ impl Root {
             .recursive(true)
             .mode(0o755)
             .create(path)
-            .map_err(|e| {
-                anyhow!(
-                    "cannot create the {what} `{}`: {}",
-                    path.display(),
-                    io_reason(&e)
-                )
-            })?;
+            .at(&format!("create the {what}"), path)?;
         Root::open(path, what)
     }
 
@@ -105,7 +88,7 @@ impl Root {
     /// Removes what a crashed run left in it: every entry whose name starts with one of
     /// `prefixes`. Call it with the lock held.
     pub fn clean(&self, prefixes: &[&str]) {
-        crate::fsx::remove_leftovers(&self.dir, prefixes);
+        crate::staged::remove_leftovers(&self.dir, prefixes);
     }
 
     /// [`Root::clean`] of entries last changed more than `secs` seconds ago only: for a
@@ -130,13 +113,7 @@ impl Root {
 /// writable by its group or by others. Whatever it holds (keys, envs, releases) would be theirs
 /// to replace.
 pub fn check_owned(dir: &Dir, what: &str) -> Result<()> {
-    let st = rustix::fs::fstat(dir).map_err(|e| {
-        anyhow!(
-            "cannot inspect the {what} `{}`: {}",
-            dir.path().display(),
-            io_reason(&std::io::Error::from(e))
-        )
-    })?;
+    let st = rustix::fs::fstat(dir).at(&format!("inspect the {what}"), dir.path())?;
     check_mode(st.st_uid, st.st_mode, dir.path(), what)
 }
 
