@@ -11,11 +11,13 @@
 //! <the git tree at REV>
 //! ```
 
+#[doc(hidden)]
+pub mod extract; // public for the fuzz targets (tests/fuzz)
 mod pack;
 pub mod sign;
 mod thin;
-#[doc(hidden)]
-pub mod unpack; // public for the fuzz targets (tests/fuzz)
+mod tree;
+mod unpack;
 
 use std::path::PathBuf;
 

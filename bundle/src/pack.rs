@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use wheelship::cli::io_reason;
 use wheelship::doc::{doc_path, Bundle, BundleEntries, Wheelhouse};
 use wheelship::fsx;
+use wheelship::hash::HashWriter;
 use wheelship::{Document, Hint};
 
 use crate::{Manifest, PackArgs, RESERVED};
@@ -329,24 +330,6 @@ fn sanitize_name(n: &str) -> Result<String> {
     Ok(s)
 }
 
-/// Counts and hashes what passes through to the file.
-/// A writer that hashes and counts what goes through it.
-pub(crate) struct HashWriter<W> {
-    pub inner: W,
-    pub hash: Sha256,
-    pub n: u64,
-}
-
-impl<W> HashWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashWriter {
-            inner,
-            hash: Sha256::new(),
-            n: 0,
-        }
-    }
-}
-
 /// The archive's zstd stream, with the parameters that make it reproducible: a release and its
 /// thin copy rebuilt on a host (`bundle thick`) must give the same bytes.
 pub(crate) fn encoder<W: Write>(
@@ -359,18 +342,6 @@ pub(crate) fn encoder<W: Write>(
     enc.include_checksum(true)?;
     enc.include_contentsize(false)?;
     Ok(enc)
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.n += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Writes the entries with normalised headers (uid/gid 0, no user names, mtime of the

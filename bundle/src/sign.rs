@@ -5,12 +5,13 @@
 //! document.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use minisign::{KeyPair, PublicKey, SecretKey, SecretKeyBox, SignatureBox};
 use wheelship::fsx;
+use wheelship::hash::Hashing;
 use wheelship::trust::{self, key_id, Policy};
 use wheelship::Hint;
 
@@ -94,31 +95,6 @@ pub fn sign(archive: &Path, key: &Path, id: &str, sha256: &str) -> Result<Signed
     })
 }
 
-/// Reads what it verifies and hashes it in the same pass, so that the bytes later extracted
-/// can be held to the sha256 of the bytes whose signature was checked.
-struct Hashing<R> {
-    inner: R,
-    hash: sha2::Sha256,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use sha2::Digest;
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-impl<R: Seek> Seek for Hashing<R> {
-    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        // Prehashed signatures (the only kind accepted) read the data once, from the start.
-        use sha2::Digest;
-        self.hash = sha2::Sha256::new();
-        self.inner.seek(pos)
-    }
-}
-
 /// What a verified signature established.
 pub struct Verified {
     /// The signer's key id.
@@ -165,20 +141,17 @@ pub fn verify(archive: &Path, policy: &Policy) -> Result<Verified> {
         );
     };
     let (f, _) = fsx::open_regular(archive)?;
-    let mut data = Hashing {
-        inner: f,
-        hash: <sha2::Sha256 as sha2::Digest>::new(),
-    };
+    // Read once, hashed as it is verified: the bytes later extracted are held to this sha256
+    // (prehashed signatures, the only kind accepted, read the data once, from the start).
+    let mut data = Hashing::new(f);
+    let read = data.tally();
     minisign::verify(&t.key, &sig, &mut data, true, false, false).map_err(|_| {
         anyhow!(
             "`{}`: the signature by key {signer} does not match the archive's bytes (changed after signing, or the signature of another archive)",
             archive.display()
         )
     })?;
-    let sha256 = {
-        use sha2::Digest;
-        wheelship::hash::hex(&data.hash.finalize())
-    };
+    let sha256 = read.sha256();
     let comment = sig.trusted_comment().unwrap_or_default();
     Ok(Verified {
         signer,

@@ -27,8 +27,9 @@ use wheelship::names::{check_sha256, WheelFilename};
 use wheelship::root::{Root, TMP};
 use wheelship::{fsx, Document, UsageError};
 
-use crate::pack::{encoder, HashWriter};
+use crate::pack::encoder;
 use crate::{HaveArgs, ThickArgs, ThinArgs, RESERVED};
+use wheelship::hash::HashWriter;
 use wheelship::io::At;
 
 const FORMAT: &str = "wheelship-thin-v2";
@@ -136,7 +137,7 @@ pub fn thin(a: ThinArgs) -> Result<()> {
         .into_iter()
         .map(|w| (w.sha256, w.size))
         .collect();
-    let manifest = crate::unpack::peek_manifest(&a.archive)?;
+    let manifest = crate::extract::peek_manifest(&a.archive)?;
     let (sha256, size, tar) = read_archive(&a.archive)?;
     let mut cuts = Vec::new();
     let mut ar = tar::Archive::new(io::Cursor::new(&tar[..]));
@@ -190,6 +191,7 @@ pub fn thin(a: ThinArgs) -> Result<()> {
             size: kept,
             archive_size: size,
             wheels_cut: header.cuts.len(),
+            worth: !header.cuts.is_empty() && kept * 2 < size,
             extra: Default::default(),
         },
     )?;

@@ -521,6 +521,10 @@ pub struct Thin {
     pub archive_size: u64,
     /// How many wheels the host had, so were left out.
     pub wheels_cut: usize,
+    /// Whether sending it (and rebuilding the archive on the host) beats sending the archive:
+    /// some wheels were cut and it is less than half the archive. The one place this is decided.
+    #[serde(default)]
+    pub worth: bool,
     #[serde(flatten)]
     pub extra: Extra,
 }

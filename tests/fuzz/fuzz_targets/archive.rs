@@ -6,8 +6,8 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let s = wheelship_fuzz::Scratch::new("a.tar.zst", data, "releases");
     let args = wheelship_fuzz::unpack_args(&s.sub);
-    if let Ok(m) = bundle::unpack::peek_manifest(&s.file) {
-        let _ = bundle::unpack::extract_into(&s.file, &s.handle, "staging", &args, &m, None);
+    if let Ok(m) = bundle::extract::peek_manifest(&s.file) {
+        let _ = bundle::extract::extract_into(&s.file, &s.handle, "staging", &args, &m, None);
     }
     s.assert_nothing_beside();
 });

@@ -78,8 +78,8 @@ fuzz_target!(|data: &[u8]| {
         "releases",
     );
     let args = wheelship_fuzz::unpack_args(&s.sub);
-    let m = bundle::unpack::peek_manifest(&s.file).unwrap();
-    if bundle::unpack::extract_into(&s.file, &s.handle, "staging", &args, &m, None).is_err() {
+    let m = bundle::extract::peek_manifest(&s.file).unwrap();
+    if bundle::extract::extract_into(&s.file, &s.handle, "staging", &args, &m, None).is_err() {
         return;
     }
     let staging = std::fs::canonicalize(s.sub.join("staging")).unwrap();

@@ -41,15 +41,11 @@ impl Scratch {
 }
 
 /// `bundle unpack`'s arguments for fuzzing: small limits, no trusted keys.
-pub fn unpack_args(releases: &Path) -> bundle::UnpackArgs {
-    bundle::UnpackArgs {
-        releases: releases.to_path_buf(),
+pub fn unpack_args(_releases: &Path) -> bundle::extract::Limits {
+    bundle::extract::Limits {
         max_bytes: 1 << 20,
         max_entries: 1000,
         max_ratio: 200,
         max_memory: 1 << 20,
-        trust: Vec::new(),
-        allow_downgrade: false,
-        archive: None,
     }
 }

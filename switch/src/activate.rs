@@ -1,0 +1,362 @@
+//! Activations: a deploy (the release linked to its env and its shared paths, checked against
+//! the trust policy, flipped live) and a revert, with the service around the flip: the command
+//! before it, the restart after it, the check, and the flip back when they fail.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use wheelship::doc::{doc_path, Bundle, Env, Release, Switch, Would, WouldDeploy, WouldRevert};
+use wheelship::failpoint::point;
+use wheelship::fsx;
+use wheelship::history::{Event, History};
+use wheelship::io::At;
+use wheelship::trust::{self, Policy, Record};
+use wheelship::{Document, Hint, UsageError};
+
+use crate::root::{check_env, check_id, lock, Root, RESTART_PENDING};
+use crate::shared::{link_shared, shared_paths};
+use crate::{service, Activate, Service, Trust, NOTHING_TO_ACTIVATE, RESERVED};
+
+/// Under the trust policy in force on the root (`--trust` and ROOT/trusted), a release goes
+/// live only if the record unpack wrote of it satisfies the policy; a deploy (not a revert)
+/// also never goes back past the newest release ever live without `--allow-downgrade`.
+fn check_trusted(trust: &Trust, root: &Root, id: &str, deploy: bool) -> Result<()> {
+    let Some(opened) = &root.opened else {
+        return Ok(());
+    };
+    let Some(policy) = Policy::load(opened, &trust.keys)? else {
+        return Ok(());
+    };
+    let release = root.open_release(id)?;
+    let had = release
+        .read(Path::new(RESERVED).join("archive.sha256"))
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let verdict = match Record::read(&release) {
+        None => Err(
+            "it has no record of how it was verified (it was not put there by `bundle unpack`)"
+                .to_string(),
+        ),
+        Some(r) if r.id != id || r.sha256 != had => {
+            Err("its record is of another release or archive".to_string())
+        }
+        Some(r) => r.satisfies(id, &policy).map(|_| ()),
+    };
+    if let Err(why) = verdict {
+        if !trust.insecure {
+            return Err(Hint::new(
+                format!(
+                    "release `{id}` does not satisfy the trust policy of `{}` (trusted: {}): {why}; refusing to activate it",
+                    root.dir.display(),
+                    policy.ids()
+                ),
+                "unpack it again from its signed archive (`bundle unpack`, which records the signature), or deploy a signed release",
+            )
+            .into());
+        }
+        eprintln!("switch: warning: release `{id}` does not satisfy the trust policy ({why}): activating it anyway (--insecure-allow-unverified)");
+    }
+    if deploy && root.current_id()?.as_deref() != Some(id) {
+        let newest = trust::newest_activated(&root.dir)?;
+        trust::check_not_older(
+            id,
+            newest.as_deref(),
+            trust.allow_downgrade,
+            "--allow-downgrade",
+        )?;
+    }
+    Ok(())
+}
+
+/// A deploy: the release of the document (or `--release`) linked to its env and made live,
+/// with the service around the flip.
+pub(crate) fn deploy(
+    a: &Activate,
+    root: &Root,
+    doc: &Document,
+    doc_release: Option<&Release>,
+) -> Result<Switch> {
+    let (id, given_dir) = match (&a.release, doc_release) {
+        (Some(r), _) => resolve_release_arg(r)?,
+        (None, Some(rel)) => (rel.id.clone(), Some(PathBuf::from(&rel.dir))),
+        (None, None) => return Err(UsageError(NOTHING_TO_ACTIVATE.into()).into()),
+    };
+    check_id(&id)?;
+    let dir = root.release(&id);
+    if let Some(given) = given_dir {
+        let given_real = fs::canonicalize(&given).about("release", &given)?;
+        if given_real != dir {
+            bail!(
+                "release `{}` is not in `{}`: refusing a release outside the root's releases/",
+                given.display(),
+                root.releases().display()
+            );
+        }
+    }
+    let release = root.open_release(&id)?;
+    let env = match &a.env {
+        Some(e) => Some(e.clone()),
+        None => doc.section::<Env>("env")?.map(|e| PathBuf::from(e.path)),
+    };
+    let env = match env {
+        Some(e) => {
+            let real = fs::canonicalize(&e).about("env", &e)?;
+            check_env(&real)?;
+            Some(real)
+        }
+        None => None,
+    };
+    let rev = doc.section::<Bundle>("bundle")?.and_then(|b| b.rev);
+    let shared = shared_paths(&release, &a.shared)?;
+    if a.dry_run {
+        check_trusted(&a.trust, root, &id, true)?;
+        let current = root.current_id()?;
+        let previous = root.previous_of(current.as_deref());
+        let would = Would::Deploy(WouldDeploy {
+            activate: id,
+            from: current.clone(),
+            env: env.map(doc_path).transpose()?,
+            shared,
+            before: a.service.before.clone(),
+            restart: a.service.restart.clone(),
+            check: a.service.check.clone(),
+            extra: Default::default(),
+        });
+        return Ok(Switch {
+            dry_run: Some(true),
+            would: Some(would),
+            ..root.section(current, previous)?
+        });
+    }
+    let _lock = lock(root, a.lock_timeout)?;
+    check_trusted(&a.trust, root, &id, true)?;
+    repair_restart(&a.service, root)?;
+    let from = root.current_id()?;
+    prepare(root, &id, env.as_deref(), &shared)?;
+    if let Some(cmd) = &a.service.before {
+        let ctx = root.ctx(&id, from.as_deref());
+        if let service::Ran::Failed { why, .. } = service::run(cmd, &ctx, true, None, false)? {
+            History::append(&root.dir, &Event::new("bad", None, Some(&id), None, None))?;
+            bail!("`--before` command `{cmd}` failed ({why}): nothing flipped; release `{id}` is marked bad");
+        }
+    }
+    root.restart_owed(&a.service)?;
+    flip(root, &id, "deploy", from.as_deref(), rev)?;
+    serve(&a.service, root, &id, from.as_deref())?;
+    let hist = History::read(&root.dir)?;
+    let previous = hist.previous(&id, |r| root.is_release(r));
+    root.section(Some(id), previous)
+}
+
+fn resolve_release_arg(r: &str) -> Result<(String, Option<PathBuf>)> {
+    if r.contains('/') {
+        let p = PathBuf::from(r);
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| anyhow!("`{r}` does not name a release directory"))?
+            .to_string();
+        Ok((name, Some(p)))
+    } else {
+        check_id(r)?;
+        Ok((r.to_string(), None))
+    }
+}
+
+/// What an activation does before the flip, each step durable before the next: the venv
+/// link, the shared links.
+fn prepare(root: &Root, id: &str, env: Option<&Path>, shared: &[String]) -> Result<()> {
+    let dir = root.release(id);
+    let release = root.open_release(id)?;
+    point("switch-before-venv");
+    if let Some(env) = env {
+        let target = match env.strip_prefix(&root.dir) {
+            Ok(inside) => Path::new("../..").join(inside),
+            Err(_) => env.to_path_buf(),
+        };
+        release.replace_symlink(&target, "venv")?;
+    } else if let Ok(target) = release.read_link("venv") {
+        // Reverting: the release keeps the env it had; it must still be there.
+        check_env(&dir.join(&target)).with_context(|| format!("release `{id}`'s venv"))?;
+    }
+    point("switch-after-venv");
+    link_shared(root, &release, shared)?;
+    point("switch-after-shared");
+    release.sync()
+}
+
+/// The flip of `current`, and its event in the history.
+fn flip(
+    root: &Root,
+    id: &str,
+    action: &str,
+    from: Option<&str>,
+    rev: Option<String>,
+) -> Result<()> {
+    let dir = root.release(id);
+    // The history's new content is written (and synced) before the flip, so a full disk stops
+    // the deploy before anything changes; after the flip only a rename remains.
+    let prepared = if from != Some(id) {
+        let env_key = fs::read_link(dir.join("venv"))
+            .ok()
+            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().to_string()));
+        Some(History::prepare(
+            &root.dir,
+            &Event::new(action, from, Some(id), rev, env_key),
+        )?)
+    } else {
+        None
+    };
+    point("switch-before-flip");
+    root.point_current(id)?;
+    point("switch-after-flip");
+    if let Some(p) = prepared {
+        p.commit()?;
+    }
+    fsx::fsync_dir(&root.dir)?;
+    point("switch-after-fsync");
+    point("switch-after-history");
+    Ok(())
+}
+
+/// After the flip: the restart, then the check with its deadline. If either fails: flip
+/// back, restart again so that the previous release is what serves, mark this one bad, exit 1.
+fn serve(service: &Service, root: &Root, id: &str, from: Option<&str>) -> Result<()> {
+    let ctx = root.ctx(id, from);
+    let mut failed = None;
+    if let Some(cmd) = &service.restart {
+        point("switch-before-restart");
+        if let service::Ran::Failed { why, .. } = service::run(cmd, &ctx, false, None, false)? {
+            failed = Some(format!("restart `{cmd}` failed ({why})"));
+        }
+    }
+    if let (None, Some(cmd)) = (&failed, &service.check) {
+        let (timeout, interval) = (service.check_timeout, service.check_interval);
+        if let service::Ran::Failed { why, output } = service::check(cmd, &ctx, timeout, interval)?
+        {
+            eprint!("{output}");
+            failed = Some(format!(
+                "health check `{cmd}` did not pass within {}s ({why})",
+                timeout.as_secs_f64()
+            ));
+        }
+    }
+    let Some(failure) = failed else {
+        root.restart_done()?;
+        return Ok(());
+    };
+    point("switch-check-failed");
+    if from == Some(id) {
+        // It was live before this run: there is nothing to go back to, and taking it down
+        // would not help.
+        bail!("{failure}: `{id}` was already live and stays so; fix the service");
+    }
+    let back = match from {
+        Some(prev) => {
+            root.point_current(prev)?;
+            format!("rolled back to `{prev}`")
+        }
+        None => {
+            std::fs::remove_file(root.current()).at("remove", root.current())?;
+            "removed `current` (there was no release live before)".to_string()
+        }
+    };
+    fsx::fsync_dir(&root.dir)?;
+    History::append(
+        &root.dir,
+        &Event::new("rollback", Some(id), from, None, None),
+    )?;
+    History::append(&root.dir, &Event::new("bad", None, Some(id), None, None))?;
+    let mut again = String::new();
+    if let (Some(cmd), Some(prev)) = (&service.restart, from) {
+        match service::run(cmd, &root.ctx(prev, Some(id)), false, None, false)? {
+            service::Ran::Ok => {
+                root.restart_done()?;
+                again = format!(", restarted on `{prev}`");
+            }
+            service::Ran::Failed { why, .. } => {
+                again = format!(
+                    ", and restarting on `{prev}` failed too ({why}): the service may be down"
+                );
+            }
+        }
+    }
+    bail!("{failure}: {back}{again}; release `{id}` is marked bad")
+}
+
+/// A restart that a crash cut off (the flip happened, the restart did not): with `--restart`,
+/// restart the release that is live now before anything else; without, say so.
+fn repair_restart(service: &Service, root: &Root) -> Result<()> {
+    if !root.dir.join(RESTART_PENDING).exists() {
+        return Ok(());
+    }
+    let Some(current) = root.current_id()? else {
+        return root.restart_done();
+    };
+    let Some(cmd) = &service.restart else {
+        eprintln!("switch: warning: a restart after the last flip did not run (a crash?): `{current}` is live but the service may still run the release before it; run your restart, or the next switch with --restart does");
+        return Ok(());
+    };
+    eprintln!("switch: the restart after the last flip did not run (a crash?): restarting on `{current}` first");
+    let hist = History::read(&root.dir)?;
+    let prev = hist.previous(&current, |r| root.is_release(r));
+    match service::run(cmd, &root.ctx(&current, prev.as_deref()), false, None, false)? {
+        service::Ran::Ok => root.restart_done(),
+        service::Ran::Failed { why, .. } => bail!(
+            "the restart owed since a crash failed ({why}): `{current}` is live; fix the service, then run switch again"
+        ),
+    }
+}
+
+pub(crate) fn revert(a: &Activate, root: &Root, to: Option<&str>) -> Result<Switch> {
+    if let Some(t) = to {
+        check_id(t)?;
+    }
+    let hist = History::read(&root.dir)?;
+    let current = root.current_id()?.ok_or_else(|| {
+        anyhow!(
+            "nothing to revert: `{}` does not exist",
+            root.current().display()
+        )
+    })?;
+    let target = match to {
+        Some(t) => {
+            check_id(t)?;
+            root.open_release(t)?;
+            t.to_string()
+        }
+        None => hist
+            .previous(&current, |r| root.is_release(r))
+            .ok_or_else(|| Hint::new(
+                format!("no release to revert to: the history has no good, kept release that was live before `{current}`"),
+                "name one with `revert --to ID` (see `switch list`)",
+            ))?,
+    };
+    let shared = shared_paths(&root.open_release(&target)?, &a.shared)?;
+    if a.dry_run {
+        check_trusted(&a.trust, root, &target, false)?;
+        let would = Would::Revert(WouldRevert {
+            revert: target,
+            from: Some(current.clone()),
+            restart: a.service.restart.clone(),
+            check: a.service.check.clone(),
+            extra: Default::default(),
+        });
+        let previous = hist.previous(&current, |r| root.is_release(r));
+        return Ok(Switch {
+            dry_run: Some(true),
+            would: Some(would),
+            ..root.section(Some(current), previous)?
+        });
+    }
+    let _lock = lock(root, a.lock_timeout)?;
+    check_trusted(&a.trust, root, &target, false)?;
+    repair_restart(&a.service, root)?;
+    let from = root.current_id()?;
+    prepare(root, &target, None, &shared)?;
+    root.restart_owed(&a.service)?;
+    flip(root, &target, "revert", from.as_deref(), None)?;
+    serve(&a.service, root, &target, from.as_deref())?;
+    root.section(Some(target), from)
+}
