@@ -9,12 +9,14 @@
 //! ```
 
 mod compile;
+mod entry_points;
 mod gc;
 mod install;
 mod interp;
 mod plan;
 mod stamp;
 mod store;
+mod unzip;
 #[doc(hidden)]
 pub mod wheel; // public for the fuzz targets (tests/fuzz)
 

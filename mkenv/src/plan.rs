@@ -18,8 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use anyhow::{anyhow, bail, Result};
 use sha2::{Digest, Sha256};
@@ -111,7 +110,7 @@ type FxBuild = BuildHasherDefault<Fx>;
 impl<'a> Plan<'a> {
     /// The plan of the env: `sources` in lock order.
     pub fn new(b: &Build, sources: &'a [Source<'a>], threads: usize) -> Result<Plan<'a>> {
-        let wheels = on_threads(sources.len(), threads, |i| plan_wheel(b, &sources[i]))?;
+        let wheels = wheelship::work::map(sources.len(), threads, |i| plan_wheel(b, &sources[i]))?;
         let (live, owner, warnings) = owners(&wheels, sources)?;
         let (dirs, groups, writes, files) = finish(&wheels, &live, &owner)?;
         drop(owner);
@@ -159,46 +158,6 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// `f(0..n)` on up to `threads` threads, results in order; the first error stops the others.
-fn on_threads<T: Send>(
-    n: usize,
-    threads: usize,
-    f: impl Fn(usize) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<T>>> = Mutex::new((0..n).map(|_| None).collect());
-    let error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..threads.clamp(1, n.max(1)) {
-            scope.spawn(|| {
-                while !failed.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
-                        break;
-                    }
-                    match f(i) {
-                        Ok(t) => results.lock().expect("not poisoned")[i] = Some(t),
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            error.lock().expect("not poisoned").get_or_insert(e);
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = error.into_inner().expect("not poisoned") {
-        return Err(e);
-    }
-    Ok(results
-        .into_inner()
-        .expect("not poisoned")
-        .into_iter()
-        .map(|r| r.expect("every index ran"))
-        .collect())
-}
-
 /// One wheel: its files (and their bytecode), its launchers, then its INSTALLER, REQUESTED and
 /// RECORD.
 fn plan_wheel<'a>(b: &Build, s: &Source<'a>) -> Result<Vec<Entry<'a>>> {
@@ -215,7 +174,7 @@ fn plan_wheel<'a>(b: &Build, s: &Source<'a>) -> Result<Vec<Entry<'a>>> {
         };
         // setuptools' own launchers for an entry point (`EP`, `EP.exe`, `EP-script.py`,
         // `EP.pya`): pip leaves them out, its launcher is what `bin/EP` gets.
-        if script && is_entrypoint_wrapper(&dest, info) {
+        if script && crate::entry_points::is_entrypoint_wrapper(&dest, info) {
             continue;
         }
         check_dest(&dest)?;
@@ -249,7 +208,7 @@ fn plan_wheel<'a>(b: &Build, s: &Source<'a>) -> Result<Vec<Entry<'a>>> {
         });
     }
     // On POSIX a gui script's launcher is the same as a console script's.
-    let console = console_scripts(&info.console_scripts, &b.interp.xy());
+    let console = crate::entry_points::console_scripts(&info.console_scripts, &b.interp.xy());
     for (name, target) in console.iter().chain(&info.gui_scripts) {
         out.push(Entry {
             dest: format!("bin/{name}"),
@@ -273,71 +232,6 @@ fn plan_wheel<'a>(b: &Build, s: &Source<'a>) -> Result<Vec<Entry<'a>>> {
     let record = record(&out, &rows, site, &di)?;
     out.push(record);
     Ok(out)
-}
-
-/// pip's `is_entrypoint_wrapper`: a `.data/scripts` file named for one of the wheel's entry
-/// points, as setuptools wrote its own launchers (`EP`, `EP.exe`, `EP-script.py`, `EP.pya`; the
-/// suffix in any case). pip 26 keeps `EP-script.pyw`, and so does mkenv.
-fn is_entrypoint_wrapper(dest: &str, info: &Info) -> bool {
-    let name = dest.rsplit('/').next().unwrap_or(dest);
-    let lower = name.to_ascii_lowercase();
-    let stem = if lower.ends_with(".exe") || lower.ends_with(".pya") {
-        &name[..name.len() - 4]
-    } else if lower.ends_with("-script.py") {
-        &name[..name.len() - 10]
-    } else {
-        name
-    };
-    info.console_scripts
-        .iter()
-        .chain(&info.gui_scripts)
-        .any(|(ep, _)| ep == stem)
-}
-
-/// pip's console scripts for a wheel (`get_console_script_specs`, with `ENSUREPIP_OPTIONS`
-/// unset: mkenv does not read it): a `pip` entry point gives `pip`, `pipX` and `pipX.Y` for
-/// this interpreter and an `easy_install` one `easy_install` and `easy_install-X.Y`, and the
-/// versions the wheel was built with (`pip3.8`, `easy_install-2.6`) go; the rest as written.
-pub(crate) fn console_scripts(eps: &[(String, String)], xy: &str) -> Vec<(String, String)> {
-    let major = xy.split('.').next().unwrap_or(xy);
-    let versioned_pip = |n: &str| {
-        n.strip_prefix("pip").is_some_and(|v| {
-            let mut parts = v.splitn(2, '.');
-            let all_digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-            v.is_empty()
-                || (parts.next().is_some_and(all_digits) && parts.next().is_none_or(all_digits))
-        })
-    };
-    let versioned_easy = |n: &str| {
-        n == "easy_install"
-            || n.strip_prefix("easy_install-").is_some_and(|v| {
-                v.split_once('.').is_some_and(|(a, b)| {
-                    [a, b]
-                        .iter()
-                        .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
-                })
-            })
-    };
-    let mut out = Vec::new();
-    let mut rest: Vec<(String, String)> = eps.to_vec();
-    if let Some(t) = eps.iter().find(|(n, _)| n == "pip").map(|(_, t)| t.clone()) {
-        for n in ["pip".to_string(), format!("pip{major}"), format!("pip{xy}")] {
-            out.push((n, t.clone()));
-        }
-        rest.retain(|(n, _)| !versioned_pip(n));
-    }
-    if let Some(t) = eps
-        .iter()
-        .find(|(n, _)| n == "easy_install")
-        .map(|(_, t)| t.clone())
-    {
-        for n in ["easy_install".to_string(), format!("easy_install-{xy}")] {
-            out.push((n, t.clone()));
-        }
-        rest.retain(|(n, _)| !versioned_easy(n));
-    }
-    out.extend(rest);
-    out
 }
 
 /// The wheel's RECORD: every file with its hash and size (the store's, or those of what mkenv
@@ -573,7 +467,7 @@ fn make_dirs(root: &Dir, dirs: &[String], site: &str, threads: usize, fill: Fill
     make_tree(root, "", &shallow, fill)?;
     fill("", root)?;
     units.sort_by_key(|(_, members)| std::cmp::Reverse(members.len()));
-    on_threads(units.len(), threads, |i| {
+    wheelship::work::map(units.len(), threads, |i| {
         let (base, members) = &units[i];
         let handle = match *base {
             "" => None,
@@ -638,51 +532,6 @@ fn link_group(
         shared.fetch_max(mode as u8, Ordering::Relaxed);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod pip_rules {
-    use super::console_scripts;
-
-    #[test]
-    fn versioned_entry_points_are_this_pythons() {
-        let eps = |names: &[&str]| -> Vec<(String, String)> {
-            names
-                .iter()
-                .map(|n| (n.to_string(), "m:f".to_string()))
-                .collect()
-        };
-        let names =
-            |v: Vec<(String, String)>| -> Vec<String> { v.into_iter().map(|(n, _)| n).collect() };
-        assert_eq!(
-            names(console_scripts(
-                &eps(&[
-                    "pip",
-                    "pip3.8",
-                    "pip2",
-                    "easy_install",
-                    "easy_install-2.6",
-                    "pipx",
-                    "tool"
-                ]),
-                "3.11"
-            )),
-            [
-                "pip",
-                "pip3",
-                "pip3.11",
-                "easy_install",
-                "easy_install-3.11",
-                "pipx",
-                "tool"
-            ]
-        );
-        // Without the unversioned one, the versioned ones stay as written (pip's rule).
-        assert_eq!(
-            names(console_scripts(&eps(&["pip3.8"]), "3.11")),
-            ["pip3.8"]
-        );
-    }
 }
 
 #[cfg(test)]

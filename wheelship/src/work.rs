@@ -39,6 +39,30 @@ pub fn each<T: Sync, R: Send>(
     })
 }
 
+/// `f(0..n)` on up to `threads` threads, the results in order; the first error stops the
+/// others at their next item and is returned.
+pub fn map<T: Send>(
+    n: usize,
+    threads: usize,
+    f: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let items: Vec<usize> = (0..n).collect();
+    let mut results: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    each(
+        &items,
+        threads,
+        |&i| f(i),
+        |i, r| {
+            results[i] = Some(r?);
+            Ok(())
+        },
+    )?;
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every index ran"))
+        .collect())
+}
+
 /// The number of cores (1 when it cannot be told).
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
