@@ -260,7 +260,7 @@ pub fn read(
             marker,
             hashes,
             url: None,
-            file: crate::recorded(path, shown)?,
+            file: crate::walk::recorded(path, shown)?,
             line: (i + 1) as u32,
             constraint: false,
             editable: false,
@@ -277,7 +277,7 @@ pub fn read(
     let hash = lock_hash(&lock, &sel_extras, &sel_groups, form);
     Ok(Requirements {
         hash,
-        files: vec![crate::recorded(path, shown)?],
+        files: vec![crate::walk::recorded(path, shown)?],
         entries,
         options: ReqOptions::default(),
         unpinned,
