@@ -248,35 +248,3 @@ pub fn tags(i: &Interp) -> Vec<String> {
     }
     out
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Issue 12, item 11: on musl (Alpine) the interpreter gets `musllinux_*` tags, in
-    /// packaging's order; checked against pip 26's packaging with its musl detection answering
-    /// 1.2 (this machine runs glibc).
-    #[test]
-    #[cfg_attr(
-        wheelship_no_pip26,
-        ignore = "needs WHEELSHIP_PIP_PYTHON, a Python with pip >= 26 (.ci/run makes one)"
-    )]
-    fn musllinux_tags_match_packaging() {
-        let oracle = std::env::var("WHEELSHIP_PIP_PYTHON")
-            .expect("WHEELSHIP_PIP_PYTHON: a venv of python3 with pip >= 26");
-        let mut i = Interp::probe(&oracle).unwrap();
-        i.libc = ("musl".into(), "1.2".into());
-        let ours = tags(&i);
-        assert!(ours
-            .iter()
-            .any(|t| t.ends_with("-musllinux_1_2_x86_64") || t.contains("musllinux_1_2_")));
-        let code = "import json\n\
-from pip._vendor.packaging import _manylinux, _musllinux, tags\n\
-_musllinux._get_musl_version = lambda exe: _musllinux._MuslVersion(1, 2)\n\
-_manylinux.platform_tags = lambda archs: iter(())\n\
-print(json.dumps([str(t) for t in tags.sys_tags()]))";
-        let out = testsupport::run(&oracle).args(["-c", code]).ok_text();
-        let theirs: Vec<String> = serde_json::from_str(&out).unwrap();
-        assert_eq!(ours, theirs);
-    }
-}

@@ -12,7 +12,8 @@ mod compile;
 mod entry_points;
 mod gc;
 mod install;
-mod interp;
+#[doc(hidden)]
+pub mod interp; // public for the tests of its tags against packaging (tests/tags.rs)
 mod plan;
 mod stamp;
 mod store;

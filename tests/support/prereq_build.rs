@@ -1,5 +1,6 @@
-// The build script of each crate whose tests need something from outside the workspace
-// (included by their `build.rs`). A test whose prerequisite is missing is compiled as
+// The build script of the tests crate (`tests/build.rs` includes it): every test that needs
+// something from outside the workspace lives there, so the tool crates need no build script.
+// A test whose prerequisite is missing is compiled as
 // `#[ignore]`d with the reason, so a local `cargo test` shows it in its summary
 // ("N ignored") instead of passing it silently. With `WHEELSHIP_REQUIRE_ALL=1` (what `.ci/run`
 // sets, after providing everything) nothing is ignored: a missing prerequisite fails its test.

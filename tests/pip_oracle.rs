@@ -58,7 +58,7 @@ const CASES: &[(&str, &str)] = &[
 fn pip_oracle_agrees_on_tricky_files() {
     let python = std::env::var("WHEELSHIP_PIP_PYTHON")
         .expect("WHEELSHIP_PIP_PYTHON: a Python with pip >= 26 (.ci/run makes one)");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pip_oracle.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pip_oracle.py");
     let dir = tempfile::tempdir().unwrap();
     let mut disagreements = Vec::new();
     for (name, text) in CASES {
@@ -77,7 +77,7 @@ fn pip_oracle_agrees_on_tricky_files() {
             .output()
             .unwrap();
         let pip = testsupport::doc_of(&pip);
-        let ours = Command::new(assert_cmd::cargo::cargo_bin("hashreq"))
+        let ours = Command::new(testsupport::bin("hashreq"))
             .arg(&file)
             .current_dir(dir.path())
             .stdin(std::process::Stdio::null())

@@ -5,12 +5,9 @@
 // A test that drives one scenario from start to end reads best as one function.
 #![allow(clippy::too_many_lines)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::bundle;
 use serde_json::Value;
 
 const NEEDS: &str = "needs the minisign tool (Debian's minisign; .ci/run installs it)";
@@ -37,12 +34,11 @@ impl T {
         if let Some(k) = key {
             args.extend(["--sign", k.to_str().unwrap()]);
         }
-        let mut c = assert_cmd::Command::cargo_bin("bundle").unwrap();
-        c.current_dir(self.p()).args(&args).write_stdin("");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let out = c.output().unwrap();
+        let out = testsupport::tool("bundle")
+            .cwd(self.p())
+            .args(&args)
+            .envs(env)
+            .output();
         let doc = testsupport::doc_of(&out);
         (PathBuf::from(doc["bundle"]["path"].as_str().unwrap()), doc)
     }
@@ -53,7 +49,7 @@ impl T {
             args.extend(["--trust", k.to_str().unwrap()]);
         }
         args.push(archive.to_str().unwrap());
-        let out = bundle(self.p(), &args, "");
+        let out = bundle(self.p(), &args);
         if !out.status.success() {
             assert!(out.stdout.is_empty());
         }
@@ -85,19 +81,14 @@ impl T {
     }
     /// A key pair made by `bundle keygen`.
     fn our_keys(&self, name: &str, password: Option<&str>) -> (PathBuf, PathBuf) {
-        let mut c = assert_cmd::Command::cargo_bin("bundle").unwrap();
-        c.current_dir(self.p())
-            .args(["keygen", "--dir", "keys", "--name", name])
-            .write_stdin("");
-        match password {
-            Some(pw) => {
-                c.env("WHEELSHIP_SIGN_PASSWORD", pw);
-            }
-            None => {
-                c.arg("--unencrypted");
-            }
-        }
-        let out = c.output().unwrap();
+        let c = testsupport::tool("bundle")
+            .cwd(self.p())
+            .args(["keygen", "--dir", "keys", "--name", name]);
+        let c = match password {
+            Some(pw) => c.env("WHEELSHIP_SIGN_PASSWORD", pw),
+            None => c.args(["--unencrypted"]),
+        };
+        let out = c.output();
         let doc = testsupport::doc_of(&out);
         let k = &doc["keygen"];
         assert_eq!(k["encrypted"], password.is_some());
@@ -219,7 +210,6 @@ fn signed_by_minisign_unpacks_with_trust() {
             &line,
             archive.to_str().unwrap(),
         ],
-        "",
     );
     assert!(
         out.status.success(),
@@ -300,9 +290,8 @@ fn every_wrong_signature_is_refused_with_nothing_extracted() {
     restore();
     assert!(t.releases().is_empty(), "{:?}", t.releases());
     // A wrong password says so, and shows no key material.
-    let mut c = assert_cmd::Command::cargo_bin("bundle").unwrap();
-    let out = c
-        .current_dir(t.p())
+    let out = testsupport::tool("bundle")
+        .cwd(t.p())
         .args([
             "pack",
             "--repo",
@@ -312,11 +301,9 @@ fn every_wrong_signature_is_refused_with_nothing_extracted() {
             "--no-wheels",
             "--sign",
         ])
-        .arg(&secret)
+        .args([&secret])
         .env("WHEELSHIP_SIGN_PASSWORD", "wrong")
-        .write_stdin("")
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot decrypt the secret key"), "{err}");
@@ -372,4 +359,9 @@ fn keys_made_by_the_minisign_tool_sign() {
     testsupport::git(&t.p().join("app"), &["commit", "-qam", "v2"]);
     let (archive, _) = t.pack(Some(&s), &[("WHEELSHIP_SIGN_PASSWORD", "s3cret")]);
     verified(&p, &archive);
+}
+
+/// `bundle ARGS` in `cwd`.
+fn bundle(cwd: &Path, args: &[&str]) -> std::process::Output {
+    testsupport::tool("bundle").cwd(cwd).args(args).output()
 }
