@@ -1,15 +1,18 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Runs the wheelship tools on a host: bundle unpack, mkenv, switch (deploy), or switch revert.
+# Runs the host's steps on a host through ROOT/bin/wheelship-host (the same script that
+# scripts/deploy and scripts/rollback run): deploy (bundle unpack | mkenv | switch) or revert.
 # Part of wheelship (https://example.invalid/wheelship); MIT OR Apache-2.0.
 
 DOCUMENTATION = r"""
 module: wheelship
 short_description: Deploy or revert a wheelship release on a host
 description:
-  - Runs the wheelship binaries in C(ROOT/bin) on the host. C(state=deployed) unpacks the
-    archive (verifying its signature when keys are trusted), builds or reuses its env, and
-    flips C(ROOT/current) with the service flags; C(state=reverted) goes back by the history.
+  - Runs C(ROOT/bin/wheelship-host), the host's steps that scripts/deploy runs too, with the
+    wheelship binaries beside it. C(state=deployed) unpacks the archive (verifying its
+    signature when keys are trusted), builds or reuses its env, and flips C(ROOT/current) with
+    the service flags; C(state=reverted) goes back by the history. What is live is what
+    C(switch list) says.
   - Reports C(changed) only when C(current) moved. Check mode changes nothing (switch
     C(--dry-run)) and reports what would change; diff mode shows the old and new release ids.
 options:
@@ -41,11 +44,12 @@ import subprocess
 from ansible.module_utils.basic import AnsibleModule
 
 
-def current(root):
-    try:
-        return os.path.basename(os.readlink(os.path.join(root, "current")))
-    except OSError:
-        return None
+def current(module, door, root):
+    """The release switch says is live (None when nothing is, or there is no root yet)."""
+    if not os.path.exists(door):
+        return None  # nothing was ever deployed here by wheelship
+    out = json.loads(tool(module, [door, "list", root], ""))
+    return out["switch"]["current"]
 
 
 def tool(module, argv, doc):
@@ -61,15 +65,24 @@ def tool(module, argv, doc):
     return p.stdout
 
 
-def service_flags(params, deploy):
-    flags = []
+def flags(params, deploy):
+    """The options of wheelship-host for the module's parameters."""
+    out = []
+    for key in params["trust"]:
+        out += ["--trust", key]
     if deploy and params["before"]:
-        flags += ["--before", params["before"]]
+        out += ["--before", params["before"]]
     if params["restart"]:
-        flags += ["--restart", params["restart"]]
+        out += ["--restart", params["restart"]]
     if params["check"]:
-        flags += ["--check", params["check"], "--check-timeout", str(params["check_timeout"])]
-    return flags
+        out += ["--check", params["check"], "--check-timeout", str(params["check_timeout"])]
+    if deploy:
+        out += ["--python", params["python"]]
+        for s in params["shared"]:
+            out += ["--shared", s]
+        if params["keep"] is not None:
+            out += ["--keep", str(params["keep"])]
+    return out
 
 
 def main():
@@ -94,8 +107,8 @@ def main():
     )
     p = module.params
     root = p["root"]
-    bin_dir = os.path.join(root, "bin")
-    before = current(root)
+    door = os.path.join(root, "bin", "wheelship-host")
+    before = current(module, door, root)
     result = dict(changed=False)
 
     if p["state"] == "deployed":
@@ -108,36 +121,20 @@ def main():
             if module._diff:
                 result["diff"] = dict(before="current: %s\n" % before, after="current: %s\n" % target)
             module.exit_json(**result)
-        trust = []
-        for key in p["trust"]:
-            trust += ["--trust", key]
-        text = json.dumps(doc) if doc else ""
-        text = tool(module, [os.path.join(bin_dir, "bundle"), "unpack", "--releases",
-                             os.path.join(root, "releases")] + trust + [p["archive"]], text)
-        text = tool(module, [os.path.join(bin_dir, "mkenv"), "--envs", os.path.join(root, "envs"),
-                             "--python", p["python"]], text)
-        shared = []
-        for s in p["shared"]:
-            shared += ["--shared", s]
-        text = tool(module, [os.path.join(bin_dir, "switch"), "--root", root, "--init"]
-                    + trust + service_flags(p, True) + shared, text)
+        text = tool(module, [door, "deploy", root, p["archive"]] + flags(p, True),
+                    json.dumps(doc) if doc else "")
         out = json.loads(text)
         result.update(env=out.get("env"), release=out["switch"]["current"])
-        if p["keep"] is not None:
-            tool(module, [os.path.join(bin_dir, "switch"), "--root", root, "prune",
-                          "--keep", str(p["keep"])], "")
     else:
-        argv = [os.path.join(bin_dir, "switch"), "--root", root, "revert"]
-        for key in p["trust"]:
-            argv += ["--trust", key]
+        argv = [door, "revert", root] + flags(p, False)
         if p["to"]:
             argv += ["--to", p["to"]]
         if module.check_mode:
-            argv.append("--dry-run")
-        out = json.loads(tool(module, argv + service_flags(p, False), ""))
+            argv = [os.path.join(root, "bin", "switch"), "--root", root, "revert", "--dry-run"] + argv[3:]
+        out = json.loads(tool(module, argv, ""))
         would = (out["switch"].get("would") or {}).get("revert")
         result["release"] = would if module.check_mode else out["switch"]["current"]
-    after = result["release"] if module.check_mode else current(root)
+    after = result["release"] if module.check_mode else current(module, door, root)
     result.update(changed=after != before, switch=out["switch"])
     if module._diff:
         result["diff"] = dict(before="current: %s\n" % before, after="current: %s\n" % after)

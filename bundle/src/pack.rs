@@ -96,8 +96,9 @@ pub fn run(a: PackArgs) -> Result<()> {
     let counts = counts(&items, wheels.len());
     let first = reserved_items(&mut items, &manifest, document, &wheel_dir, &wheels)?;
 
-    std::fs::create_dir_all(&a.out).at("create", &a.out)?;
-    let out_dir = std::fs::canonicalize(&a.out).at("open", &a.out)?;
+    let out_dir = wheelship::root::Root::create(&a.out, "output directory")?
+        .path()
+        .to_path_buf();
     let final_path = out_dir.join(format!("{name}-{id}.tar.zst"));
     let threads = a
         .threads

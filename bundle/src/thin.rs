@@ -66,9 +66,11 @@ struct Cut {
 /// disk (a regular file of the named size): sha256 → (release, path beneath it, size).
 fn inventory(releases: &Path) -> Result<BTreeMap<String, (Dir, PathBuf, u64)>> {
     let mut out = BTreeMap::new();
-    let Ok(dir) = Dir::open(releases) else {
-        return Ok(out);
-    };
+    if std::fs::symlink_metadata(releases).is_err() {
+        return Ok(out); // a host with no releases yet holds no wheels
+    }
+    let root = Root::open(releases, "releases directory")?;
+    let dir = root.dir();
     for (name, kind) in dir.entries()? {
         if kind != Kind::Dir || name.to_string_lossy().starts_with('.') {
             continue;
