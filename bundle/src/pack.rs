@@ -107,7 +107,7 @@ pub fn run(a: PackArgs) -> Result<()> {
     let cannot = || format!("cannot write `{}`", final_path.display());
     // Under a temp name beside the archive (removed on any failure), renamed when whole.
     let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(wheelship::names::TMP)
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(&out_dir)
         .with_context(cannot)?;

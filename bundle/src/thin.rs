@@ -219,7 +219,7 @@ fn write_thin(out: &Path, header: &Header, tar: &[u8]) -> Result<u64> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(wheelship::names::TMP)
         .tempfile_in(dir)
         .with_context(|| format!("cannot write `{}`", out.display()))?;
     {

@@ -178,7 +178,7 @@ pub fn ensure_stored_with(
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let data = data()?;
-    let tmp = wheelship::staged::Staged::new(store, ".tmp-")?;
+    let tmp = wheelship::staged::Staged::new(store, wheelship::names::TMP)?;
     let files = tmp.open()?.create_dir_all("files")?;
     let info = unzip_verified(data, &file_name, Dirs::new(files))?;
     let mut f = store.create_file(Path::new(tmp.name()).join("info.json"), 0o444)?;

@@ -161,11 +161,13 @@ impl Root {
     /// Removes what a crash may have left: temp links and files, trash directories.
     pub fn clean_leftovers(&self) {
         let Ok(root) = self.handle() else { return };
-        wheelship::staged::remove_leftovers(&root, &[".trash-", ".current.tmp-", ".tmp-"]);
+        use wheelship::names::{TMP, TRASH};
+        // `.current.tmp-*`: a new `current` that a crash left before its rename.
+        wheelship::staged::remove_leftovers(&root, &[TRASH, ".current.tmp-", TMP]);
         // Only what switch itself makes there: `.staging-*` belongs to bundle, and envs/ to
         // mkenv, which cleans it under its own lock.
         if let Ok(d) = root.open_dir("releases") {
-            wheelship::staged::remove_leftovers(&d, &[".trash-"]);
+            wheelship::staged::remove_leftovers(&d, &[TRASH]);
         }
     }
 }
