@@ -13,7 +13,8 @@ mod entry_points;
 mod gc;
 mod install;
 #[doc(hidden)]
-pub mod interp; // public for the tests of its tags against packaging (tests/tags.rs)
+pub use wheelship::interp; // re-exported for the tests of its tags against packaging (tests/tags.rs)
+mod pick;
 mod plan;
 mod stamp;
 mod store;
@@ -135,6 +136,7 @@ pub fn run(args: Args) -> Result<()> {
     check_lock(&wh)?;
     let reqs: Option<Requirements> = doc.section("requirements")?;
     let interp = Interp::probe(&args.python)?;
+    let wh = pick::lock_for(wh, &interp)?;
     let job = Job {
         python: &args.python,
         compile: !args.no_compile,
@@ -326,8 +328,20 @@ fn env_key(wh: &Wheelhouse, i: &Interp, compile: bool) -> String {
 /// Every value of the lock is checked where it enters: the sha256 names a store entry and the
 /// file a path in the wheel directory, so neither may be anything but what it says.
 fn check_lock(wh: &Wheelhouse) -> Result<()> {
-    for (i, w) in wh.wheels.iter().enumerate() {
-        let at = |why: String| anyhow!("stdin: `wheelhouse.wheels[{i}]`: {why}");
+    let each = wh.locks.iter().flatten().enumerate().flat_map(|(l, lock)| {
+        lock.wheels
+            .iter()
+            .enumerate()
+            .map(move |(i, w)| (format!("locks[{l}].wheels[{i}]"), w))
+    });
+    let all = wh
+        .wheels
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (format!("wheels[{i}]"), w))
+        .chain(each);
+    for (i, w) in all {
+        let at = |why: String| anyhow!("stdin: `wheelhouse.{i}`: {why}");
         check_sha256(&w.sha256).map_err(&at)?;
         if !is_valid_name(&w.name) || canonicalize_name(&w.name) != w.name {
             return Err(at(format!("`{}` is not a canonical project name", w.name)));
@@ -522,12 +536,6 @@ fn check_tags(python: &str, wh: &Wheelhouse, interp: &Interp) -> Result<()> {
     Ok(())
 }
 
-/// `WHEELSHIP_TIMING=1`: the time of each phase on stderr, for benchmarks.
 fn timing(phase: &str, since: &Instant) {
-    if std::env::var_os("WHEELSHIP_TIMING").is_some() {
-        eprintln!(
-            "mkenv: timing: {phase} done at {:.3}s",
-            since.elapsed().as_secs_f64()
-        );
-    }
+    wheelship::progress::timing("mkenv", phase, since);
 }

@@ -1,38 +1,48 @@
 //! `wheelhouse`: make sure a local directory holds a wheel for every project of the
-//! requirements' closure (pip as builder and resolver), and write the lock: exactly the wheels
-//! the requirements resolve to for the target, with their sha256.
+//! requirements' closure, for every target, and write the lock of each: exactly the wheels the
+//! requirements resolve to, with their sha256. uv resolves when it is there (pip when it is
+//! not, or cannot say the request); only what DIR lacks is fetched.
 
+mod cache;
+mod check;
+mod fetch;
 mod pip;
+mod pipfill;
+mod plan;
 mod pylock;
 mod reqfile;
+mod resolve;
+mod select;
+mod target;
+mod uv;
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
-use clap::Parser;
-use serde_json::json;
-use wheelship::cli::io_reason;
-use wheelship::doc::{doc_path, LockedWheel, Requirements, Target, Wheelhouse};
-use wheelship::fsx;
-use wheelship::names::{canonicalize_name, WheelFilename};
+use anyhow::Result;
+use clap::{Parser, ValueEnum};
+use wheelship::doc::{doc_path, LockedWheel, Requirements, TargetLock, Wheelhouse};
+use wheelship::io::At;
+use wheelship::root::Root;
 use wheelship::{Document, UsageError};
 
-use crate::pip::Config;
-use wheelship::io::At;
+use crate::plan::{doc_target, jobs, native_target, targets, uv_job, Job};
+use crate::target::{PipCross, Spec};
 
-/// Version of the cached-lock format and of what the key covers.
-const CACHE_FORM: &str = "wheelship-lock-cache-v1";
-
-/// Fill the local wheel directory with pip and write the lock.
+/// Fill the local wheel directory and write the lock, for one target or several.
 ///
 /// Reads the `requirements` section (from hashreq) or `-r FILE`, makes sure DIR holds a wheel
-/// for every project of the closure (pip wheel, or pip download for another target; wheels
-/// already in DIR are used, sdists are built here once), then resolves against DIR alone and
-/// writes the `wheelhouse` section: `dir`, `wheels` (name, version, file, sha256, size, sorted
-/// by name), `target`. An unchanged request against an unchanged DIR answers from a cached lock
-/// without starting pip.
+/// for every project of the closure, and writes the `wheelhouse` section: `dir`, `wheels`
+/// (name, version, file, sha256, size, sorted by name), `target`; with several --target, one
+/// lock per target in `locks` and their union in `wheels`.
+///
+/// Resolving: uv (`--uv`, else `uv` on PATH) resolves against DIR alone first, and only when
+/// DIR does not satisfy the requirements (the message says which) with the index; then only
+/// the files DIR lacks are downloaded, in parallel, each checked against the sha256 uv
+/// reported before it gets its name in DIR; sdists are built here once (cached). pip resolves
+/// when there is no uv, with --resolver pip, with pip's cross-target options, and for
+/// requirements uv is not given (URLs, paths, editables, -r FILE). An unchanged request
+/// against an unchanged DIR answers from a cached lock without either.
 ///
 /// Exit status: 0 success; 1 the work failed (a requirement nothing satisfies, a sha256
 /// mismatch, pip missing or too old, the network); 2 usage.
@@ -43,14 +53,33 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
-    /// No index at all: resolve from DIR (and --find-links) only; pip's configuration
-    /// (PIP_* variables, pip.conf) is ignored
+    /// No index at all: resolve from DIR (and --find-links) only; pip's and uv's configuration
+    /// (PIP_*/UV_* variables, pip.conf, uv.toml) is ignored
     #[arg(long)]
     pub offline: bool,
 
-    /// The target interpreter (its pip resolves; its markers and tags apply)
+    /// The build box's interpreter: the `native` target, and the one that downloads and
+    /// builds sdists
     #[arg(long, default_value = "python3", value_name = "PY")]
     pub python: String,
+
+    /// A target to lock for (repeatable; all are filled at once): `native` (the --python
+    /// interpreter, the default) or py<X.Y[.Z]>-<platform tag>, e.g.
+    /// py3.12-manylinux_2_28_x86_64, py3.11-musllinux_1_2_aarch64 (binary wheels only)
+    #[arg(long, value_name = "TARGET")]
+    pub target: Vec<String>,
+
+    /// Read more --target values from FILE, one per line (`#` comments)
+    #[arg(long, value_name = "FILE")]
+    pub targets_from: Option<PathBuf>,
+
+    /// Which resolver: auto (uv when it is there and can say the request, else pip), uv, pip
+    #[arg(long, value_enum, default_value_t = Resolver::Auto)]
+    pub resolver: Resolver,
+
+    /// The uv binary [default: `uv` on PATH]
+    #[arg(long, value_name = "PATH")]
+    pub uv: Option<PathBuf>,
 
     /// More local directories of wheels to resolve from (repeatable); wheels used from them
     /// are copied into DIR
@@ -61,20 +90,20 @@ pub struct Args {
     #[arg(short = 'r', long = "requirement", value_name = "FILE")]
     pub requirement: Option<PathBuf>,
 
-    /// Cross-target: a platform tag of the target (repeatable), e.g. manylinux_2_17_x86_64;
-    /// implies binary wheels only
+    /// pip's cross-target: a platform tag of the target (repeatable), e.g.
+    /// manylinux_2_17_x86_64; implies binary wheels only, and pip resolves (see --target)
     #[arg(long, value_name = "TAG")]
     pub platform: Vec<String>,
 
-    /// Cross-target: the target's Python version, e.g. 3.12
+    /// pip's cross-target: the target's Python version, e.g. 3.12
     #[arg(long, value_name = "X.Y")]
     pub python_version: Option<String>,
 
-    /// Cross-target: the target's implementation, e.g. cp, pp
+    /// pip's cross-target: the target's implementation, e.g. cp, pp
     #[arg(long, value_name = "IMPL")]
     pub implementation: Option<String>,
 
-    /// Cross-target: an ABI tag of the target (repeatable), e.g. cp312
+    /// pip's cross-target: an ABI tag of the target (repeatable), e.g. cp312
     #[arg(long, value_name = "ABI")]
     pub abi: Vec<String>,
 
@@ -96,291 +125,301 @@ pub struct Args {
     pub no_cache: bool,
 
     /// Also write the lock as a PEP 751 `pylock.toml` at FILE (wheels by path relative to
-    /// FILE's directory, with sha256 and size): pip and uv install from it with no index
+    /// FILE's directory, with sha256 and size): pip and uv install from it with no index. One
+    /// target only
     #[arg(long, value_name = "FILE")]
     pub pylock: Option<PathBuf>,
 }
 
-/// The cross-target options, refused (exit 2) unless they have the shape of what they name:
-/// pip would answer `--python-version abc` with its usage and `--platform foo_bar` with a
-/// resolution failure.
-fn check_target_options(args: &Args) -> Result<()> {
-    let usage = |m: String| -> anyhow::Error { UsageError(m).into() };
-    if let Some(v) = &args.python_version {
-        let parts: Vec<&str> = v.split('.').collect();
-        let digits =
-            |p: &&str| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
-        if parts.is_empty() || parts.len() > 3 || !parts.iter().all(digits) {
-            return Err(usage(format!(
-                "--python-version `{v}` is not a Python version (like 3.12 or 312)"
-            )));
-        }
-    }
-    for p in &args.platform {
-        if !is_platform_tag(p) {
-            return Err(usage(format!(
-                "--platform `{p}` is not a platform tag (like manylinux_2_17_x86_64, musllinux_1_2_aarch64, linux_x86_64, macosx_11_0_arm64, win_amd64, any)"
-            )));
-        }
-    }
-    if let Some(i) = &args.implementation {
-        if !matches!(i.as_str(), "cp" | "pp" | "ip" | "jy" | "py" | "gp") {
-            return Err(usage(format!(
-                "--implementation `{i}` is not one of cp, pp, gp, ip, jy, py"
-            )));
-        }
-    }
-    for a in &args.abi {
-        let ok = !a.is_empty()
-            && a.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !ok {
-            return Err(usage(format!(
-                "--abi `{a}` is not an ABI tag (like cp312, abi3, none)"
-            )));
-        }
-    }
-    Ok(())
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+pub enum Resolver {
+    Auto,
+    Uv,
+    Pip,
 }
 
-/// A platform tag as PEP 425/600/656 and pip spell them.
-fn is_platform_tag(p: &str) -> bool {
-    const ARCHES: [&str; 12] = [
-        "x86_64",
-        "i686",
-        "aarch64",
-        "armv7l",
-        "ppc64le",
-        "ppc64",
-        "s390x",
-        "riscv64",
-        "loongarch64",
-        "armv6l",
-        "universal2",
-        "arm64",
-    ];
-    let arch_ok = |rest: &str| ARCHES.contains(&rest);
-    let versioned = |rest: &str| {
-        // `<major>_<minor>_<arch>`
-        let mut it = rest.splitn(3, '_');
-        let (Some(a), Some(b), Some(arch)) = (it.next(), it.next(), it.next()) else {
-            return false;
+/// The request: the document's requirements, or a file given to pip as is.
+pub enum Source {
+    Doc(Box<Requirements>),
+    File(PathBuf),
+}
+
+impl Source {
+    pub fn reqs(&self) -> Option<&Requirements> {
+        match self {
+            Source::Doc(r) => Some(r),
+            Source::File(_) => None,
+        }
+    }
+
+    /// Why uv is not given this request (it has what wheelhouse leaves to pip), if so.
+    fn not_for_uv(&self) -> Option<String> {
+        let r = match self {
+            Source::File(f) => return Some(format!("-r `{}` is given to pip as is", f.display())),
+            Source::Doc(r) => r,
         };
-        [a, b]
-            .iter()
-            .all(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
-            && (arch_ok(arch) || matches!(arch, "x86_64" | "intel" | "universal"))
-    };
-    match p {
-        "any" | "win32" | "win_amd64" | "win_arm64" => true,
-        _ => {
-            if let Some(r) = p
-                .strip_prefix("manylinux_")
-                .or_else(|| p.strip_prefix("musllinux_"))
-                .or_else(|| p.strip_prefix("macosx_"))
-            {
-                versioned(r)
-            } else if let Some(r) = p
-                .strip_prefix("manylinux1_")
-                .or_else(|| p.strip_prefix("manylinux2010_"))
-                .or_else(|| p.strip_prefix("manylinux2014_"))
-                .or_else(|| p.strip_prefix("linux_"))
-            {
-                arch_ok(r)
-            } else {
-                false
-            }
+        if !r.options.use_features.is_empty() {
+            return Some("the requirements set --use-feature".into());
         }
+        r.entries.iter().find_map(|e| {
+            let what = if e.editable {
+                "an editable requirement"
+            } else if e.url.is_some() {
+                "a URL or path requirement"
+            } else if !e.config_settings.is_empty() {
+                "--config-settings"
+            } else {
+                return None;
+            };
+            Some(format!("{}:{} is {what}", e.file, e.line))
+        })
     }
 }
 
-/// The cross-target in words, for messages.
-fn describe_target(args: &Args) -> String {
-    let mut parts = Vec::new();
-    if let Some(v) = &args.python_version {
-        parts.push(format!("Python {v}"));
-    }
-    if let Some(i) = &args.implementation {
-        parts.push(i.clone());
-    }
-    parts.extend(args.abi.iter().cloned());
-    parts.extend(args.platform.iter().cloned());
-    parts.join(", ")
-}
-
-impl Args {
-    fn cross(&self) -> bool {
-        !self.platform.is_empty()
-            || self.python_version.is_some()
-            || self.implementation.is_some()
-            || !self.abi.is_empty()
-    }
+/// What every fill of a run shares.
+pub struct Fill<'a> {
+    pub python: &'a str,
+    /// DIR, open; `dir` is its path.
+    pub root: &'a Root,
+    pub dir: &'a Path,
+    pub find_links: &'a [PathBuf],
+    pub offline: bool,
+    pub source: &'a Source,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    check_target_options(&args)?;
+    timing("start");
+    let cross = PipCross {
+        platforms: args.platform.clone(),
+        python_version: args.python_version.clone(),
+        implementation: args.implementation.clone(),
+        abi: args.abi.clone(),
+    };
+    cross.check()?;
+    let specs = targets(&args.target, args.targets_from.as_deref(), cross)?;
     let mut doc = Document::from_stdin()?;
     if args.check || args.prune {
-        return check_or_prune(&args, doc);
+        let job = check::Job {
+            dir: args.dir.as_deref(),
+            check: args.check,
+            keep_locks: &args.keep_lock,
+        };
+        return check::run(&job, doc);
     }
-    let dir = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("wheelhouse"));
-    if dir.exists() && !dir.is_dir() {
-        return Err(UsageError(format!("--dir `{}` is not a directory", dir.display())).into());
+    if args.pylock.is_some() && specs.len() > 1 {
+        return Err(
+            UsageError("--pylock writes the lock of one target: give one --target".into()).into(),
+        );
     }
-    fs::create_dir_all(&dir).at("create", &dir)?;
-    let dir = std::fs::canonicalize(&dir).at("open", &dir)?;
+    let root = open_dir(args.dir.as_deref())?;
+    let dir = root.path().to_path_buf();
     let find_links: Vec<PathBuf> = args
         .find_links
         .iter()
         .map(|f| fs::canonicalize(f).about("--find-links", f))
         .collect::<Result<_>>()?;
+    let source = source(args.requirement.as_deref(), &doc)?;
+    if let Source::Doc(r) = &source {
+        if r.is_pylock() {
+            let f = Fill {
+                python: &args.python,
+                root: &root,
+                dir: &dir,
+                find_links: &find_links,
+                offline: args.offline,
+                source: &source,
+            };
+            return lock_file(&f, args.pylock.as_deref(), &specs, r, doc);
+        }
+    }
+    let f = Fill {
+        python: &args.python,
+        root: &root,
+        dir: &dir,
+        find_links: &find_links,
+        offline: args.offline,
+        source: &source,
+    };
+    let uv = match args.resolver {
+        Resolver::Pip => None,
+        _ => uv::find(args.uv.as_deref())?,
+    };
+    let jobs = jobs(&specs, args.resolver, uv.is_some(), &source)?;
+    let (locks, was_cached) = cached_or_filled(&f, &jobs, uv.as_deref(), !args.no_cache)?;
+    if let (Some(p), [only]) = (&args.pylock, locks.as_slice()) {
+        pylock::write(p, &dir, &only.wheels)?;
+    }
+    doc.set("wheelhouse", &section(&dir, locks, was_cached)?)?;
+    doc.write_stdout()
+}
+
+static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// `WHEELSHIP_TIMING=1`: a phase's end on stderr, for benchmarks.
+pub(crate) fn timing(phase: &str) {
+    wheelship::progress::timing(
+        "wheelhouse",
+        phase,
+        START.get_or_init(std::time::Instant::now),
+    );
+}
+
+/// The locks from the cache when nothing changed, else filled (and cached, keyed by what DIR
+/// holds after the fill: the next identical run hits).
+fn cached_or_filled(
+    f: &Fill,
+    jobs: &[Job],
+    uv: Option<&Path>,
+    use_cache: bool,
+) -> Result<(Vec<TargetLock>, bool)> {
+    let key = || {
+        let targets: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|j| serde_json::json!([j.spec.name(), j.uv]))
+            .collect();
+        cache::key(f.source, &targets.into(), f.dir, f.find_links)
+    };
+    if use_cache {
+        if let Some(l) = cache::get(&key()?).filter(|l| l.len() == jobs.len()) {
+            return Ok((l, true));
+        }
+    }
+    let locks = fill(f, jobs, uv)?;
+    if use_cache {
+        cache::put(&key()?, &locks);
+    }
+    Ok((locks, false))
+}
+
+/// DIR created if need be, as an absolute path.
+fn open_dir(dir: Option<&Path>) -> Result<Root> {
+    let dir = dir.unwrap_or(Path::new("wheelhouse"));
+    if dir.exists() && !dir.is_dir() {
+        return Err(UsageError(format!("--dir `{}` is not a directory", dir.display())).into());
+    }
+    Root::create_shared(dir, "wheel directory")
+}
+
+fn source(requirement: Option<&Path>, doc: &Document) -> Result<Source> {
     let reqs: Option<Requirements> = doc.section("requirements")?;
-    let source = match (&args.requirement, &reqs) {
+    Ok(match (requirement, reqs) {
         (Some(f), _) => Source::File(std::path::absolute(f)?),
-        (None, Some(r)) => Source::Doc(Box::new(r.clone())),
+        (None, Some(r)) => Source::Doc(Box::new(r)),
         (None, None) => {
             return Err(UsageError(
                 "no requirements: pipe the output of `hashreq` in, or give -r FILE".into(),
             )
             .into())
         }
-    };
-    let target = target(&args)?;
-    if let Source::Doc(r) = &source {
-        if r.is_pylock() {
-            return lock_file(&args, &dir, r, &target, doc);
-        }
-    }
-    let key = cache_key(&source, &target, &dir, &find_links)?;
-    if !args.no_cache {
-        if let Some(wheels) = cache_get(&key) {
-            if let Some(f) = &args.pylock {
-                pylock::write(f, &dir, &wheels)?;
-            }
-            doc.set("wheelhouse", &section(&dir, wheels, &target, true)?)?;
-            return doc.write_stdout();
-        }
-    }
-    let wheels = fill_and_lock(&args, &dir, &find_links, &source)?;
-    if !args.no_cache {
-        // Keyed by what DIR holds now, after the fill: the next identical run hits.
-        let key = cache_key(&source, &target, &dir, &find_links)?;
-        cache_put(&key, &wheels);
-    }
-    if let Some(f) = &args.pylock {
-        pylock::write(f, &dir, &wheels)?;
-    }
-    doc.set("wheelhouse", &section(&dir, wheels, &target, false)?)?;
-    doc.write_stdout()
+    })
 }
 
-/// Fills DIR with what the requirements need (unless offline), then resolves the lock against
-/// DIR alone: under DIR's lock, one fill at a time.
-fn fill_and_lock(
-    args: &Args,
-    dir: &Path,
-    find_links: &[PathBuf],
-    source: &Source,
-) -> Result<Vec<LockedWheel>> {
-    pip::check_version(&args.python)?;
-    // One fill of DIR at a time; what a killed one left (Ctrl-C) is removed under the lock.
-    let _lock = wheelship::lock::Lock::on_dir(
-        dir,
-        std::time::Duration::from_secs(600),
-        "another wheelhouse filling this directory",
-    )?;
-    wheelship::staged::remove_leftovers(
-        &wheelship::beneath::Dir::open(dir)?,
-        &[".wheelhouse-tmp-", ".tmp-"],
-    );
-    let work = tempfile_dir(dir)?;
-    let reqs = match source {
-        Source::Doc(r) => Some(&**r),
-        Source::File(_) => None,
-    };
-    let (req, cons) = write_files(source, work.path(), true)?;
-    if !args.offline {
-        let files = Files {
-            work: work.path(),
-            req: &req,
-            cons: cons.as_deref(),
-            reqs,
-        };
-        fill(args, dir, find_links, &files)?;
+/// Every target filled and locked, under DIR's lock (one fill of DIR at a time; what a killed
+/// one left is removed first): uv's targets together, pip's each on a thread of its own.
+fn fill(f: &Fill, jobs: &[Job], uv: Option<&Path>) -> Result<Vec<TargetLock>> {
+    if jobs.iter().any(|j| !j.uv) {
+        pip::check_version(f.python)?;
     }
-    let (req, cons) = write_files(source, work.path(), false)?;
-    let files = Files {
-        work: work.path(),
-        req: &req,
-        cons: cons.as_deref(),
-        reqs,
+    let (_lock, work) = take(f.root)?;
+    let native = native_target(f.python)?;
+    let exe = match &native.executable {
+        Some(e) => e.clone(),
+        None => f.python.to_string(),
     };
-    lock(args, dir, find_links, &files)
+    let uv_jobs: Vec<(usize, resolve::Job)> = jobs
+        .iter()
+        .enumerate()
+        .filter(|(_, j)| j.uv)
+        .map(|(i, j)| Ok((i, uv_job(&j.spec, &exe)?)))
+        .collect::<Result<_>>()?;
+    let mut out: Vec<Option<Vec<LockedWheel>>> = jobs.iter().map(|_| None).collect();
+    if let (Some(uv), false) = (uv, uv_jobs.is_empty()) {
+        let only: Vec<resolve::Job> = uv_jobs.iter().map(|(_, j)| j.clone()).collect();
+        let sub = pipfill::sub(work.path(), 0)?;
+        for ((i, _), outcome) in uv_jobs.iter().zip(resolve::run(f, uv, &exe, &only, &sub)?) {
+            if let resolve::Outcome::Locked(w) = outcome {
+                out[*i] = Some(w);
+            }
+        }
+    }
+    // pip: its own targets, and those uv found nothing for offline (pip's answer or its
+    // diagnosis stands).
+    let pending: Vec<usize> = (0..jobs.len()).filter(|i| out[*i].is_none()).collect();
+    if !pending.is_empty() {
+        pip::check_version(f.python)?;
+    }
+    let pip_locks = wheelship::work::map(pending.len(), pending.len(), |k| {
+        let i = pending[k];
+        let cross = match &jobs[i].spec {
+            Spec::Native => None,
+            Spec::Named(n) => Some(n.pip_cross()),
+            Spec::PipCross(x) => Some(x.clone()),
+        };
+        let sub = pipfill::sub(work.path(), i + 1)?;
+        pipfill::fill_and_lock(f, cross.as_ref(), &sub)
+    })?;
+    for (i, w) in pending.iter().zip(pip_locks) {
+        out[*i] = Some(w);
+    }
+    Ok(jobs
+        .iter()
+        .zip(out)
+        .enumerate()
+        .map(|(i, (j, wheels))| TargetLock {
+            target: doc_target(&j.spec, Some(&native), uv_jobs.iter().any(|(k, _)| *k == i)),
+            wheels: wheels.unwrap_or_default(),
+            extra: Default::default(),
+        })
+        .collect())
 }
 
 /// Requirements that are a lock file (`pylock.toml`, read by hashreq): exact, never resolved.
 fn lock_file(
-    args: &Args,
-    dir: &Path,
+    f: &Fill,
+    pylock_out: Option<&Path>,
+    specs: &[Spec],
     r: &Requirements,
-    target: &Target,
     mut doc: Document,
 ) -> Result<()> {
-    if args.cross() {
+    if !matches!(specs, [Spec::Native]) {
         return Err(UsageError(
-            "a lock file (pylock.toml) is taken as exact for the interpreter it runs on: use --python with the target's interpreter, not the cross-target options".into(),
+            "a lock file (pylock.toml) is taken as exact for the interpreter it runs on: use --python with the target's interpreter, not --target or the cross-target options".into(),
         )
         .into());
     }
-    pip::check_version(&args.python)?;
-    let _lock = wheelship::lock::Lock::on_dir(
-        dir,
-        std::time::Duration::from_secs(600),
-        "another wheelhouse filling this directory",
-    )?;
-    wheelship::staged::remove_leftovers(
-        &wheelship::beneath::Dir::open(dir)?,
-        &[".wheelhouse-tmp-", ".tmp-"],
-    );
-    let work = tempfile_dir(dir)?;
-    let wheels = pylock::lock_exact(&args.python, args.offline, dir, work.path(), r)?;
+    pip::check_version(f.python)?;
+    let (_lock, work) = take(f.root)?;
+    let wheels = pylock::lock_exact(f.python, f.offline, f.dir, work.path(), r)?;
     drop(work);
-    if let Some(f) = &args.pylock {
-        pylock::write(f, dir, &wheels)?;
+    if let Some(p) = pylock_out {
+        pylock::write(p, f.dir, &wheels)?;
     }
-    doc.set("wheelhouse", &section(dir, wheels, target, false)?)?;
+    let mut target = native_target(f.python)?;
+    target.resolver = Some("pip".into());
+    let lock = TargetLock {
+        target,
+        wheels,
+        extra: Default::default(),
+    };
+    doc.set("wheelhouse", &section(f.dir, vec![lock], false)?)?;
     doc.write_stdout()
 }
 
-enum Source {
-    Doc(Box<Requirements>),
-    File(PathBuf),
+/// DIR's lock (one fill at a time; what a killed one left is removed under it) and a scratch
+/// directory in it.
+fn take(dir: &Root) -> Result<(wheelship::lock::Lock, tempfile::TempDir)> {
+    let lock = dir.lock_itself(
+        std::time::Duration::from_secs(600),
+        "another wheelhouse filling this directory",
+    )?;
+    dir.clean(&[".wheelhouse-tmp-", wheelship::names::TMP]);
+    Ok((lock, pipfill::scratch(dir.path())?))
 }
 
-/// pip's scratch directory inside DIR (on its filesystem: wheels are renamed out of it),
-/// removed when dropped.
-fn tempfile_dir(dir: &Path) -> Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix(".wheelhouse-tmp-")
-        .tempdir_in(dir)
-        .at("create a directory in", dir)
-}
-
-/// What pip reads: the scratch directory, the requirement (and constraint) files, and the
-/// requirements they were written from (for messages that quote a line as written).
-#[derive(Clone, Copy)]
-struct Files<'a> {
-    work: &'a Path,
-    req: &'a Path,
-    cons: Option<&'a Path>,
-    reqs: Option<&'a Requirements>,
-}
-
-/// The requirement (and constraint) files pip reads.
-fn write_files(source: &Source, work: &Path, fill: bool) -> Result<(PathBuf, Option<PathBuf>)> {
+/// The requirement (and constraint) files pip and uv read. With `fill`, the options of the
+/// files and the hashes are included (for fetching); without, only what the resolution
+/// against the wheelhouse needs (hashes of sdists would not match the wheels built from them).
+pub fn write_files(source: &Source, work: &Path, fill: bool) -> Result<(PathBuf, Option<PathBuf>)> {
     match source {
         Source::File(f) => Ok((f.clone(), None)),
         Source::Doc(r) => {
@@ -398,334 +437,33 @@ fn write_files(source: &Source, work: &Path, fill: bool) -> Result<(PathBuf, Opt
     }
 }
 
-fn cross_args(args: &Args) -> Vec<String> {
-    let mut v = Vec::new();
-    for p in &args.platform {
-        v.push(format!("--platform={p}"));
-    }
-    if let Some(pv) = &args.python_version {
-        v.push(format!("--python-version={pv}"));
-    }
-    if let Some(i) = &args.implementation {
-        v.push(format!("--implementation={i}"));
-    }
-    for a in &args.abi {
-        v.push(format!("--abi={a}"));
-    }
-    if args.cross() {
-        v.push("--only-binary=:all:".into());
-    }
-    v
-}
-
-/// Fetch or build what is missing: `pip wheel` (native) or `pip download` (cross-target) into a
-/// staging directory, then each new wheel renamed into DIR, so no partial file ever sits there.
-fn fill(args: &Args, dir: &Path, find_links: &[PathBuf], files: &Files) -> Result<()> {
-    let Files {
-        work, req, cons, ..
-    } = *files;
-    let stage = work.join("stage");
-    std::fs::create_dir(&stage).at("create", &stage)?;
-    let log = work.join("pip-fill.log");
-    let mut c = pip::command(&args.python, Config::User);
-    c.arg("--log").arg(&log);
-    if args.cross() {
-        c.args(["download", "--dest"])
-            .arg(&stage)
-            .args(cross_args(args));
-    } else {
-        c.args(["wheel", "--wheel-dir"]).arg(&stage);
-    }
-    c.arg("--find-links").arg(dir);
-    for f in find_links {
-        c.arg("--find-links").arg(f);
-    }
-    c.arg("-r").arg(req);
-    if let Some(cons) = cons {
-        c.arg("-c").arg(cons);
-    }
-    let what = format!(
-        "filling `{}` with pip {}",
-        dir.display(),
-        if args.cross() { "download" } else { "wheel" }
-    );
-    let arrived = || {
-        let n = fs::read_dir(&stage).map_or(0, |r| r.count());
-        format!("{n} new files")
-    };
-    let out = pip::run_watched(c, &what, &arrived)?;
-    if !out.status.success() {
-        let what = if args.cross() {
-            "pip download"
-        } else {
-            "pip wheel"
-        };
-        let target = args.cross().then(|| describe_target(args));
-        return Err(pip::failure(
-            &out,
-            &pip::Failed {
-                what,
-                dir,
-                offline: false,
-                target: target.as_deref(),
-                log: Some(&log),
-                reqs: files.reqs,
-            },
-        ));
-    }
-    for e in fs::read_dir(&stage)? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().to_string();
-        if !name.ends_with(".whl") {
-            continue;
-        }
-        let dest = dir.join(&name);
-        if !dest.exists() {
-            fs::rename(e.path(), &dest).map_err(|err| {
-                anyhow!(
-                    "cannot move `{name}` into `{}`: {}",
-                    dir.display(),
-                    io_reason(&err)
-                )
-            })?;
-        }
-    }
-    fsx::fsync_dir(dir)
-}
-
-/// Resolve against DIR (and --find-links) alone, with pip's configuration ignored, and lock
-/// what pip would install.
-fn lock(
-    args: &Args,
-    dir: &Path,
-    find_links: &[PathBuf],
-    files: &Files,
-) -> Result<Vec<LockedWheel>> {
-    let Files {
-        work, req, cons, ..
-    } = *files;
-    let report = work.join("report.json");
-    let mut c = pip::command(&args.python, Config::Isolated);
-    c.args([
-        "install",
-        "--dry-run",
-        "--ignore-installed",
-        "--quiet",
-        "--no-index",
-        "--only-binary=:all:",
-        "--report",
-    ])
-    .arg(&report)
-    .arg("--find-links")
-    .arg(dir);
-    for f in find_links {
-        c.arg("--find-links").arg(f);
-    }
-    if args.cross() {
-        c.arg("--target")
-            .arg(work.join("target"))
-            .args(cross_args(args));
-    }
-    c.arg("-r").arg(req);
-    if let Some(cons) = cons {
-        c.arg("-c").arg(cons);
-    }
-    let out = pip::run_watched(
-        c,
-        &format!("resolving against `{}`", dir.display()),
-        &String::new,
-    )?;
-    if !out.status.success() {
-        let target = args.cross().then(|| describe_target(args));
-        return Err(pip::failure(
-            &out,
-            &pip::Failed {
-                what: "resolving against the wheelhouse",
-                dir,
-                offline: true,
-                target: target.as_deref(),
-                log: None,
-                reqs: files.reqs,
-            },
-        ));
-    }
-    let report = pip::read_report(&report)?;
-    let mut wheels = Vec::new();
-    for item in report.install {
-        let path = pip::file_url_path(&item.download_info.url)?;
-        let file = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .ok_or_else(|| anyhow!("pip resolved `{}`", item.download_info.url))?;
-        WheelFilename::parse(&file).map_err(|e| anyhow!("pip resolved {e}"))?;
-        let in_dir = dir.join(&file);
-        if path.parent() != Some(dir) {
-            // From --find-links: the lock names files inside DIR, so copy it in.
-            fsx::copy_in(&path, dir, &file, None)?;
-        }
-        let (sha256, size) = fsx::sha256_file(&in_dir)?;
-        wheels.push(LockedWheel {
-            name: canonicalize_name(&item.metadata.name),
-            version: item.metadata.version,
-            file,
-            sha256,
-            size,
-            extra: Default::default(),
+/// The section: one target's lock as `wheels` and `target`; several as `locks`, with their
+/// union (each file once) in `wheels`.
+fn section(dir: &Path, mut locks: Vec<TargetLock>, cached: bool) -> Result<Wheelhouse> {
+    let dir = doc_path(dir)?;
+    if locks.len() == 1 {
+        let only = locks.pop().expect("one");
+        return Ok(Wheelhouse {
+            dir,
+            wheels: only.wheels,
+            target: Some(only.target),
+            cached: Some(cached),
+            ..Wheelhouse::default()
         });
     }
-    wheels.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(wheels)
-}
-
-/// What the lock is for: the interpreter's identity, or the cross-target's tags.
-fn target(args: &Args) -> Result<Target> {
-    if args.cross() {
-        return Ok(Target {
-            native: false,
-            python_version: args.python_version.clone(),
-            implementation: args.implementation.clone(),
-            abi: Some(args.abi.clone()),
-            platforms: Some(args.platform.clone()),
-            only_binary: Some(true),
-            ..Target::default()
-        });
+    let mut union: Vec<LockedWheel> = Vec::new();
+    for w in locks.iter().flat_map(|l| &l.wheels) {
+        if !union.iter().any(|u| u.file == w.file) {
+            union.push(w.clone());
+        }
     }
-    let probe = r#"import json, platform, sys, sysconfig
-print(json.dumps({"native": True, "python": platform.python_version(), "implementation": sys.implementation.name,
-  "cache_tag": sys.implementation.cache_tag, "platform": sysconfig.get_platform(), "executable": sys.executable}))"#;
-    let found = wheelship::python::probe(&args.python, probe)?;
-    serde_json::from_value(found).context("the interpreter's probe answered in an unknown shape")
-}
-
-fn section(
-    dir: &Path,
-    wheels: Vec<LockedWheel>,
-    target: &Target,
-    cached: bool,
-) -> Result<Wheelhouse> {
+    union.sort_by(|a, b| (&a.name, &a.file).cmp(&(&b.name, &b.file)));
     Ok(Wheelhouse {
-        dir: doc_path(dir)?,
-        wheels,
-        target: Some(target.clone()),
+        dir,
+        wheels: union,
+        target: None,
+        locks: Some(locks),
         cached: Some(cached),
         ..Wheelhouse::default()
     })
-}
-
-fn listing(dir: &Path) -> Result<Vec<(String, u64, i128)>> {
-    let mut v = Vec::new();
-    for e in fs::read_dir(dir).at("read", dir)? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') {
-            continue;
-        }
-        let m = e.metadata()?;
-        let mtime = m
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos() as i128);
-        v.push((name, m.len(), mtime));
-    }
-    v.sort();
-    Ok(v)
-}
-
-/// The cache key: the request (requirements hash, or the bytes of `-r FILE`), the target, and
-/// what DIR and every --find-links directory hold (names, sizes, mtimes).
-fn cache_key(
-    source: &Source,
-    target: &Target,
-    dir: &Path,
-    find_links: &[PathBuf],
-) -> Result<String> {
-    let request = match source {
-        Source::Doc(r) => r.hash.clone(),
-        Source::File(f) => {
-            let (sha, _) = fsx::sha256_file(f)?;
-            format!("file:{}:{sha}", f.display())
-        }
-    };
-    let mut dirs = vec![json!([dir, listing(dir)?])];
-    for f in find_links {
-        dirs.push(json!([f, listing(f)?]));
-    }
-    let form = json!({"form": CACHE_FORM, "request": request, "target": target, "dirs": dirs});
-    Ok(wheelship::hash::sha256_hex(form.to_string().as_bytes()))
-}
-
-fn cache_dir() -> Option<PathBuf> {
-    wheelship::python::cache_dir().map(|d| d.join("locks"))
-}
-
-fn cache_get(key: &str) -> Option<Vec<LockedWheel>> {
-    let text = fs::read_to_string(cache_dir()?.join(format!("{key}.json"))).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-/// Best effort: a cache that cannot be written only costs the next run a pip call.
-fn cache_put(key: &str, wheels: &[LockedWheel]) {
-    let Some(d) = cache_dir() else { return };
-    if fs::create_dir_all(&d).is_ok() {
-        if let Ok(text) = serde_json::to_vec(wheels) {
-            let _ = fsx::write_atomic(&d.join(format!("{key}.json")), &text);
-        }
-    }
-}
-
-fn check_or_prune(args: &Args, mut doc: Document) -> Result<()> {
-    let wh: Wheelhouse = doc.section("wheelhouse")?.ok_or_else(|| {
-        UsageError(
-            "--check and --prune need a document with a `wheelhouse` section (the lock)".into(),
-        )
-    })?;
-    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&wh.dir));
-    if args.check {
-        let mut bad = Vec::new();
-        for w in &wh.wheels {
-            let p = dir.join(&w.file);
-            match fsx::sha256_file(&p) {
-                Err(e) => bad.push(format!("`{}`: {e:#}", w.file)),
-                Ok((sha, size)) if sha != w.sha256 || size != w.size => bad.push(format!(
-                    "`{}`: sha256 {sha} ({size} bytes), the lock says {} ({} bytes)",
-                    w.file, w.sha256, w.size
-                )),
-                Ok(_) => {}
-            }
-        }
-        if !bad.is_empty() {
-            bail!(
-                "`{}` does not hold the locked wheels:\n  {}",
-                dir.display(),
-                bad.join("\n  ")
-            );
-        }
-        return doc.write_stdout();
-    }
-    let mut keep: BTreeSet<String> = wh.wheels.iter().map(|w| w.file.clone()).collect();
-    for f in &args.keep_lock {
-        let text = fs::read_to_string(f).about("", f)?;
-        let other = Document::parse(&text, &f.display().to_string())?;
-        let w: Wheelhouse = other
-            .section("wheelhouse")?
-            .ok_or_else(|| anyhow!("`{}` has no `wheelhouse` section", f.display()))?;
-        keep.extend(w.wheels.into_iter().map(|w| w.file));
-    }
-    let mut removed = Vec::new();
-    for e in fs::read_dir(&dir).at("read", &dir)? {
-        let name = e?.file_name().to_string_lossy().to_string();
-        if name.ends_with(".whl") && !keep.contains(&name) {
-            fs::remove_file(dir.join(&name)).at("remove", &name)?;
-            removed.push(name);
-        }
-    }
-    removed.sort();
-    fsx::fsync_dir(&dir)?;
-    let section = Wheelhouse {
-        pruned: Some(removed),
-        ..wh
-    };
-    doc.set("wheelhouse", &section)?;
-    doc.write_stdout()
 }

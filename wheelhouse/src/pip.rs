@@ -46,14 +46,24 @@ pub fn run(c: Command, what: &str) -> Result<Output> {
 /// Runs pip with its output captured; `status()` (what has arrived so far) and the time show
 /// on a spinner on a terminal, and every few seconds off one, since a fill can take minutes.
 pub fn run_watched(mut c: Command, what: &str, status: &dyn Fn() -> String) -> Result<Output> {
-    use std::io::Read;
     let program = c.get_program().to_os_string();
-    let fail = |e: std::io::Error| anyhow!("cannot run {what} ({program:?}): {}", io_reason(&e));
-    let mut child = c
+    let child = c
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(fail)?;
+        .map_err(|e| anyhow!("cannot run {what} ({program:?}): {}", io_reason(&e)))?;
+    wait_watched(child, what, status)
+}
+
+/// Waits for a child whose stdout and stderr are piped, with the spinner of [`run_watched`].
+pub fn wait_watched(
+    mut child: std::process::Child,
+    what: &str,
+    status: &dyn Fn() -> String,
+) -> Result<Output> {
+    use std::io::Read;
+    let fail = |e: std::io::Error| anyhow!("{what}: {}", io_reason(&e));
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut v = Vec::new();
@@ -64,12 +74,15 @@ pub fn run_watched(mut c: Command, what: &str, status: &dyn Fn() -> String) -> R
     let out_t = drain(Box::new(child.stdout.take().expect("piped")));
     let err_t = drain(Box::new(child.stderr.take().expect("piped")));
     let spin = wheelship::progress::spinner("wheelhouse", what);
+    // Short waits first: most runs are quick, and a fixed poll would add its period to each.
+    let mut nap = std::time::Duration::from_millis(2);
     let status_code = loop {
         if let Some(st) = child.try_wait().map_err(fail)? {
             break st;
         }
         spin.set_message(status());
-        std::thread::sleep(std::time::Duration::from_millis(150));
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(std::time::Duration::from_millis(100));
     };
     spin.finish_and_clear();
     Ok(Output {

@@ -45,6 +45,10 @@ impl T {
         if !args.contains(&"--python") {
             c.args(["--python", testsupport::python3_path()]);
         }
+        // pip's resolver, whose answers these tests pin down (tests/wheelhouse_uv.rs has uv's).
+        if !args.contains(&"--resolver") {
+            c.args(["--resolver", "pip"]);
+        }
         c.write_stdin(stdin)
             .env("WHEELSHIP_CACHE", self.p().join("cache"));
         for (k, v) in env {

@@ -263,10 +263,16 @@ pub fn doc_path(path: impl Into<std::path::PathBuf>) -> Result<Utf8PathBuf> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Wheelhouse {
     pub dir: Utf8PathBuf,
+    /// The lock; with several targets, the union of their locks (what DIR and an archive must
+    /// hold).
     pub wheels: Vec<LockedWheel>,
     /// What the lock is for: this interpreter, or a cross target's tags.
     #[serde(default)]
     pub target: Option<Target>,
+    /// With more than one `--target`: one lock per target; mkenv installs the one that
+    /// matches its interpreter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locks: Option<Vec<TargetLock>>,
     /// The lock came from wheelhouse's cache (nothing in DIR or --find-links changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached: Option<bool>,
@@ -288,11 +294,26 @@ pub struct LockedWheel {
     pub extra: Extra,
 }
 
+/// `wheelhouse.locks[]`: the lock of one target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetLock {
+    pub target: Target,
+    pub wheels: Vec<LockedWheel>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// `wheelhouse.target`: the interpreter that resolved the lock (`native`), or the tags of a
 /// cross target (`--python-version`, `--platform` …).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Target {
     pub native: bool,
+    /// The `--target` it was asked as (`py3.12-manylinux_2_28_x86_64`, `native`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
+    /// Which resolver locked it: `uv` or `pip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub python: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,7 @@ pub mod failpoint;
 pub mod fsx;
 pub mod hash;
 pub mod history;
+pub mod interp;
 pub mod io;
 pub mod lock;
 pub mod names;

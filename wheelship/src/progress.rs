@@ -96,3 +96,13 @@ pub fn spinner(tool: &str, what: &str) -> ProgressBar {
 pub fn bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
+
+/// `WHEELSHIP_TIMING=1`: the time of each phase on stderr, for benchmarks.
+pub fn timing(tool: &str, phase: &str, since: &std::time::Instant) {
+    if std::env::var_os("WHEELSHIP_TIMING").is_some() {
+        eprintln!(
+            "{tool}: timing: {phase} done at {:.3}s",
+            since.elapsed().as_secs_f64()
+        );
+    }
+}

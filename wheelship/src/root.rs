@@ -46,6 +46,20 @@ impl Root {
         Root::open(path, what)
     }
 
+    /// [`Root::create`] for a directory whose files are checked by their sha256 wherever they
+    /// are used (a wheelhouse, which a team may share): its owner and mode are not refused.
+    pub fn create_shared(path: &Path, what: &str) -> Result<Root> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path)
+            .at(&format!("create the {what}"), path)?;
+        let real = std::fs::canonicalize(path).at(&format!("open the {what}"), path)?;
+        let dir = Dir::open(&real)?;
+        Ok(Root { path: real, dir })
+    }
+
     /// The directory `name` in this one, created (0755) when `create` and missing, and checked
     /// as a root itself. Reached through this root's handle: a symlink there is refused.
     pub fn sub(&self, name: &str, what: &str, create: bool) -> Result<Root> {
@@ -83,6 +97,12 @@ impl Root {
     /// Takes its lock (`.lock` in it), waiting up to `timeout`; `what` says who holds it.
     pub fn lock(&self, timeout: Duration, what: &str) -> Result<Lock> {
         Lock::acquire(&self.path.join(LOCK), timeout, what)
+    }
+
+    /// The same lock taken on the directory itself, for one that must hold nothing but its own
+    /// content (a wheelhouse may be committed to git).
+    pub fn lock_itself(&self, timeout: Duration, what: &str) -> Result<Lock> {
+        Lock::on_dir(&self.path, timeout, what)
     }
 
     /// Removes what a crashed run left in it: every entry whose name starts with one of

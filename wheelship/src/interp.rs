@@ -1,5 +1,6 @@
-//! The target interpreter: one probe (cached by executable path and mtime) and the ordered list
-//! of wheel tags it supports (PEP 425, PEP 600), generated as `packaging.tags.sys_tags()` does.
+//! The target interpreter (mkenv builds for it, wheelhouse locks for it): one probe (cached by
+//! executable path and mtime), its marker environment, and the ordered list of wheel tags it
+//! supports (PEP 425, PEP 600), generated as `packaging.tags.sys_tags()` does.
 
 use std::collections::BTreeMap;
 
@@ -47,6 +48,16 @@ base = {"base": "/@", "platbase": "/@", "installed_base": "/@", "installed_platb
 paths = {k: os.path.relpath(v, "/@") for k, v in sysconfig.get_paths(scheme=scheme, vars=base).items()}
 libc = platform.libc_ver()
 musl = musl_version(sys.executable)
+iv = sys.implementation.version
+impl_version = "%d.%d.%d" % iv[:3] + ("" if iv.releaselevel == "final" else iv.releaselevel[0] + str(iv.serial))
+markers = {
+  "implementation_name": sys.implementation.name, "implementation_version": impl_version,
+  "os_name": os.name, "platform_machine": platform.machine(),
+  "platform_python_implementation": platform.python_implementation(),
+  "platform_release": platform.release(), "platform_system": platform.system(),
+  "platform_version": platform.version(), "python_full_version": platform.python_version(),
+  "python_version": ".".join(platform.python_version_tuple()[:2]), "sys_platform": sys.platform,
+}
 if musl:
     libc = ("musl", musl)
 print(json.dumps({
@@ -63,6 +74,7 @@ print(json.dumps({
   "pointer_bits": 64 if sys.maxsize > 2**32 else 32,
   "gil_disabled": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
   "paths": paths,
+  "markers": markers,
 }))"#;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,13 +92,16 @@ pub struct Interp {
     pub pointer_bits: u32,
     pub gil_disabled: bool,
     pub paths: BTreeMap<String, String>,
+    /// The PEP 508 marker environment (https://peps.python.org/pep-0508/#environment-markers).
+    #[serde(default)]
+    pub markers: BTreeMap<String, String>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
 
 impl Interp {
     pub fn probe(python: &str) -> Result<Interp> {
-        let v = wheelship::python::probe(python, PROBE)?;
+        let v = crate::python::probe(python, PROBE)?;
         let mut i: Interp = serde_json::from_value(v)
             .map_err(|e| anyhow!("unexpected probe of `{python}`: {e}"))?;
         i.tags = tags(&i);
