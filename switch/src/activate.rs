@@ -313,6 +313,14 @@ pub(crate) fn revert(a: &Activate, root: &Root, to: Option<&str>) -> Result<Swit
     if let Some(t) = to {
         check_id(t)?;
     }
+    // The history and `current` are read under the lock: a deploy flips `current` before it
+    // commits its event, and a revert between the two would find no event that made the new
+    // release live.
+    let _lock = if a.dry_run {
+        None
+    } else {
+        Some(lock(root, a.lock_timeout)?)
+    };
     let hist = History::read(&root.dir)?;
     let current = root.current_id()?.ok_or_else(|| {
         anyhow!(
@@ -350,7 +358,6 @@ pub(crate) fn revert(a: &Activate, root: &Root, to: Option<&str>) -> Result<Swit
             ..root.section(Some(current), previous)?
         });
     }
-    let _lock = lock(root, a.lock_timeout)?;
     check_trusted(&a.trust, root, &target, false)?;
     repair_restart(&a.service, root)?;
     let from = root.current_id()?;
