@@ -55,6 +55,14 @@ die() {
     exit 1
 }
 
+# seconds OPTION VALUE: VALUE is a number of seconds (30, 0.5); else a usage error (exit 2),
+# before any work is done.
+seconds() {
+    [[ "$2" =~ ^[0-9]{1,9}([.][0-9]+)?$ ]] && return 0
+    echo "${SCRIPT:-wheelship}: $1 needs a number of seconds (like 30 or 0.5), not '$2'" >&2
+    exit 2
+}
+
 say() {
     echo "${SCRIPT:-wheelship}: $*" >&2
 }

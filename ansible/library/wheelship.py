@@ -25,6 +25,7 @@ options:
   check_timeout: {description: switch --check-timeout, default: 60, type: float}
   restart: {description: switch --restart, type: str}
   before: {description: switch --before (state=deployed), type: str}
+  allow_bad: {description: switch --allow-bad (activate a release marked bad), default: false, type: bool}
   keep: {description: switch prune --keep after a good deploy, type: int}
   shared: {description: switch --shared, type: list, elements: str, default: []}
   trust: {description: bundle unpack and switch --trust (base64 public keys), type: list, elements: str, default: []}
@@ -76,6 +77,8 @@ def flags(params, deploy):
         out += ["--restart", params["restart"]]
     if params["check"]:
         out += ["--check", params["check"], "--check-timeout", str(params["check_timeout"])]
+    if params["allow_bad"]:
+        out += ["--allow-bad"]
     if deploy:
         out += ["--python", params["python"]]
         for s in params["shared"]:
@@ -97,6 +100,7 @@ def main():
             check_timeout=dict(type="float", default=60),
             restart=dict(type="str"),
             before=dict(type="str"),
+            allow_bad=dict(type="bool", default=False),
             keep=dict(type="int"),
             shared=dict(type="list", elements="str", default=[]),
             trust=dict(type="list", elements="str", default=[]),

@@ -69,6 +69,23 @@ fn check_trusted(trust: &Trust, root: &Root, id: &str, deploy: bool) -> Result<(
     Ok(())
 }
 
+/// A release marked bad goes live again only with `--allow-bad`, and that is said.
+fn check_not_bad(root: &Root, id: &str, allow: bool) -> Result<()> {
+    let hist = History::read(&root.dir)?;
+    let Some(since) = hist.bad_since(id) else {
+        return Ok(());
+    };
+    if !allow {
+        return Err(Hint::new(
+            format!("release `{id}` was marked bad at {since} (its check or --before failed): refusing to activate it"),
+            "fix it and release again, or activate it anyway with --allow-bad",
+        )
+        .into());
+    }
+    eprintln!("switch: warning: release `{id}` was marked bad at {since}: activating it anyway (--allow-bad)");
+    Ok(())
+}
+
 /// A deploy: the release of the document (or `--release`) linked to its env and made live,
 /// with the service around the flip.
 pub(crate) fn deploy(
@@ -131,6 +148,7 @@ pub(crate) fn deploy(
     }
     let _lock = lock(root, a.lock_timeout)?;
     check_trusted(&a.trust, root, &id, true)?;
+    check_not_bad(root, &id, a.allow_bad)?;
     repair_restart(&a.service, root)?;
     let from = root.current_id()?;
     prepare(root, &id, env.as_deref(), &shared)?;
@@ -268,21 +286,44 @@ fn serve(service: &Service, root: &Root, id: &str, from: Option<&str>) -> Result
         &Event::new("rollback", Some(id), from, None, None),
     )?;
     History::append(&root.dir, &Event::new("bad", None, Some(id), None, None))?;
-    let mut again = String::new();
-    if let (Some(cmd), Some(prev)) = (&service.restart, from) {
-        match service::run(cmd, &root.ctx(prev, Some(id)), false, None, false)? {
+    let again = match from {
+        Some(prev) => serve_again(service, root, prev, id)?,
+        None => String::new(),
+    };
+    bail!("{failure}: {back}{again}; release `{id}` is marked bad")
+}
+
+/// After a flip back to `prev`: the restart again, then the check again, so that what the
+/// command reports is what serves. A failure of either is its own error, after the first.
+fn serve_again(service: &Service, root: &Root, prev: &str, id: &str) -> Result<String> {
+    let ctx = root.ctx(prev, Some(id));
+    let mut said = String::new();
+    if let Some(cmd) = &service.restart {
+        match service::run(cmd, &ctx, false, None, false)? {
             service::Ran::Ok => {
                 root.restart_done()?;
-                again = format!(", restarted on `{prev}`");
+                said = format!(", restarted on `{prev}`");
             }
             service::Ran::Failed { why, .. } => {
-                again = format!(
+                return Ok(format!(
                     ", and restarting on `{prev}` failed too ({why}): the service may be down"
-                );
+                ));
             }
         }
     }
-    bail!("{failure}: {back}{again}; release `{id}` is marked bad")
+    if let Some(cmd) = &service.check {
+        let (timeout, interval) = (service.check_timeout, service.check_interval);
+        match service::check(cmd, &ctx, timeout, interval)? {
+            service::Ran::Ok => said.push_str(&format!(", `{prev}` passes the check")),
+            service::Ran::Failed { why, output } => {
+                eprint!("{output}");
+                said.push_str(&format!(
+                    ", and `{prev}` does not pass the check either ({why}): the service may be down"
+                ));
+            }
+        }
+    }
+    Ok(said)
 }
 
 /// A restart that a crash cut off (the flip happened, the restart did not): with `--restart`,
@@ -359,6 +400,7 @@ pub(crate) fn revert(a: &Activate, root: &Root, to: Option<&str>) -> Result<Swit
         });
     }
     check_trusted(&a.trust, root, &target, false)?;
+    check_not_bad(root, &target, a.allow_bad)?;
     repair_restart(&a.service, root)?;
     let from = root.current_id()?;
     prepare(root, &target, None, &shared)?;

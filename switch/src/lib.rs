@@ -52,17 +52,18 @@ pub struct Args {
     pub dry_run: bool,
 
     /// After the flip (and the restart), run CMD with `sh -c` in the release until it succeeds
-    /// or --check-timeout passes; if it never does, flip back, restart again, mark the release
-    /// bad and exit 1 with the last run's output on stderr
+    /// or --check-timeout passes; if it never does, flip back, restart again, check the
+    /// previous release, mark the new one bad and exit 1 with the last run's output on
+    /// stderr. Without --restart it tests the process already serving (a warning says so)
     #[arg(long, global = true, value_name = "CMD")]
     pub check: Option<String>,
 
     /// How long --check may take to pass; each run of it is killed at this deadline
-    #[arg(long, global = true, default_value_t = 60.0, value_name = "SECS")]
+    #[arg(long, global = true, default_value_t = 60.0, value_name = "SECS", value_parser = seconds)]
     pub check_timeout: f64,
 
     /// Seconds between two runs of --check
-    #[arg(long, global = true, default_value_t = 1.0, value_name = "SECS")]
+    #[arg(long, global = true, default_value_t = 1.0, value_name = "SECS", value_parser = seconds)]
     pub check_interval: f64,
 
     /// After the flip, run CMD with `sh -c` in the release to restart the service (`systemctl
@@ -112,6 +113,11 @@ pub struct Args {
     /// ever live on this root (`revert` needs no flag: it is the way back)
     #[arg(long)]
     pub allow_downgrade: bool,
+
+    /// Activate a release marked bad (its check or --before failed before): said on stderr;
+    /// a success clears the mark
+    #[arg(long, global = true)]
+    pub allow_bad: bool,
 
     /// Dangerous: activate a release that does not satisfy the trust policy in force (not
     /// signed by a trusted key, or never verified), with a warning
@@ -177,6 +183,7 @@ pub(crate) struct Trust {
 /// What an activation (a deploy or a revert) is asked to do.
 pub(crate) struct Activate {
     pub release: Option<String>,
+    pub allow_bad: bool,
     pub env: Option<PathBuf>,
     pub shared: Vec<String>,
     pub dry_run: bool,
@@ -189,6 +196,7 @@ impl Args {
     fn activation(&self) -> Activate {
         Activate {
             release: self.release.clone(),
+            allow_bad: self.allow_bad,
             env: self.env.clone(),
             shared: self.shared.clone(),
             dry_run: self.dry_run,
@@ -217,8 +225,20 @@ impl Args {
     }
 }
 
+/// Seconds on the command line: a finite number, 0 or more (exit 2 otherwise).
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1e9).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds (like 30 or 0.5)")),
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let mut doc = Document::from_stdin()?;
+    let activates = !matches!(args.command, Some(Cmd::List { .. } | Cmd::Prune { .. }));
+    if activates && args.check.is_some() && args.restart.is_none() && !args.dry_run {
+        eprintln!("switch: warning: --check without --restart tests the process already serving, which a flip does not change: give --restart (or a handover) so that the check sees the new release");
+    }
     let doc_release: Option<Release> = doc.section("release")?;
     let a = args.activation();
     let section = match &args.command {

@@ -168,10 +168,20 @@ fn health_check_rolls_back_and_marks_bad() {
     );
     let (code, err) = fails(&out);
     assert_eq!(code, 1);
-    assert!(err.starts_with("not healthy: broken\n"), "{err}");
-    assert!(err.contains("switch: health check `"), "{err}");
+    // A check with no restart tests the process already serving: said first.
     assert!(
-        err.contains("rolled back to `good`; release `broken` is marked bad"),
+        err.starts_with(
+            "switch: warning: --check without --restart tests the process already serving"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("\nnot healthy: broken\n"), "{err}");
+    assert!(err.contains("switch: health check `"), "{err}");
+    // After the flip back the previous release is checked again before the command returns.
+    assert!(
+        err.contains(
+            "rolled back to `good`, `good` passes the check; release `broken` is marked bad"
+        ),
         "{err}"
     );
     assert_eq!(r.current().as_deref(), Some("good"));
@@ -188,9 +198,66 @@ fn health_check_rolls_back_and_marks_bad() {
     let (code, err) = fails(&r.run(&["revert"], ""));
     assert_eq!(code, 1);
     assert!(err.contains("no release to revert to"), "{err}");
-    // A passing check keeps the new release.
-    r.ok(&["--release", "broken", "--check", "true"]);
+}
+
+#[test]
+fn a_bad_release_needs_allow_bad_and_seconds_are_checked() {
+    let r = Root::new(&["good", "broken"]);
+    r.deploy("good");
+    let env = r.dir.join("envs/k-broken");
+    let failing = [
+        "--release",
+        "broken",
+        "--env",
+        env.to_str().unwrap(),
+        "--restart",
+        "true",
+        "--check",
+        "false",
+        "--check-timeout",
+        "0.2",
+    ];
+    assert_eq!(fails(&r.run(&failing, "")).0, 1);
+    // A release marked bad is not deployed again without --allow-bad, which is said.
+    let (code, err) = fails(&r.run(&["--release", "broken"], ""));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("release `broken` was marked bad at ") && err.contains("--allow-bad"),
+        "{err}"
+    );
+    assert_eq!(r.current().as_deref(), Some("good"));
+    let out = r.run(
+        &[
+            "--release",
+            "broken",
+            "--allow-bad",
+            "--check",
+            "true",
+            "--restart",
+            "true",
+        ],
+        "",
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("activating it anyway (--allow-bad)"));
     assert_eq!(r.current().as_deref(), Some("broken"));
+    // A success clears the mark.
+    let list = r.ok(&["list"]);
+    let broken = list["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "broken")
+        .unwrap()
+        .clone();
+    assert_eq!(broken["bad"], false);
+    // Seconds that are not seconds are usage errors.
+    for bad in ["abc", "-1", "inf", "nan"] {
+        let arg = format!("--check-timeout={bad}");
+        let (code, err) = fails(&r.run(&["--release", "good", &arg], ""));
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains("is not a number of seconds"), "{err}");
+    }
 }
 
 #[test]

@@ -123,10 +123,24 @@ impl History {
             .filter_map(|e| e.to.as_deref())
     }
 
+    /// Whether `id` is marked bad: a `bad` event after the last event that made it live (a
+    /// later activation, which `switch --allow-bad` allows, clears the mark).
     pub fn is_bad(&self, id: &str) -> bool {
-        self.events
-            .iter()
-            .any(|e| e.action == "bad" && e.to.as_deref() == Some(id))
+        self.bad_since(id).is_some()
+    }
+
+    /// The time of the `bad` event that marks `id`, if it is marked bad.
+    pub fn bad_since(&self, id: &str) -> Option<&str> {
+        let last = |pred: &dyn Fn(&Event) -> bool| {
+            self.events
+                .iter()
+                .rposition(|e| e.to.as_deref() == Some(id) && pred(e))
+        };
+        let bad = last(&|e| e.action == "bad")?;
+        match last(&|e| e.activates()) {
+            Some(live) if live > bad => None,
+            _ => Some(self.events[bad].time.as_str()),
+        }
     }
 
     /// The position and time of the last event that made `id` live.
