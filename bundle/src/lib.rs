@@ -11,6 +11,8 @@
 //! <the git tree at REV>
 //! ```
 
+mod deb;
+mod deb_scripts;
 #[doc(hidden)]
 pub mod extract; // public for the fuzz targets (tests/fuzz)
 mod pack;
@@ -94,6 +96,34 @@ pub enum Cmd {
     /// result without that sha256 is not kept (exit 1: send the full archive). Prints the
     /// document with `bundle.path` at the rebuilt archive, `OUT/<id>.tar.zst`.
     Thick(ThickArgs),
+    /// Make a Debian package of the release: OUT/<package>_<version>_<arch>.deb holding the
+    /// archive (and its signature) and /etc/default/<package>, whose postinst deploys it
+    /// through `wheelship-host` (unpack | mkenv | switch) on install and upgrade; add the `deb`
+    /// section. The same release gives the same bytes. Exit status: 0, 1, 2 usage.
+    Deb(DebArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DebArgs {
+    /// Where the package goes
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub out: PathBuf,
+    /// The package name [default: the release's name, lowercase, `_` as `-`]
+    #[arg(long, value_name = "NAME")]
+    pub package: Option<String>,
+    /// The Maintainer field [default: $DEBFULLNAME <$DEBEMAIL>, else wheelship's]
+    #[arg(long, value_name = "NAME <EMAIL>")]
+    pub maintainer: Option<String>,
+    /// The synopsis of the Description field [default: "release of the <package> application,
+    /// deployed by wheelship"]
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// The default root of the deploy, in /etc/default/<package> [default: /srv/<package>]
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<String>,
+    /// The package of the wheelship tools it depends on (scripts/install --deb makes it)
+    #[arg(long, default_value = "wheelship", value_name = "NAME")]
+    pub tools: String,
 }
 
 /// `bundle pack`'s zstd level when none is given.
@@ -227,6 +257,7 @@ pub fn run(args: Args) -> Result<()> {
         Cmd::Have(a) => thin::have(a),
         Cmd::Thin(a) => thin::thin(a),
         Cmd::Thick(a) => thin::thick(a),
+        Cmd::Deb(a) => deb::run(a),
     }
 }
 

@@ -14,6 +14,7 @@
 // | `wheelship_no_minisign` | the `minisign` tool is on PATH (Debian's `minisign`)  |
 // | `wheelship_no_ansible` | `WHEELSHIP_ANSIBLE_PLAYBOOK` names an ansible-playbook   |
 // | `wheelship_no_uv`    | `WHEELSHIP_UV` names a uv binary                          |
+// | `wheelship_no_debian` | dpkg-deb, dpkg-shlibdeps, apt-ftparchive, strip and lintian are on PATH |
 
 fn main() {
     let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
@@ -32,6 +33,17 @@ fn main() {
         ("wheelship_not_root", root),
         ("wheelship_no_ansible", set("WHEELSHIP_ANSIBLE_PLAYBOOK")),
         ("wheelship_no_uv", set("WHEELSHIP_UV")),
+        (
+            "wheelship_no_debian",
+            ["dpkg-deb", "dpkg-shlibdeps", "apt-ftparchive", "strip", "lintian"]
+                .iter()
+                .all(|t| {
+                    std::process::Command::new("sh")
+                        .args(["-c", &format!("command -v {t}")])
+                        .output()
+                        .is_ok_and(|o| o.status.success())
+                }),
+        ),
         (
             "wheelship_no_minisign",
             std::process::Command::new("minisign")

@@ -425,6 +425,19 @@ pub struct BundleEntries {
     pub extra: Extra,
 }
 
+/// `deb`, written by `bundle deb`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Deb {
+    pub path: Utf8PathBuf,
+    pub package: String,
+    pub version: String,
+    pub architecture: String,
+    pub sha256: String,
+    pub size: u64,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// `release`, written by `bundle unpack`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Release {

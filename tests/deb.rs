@@ -1,0 +1,319 @@
+//! Issue 24: releases as Debian packages, with the real dpkg, apt and lintian (as root; the
+//! test installs and purges its own packages: `wheelship` and `wsdeb-<pid>`). Install,
+//! upgrade (the env reused: same lock), downgrade (a flip), a failing check during an upgrade
+//! (the previous release stays live, dpkg says why), remove, purge, reinstall, and apt from a
+//! local repository made by scripts/apt-repo.
+
+// One scenario, from the first install to the last purge, reads best as one function.
+#![allow(clippy::too_many_lines)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use testsupport::{commit_all, hermetic_app, repo};
+
+fn sh(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+fn ok(program: &str, args: &[&str]) -> String {
+    let out = sh(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Purges what the test installed, whatever happened.
+struct Installed {
+    packages: Vec<String>,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        for p in &self.packages {
+            let _ = sh("dpkg", &["--purge", p]);
+            let _ = std::fs::remove_file(format!("/var/lib/wheelship/{p}.root"));
+        }
+    }
+}
+
+fn installed(package: &str) -> bool {
+    let out = sh("dpkg-query", &["-W", "-f=${Status}", package]);
+    String::from_utf8_lossy(&out.stdout).contains("installed")
+        && !String::from_utf8_lossy(&out.stdout).contains("not-installed")
+        && !String::from_utf8_lossy(&out.stdout).contains("config-files")
+}
+
+fn current(root: &Path) -> String {
+    std::fs::read_link(root.join("current"))
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string()
+}
+
+/// The envs in ROOT/envs (named by their 32-hex key; the store and the lock aside).
+fn envs(root: &Path) -> usize {
+    std::fs::read_dir(root.join("envs"))
+        .unwrap()
+        .filter(|e| {
+            let n = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .to_string();
+            n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .count()
+}
+
+/// `bundle deb` of a release document: the package's path and version.
+fn deb(doc: &str, out: &Path, package: &str, root: &Path) -> (PathBuf, String) {
+    let d = testsupport::tool("bundle")
+        .args(["deb", "--out"])
+        .args([out])
+        .args(["--package", package, "--root"])
+        .args([root])
+        .stdin(doc)
+        .ok();
+    (
+        PathBuf::from(d["deb"]["path"].as_str().unwrap()),
+        d["deb"]["version"].as_str().unwrap().to_string(),
+    )
+}
+
+fn release(app: &Path, wh: &Path, out: &Path, extra: &[&str]) -> String {
+    let o = Command::new(repo().join("scripts/release"))
+        .args(["--offline", "--wheelhouse"])
+        .arg(wh)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .arg(app)
+        .env("WHEELSHIP_BIN", testsupport::bin_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn lintian_errors(deb: &Path) -> Vec<String> {
+    let out = sh(
+        "lintian",
+        &["--tag-display-limit", "0", deb.to_str().unwrap()],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("E: "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+#[cfg_attr(
+    any(wheelship_not_root, wheelship_no_debian),
+    ignore = "runs dpkg and apt as root, with dpkg-dev, apt-utils, binutils and lintian (.ci/run installs them)"
+)]
+fn debian_packages_install_upgrade_downgrade_purge_and_apt() {
+    assert!(
+        !installed("wheelship"),
+        "a wheelship package is installed on this machine: the test installs and purges its own (dpkg --purge wheelship)"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    let package = format!("wsdeb-{}", std::process::id());
+    let root = p.join("srv");
+    let mut guard = Installed {
+        packages: vec![package.clone()],
+    };
+    // The tools, as a package.
+    let tools = Command::new(repo().join("scripts/install"))
+        .args(["--deb"])
+        .arg(p.join("tools"))
+        .env("WHEELSHIP_BIN", testsupport::bin_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        tools.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tools.stderr)
+    );
+    let tools = PathBuf::from(String::from_utf8(tools.stdout).unwrap().trim());
+    assert!(
+        lintian_errors(&tools).is_empty(),
+        "{:?}",
+        lintian_errors(&tools)
+    );
+    guard.packages.push("wheelship".into());
+    ok("dpkg", &["-i", tools.to_str().unwrap()]);
+    assert!(Path::new("/usr/bin/wheelship-host").is_file());
+
+    // Three releases: v1, v2 (code only: the same lock), v3 (a code change the check fails).
+    let (app, wh) = hermetic_app(p);
+    let dist = p.join("dist");
+    let debs = p.join("debs");
+    let v1 = release(&app, &wh, &dist, &["--deb"]);
+    let d1: Value = serde_json::from_str(&v1).unwrap();
+    // scripts/release --deb: the package beside the archive, named by the app.
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("docs/document.schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        jsonschema::validator_for(&schema).unwrap().is_valid(&d1),
+        "{d1}"
+    );
+    let made = PathBuf::from(d1["deb"]["path"].as_str().unwrap());
+    assert_eq!(made.parent().unwrap(), dist.canonicalize().unwrap());
+    assert!(
+        lintian_errors(&made).is_empty(),
+        "{:?}",
+        lintian_errors(&made)
+    );
+    let (deb1, ver1) = deb(&v1, &debs, &package, &root);
+    // The same release gives the same bytes.
+    let again = deb(&v1, &p.join("debs-again"), &package, &root).0;
+    assert_eq!(
+        std::fs::read(&deb1).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+    assert!(
+        lintian_errors(&deb1).is_empty(),
+        "{:?}",
+        lintian_errors(&deb1)
+    );
+    std::fs::write(
+        app.join("app.py"),
+        "import greeter\nprint(greeter.hello('v2'))\n",
+    )
+    .unwrap();
+    commit_all(&app, "v2");
+    let v2 = release(&app, &wh, &dist, &[]);
+    let (deb2, ver2) = deb(&v2, &debs, &package, &root);
+    assert!(sh("dpkg", &["--compare-versions", &ver2, "gt", &ver1])
+        .status
+        .success());
+    let id = |doc: &str| -> String {
+        let v: Value = serde_json::from_str(doc).unwrap();
+        v["bundle"]["id"].as_str().unwrap().to_string()
+    };
+
+    // Install, upgrade (the env reused), downgrade (a flip).
+    ok("dpkg", &["-i", deb1.to_str().unwrap()]);
+    assert_eq!(current(&root), id(&v1));
+    assert_eq!(envs(&root), 1);
+    ok("dpkg", &["-i", deb2.to_str().unwrap()]);
+    assert_eq!(current(&root), id(&v2));
+    assert_eq!(envs(&root), 1, "the same lock: the env is shared");
+    let down = sh("dpkg", &["-i", deb1.to_str().unwrap()]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(String::from_utf8_lossy(&down.stderr).contains("is a downgrade, as asked: allowed"));
+    assert_eq!(current(&root), id(&v1));
+
+    // A failing check during an upgrade: dpkg fails with switch's words, v1 stays live.
+    let conf = format!("/etc/default/{package}");
+    let settings = std::fs::read_to_string(&conf).unwrap();
+    let check = format!(
+        "WHEELSHIP_CHECK='test \"$WHEELSHIP_RELEASE\" != {}'\n",
+        id(&v2)
+    );
+    let failing = settings
+        .replace("WHEELSHIP_CHECK=\n", &check)
+        .replace("WHEELSHIP_CHECK_TIMEOUT=60", "WHEELSHIP_CHECK_TIMEOUT=1");
+    std::fs::write(&conf, failing).unwrap();
+    let failed = sh("dpkg", &["-i", deb2.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success());
+    assert!(
+        err.contains("health check") && err.contains("rolled back to"),
+        "{err}"
+    );
+    assert!(
+        err.contains("post-installation script subprocess returned error"),
+        "{err}"
+    );
+    assert_eq!(current(&root), id(&v1));
+    std::fs::write(&conf, &settings).unwrap();
+    ok("dpkg", &["-i", deb1.to_str().unwrap()]);
+    assert_eq!(current(&root), id(&v1));
+
+    // Remove leaves the data; purge removes the root; a reinstall after it works.
+    ok("dpkg", &["-r", &package]);
+    assert_eq!(current(&root), id(&v1));
+    let purge = sh("dpkg", &["--purge", &package]);
+    assert!(String::from_utf8_lossy(&purge.stderr).contains("purging"));
+    assert!(!root.exists());
+    ok("dpkg", &["-i", deb1.to_str().unwrap()]);
+    assert_eq!(current(&root), id(&v1));
+    ok("dpkg", &["--purge", &package]);
+
+    // apt, from a directory made a repository: the newest, then an older version.
+    let repo_dir = p.join("apt");
+    std::fs::create_dir(&repo_dir).unwrap();
+    for d in [&deb1, &deb2] {
+        std::fs::copy(d, repo_dir.join(d.file_name().unwrap())).unwrap();
+    }
+    let out = Command::new(repo().join("scripts/apt-repo"))
+        .arg(&repo_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = p.join("sources.list");
+    std::fs::write(
+        &list,
+        format!("deb [trusted=yes] file:{} ./\n", repo_dir.display()),
+    )
+    .unwrap();
+    let lists = p.join("lists");
+    std::fs::create_dir_all(lists.join("partial")).unwrap();
+    let apt = |args: &[&str]| {
+        let mut a: Vec<String> = vec![
+            "-o".into(),
+            format!("Dir::Etc::SourceList={}", list.display()),
+            "-o".into(),
+            "Dir::Etc::SourceParts=/nonexistent".into(),
+            "-o".into(),
+            format!("Dir::State::Lists={}", lists.display()),
+            "-q".into(),
+            "-y".into(),
+        ];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        ok("apt-get", &refs)
+    };
+    apt(&["update"]);
+    apt(&["install", &package]);
+    assert_eq!(current(&root), id(&v2));
+    apt(&[
+        "install",
+        "--allow-downgrades",
+        &format!("{package}={ver1}"),
+    ]);
+    assert_eq!(current(&root), id(&v1));
+    assert_eq!(envs(&root), 1);
+    drop(guard);
+    assert!(!installed(&package) && !installed("wheelship"));
+    assert!(!root.exists());
+}
