@@ -216,6 +216,17 @@ fn debian_packages_install_upgrade_downgrade_purge_and_apt() {
     ok("dpkg", &["-i", deb1.to_str().unwrap()]);
     assert_eq!(current(&root), id(&v1));
     assert_eq!(envs(&root), 1);
+    // The postinst again (as `dpkg --configure -a` would): the same release, nothing moves.
+    let history = std::fs::read_to_string(root.join("history.jsonl")).unwrap();
+    ok(
+        &format!("/var/lib/dpkg/info/{package}.postinst"),
+        &["configure", &ver1],
+    );
+    assert_eq!(current(&root), id(&v1));
+    assert_eq!(
+        std::fs::read_to_string(root.join("history.jsonl")).unwrap(),
+        history
+    );
     ok("dpkg", &["-i", deb2.to_str().unwrap()]);
     assert_eq!(current(&root), id(&v2));
     assert_eq!(envs(&root), 1, "the same lock: the env is shared");
