@@ -16,6 +16,8 @@ mod deb_scripts;
 #[doc(hidden)]
 pub mod extract; // public for the fuzz targets (tests/fuzz)
 mod pack;
+mod provenance;
+mod sbom;
 pub mod sign;
 mod thin;
 mod tree;
@@ -32,7 +34,7 @@ pub const RESERVED: &str = ".wheelship";
 
 /// The files of `RESERVED` that an archive carries (`bundle pack` writes them, with the
 /// wheels in `wheels/`); everything else there is written by `bundle unpack` alone.
-pub const ARCHIVE_OWNED: &[&str] = &["release.json", "document.json"];
+pub const ARCHIVE_OWNED: &[&str] = &["release.json", "document.json", "sbom.cdx.json"];
 
 /// `.wheelship/release.json`: what the release is, readable before the rest is extracted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +103,16 @@ pub enum Cmd {
     /// through `wheelship-host` (unpack | mkenv | switch) on install and upgrade; add the `deb`
     /// section. The same release gives the same bytes. Exit status: 0, 1, 2 usage.
     Deb(DebArgs),
+    /// Print the SBOM of a release (CycloneDX 1.6 JSON, `.wheelship/sbom.cdx.json`) from its
+    /// archive or its unpacked directory. Exit status: 0, 1 (none, or not an archive), 2 usage.
+    Sbom(SbomArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SbomArgs {
+    /// The archive, or the release's directory
+    #[arg(value_name = "ARCHIVE|RELEASE_DIR")]
+    pub path: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -258,6 +270,7 @@ pub fn run(args: Args) -> Result<()> {
         Cmd::Thin(a) => thin::thin(a),
         Cmd::Thick(a) => thin::thick(a),
         Cmd::Deb(a) => deb::run(a),
+        Cmd::Sbom(a) => sbom::print(a),
     }
 }
 

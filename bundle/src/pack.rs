@@ -55,6 +55,7 @@ fn git_line(repo: &Path, args: &[&str]) -> Result<String> {
 }
 
 pub fn run(a: PackArgs) -> Result<()> {
+    let started = wheelship::time::now_rfc3339();
     let mut doc = Document::from_stdin()?;
     let repo = std::fs::canonicalize(&a.repo).about("repository", &a.repo)?;
     let (rev, tree, commit_time) = commit(&repo, &a.rev)?;
@@ -94,12 +95,68 @@ pub fn run(a: PackArgs) -> Result<()> {
     };
 
     let counts = counts(&items, wheels.len());
-    let first = reserved_items(&mut items, &manifest, document, &wheel_dir, &wheels)?;
+    // What was asked for, for the SBOM's graph: read as it is (pack passes the section on).
+    let reqs: Option<serde_json::Value> = doc.section("requirements").unwrap_or(None);
+    let sbom = crate::sbom::sbom(&manifest, &wheel_dir, &wheels, reqs.as_ref())?;
+    let first = reserved_items(&mut items, &manifest, document, sbom, &wheel_dir, &wheels)?;
 
-    let out_dir = wheelship::root::Root::create(&a.out, "output directory")?
+    let out = Out {
+        dir: &a.out,
+        level: a.level,
+        threads: a.threads,
+    };
+    let (final_path, sha256, size) = write_out(
+        &out,
+        &format!("{name}-{id}.tar.zst"),
+        &first,
+        &items,
+        commit_time,
+    )?;
+
+    let mut section = Bundle {
+        path: doc_path(&final_path)?,
+        id: id.clone(),
+        sha256: sha256.clone(),
+        size,
+        rev: Some(rev),
+        name: Some(name),
+        level: Some(a.level),
+        entries: Some(counts),
+        ..Bundle::default()
+    };
+    let build = Beside {
+        repo: &repo,
+        manifest: &manifest,
+        wheels: &wheels,
+        started,
+        sign: a.sign.as_deref(),
+        no_wheels: a.no_wheels,
+    };
+    beside(&build, &mut section)?;
+    doc.set("bundle", &section)?;
+    doc.write_stdout()
+}
+
+/// Where and how the archive is written.
+struct Out<'a> {
+    dir: &'a Path,
+    level: i32,
+    threads: Option<u32>,
+}
+
+/// The archive written under a temp name in OUT (removed on any failure), renamed when whole:
+/// its path, sha256 and size.
+fn write_out(
+    a: &Out,
+    file: &str,
+    first: &Item,
+    items: &[Item],
+    commit_time: i64,
+) -> Result<(PathBuf, String, u64)> {
+    let out_dir = wheelship::root::Root::create(a.dir, "output directory")?
         .path()
         .to_path_buf();
-    let final_path = out_dir.join(format!("{name}-{id}.tar.zst"));
+    let final_path = out_dir.join(file);
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
@@ -113,7 +170,7 @@ pub fn run(a: PackArgs) -> Result<()> {
         .with_context(cannot)?;
     let (sha256, size) = write_archive(
         tmp.as_file().try_clone()?,
-        std::iter::once(&first).chain(items.iter()),
+        std::iter::once(first).chain(items.iter()),
         commit_time,
         a.level,
         threads,
@@ -122,25 +179,46 @@ pub fn run(a: PackArgs) -> Result<()> {
     tmp.persist(&final_path)
         .map_err(|e| anyhow!("{}: {}", cannot(), io_reason(&e.error)))?;
     fsx::fsync_dir(&out_dir)?;
+    Ok((final_path, sha256, size))
+}
 
-    let mut section = Bundle {
-        path: doc_path(&final_path)?,
-        id: id.clone(),
-        sha256: sha256.clone(),
-        size,
-        rev: Some(rev),
-        name: Some(name),
-        level: Some(a.level),
-        entries: Some(counts),
-        ..Bundle::default()
-    };
-    if let Some(key) = &a.sign {
+/// What the provenance says of the build, and the key that signs.
+struct Beside<'a> {
+    repo: &'a Path,
+    manifest: &'a Manifest,
+    wheels: &'a [(String, String, u64)],
+    started: String,
+    sign: Option<&'a Path>,
+    no_wheels: bool,
+}
+
+/// What goes beside the archive: the provenance, and with --sign the signatures of both.
+fn beside(b: &Beside, section: &mut Bundle) -> Result<()> {
+    let final_path = PathBuf::from(section.path.as_str());
+    let (id, sha256) = (section.id.clone(), section.sha256.clone());
+    let provenance = crate::provenance::write(&crate::provenance::Build {
+        archive: &final_path,
+        sha256: &sha256,
+        manifest: b.manifest,
+        repository: crate::provenance::repository(b.repo),
+        wheels: b.wheels,
+        level: section.level.unwrap_or(crate::DEFAULT_LEVEL),
+        no_wheels: b.no_wheels,
+        started: b.started.clone(),
+    })?;
+    section.provenance = Some(doc_path(&provenance)?);
+    if let Some(key) = b.sign {
         let signed = crate::sign::sign(&final_path, key, &id, &sha256)?;
         section.signature = Some(doc_path(signed.path)?);
         section.key_id = Some(signed.key_id);
+        crate::sign::sign_file(
+            &provenance,
+            key,
+            &crate::provenance::comment(&id, &sha256),
+            "provenance from wheelship bundle pack",
+        )?;
     }
-    doc.set("bundle", &section)?;
-    doc.write_stdout()
+    Ok(())
 }
 
 /// What the archive holds, counted by kind.
@@ -160,12 +238,13 @@ fn counts(items: &[Item], wheels: usize) -> BundleEntries {
     }
 }
 
-/// Adds `.wheelship/` (the document, the wheels) to the tree's items, sorted; the manifest
+/// Adds `.wheelship/` (the document, the SBOM, the wheels) to the tree's items, sorted; the manifest
 /// `.wheelship/release.json`, which goes first in the archive.
 fn reserved_items(
     items: &mut Vec<Item>,
     manifest: &Manifest,
     document: String,
+    sbom: Vec<u8>,
     wheel_dir: &Path,
     wheels: &[(String, String, u64)],
 ) -> Result<Item> {
@@ -179,6 +258,13 @@ fn reserved_items(
         kind: Kind::File {
             exec: false,
             data: document.into_bytes(),
+        },
+    });
+    items.push(Item {
+        path: [r, b"/sbom.cdx.json"].concat(),
+        kind: Kind::File {
+            exec: false,
+            data: sbom,
         },
     });
     items.push(Item {

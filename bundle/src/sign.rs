@@ -74,19 +74,23 @@ pub struct Signed {
 
 /// Signs `archive` (release `id`, whose bytes hash to `sha256`) with the secret key at `key`.
 pub fn sign(archive: &Path, key: &Path, id: &str, sha256: &str) -> Result<Signed> {
+    sign_file(
+        archive,
+        key,
+        &trust::comment(id, sha256),
+        "signature from wheelship bundle pack",
+    )
+}
+
+/// Signs any file (`<file>.minisig`) with the trusted comment given.
+pub fn sign_file(archive: &Path, key: &Path, trusted: &str, untrusted: &str) -> Result<Signed> {
     let sk = secret_key(key)?;
     let pk = PublicKey::from_secret_key(&sk)
         .map_err(|_| anyhow!("`{}` is not a usable secret key", key.display()))?;
     let data =
         File::open(archive).map_err(|e| anyhow!("cannot read `{}`: {e}", archive.display()))?;
-    let sig = minisign::sign(
-        Some(&pk),
-        &sk,
-        data,
-        Some(&trust::comment(id, sha256)),
-        Some("signature from wheelship bundle pack"),
-    )
-    .map_err(|e| anyhow!("cannot sign `{}`: {}", archive.display(), e))?;
+    let sig = minisign::sign(Some(&pk), &sk, data, Some(trusted), Some(untrusted))
+        .map_err(|e| anyhow!("cannot sign `{}`: {}", archive.display(), e))?;
     let path = signature_path(archive);
     fsx::write_atomic(&path, sig.into_string().as_bytes())?;
     Ok(Signed {

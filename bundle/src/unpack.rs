@@ -68,8 +68,9 @@ pub fn run(a: UnpackArgs) -> Result<()> {
             return Err(e);
         }
     };
-    if let Some(v) = &verified {
+    if let (Some(v), Some(policy)) = (&verified, &policy) {
         check_signed_release(&archive, v, &manifest.id)?;
+        crate::provenance::verify_beside(&archive, policy, &manifest.id, &v.sha256)?;
         // Replay: an old signed release is not put back over a newer one by dropping a file.
         let newest = trust::newest_activated(root.path())?;
         trust::check_not_older(

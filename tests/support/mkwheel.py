@@ -6,7 +6,7 @@ Usage: python3 mkwheel.py OUTDIR < spec.json, where spec is one wheel or a list 
    "files": {"foo_bar/__init__.py": "X = 1\n"},
    "data": {"scripts/tool": "#!python\nprint(1)\n", "data/share/x.txt": "x"},
    "entry_points": {"console_scripts": {"foo": "foo_bar:main"}},
-   "purelib": true}
+   "purelib": true, "meta": ["License-Expression: MIT"]}   more METADATA lines
 Hostile or broken wheels, for the tests that must refuse them:
    "members": [{"name": "../x", "data": "...", "mode": 0o120777, "compress": "bzip2",
                 "in_record": true}]   extra members written as given, after the others
@@ -44,6 +44,7 @@ def build(outdir: str, spec: dict) -> str:
     meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
     meta += [f"Provides-Extra: {e}" for e in spec.get("extras", [])]
     meta += [f"Requires-Dist: {r}" for r in spec.get("requires", [])]
+    meta += spec.get("meta", [])
     files[f"{dist_info}/METADATA"] = "\n".join(meta) + "\n\n"
     purelib = "true" if spec.get("purelib", True) else "false"
     wheel = ["Wheel-Version: 1.0", "Generator: wheelship-tests", f"Root-Is-Purelib: {purelib}"]

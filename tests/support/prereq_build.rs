@@ -14,6 +14,7 @@
 // | `wheelship_no_minisign` | the `minisign` tool is on PATH (Debian's `minisign`)  |
 // | `wheelship_no_ansible` | `WHEELSHIP_ANSIBLE_PLAYBOOK` names an ansible-playbook   |
 // | `wheelship_no_uv`    | `WHEELSHIP_UV` names a uv binary                          |
+// | `wheelship_no_cyclonedx` | `WHEELSHIP_CYCLONEDX_PYTHON` names a Python with cyclonedx-python-lib and cyclonedx-bom |
 // | `wheelship_no_debian` | dpkg-deb, dpkg-shlibdeps, apt-ftparchive, strip and lintian are on PATH |
 
 fn main() {
@@ -33,6 +34,7 @@ fn main() {
         ("wheelship_not_root", root),
         ("wheelship_no_ansible", set("WHEELSHIP_ANSIBLE_PLAYBOOK")),
         ("wheelship_no_uv", set("WHEELSHIP_UV")),
+        ("wheelship_no_cyclonedx", set("WHEELSHIP_CYCLONEDX_PYTHON")),
         (
             "wheelship_no_debian",
             ["dpkg-deb", "dpkg-shlibdeps", "apt-ftparchive", "strip", "lintian"]
@@ -65,6 +67,7 @@ fn main() {
         "WHEELSHIP_ONLINE",
         "WHEELSHIP_ANSIBLE_PLAYBOOK",
         "WHEELSHIP_UV",
+        "WHEELSHIP_CYCLONEDX_PYTHON",
     ] {
         println!("cargo::rerun-if-env-changed={var}");
     }

@@ -407,6 +407,10 @@ pub struct Bundle {
     pub signature: Option<Utf8PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// `pack`: the provenance statement beside the archive (`<archive>.intoto.json`, signed
+    /// as `<archive>.intoto.json.minisig` with --sign).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Utf8PathBuf>,
     /// `unpack`: the trusted key whose signature was verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_by: Option<String>,

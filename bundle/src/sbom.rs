@@ -1,0 +1,375 @@
+//! What a release holds, as a CycloneDX 1.6 SBOM (`.wheelship/sbom.cdx.json` in the archive,
+//! so the archive's sha256 and signature cover it): the app as `metadata.component`, one
+//! component per locked wheel (its purl, the lock's sha256, the license its metadata declares,
+//! the SBOMs it ships under `.dist-info/sboms/` (PEP 770) referenced), and the dependency graph
+//! from the wheels' `Requires-Dist` as far as the lock resolves it. The same release gives the
+//! same bytes: the only time in it is the commit's.
+//! <https://cyclonedx.org/docs/1.6/json/>, <https://peps.python.org/pep-0770/>,
+//! <https://github.com/package-url/purl-spec>.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::{json, Value};
+use wheelship::names::{canonicalize_name, WheelFilename};
+
+use crate::Manifest;
+
+/// METADATA is small; a larger one is not read (its wheel is still listed).
+const MAX_METADATA: u64 = 4 << 20;
+
+/// What the SBOM says of one wheel, from its file.
+struct WheelInfo {
+    name: String,
+    version: String,
+    file: String,
+    sha256: String,
+    license: Option<Value>,
+    requires: BTreeSet<String>,
+    sboms: Vec<String>,
+}
+
+/// The SBOM of a release: its JSON bytes.
+pub fn sbom(
+    m: &Manifest,
+    wheel_dir: &Path,
+    wheels: &[(String, String, u64)],
+    reqs: Option<&Value>,
+) -> Result<Vec<u8>> {
+    let mut infos: Vec<WheelInfo> = wheels
+        .iter()
+        .map(|(file, sha, _)| info(&wheel_dir.join(file), file, sha))
+        .collect::<Result<_>>()?;
+    infos.sort_by(|a, b| (&a.name, &a.file).cmp(&(&b.name, &b.file)));
+    let purl = |w: &WheelInfo| {
+        format!(
+            "pkg:pypi/{}@{}?file_name={}",
+            w.name,
+            percent(&w.version),
+            percent(&w.file)
+        )
+    };
+    let by_name: BTreeMap<&str, String> =
+        infos.iter().map(|w| (w.name.as_str(), purl(w))).collect();
+    let components: Vec<Value> = infos.iter().map(|w| component(w, &purl(w))).collect();
+    let app_ref = format!("release:{}", m.id);
+    // The projects the requirements asked for (hashreq's entries, not its constraints).
+    let asked = reqs.and_then(|r| r["entries"].as_array()).map(|entries| {
+        entries
+            .iter()
+            .filter(|e| e["constraint"] != true)
+            .filter_map(|e| e["name"].as_str())
+            .map(canonicalize_name)
+            .filter(|n| by_name.contains_key(n.as_str()))
+            .collect::<BTreeSet<String>>()
+    });
+    let requested = asked.unwrap_or_else(|| by_name.keys().map(|k| k.to_string()).collect());
+    let mut dependencies = vec![json!({
+        "ref": app_ref,
+        "dependsOn": requested.iter().map(|n| by_name[n.as_str()].clone()).collect::<Vec<_>>(),
+    })];
+    for w in &infos {
+        let on: Vec<String> = w
+            .requires
+            .iter()
+            .filter(|n| **n != w.name)
+            .filter_map(|n| by_name.get(n.as_str()).cloned())
+            .collect();
+        dependencies.push(json!({"ref": purl(w), "dependsOn": on}));
+    }
+    let doc = json!({
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.6",
+        "serialNumber": serial(&m.id),
+        "version": 1,
+        "metadata": {
+            "timestamp": rfc3339(m.commit_time),
+            "tools": {"components": [{
+                "type": "application",
+                "name": "wheelship",
+                "version": env!("CARGO_PKG_VERSION"),
+            }]},
+            "component": {
+                "type": "application",
+                "bom-ref": app_ref,
+                "name": m.name,
+                "version": m.id,
+                "properties": [
+                    {"name": "wheelship:release", "value": m.id},
+                    {"name": "wheelship:commit", "value": m.rev},
+                    {"name": "wheelship:tree", "value": m.tree},
+                ],
+            },
+        },
+        "components": components,
+        "dependencies": dependencies,
+    });
+    let mut out = serde_json::to_vec_pretty(&doc)?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// The SBOM's place in an archive and in a release directory.
+pub const PATH: &str = ".wheelship/sbom.cdx.json";
+
+/// An SBOM is small; a larger one is not ours.
+const MAX_SBOM: u64 = 64 << 20;
+
+/// `bundle sbom ARCHIVE|RELEASE_DIR`: the SBOM, as it is, on stdout.
+pub fn print(a: crate::SbomArgs) -> Result<()> {
+    let p = &a.path;
+    let meta = std::fs::metadata(p).with_context(|| format!("cannot read `{}`", p.display()))?;
+    let bytes = if meta.is_dir() {
+        let d = wheelship::beneath::Dir::open(p)?;
+        d.read(PATH).with_context(|| {
+            format!(
+                "`{}` has no SBOM (a release packed before wheelship made them?)",
+                p.display()
+            )
+        })?
+    } else {
+        from_archive(p)?
+    };
+    wheelship::cli::write_stdout(&bytes)
+}
+
+/// The SBOM member of an archive, read without extracting anything else. The archive's
+/// entries are sorted after its manifest, so the search stops past the SBOM's name.
+fn from_archive(p: &Path) -> Result<Vec<u8>> {
+    let (f, _) = wheelship::fsx::open_regular(p)?;
+    let z = zstd::stream::read::Decoder::new(f)
+        .with_context(|| format!("`{}` is not a zstd archive", p.display()))?;
+    let mut t = tar::Archive::new(z);
+    let bad = |e: std::io::Error| anyhow!("`{}` is not a release archive: {e}", p.display());
+    for e in t.entries().map_err(bad)? {
+        let e = e.map_err(bad)?;
+        let path = e.path_bytes().to_vec();
+        if path == PATH.as_bytes() {
+            let mut out = Vec::new();
+            e.take(MAX_SBOM + 1).read_to_end(&mut out).map_err(bad)?;
+            if out.len() as u64 > MAX_SBOM {
+                anyhow::bail!(
+                    "`{}`: its SBOM is larger than {MAX_SBOM} bytes",
+                    p.display()
+                );
+            }
+            return Ok(out);
+        }
+        if path.as_slice() > PATH.as_bytes() && path.as_slice() != b".wheelship/release.json" {
+            break;
+        }
+    }
+    anyhow::bail!(
+        "`{}` has no SBOM (packed before wheelship made them?)",
+        p.display()
+    )
+}
+
+fn component(w: &WheelInfo, purl: &str) -> Value {
+    let mut c = json!({
+        "type": "library",
+        "bom-ref": purl,
+        "name": w.name,
+        "version": w.version,
+        "purl": purl,
+        "hashes": [{"alg": "SHA-256", "content": w.sha256}],
+        "properties": [{"name": "wheelship:wheel", "value": w.file}],
+    });
+    if let Some(l) = &w.license {
+        c["licenses"] = json!([l]);
+    }
+    if !w.sboms.is_empty() {
+        c["externalReferences"] = w
+            .sboms
+            .iter()
+            .map(|s| {
+                json!({
+                    "type": "bom",
+                    "url": format!(".wheelship/wheels/{}#{}", percent(&w.file), percent(s)),
+                    "comment": "an SBOM the wheel ships (PEP 770)",
+                })
+            })
+            .collect();
+    }
+    c
+}
+
+/// The wheel's name, version, license, requirements and shipped SBOMs, from its METADATA.
+fn info(path: &Path, file: &str, sha256: &str) -> Result<WheelInfo> {
+    let parsed = WheelFilename::parse(file).map_err(|e| anyhow!("{e}"))?;
+    let f =
+        std::fs::File::open(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let name = canonicalize_name(&parsed.name);
+    // A wheel whose zip cannot be read (mkenv refuses it, unpack does not open it) is still
+    // listed, by its file name and hash, without what its metadata would have said.
+    let Ok(mut z) = zip::ZipArchive::new(f) else {
+        return Ok(WheelInfo {
+            name,
+            version: parsed.version,
+            file: file.to_string(),
+            sha256: sha256.to_string(),
+            license: None,
+            requires: BTreeSet::new(),
+            sboms: Vec::new(),
+        });
+    };
+    let dist_info = format!("{}-{}.dist-info/", parsed.name, parsed.version);
+    let sboms: Vec<String> = z
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.to_string()))
+        .filter(|n| n.starts_with(&dist_info) && n[dist_info.len()..].starts_with("sboms/"))
+        .filter(|n| !n.ends_with('/'))
+        .collect();
+    let mut text = String::new();
+    if let Ok(m) = z.by_name(&format!("{dist_info}METADATA")) {
+        m.take(MAX_METADATA)
+            .read_to_string(&mut text)
+            .with_context(|| format!("`{file}`: METADATA is not UTF-8"))?;
+    }
+    let fields = headers(&text);
+    let get = |k: &'static str| {
+        fields
+            .iter()
+            .filter(move |(f, _)| f.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+    };
+    let license = license(
+        &get("License-Expression").collect::<Vec<_>>(),
+        get("License").next(),
+        &get("Classifier").collect::<Vec<_>>(),
+    );
+    let requires = get("Requires-Dist")
+        .filter_map(|r| {
+            let end = r.find(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))?;
+            let name = if end == 0 { return None } else { &r[..end] };
+            Some(canonicalize_name(name))
+        })
+        .collect();
+    let sboms = {
+        let mut s = sboms;
+        s.sort();
+        s
+    };
+    Ok(WheelInfo {
+        name,
+        version: parsed.version,
+        file: file.to_string(),
+        sha256: sha256.to_string(),
+        license,
+        requires,
+        sboms,
+    })
+}
+
+/// The header fields of METADATA (RFC 822 style, up to the first blank line).
+fn headers(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push('\n');
+                last.1.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            out.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// The license as CycloneDX has it: PEP 639's `License-Expression` (an SPDX expression), else
+/// a one-line `License`, else the license classifiers, by name.
+fn license(expression: &[&str], field: Option<&str>, classifiers: &[&str]) -> Option<Value> {
+    if let Some(e) = expression.first().filter(|e| !e.is_empty()) {
+        return Some(json!({"expression": e}));
+    }
+    if let Some(f) =
+        field.filter(|f| !f.is_empty() && !f.contains('\n') && f.len() <= 100 && *f != "UNKNOWN")
+    {
+        return Some(json!({"license": {"name": f}}));
+    }
+    let named: Vec<&str> = classifiers
+        .iter()
+        .filter_map(|c| c.strip_prefix("License :: "))
+        .map(|c| c.rsplit(" :: ").next().unwrap_or(c))
+        .collect();
+    named.first().map(|n| json!({"license": {"name": n}}))
+}
+
+/// A UUID (the form of RFC 9562's version 8, custom) from the release id: the same release,
+/// the same serial number.
+fn serial(id: &str) -> String {
+    let h = wheelship::hash::sha256_hex(format!("wheelship-sbom\n{id}").as_bytes());
+    let mut b: Vec<char> = h[..32].chars().collect();
+    b[12] = '8';
+    b[16] = ['8', '9', 'a', 'b'][usize::from(b[16].to_digit(16).unwrap_or(0) as u8 & 3)];
+    let s: String = b.into_iter().collect();
+    format!(
+        "urn:uuid:{}-{}-{}-{}-{}",
+        &s[..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..32]
+    )
+}
+
+fn rfc3339(t: i64) -> String {
+    let (y, mo, d, h, mi, s) = wheelship::time::civil(t);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// Percent-encoding for a purl qualifier or a URL fragment: what is not unreserved.
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn licenses_and_serials() {
+        assert_eq!(
+            license(&["MIT"], Some("x"), &[]),
+            Some(json!({"expression": "MIT"}))
+        );
+        assert_eq!(
+            license(
+                &[],
+                Some("BSD"),
+                &["License :: OSI Approved :: MIT License"]
+            ),
+            Some(json!({"license": {"name": "BSD"}}))
+        );
+        assert_eq!(
+            license(
+                &[],
+                Some("UNKNOWN"),
+                &["License :: OSI Approved :: MIT License"]
+            ),
+            Some(json!({"license": {"name": "MIT License"}}))
+        );
+        assert_eq!(license(&[], None, &[]), None);
+        let s = serial("20261201T223653Z-2c8bb311d226-6dbe79fe5e13");
+        assert_eq!(s, serial("20261201T223653Z-2c8bb311d226-6dbe79fe5e13"));
+        assert_eq!(s.len(), "urn:uuid:".len() + 36);
+        assert_eq!(&s[9 + 14..9 + 15], "8");
+        assert_eq!(percent("a b+c"), "a%20b%2Bc");
+    }
+}
