@@ -935,6 +935,40 @@ fn a_signed_release_deploys_over_ssh_with_trust() {
     assert_eq!(d["switch"]["current"], v4["bundle"]["id"]);
 }
 
+/// ansible-playbook with the collection's documented settings (ansible/ansible.cfg), its ssh
+/// connections shared under `masters` (closed by [`SshMasters`] when the test ends).
+fn ansible(playbook: &str, inv: &Path, book: &str, tmp: &Path, masters: &Path) -> Command {
+    let mut c = Command::new(playbook);
+    c.arg("-i")
+        .arg(inv)
+        .arg(repo().join("ansible").join(book))
+        .env("ANSIBLE_CONFIG", repo().join("ansible/ansible.cfg"))
+        .env("ANSIBLE_SSH_CONTROL_PATH_DIR", masters)
+        .env("WHEELSHIP_BIN", bin_dir())
+        .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_LOCAL_TEMP", tmp.join("ansible-tmp"))
+        .env("XDG_CACHE_HOME", tmp.join("cache-home"));
+    c
+}
+
+/// The ssh connections ansible.cfg's ControlPersist keeps open: closed when the test ends,
+/// passed or not.
+struct SshMasters(PathBuf);
+
+impl Drop for SshMasters {
+    fn drop(&mut self) {
+        for e in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            let _ = Command::new("ssh")
+                .arg("-o")
+                .arg(format!("ControlPath={}", e.path().display()))
+                .args(["-O", "exit", "wheelship-master"])
+                .stdin(Stdio::null())
+                .output();
+        }
+    }
+}
+
 /// Issue 14: the playbooks against three inventory hosts that are the loopback sshd, each with
 /// its own root: all live after a deploy; a rerun changes nothing; check mode changes nothing;
 /// a failing check on the second host stops the roll (first on the new release, second back
@@ -982,17 +1016,10 @@ fn a_fleet_rolls_with_ansible() {
     )
     .unwrap();
     // web2's failing check applies only to the second roll; the first one deploys everywhere.
+    let masters = SshMasters(t.path().join("cp"));
     let play = |book: &str, extra: &[&str], inv: &Path| -> (bool, String) {
-        let out = Command::new(&playbook)
-            .arg("-i")
-            .arg(inv)
-            .arg(repo().join("ansible").join(book))
+        let out = ansible(&playbook, inv, book, t.path(), &masters.0)
             .args(extra)
-            .env("WHEELSHIP_BIN", bin_dir())
-            .env("ANSIBLE_HOST_KEY_CHECKING", "False")
-            .env("ANSIBLE_NOCOLOR", "1")
-            .env("ANSIBLE_RETRY_FILES_ENABLED", "False")
-            .env("ANSIBLE_LOCAL_TEMP", t.path().join("ansible-tmp"))
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -1039,29 +1066,127 @@ fn a_fleet_rolls_with_ansible() {
         assert_eq!(current(r), id1);
         assert!(!r.join("releases").join(&id2).exists());
     }
-    // v2 with web2's check failing: web1 moves, web2 is flipped back, web3 is never touched.
-    let (ok4, text) = play("deploy.yml", &["-e", &rel2], &inventory);
+    // v2 with web2's check failing: web1 moves, web2 is flipped back, web3 is never flipped.
+    // (The archive is small: wheelship_thin_min=0 makes the thin copy anyway.)
+    let (ok4, text) = play(
+        "deploy.yml",
+        &["-e", &rel2, "-e", "wheelship_thin_min=0", "-v"],
+        &inventory,
+    );
     assert!(!ok4, "{text}");
-    // Issue 16: web1 held v1's wheels, so only a thin copy went and it rebuilt the archive.
-    let rebuilt = text
-        .split("TASK [")
-        .find(|t| t.starts_with("The archive, rebuilt from it"))
-        .unwrap_or_default();
-    assert!(rebuilt.contains("changed: [web1]"), "{text}");
+    // Issue 16: the hosts held v1's wheels, so only a thin copy went (made once, on the
+    // controller) and each rebuilt the archive; the binaries, unchanged, did not go again.
+    for h in ["web1", "web2", "web3"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("changed: [{h}]"))
+                    && l.contains(r#""sent": ["release.thin"]"#)),
+            "{h}: {text}"
+        );
+    }
     assert_eq!(current(&roots[0]), id2, "{text}");
     assert_eq!(current(&roots[1]), id1, "{text}");
+    // Issue 27: staged everywhere first, flipped in batches: web3 holds v2, never flipped.
     assert_eq!(current(&roots[2]), id1, "{text}");
-    assert!(
-        !roots[2].join("releases").join(&id2).exists(),
-        "web3 was touched"
-    );
-    let shipped = std::fs::read_dir(roots[2].join("incoming"))
-        .unwrap()
-        .count();
-    assert_eq!(shipped, 1, "web3 got the new archive");
+    assert!(roots[2].join("releases").join(&id2).is_dir(), "{text}");
     // Roll web1 back.
     let (ok5, text) = play("rollback.yml", &["--limit", "web1"], &inventory);
     assert!(ok5, "{text}");
     assert_eq!(current(&roots[0]), id1, "{text}");
     assert_eq!(changed(&text, "web1"), Some(1), "{text}");
+    // Issue 27: two deploys at once: one takes the fleet's lock, the other stops before it
+    // touches a host and names the holder; every host ends on one release.
+    let (v3, id3) = release("v3");
+    let (v4, id4) = release("v4");
+    let spawn = |doc: &Path| {
+        ansible(&playbook, &first, "deploy.yml", t.path(), &masters.0)
+            .args(["-e", &format!("wheelship_release={}", doc.display())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(&v3), spawn(&v4));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (winner, loser, lost_id) = match (a.status.success(), b.status.success()) {
+        (true, false) => (&id3, &b, &id4),
+        (false, true) => (&id4, &a, &id3),
+        _ => panic!(
+            "one deploy must win and one lose:\n{}\n{}",
+            String::from_utf8_lossy(&a.stdout),
+            String::from_utf8_lossy(&b.stdout)
+        ),
+    };
+    let lost = String::from_utf8_lossy(&loser.stdout);
+    assert!(
+        lost.contains("the fleet is being deployed") && lost.contains("is held by"),
+        "{lost}"
+    );
+    for r in &roots {
+        assert_eq!(&current(r), winner);
+        assert!(
+            !r.join("releases").join(lost_id).exists(),
+            "the loser touched {}",
+            r.display()
+        );
+    }
+    assert!(
+        !roots[0].join(".fleet-lock").exists(),
+        "the lock was not given back"
+    );
+    // A dead controller's lock: named and kept until unlock.yml gives it back.
+    std::fs::create_dir(roots[0].join(".fleet-lock")).unwrap();
+    std::fs::write(
+        roots[0].join(".fleet-lock/holder"),
+        "ghost@gone deploying x since 2026-01-01T00:00:00Z\n",
+    )
+    .unwrap();
+    let (v5, id5) = release("v5");
+    let rel5 = format!("wheelship_release={}", v5.display());
+    let (ok6, text) = play("deploy.yml", &["-e", &rel5], &first);
+    assert!(!ok6, "{text}");
+    assert!(text.contains("is held by ghost@gone deploying x"), "{text}");
+    for r in &roots {
+        assert_eq!(&current(r), winner, "{text}");
+    }
+    let (ok7, text) = play("unlock.yml", &[], &first);
+    assert!(ok7, "{text}");
+    assert!(!roots[0].join(".fleet-lock").exists(), "{text}");
+    // A canary, then the rest: two batches of the flip.
+    let canary = r#"{"wheelship_serial": [1, "100%"]}"#;
+    let (ok8, text) = play("deploy.yml", &["-e", &rel5, "-e", canary], &first);
+    assert!(ok8, "{text}");
+    assert_eq!(
+        text.matches("PLAY [Flipped in batches]").count(),
+        2,
+        "{text}"
+    );
+    for r in &roots {
+        assert_eq!(current(r), id5, "{text}");
+    }
+    // A host whose staging fails (no such interpreter for its env) is not flipped, and is
+    // named; the others are.
+    let (v6, id6) = release("v6");
+    let broken = t.path().join("broken.ini");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&first).unwrap().replacen(
+            &format!("web3 wheelship_root={}", roots[2].display()),
+            &format!(
+                "web3 wheelship_root={} wheelship_python=/nonexistent/python3",
+                roots[2].display()
+            ),
+            1,
+        ),
+    )
+    .unwrap();
+    let rel6 = format!("wheelship_release={}", v6.display());
+    let (ok9, text) = play("deploy.yml", &["-e", &rel6], &broken);
+    assert!(!ok9, "{text}");
+    assert!(text.contains("web3 was not flipped"), "{text}");
+    assert_eq!(current(&roots[0]), id6, "{text}");
+    assert_eq!(current(&roots[1]), id6, "{text}");
+    assert_eq!(current(&roots[2]), id5, "{text}");
+    assert!(!roots[0].join(".fleet-lock").exists(), "{text}");
 }

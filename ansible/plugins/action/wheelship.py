@@ -1,0 +1,1 @@
+../../action_plugins/wheelship.py
