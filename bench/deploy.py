@@ -113,4 +113,5 @@ def main():
     empty_trash()
 
 
-main()
+if __name__ == "__main__":
+    main()
