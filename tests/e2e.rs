@@ -812,6 +812,31 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
     }
 }
 
+/// Issue 27: `release --level N` packs at that zstd level (a fleet that ships thin copies
+/// pays the level again on every host that rebuilds the archive); what is not a level is a
+/// usage error before any work.
+#[test]
+fn release_takes_a_zstd_level() {
+    let t = tempfile::tempdir().unwrap();
+    hermetic_app(t.path());
+    let cache = t.path().join("cache");
+    let env = [("WHEELSHIP_CACHE", cache.to_str().unwrap())];
+    let doc = release_offline(t.path(), &["--level", "3"], &env);
+    assert_eq!(doc["bundle"]["level"], 3, "{doc}");
+    let out = script(
+        "release",
+        &["--level", "23", t.path().join("app").to_str().unwrap()],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--level needs a zstd level (1-22), not '23'"),
+        "{err}"
+    );
+}
+
 /// Issue 18: a release signed on the build box (`release --sign`, a key from `bundle keygen`)
 /// deploys over ssh to a host that trusts its key; a host that trusts another key refuses it
 /// and nothing changes there.
