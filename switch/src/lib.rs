@@ -144,7 +144,8 @@ pub enum Cmd {
         json: bool,
     },
     /// Remove releases beyond the N most recently activated (never current, previous, one
-    /// activated after them, or one never activated), then the envs only they used
+    /// activated after them, or one never activated), then the envs only they used and the
+    /// archives of theirs that deploys left in ROOT/incoming
     Prune {
         #[arg(long, value_name = "N")]
         keep: usize,

@@ -1,6 +1,6 @@
 //! `switch prune`: releases beyond the newest `keep` activated (never current, previous, one
 //! activated after them, or a deploy in flight) and the envs only they used, each renamed away
-//! and then deleted.
+//! and then deleted; and the archives of those releases that deploys left in `incoming/`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -162,11 +162,47 @@ fn remove_doomed(
             }
         }
     }
+    remove_archives(root, doomed.releases.iter().map(|r| r.id.as_str()))?;
     for r in &doomed.releases {
         History::append(
             &root.dir,
             &Event::new("prune", Some(&r.id), None, None, None),
         )?;
+    }
+    Ok(())
+}
+
+/// What deploys leave in `incoming/` beside a release: its archive (`<id>.tar.zst` as the
+/// Ansible playbook and `bundle thick` name it, `<name>-<id>.tar.zst` as `bundle pack` does)
+/// with its signature and provenance. Files only; a host keeps no archive of a release it no
+/// longer has.
+const ARCHIVE_SUFFIXES: [&str; 4] = [
+    ".tar.zst",
+    ".tar.zst.minisig",
+    ".tar.zst.intoto.json",
+    ".tar.zst.intoto.json.minisig",
+];
+
+fn remove_archives<'a>(root: &Root, ids: impl Iterator<Item = &'a str>) -> Result<()> {
+    let ids: Vec<&str> = ids.collect();
+    let handle = root.handle()?;
+    if ids.is_empty() || handle.kind("incoming")? != Some(Kind::Dir) {
+        return Ok(());
+    }
+    let incoming = handle.open_dir("incoming")?;
+    for (name, kind) in incoming.entries()? {
+        let Some(n) = name.to_str() else { continue };
+        let of_pruned = ARCHIVE_SUFFIXES
+            .iter()
+            .filter_map(|s| n.strip_suffix(s))
+            .any(|stem| {
+                ids.iter().any(|id| {
+                    stem == *id || stem.strip_suffix(id).is_some_and(|p| p.ends_with('-'))
+                })
+            });
+        if kind == Kind::File && of_pruned {
+            incoming.remove_file(&name)?;
+        }
     }
     Ok(())
 }

@@ -286,6 +286,17 @@ fn prune_never_removes_current_or_previous() {
     }
     // Go back to r2: current r2, previous r5; r3 and r4 were live after r2 was, but before.
     r.ok(&["revert", "--to", "r2"]);
+    // What deploys left in incoming/: the archives of r1 (as the playbook and as bundle pack
+    // name them, with a signature) go with r1; r2's, r11's and anything else stay.
+    let incoming = r.dir.join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    let left_there = ["r2.tar.zst", "app-r11.tar.zst", "r1.tar.zst.bak", "notes"];
+    for f in ["r1.tar.zst", "app-r1.tar.zst", "app-r1.tar.zst.minisig"]
+        .iter()
+        .chain(&left_there)
+    {
+        std::fs::write(incoming.join(f), "x").unwrap();
+    }
     let dry = r.ok(&["prune", "--keep", "1", "--grace", "0", "--dry-run"]);
     assert_eq!(
         dry["pruned"]["releases"],
@@ -319,6 +330,14 @@ fn prune_never_removes_current_or_previous() {
         r.dir.join("envs/k-fresh").exists(),
         "an env no release links yet may be in flight"
     );
+    let mut archives: Vec<String> = std::fs::read_dir(&incoming)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    archives.sort_unstable();
+    let mut want = left_there.map(String::from).to_vec();
+    want.sort_unstable();
+    assert_eq!(archives, want, "only the pruned releases' archives go");
     assert_eq!(r.current().as_deref(), Some("r2"));
     assert_eq!(r.ok(&["revert"])["current"], "r5");
 }
