@@ -95,19 +95,14 @@ fn deb(doc: &str, out: &Path, package: &str, root: &Path) -> (PathBuf, String) {
 }
 
 fn release(app: &Path, wh: &Path, out: &Path, extra: &[&str]) -> String {
-    let o = Command::new(repo().join("scripts/release"))
+    testsupport::script("release")
         .args(["--offline", "--wheelhouse"])
-        .arg(wh)
-        .arg("--out")
-        .arg(out)
+        .args([wh])
+        .args(["--out"])
+        .args([out])
         .args(extra)
-        .arg(app)
-        .env("WHEELSHIP_BIN", testsupport::bin_dir())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
+        .args([app])
+        .ok_text()
 }
 
 fn lintian_errors(deb: &Path) -> Vec<String> {
@@ -140,19 +135,11 @@ fn debian_packages_install_upgrade_downgrade_purge_and_apt() {
         packages: vec![package.clone()],
     };
     // The tools, as a package.
-    let tools = Command::new(repo().join("scripts/install"))
+    let tools = testsupport::script("install")
         .args(["--deb"])
-        .arg(p.join("tools"))
-        .env("WHEELSHIP_BIN", testsupport::bin_dir())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        tools.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tools.stderr)
-    );
-    let tools = PathBuf::from(String::from_utf8(tools.stdout).unwrap().trim());
+        .args([p.join("tools")])
+        .ok_text();
+    let tools = PathBuf::from(tools.trim());
     assert!(
         lintian_errors(&tools).is_empty(),
         "{:?}",
@@ -282,15 +269,7 @@ fn debian_packages_install_upgrade_downgrade_purge_and_apt() {
     for d in [&deb1, &deb2] {
         std::fs::copy(d, repo_dir.join(d.file_name().unwrap())).unwrap();
     }
-    let out = Command::new(repo().join("scripts/apt-repo"))
-        .arg(&repo_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testsupport::script("apt-repo").args([&repo_dir]).ok_text();
     let list = p.join("sources.list");
     std::fs::write(
         &list,

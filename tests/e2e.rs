@@ -24,14 +24,7 @@ fn bin_dir() -> PathBuf {
 }
 
 fn script(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(repo().join("scripts").join(name));
-    c.args(args)
-        .env("WHEELSHIP_BIN", bin_dir())
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
+    testsupport::script(name).args(args).envs(env).output()
 }
 
 fn ok(name: &str, args: &[&str], env: &[(&str, &str)]) -> Value {

@@ -7,19 +7,13 @@
 #![allow(clippy::too_many_lines)]
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 use testsupport::{failed_with, hermetic_app, mkwheels, repo};
 
 fn script(name: &str, args: &[&str], cwd: &Path) -> Output {
-    Command::new(repo().join("scripts").join(name))
-        .args(args)
-        .current_dir(cwd)
-        .env("WHEELSHIP_BIN", testsupport::bin_dir())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    testsupport::script(name).args(args).cwd(cwd).output()
 }
 
 /// Finding 1: `scripts/release` locks the requirements of the commit it packs. With a
@@ -77,13 +71,7 @@ fn a_release_locks_what_it_packs() {
     std::fs::write(app.join("new.txt"), "greeter==1.0\n").unwrap();
     let mut other = args.to_vec();
     other.splice(0..0, ["--requirements", "new.txt"]);
-    let out = Command::new(repo().join("scripts/release"))
-        .args(&other)
-        .current_dir(&app)
-        .env("WHEELSHIP_BIN", testsupport::bin_dir())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = script("release", &other, &app);
     let err = failed_with(&out, 1);
     assert!(err.contains("'new.txt' is not committed"), "{err}");
 }

@@ -10,10 +10,9 @@ use serde_json::Value;
 use testsupport::{failed_with, hermetic_app, repo};
 
 fn host(args: &[&str], stdin: &str, cwd: &Path) -> Output {
-    testsupport::run(repo().join("scripts/wheelship-host"))
+    testsupport::script("wheelship-host")
         .args(args)
         .cwd(cwd)
-        .env("WHEELSHIP_BIN", testsupport::bin_dir())
         .stdin(stdin)
         .output()
 }

@@ -8,30 +8,24 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
-use testsupport::{commit_all, hermetic_app, mkwheels, repo, tool};
+use testsupport::{commit_all, hermetic_app, mkwheels, tool};
 
 fn cdx_python() -> String {
     std::env::var("WHEELSHIP_CYCLONEDX_PYTHON").expect("WHEELSHIP_CYCLONEDX_PYTHON")
 }
 
 fn release(app: &Path, wh: &Path, out: &Path, key: &Path) -> Value {
-    let o = Command::new(repo().join("scripts/release"))
+    testsupport::script("release")
         .args(["--offline", "--wheelhouse"])
-        .arg(wh)
-        .arg("--out")
-        .arg(out)
-        .arg("--sign")
-        .arg(key)
-        .arg(app)
-        .env("WHEELSHIP_BIN", testsupport::bin_dir())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
+        .args([wh])
+        .args(["--out"])
+        .args([out])
+        .args(["--sign"])
+        .args([key])
+        .args([app])
+        .ok()
 }
 
 fn sbom_of(path: &Path) -> Vec<u8> {

@@ -372,11 +372,7 @@ fn rustix_euid() -> u32 {
 
 /// `scripts/deploy` with `args`, the workspace's binaries, in `cwd`.
 fn deploy(cwd: &Path, args: &[&str]) -> std::process::Output {
-    testsupport::run(testsupport::repo().join("scripts/deploy"))
-        .args(args)
-        .cwd(cwd)
-        .env("WHEELSHIP_BIN", testsupport::bin_dir())
-        .output()
+    testsupport::script("deploy").args(args).cwd(cwd).output()
 }
 
 /// Finding 9: a file name never reaches a shell, and a document cannot make the script copy

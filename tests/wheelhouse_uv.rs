@@ -465,9 +465,9 @@ fn a_release_for_two_targets_carries_both_locks() {
     let (app, wh) = testsupport::hermetic_app(t.path());
     let uv_dir = Path::new(&uv()).parent().unwrap().to_path_buf();
     let path = format!("{}:{}", uv_dir.display(), std::env::var("PATH").unwrap());
-    let out = Command::new(repo().join("scripts/release"))
+    let out = testsupport::script("release")
         .args(["--offline", "--wheelhouse"])
-        .arg(&wh)
+        .args([&wh])
         .args([
             "--out",
             "dist",
@@ -476,14 +476,11 @@ fn a_release_for_two_targets_carries_both_locks() {
             "--target",
             "py3.12-manylinux_2_28_aarch64",
         ])
-        .arg(&app)
-        .current_dir(t.path())
-        .env("WHEELSHIP_BIN", testsupport::bin_dir())
+        .args([&app])
+        .cwd(t.path())
         .env("PATH", path)
         .env("WHEELSHIP_CACHE", t.path().join("cache"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .output();
     let doc = doc_of(&out);
     let locks = doc["wheelhouse"]["locks"].as_array().unwrap();
     assert_eq!(locks.len(), 2);

@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
@@ -77,10 +78,17 @@ def ship(bin_dir, door):
             os.rename(work, final)
         except OSError:
             shutil.rmtree(work)  # another run made it first
-        # Older builds' copies are of no further use.
+        # Older builds' copies (and what a killed run left half made): gone after a day
+        # unused; another deploy, of another build, may be sending from its copy now.
         for old in os.listdir(cache):
-            if old.startswith("ship-") and os.path.join(cache, old) != final:
-                shutil.rmtree(os.path.join(cache, old), ignore_errors=True)
+            path = os.path.join(cache, old)
+            try:
+                stale = time.time() - os.stat(path).st_mtime > 86400
+            except OSError:
+                continue
+            if old.startswith(("ship-", ".ship-")) and path != final and stale:
+                shutil.rmtree(path, ignore_errors=True)
+    os.utime(final)  # in use
     with open(os.path.join(final, "MANIFEST")) as f:
         return {"dir": final, "manifest": f.read()}
 

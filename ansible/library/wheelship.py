@@ -10,7 +10,8 @@ module: wheelship
 short_description: Stage, flip, deploy or revert a wheelship release on a host
 description:
   - Runs C(ROOT/bin/wheelship-host), the host's steps that scripts/deploy runs too, with the
-    wheelship binaries beside it. C(state=facts) reports in one call what the host has (its
+    wheelship binaries beside it. C(state=facts) reports in one command on the host
+    (C(wheelship-host facts), run by the action plugin) what the host has (its
     architecture, the manifest of its binaries, what is live, whether the release is staged,
     the wheels its releases hold). C(state=staged) unpacks the archive (verifying its
     signature when keys are trusted) and builds or reuses its env without touching
@@ -138,28 +139,6 @@ def flags(params, deploy, flip=True):
         if params["keep"] is not None:
             out += ["--keep", str(params["keep"])]
     return out
-
-
-def host_facts(module, root, door, release):
-    """What the host has, in one call."""
-    bin_dir = os.path.join(root, "bin")
-    facts = {"arch": os.uname().machine, "root": os.path.isdir(root), "manifest": ""}
-    try:
-        with open(os.path.join(bin_dir, "MANIFEST")) as f:
-            facts["manifest"] = f.read()
-    except OSError:
-        pass
-    facts["current"] = current(module, door, root) if facts["root"] else None
-    releases = os.path.join(root, "releases")
-    facts["staged"] = bool(release) and os.path.isdir(os.path.join(releases, release))
-    facts["have"] = []
-    bundle = os.path.join(bin_dir, "bundle")
-    if os.path.isdir(releases) and os.listdir(releases) and os.access(bundle, os.X_OK):
-        p = subprocess.run([bundle, "have", "--releases", releases], input="{}",
-                           capture_output=True, text=True)
-        if p.returncode == 0:
-            facts["have"] = json.loads(p.stdout)["have"]["wheels"]
-    return facts
 
 
 def lock(module, root, holder, timeout, take):
@@ -303,11 +282,10 @@ def run():
     root = p["root"]
     door = os.path.join(root, "bin", "wheelship-host")
     state = p["state"]
-    if state in ("prepared", "cleaned"):
-        module.fail_json(msg="state=%s runs on the controller, in the action plugin wheelship "
-                             "(action_plugins/ beside the playbooks, or the collection's)" % state)
-    if state == "facts":
-        module.exit_json(changed=False, facts=host_facts(module, root, door, p["release"]))
+    if state in ("facts", "prepared", "cleaned"):
+        # facts: one command on the host (wheelship-host facts), run by the plugin itself.
+        module.fail_json(msg="state=%s runs in the action plugin wheelship (action_plugins/ "
+                             "beside the playbooks, or the collection's)" % state)
     if state in ("locked", "unlocked"):
         if module.check_mode:
             module.exit_json(changed=False)

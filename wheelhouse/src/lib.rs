@@ -219,19 +219,6 @@ pub fn run(args: Args) -> Result<()> {
         .map(|f| fs::canonicalize(f).about("--find-links", f))
         .collect::<Result<_>>()?;
     let source = source(args.requirement.as_deref(), &doc)?;
-    if let Source::Doc(r) = &source {
-        if r.is_pylock() {
-            let f = Fill {
-                python: &args.python,
-                root: &root,
-                dir: &dir,
-                find_links: &find_links,
-                offline: args.offline,
-                source: &source,
-            };
-            return lock_file(&f, args.pylock.as_deref(), &specs, r, doc);
-        }
-    }
     let f = Fill {
         python: &args.python,
         root: &root,
@@ -240,6 +227,11 @@ pub fn run(args: Args) -> Result<()> {
         offline: args.offline,
         source: &source,
     };
+    if let Source::Doc(r) = &source {
+        if r.is_pylock() {
+            return lock_file(&f, args.pylock.as_deref(), &specs, r, doc);
+        }
+    }
     let uv = match args.resolver {
         Resolver::Pip => None,
         _ => uv::find(args.uv.as_deref())?,

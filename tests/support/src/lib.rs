@@ -50,6 +50,12 @@ pub fn tool(name: &str) -> Run {
     run(bin(name))
 }
 
+/// One of the repository's scripts (`scripts/NAME`), with the workspace's binaries
+/// (`WHEELSHIP_BIN`).
+pub fn script(name: &str) -> Run {
+    run(repo().join("scripts").join(name)).env("WHEELSHIP_BIN", bin_dir())
+}
+
 /// Any program to run.
 pub fn run(program: impl AsRef<std::ffi::OsStr>) -> Run {
     let shown = program.as_ref().to_string_lossy().to_string();
