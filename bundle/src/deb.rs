@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use md5::Digest as _;
 use wheelship::doc::{doc_path, Bundle, Deb, Wheelhouse};
-use wheelship::io::At;
-use wheelship::names::WheelFilename;
+use wheelship::fs::io::At;
+use wheelship::python::names::WheelFilename;
 use wheelship::{Document, UsageError};
 
 use crate::DebArgs;
@@ -257,7 +257,7 @@ fn write(p: &Package, out: &Path) -> Result<(String, u64)> {
     let control = control_entries(p, &md5sums, installed);
     let dir = out.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
-        .prefix(wheelship::names::TMP)
+        .prefix(wheelship::fs::temp::TMP)
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(dir)
         .at("create a file in", dir)?;
@@ -273,7 +273,7 @@ fn write(p: &Package, out: &Path) -> Result<(String, u64)> {
     tmp.as_file()
         .sync_all()
         .context("cannot sync the package")?;
-    let (sha, size) = wheelship::fsx::sha256_file(tmp.path())?;
+    let (sha, size) = wheelship::fs::fsx::sha256_file(tmp.path())?;
     tmp.persist(out)
         .map_err(|e| anyhow!("cannot write `{}`: {}", out.display(), e.error))?;
     Ok((sha, size))
@@ -302,7 +302,7 @@ fn data_entries(p: &Package) -> Result<Vec<Entry>> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .ok_or_else(|| anyhow!("`{}` is not an archive path", p.archive.display()))?;
-    wheelship::names::check_file_name(&archive_name).map_err(|e| anyhow!("{e}"))?;
+    wheelship::text::check_file_name(&archive_name).map_err(|e| anyhow!("{e}"))?;
     std::fs::metadata(&p.archive).about("the archive", &p.archive)?;
     let mut v = vec![
         dir("etc"),

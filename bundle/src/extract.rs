@@ -9,11 +9,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
-use wheelship::beneath::{Dir, Dirs};
 use wheelship::failpoint::point;
-use wheelship::fsx;
+use wheelship::fs::beneath::{Dir, Dirs};
+use wheelship::fs::fsx;
+use wheelship::fs::io::At;
 use wheelship::hash::{Hashing, Tally};
-use wheelship::io::At;
 
 use crate::tree::{Tree, BYTES_PER_ENTRY};
 use crate::{Manifest, RESERVED};
@@ -76,14 +76,14 @@ pub fn peek_manifest(archive: &Path) -> Result<Manifest> {
     e.read_to_string(&mut text).map_err(corrupt)?;
     let m: Manifest = serde_json::from_str(&text)
         .map_err(|e| anyhow!("`{}`: malformed release.json: {e}", archive.display()))?;
-    if wheelship::names::check_file_name(&m.id).is_err() {
+    if wheelship::text::check_file_name(&m.id).is_err() {
         bail!(
             "`{}`: release id `{}` is not safe as a directory name",
             archive.display(),
             m.id.escape_debug()
         );
     }
-    if wheelship::names::check_file_name(&m.name).is_err() {
+    if wheelship::text::check_file_name(&m.name).is_err() {
         bail!(
             "`{}`: release name `{}` is not safe as a file name",
             archive.display(),

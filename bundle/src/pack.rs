@@ -10,12 +10,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use wheelship::cli::io_reason;
 use wheelship::doc::{doc_path, Bundle, BundleEntries, Wheelhouse};
-use wheelship::fsx;
+use wheelship::fs::fsx;
 use wheelship::hash::HashWriter;
 use wheelship::{Document, Hint};
 
 use crate::{Manifest, PackArgs, RESERVED};
-use wheelship::io::At;
+use wheelship::fs::io::At;
 
 enum Kind {
     Dir,
@@ -153,7 +153,7 @@ fn write_out(
     items: &[Item],
     commit_time: i64,
 ) -> Result<(PathBuf, String, u64)> {
-    let out_dir = wheelship::root::Root::create(a.dir, "output directory")?
+    let out_dir = wheelship::fs::owned::OwnedDir::create(a.dir, "output directory")?
         .path()
         .to_path_buf();
     let final_path = out_dir.join(file);
@@ -164,7 +164,7 @@ fn write_out(
     let cannot = || format!("cannot write `{}`", final_path.display());
     // Under a temp name beside the archive (removed on any failure), renamed when whole.
     let tmp = tempfile::Builder::new()
-        .prefix(wheelship::names::TMP)
+        .prefix(wheelship::fs::temp::TMP)
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(&out_dir)
         .with_context(cannot)?;
@@ -413,7 +413,7 @@ fn sanitize_name(n: &str) -> Result<String> {
     if s.is_empty() {
         bail!("`{n}` gives an empty release name: give --name");
     }
-    wheelship::names::check_file_name(&s).map_err(|e| anyhow!("--name: {e}"))?;
+    wheelship::text::check_file_name(&s).map_err(|e| anyhow!("--name: {e}"))?;
     Ok(s)
 }
 

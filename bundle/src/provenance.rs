@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
-use wheelship::fsx;
+use wheelship::fs::fsx;
 
 use crate::Manifest;
 
@@ -129,7 +129,7 @@ pub fn check(path: &Path, sha256: &str) -> Result<()> {
 /// archive's own signature is what lets the release in.
 pub fn verify_beside(
     archive: &Path,
-    policy: &wheelship::trust::Policy,
+    policy: &wheelship::host::trust::Policy,
     id: &str,
     sha256: &str,
 ) -> Result<()> {

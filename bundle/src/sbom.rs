@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
-use wheelship::names::{canonicalize_name, WheelFilename};
+use wheelship::python::names::{canonicalize_name, WheelFilename};
 
 use crate::Manifest;
 
@@ -122,7 +122,7 @@ pub fn print(a: crate::SbomArgs) -> Result<()> {
     let p = &a.path;
     let meta = std::fs::metadata(p).with_context(|| format!("cannot read `{}`", p.display()))?;
     let bytes = if meta.is_dir() {
-        let d = wheelship::beneath::Dir::open(p)?;
+        let d = wheelship::fs::beneath::Dir::open(p)?;
         d.read(PATH).with_context(|| {
             format!(
                 "`{}` has no SBOM (a release packed before wheelship made them?)",
@@ -138,7 +138,7 @@ pub fn print(a: crate::SbomArgs) -> Result<()> {
 /// The SBOM member of an archive, read without extracting anything else. The archive's
 /// entries are sorted after its manifest, so the search stops past the SBOM's name.
 fn from_archive(p: &Path) -> Result<Vec<u8>> {
-    let (f, _) = wheelship::fsx::open_regular(p)?;
+    let (f, _) = wheelship::fs::fsx::open_regular(p)?;
     let z = zstd::stream::read::Decoder::new(f)
         .with_context(|| format!("`{}` is not a zstd archive", p.display()))?;
     let mut t = tar::Archive::new(z);

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use minisign::{KeyPair, PublicKey, SecretKey, SecretKeyBox, SignatureBox};
-use wheelship::fsx;
+use wheelship::fs::fsx;
 use wheelship::hash::Hashing;
-use wheelship::trust::{self, key_id, Policy};
+use wheelship::host::trust::{self, key_id, Policy};
 use wheelship::Hint;
 
 /// The environment variable that holds an encrypted secret key's password.

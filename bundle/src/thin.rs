@@ -20,17 +20,18 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use wheelship::beneath::{Dir, Kind};
 use wheelship::cli::io_reason;
 use wheelship::doc::{doc_path, Bundle, Have, HaveWheel, Thin, Wheelhouse};
-use wheelship::names::{check_sha256, WheelFilename};
-use wheelship::root::{Root, TMP};
-use wheelship::{fsx, Document, UsageError};
+use wheelship::fs::beneath::{Dir, Kind};
+use wheelship::fs::fsx;
+use wheelship::fs::owned::{OwnedDir, TMP};
+use wheelship::{python::names::WheelFilename, text::check_sha256};
+use wheelship::{Document, UsageError};
 
 use crate::pack::encoder;
 use crate::{HaveArgs, ThickArgs, ThinArgs, RESERVED};
+use wheelship::fs::io::At;
 use wheelship::hash::HashWriter;
-use wheelship::io::At;
 
 const FORMAT: &str = "wheelship-thin-v2";
 /// The header line is small; a longer one is not a thin copy.
@@ -69,7 +70,7 @@ fn inventory(releases: &Path) -> Result<BTreeMap<String, (Dir, PathBuf, u64)>> {
     if std::fs::symlink_metadata(releases).is_err() {
         return Ok(out); // a host with no releases yet holds no wheels
     }
-    let root = Root::open(releases, "releases directory")?;
+    let root = OwnedDir::open(releases, "releases directory")?;
     let dir = root.dir();
     for (name, kind) in dir.entries()? {
         if kind != Kind::Dir || name.to_string_lossy().starts_with('.') {
@@ -219,7 +220,7 @@ fn write_thin(out: &Path, header: &Header, tar: &[u8]) -> Result<u64> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
-        .prefix(wheelship::names::TMP)
+        .prefix(wheelship::fs::temp::TMP)
         .tempfile_in(dir)
         .with_context(|| format!("cannot write `{}`", out.display()))?;
     {
@@ -255,7 +256,7 @@ impl Want {
             UsageError("bundle thick needs the release's document on stdin: its `bundle` section says which archive to rebuild (id, sha256, size)".into())
         })?;
         check_sha256(&b.sha256).map_err(|e| anyhow!("stdin: `bundle.sha256`: {e}"))?;
-        wheelship::names::check_file_name(&b.id).map_err(|e| anyhow!("stdin: `bundle.id`: {e}"))?;
+        wheelship::text::check_file_name(&b.id).map_err(|e| anyhow!("stdin: `bundle.id`: {e}"))?;
         let level = b.level.unwrap_or(crate::DEFAULT_LEVEL);
         if !(1..=22).contains(&level) {
             bail!("stdin: `bundle.level` {level} is not a zstd level (1-22)");
@@ -290,7 +291,7 @@ pub fn thick(a: ThickArgs) -> Result<()> {
     );
     let header = read_header(&mut r, &a.thin, &want, a.max_bytes)?;
     let have = inventory(&a.releases)?;
-    let out_dir = Root::create(&a.out, "incoming directory")?;
+    let out_dir = OwnedDir::create(&a.out, "incoming directory")?;
     let _lock = out_dir.lock(Duration::from_secs(600), "another bundle thick here")?;
     out_dir.clean_older(&[TMP], LEFTOVER_AGE);
     let name = format!("{}.tar.zst", want.id);

@@ -8,17 +8,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use wheelship::beneath::{Dir, Kind};
 use wheelship::doc::{doc_path, Bundle, Release, Wheelhouse};
 use wheelship::failpoint::point;
-use wheelship::fsx;
-use wheelship::root::{self, Root, STAGING, TMP};
-use wheelship::trust::{self, Policy, Record, RECORD};
+use wheelship::fs::beneath::{Dir, Kind};
+use wheelship::fs::fsx;
+use wheelship::fs::owned::{self, OwnedDir, STAGING, TMP};
+use wheelship::host::trust::{self, Policy, Record, RECORD};
 use wheelship::{Document, Hint, UsageError};
 
 use crate::extract::{extract_into, peek_manifest, Limits};
 use crate::{sign, Manifest, UnpackArgs, RESERVED};
-use wheelship::io::At;
+use wheelship::fs::io::At;
 
 pub fn run(a: UnpackArgs) -> Result<()> {
     let stdin_doc = Document::from_stdin()?;
@@ -37,16 +37,16 @@ pub fn run(a: UnpackArgs) -> Result<()> {
     let expected = match bundle.as_ref().map(|b| b.sha256.as_str()) {
         None | Some("") => None,
         Some(s) => Some(
-            wheelship::names::check_sha256(s)
+            wheelship::text::check_sha256(s)
                 .map_err(|e| anyhow!("stdin: `bundle.sha256`: {e}"))?
                 .to_string(),
         ),
     };
     // Only a regular file is an archive: a FIFO or a device would hang or never end.
     let size = fsx::open_regular(&archive)?.1;
-    let releases = Root::create(&a.releases, "releases directory")?;
+    let releases = OwnedDir::create(&a.releases, "releases directory")?;
     // The root whose policy applies is the canonical parent, however RELEASES was spelled.
-    let root = root::parent_of(&releases, "deploy root")?;
+    let root = owned::parent_of(&releases, "deploy root")?;
     let policy = Policy::load(&root, &a.trust)?;
     let (expected, verified) = check_signature(policy.as_ref(), &root, &archive, expected)?;
     let _lock = releases.lock(
@@ -167,7 +167,7 @@ fn place(
         None => {
             // One pass: the sha256 is computed while extracting into the staging directory,
             // which is thrown away if it does not match.
-            let staging = wheelship::names::temp_name(STAGING);
+            let staging = wheelship::fs::temp::temp_name(STAGING);
             let res = extract_into(archive, releases, &staging, limits, manifest, expected)
                 .and_then(|sha256| {
                     let r = record(sha256);
@@ -215,7 +215,7 @@ fn place(
 
 /// Writes (or replaces) the release's record, atomically and durably.
 fn write_record(release: &Dir, r: &Record) -> Result<()> {
-    let tmp = Path::new(RESERVED).join(wheelship::names::temp_name(TMP));
+    let tmp = Path::new(RESERVED).join(wheelship::fs::temp::temp_name(TMP));
     let mut f = release.create_file(&tmp, 0o644)?;
     f.write_all(&serde_json::to_vec_pretty(r)?)
         .and_then(|()| f.sync_all())
@@ -229,7 +229,7 @@ fn write_record(release: &Dir, r: &Record) -> Result<()> {
 /// to hold the archive to, and what the verification established.
 fn check_signature(
     policy: Option<&Policy>,
-    root: &Root,
+    root: &OwnedDir,
     archive: &Path,
     expected: Option<String>,
 ) -> Result<(Option<String>, Option<sign::Verified>)> {

@@ -3,7 +3,7 @@
 //! `platform_python_implementation`, extra names canonicalised (PEP 685), redundant outer
 //! parentheses dropped. Validity is checked by `pep508_rs`; this only reshapes the text.
 
-use wheelship::names::canonicalize_name;
+use wheelship::python::names::canonicalize_name;
 
 #[derive(Debug, Clone)]
 enum Node {

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wheelship::doc::{Entry, PylockMeta, PylockWheel, ReqOptions, Requirements};
-use wheelship::names::{canonicalize_name, is_valid_name};
+use wheelship::python::names::{canonicalize_name, is_valid_name};
 
 /// A file name that is a lock file: `pylock.toml` or `pylock.<name>.toml`.
 pub fn is_pylock_name(path: &Path) -> bool {
@@ -126,7 +126,7 @@ fn selection(
 /// The lock file read (at most `max` bytes) and parsed; a major lock-version other than 1 is
 /// refused, as PEP 751 requires of a tool that does not know it.
 fn parse_lock(path: &Path, shown: &str, max: u64) -> Result<Lock> {
-    let bytes = wheelship::fsx::read_capped(path, max, "--max-file-size")
+    let bytes = wheelship::fs::fsx::read_capped(path, max, "--max-file-size")
         .map_err(|e| anyhow!("{shown}: cannot read the lock file: {e:#}"))?;
     let text = String::from_utf8(bytes).map_err(|_| anyhow!("{shown}: not UTF-8"))?;
     let lock: Lock = toml::from_str(&text)

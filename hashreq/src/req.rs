@@ -4,7 +4,7 @@ use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 use pep508_rs::{MarkerTree, Requirement, VerbatimUrl, VersionOrUrl};
-use wheelship::names::{canonicalize_name, WheelFilename};
+use wheelship::python::names::{canonicalize_name, WheelFilename};
 
 use crate::marker;
 use crate::redact::excerpt;
@@ -137,7 +137,7 @@ fn egg_fragment(url: &str) -> Result<Option<String>, String> {
         if let Some(v) = part.strip_prefix("egg=") {
             // pip 26: `InvalidEggFragment` unless it is a PEP 508 name (with optional extras).
             let (n, _) = strip_extras(v);
-            if !wheelship::names::is_valid_name(n) {
+            if !wheelship::python::names::is_valid_name(n) {
                 return Err(format!(
                     "the `#egg=` fragment `{v}` is not a valid project name"
                 ));
@@ -214,7 +214,7 @@ fn bracket_extras(s: Option<&str>) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for e in inner.split(',') {
         let e = e.trim();
-        if !wheelship::names::is_valid_name(e) {
+        if !wheelship::python::names::is_valid_name(e) {
             return Err(format!("invalid extra `{e}`"));
         }
         out.push(e.to_string());
@@ -372,7 +372,7 @@ fn check_lead(req: &str) -> Result<(), String> {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         .collect();
-    if !lead.is_empty() && !wheelship::names::is_valid_name(&lead) {
+    if !lead.is_empty() && !wheelship::python::names::is_valid_name(&lead) {
         return Err(format!(
             "invalid requirement `{}`: `{}` is not a valid project name (letters, digits, and `.`, `_`, `-` only between them)",
             excerpt(req),

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use camino::Utf8PathBuf;
 use wheelship::cli::io_reason;
 use wheelship::doc::{Entry, ReqOptions, Requirements};
-use wheelship::fsx;
+use wheelship::fs::fsx;
 
 use crate::lines::Expansion;
 use crate::options::{LineOpts, SetOp};
@@ -435,7 +435,7 @@ fn mutual_excludes(value: &str, target: &mut Vec<String>, other: &mut Vec<String
             target.clear();
             continue;
         }
-        let name = wheelship::names::canonicalize_name(name);
+        let name = wheelship::python::names::canonicalize_name(name);
         other.retain(|o| *o != name);
         if !target.contains(&name) {
             target.push(name);

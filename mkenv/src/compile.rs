@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
-use wheelship::beneath::Dir;
 use wheelship::cli::io_reason;
+use wheelship::fs::beneath::Dir;
 
 use crate::stamp::{Compiled, Pyc, Stamp};
-use wheelship::io::At;
+use wheelship::fs::io::At;
 
 /// Compiles the `.py` paths it is sent (NUL-separated on stdin, as they arrive) on every core,
 /// with the unchecked-hash invalidation mode: a `.pyc` linked into many envs stays valid
@@ -116,7 +116,7 @@ impl Compiler {
 
 impl Running {
     fn spawn(python: &str) -> Result<Running> {
-        let exe = wheelship::python::resolve(python)?;
+        let exe = wheelship::python::probe::resolve(python)?;
         let out = tempfile::tempfile().context("cannot make a temp file for the compiler")?;
         let mut child = Command::new(&exe)
             .args(["-I", "-c", COMPILE])
@@ -219,7 +219,7 @@ fn parse_compiled(said: &str, store: &Path) -> Result<BTreeMap<String, Compiled>
 /// Writes an entry's marker: the `.pyc`s compiled into it (read-only, like the rest).
 pub fn write_marker(store: &Dir, sha256: &str, marker: &str, compiled: &Compiled) -> Result<()> {
     let path = Path::new(sha256).join(marker);
-    let tmp = Path::new(sha256).join(wheelship::names::temp_name(wheelship::root::TMP));
+    let tmp = Path::new(sha256).join(wheelship::fs::temp::temp_name(wheelship::fs::owned::TMP));
     let mut f = store.create_file(&tmp, 0o444)?;
     f.write_all(&serde_json::to_vec(compiled)?)
         .at("write", store.show(&tmp))?;

@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
-use wheelship::beneath::{Dir, Kind};
 use wheelship::doc::{doc_path, EnvGc};
-use wheelship::root::Root;
+use wheelship::fs::beneath::{Dir, Kind};
+use wheelship::fs::owned::OwnedDir;
 use wheelship::Hint;
 
 use crate::stamp::{self, Compiled};
 use crate::EnvMeta;
-use wheelship::io::At;
+use wheelship::fs::io::At;
 
 /// What `gc` is asked to do.
 pub struct Gc<'a> {
@@ -30,7 +30,7 @@ pub struct Gc<'a> {
 /// remaining env uses. Each goes to a trash name first, then is deleted, through the store's
 /// handle.
 pub fn gc(envs: &Path, g: &Gc) -> Result<EnvGc> {
-    let root = Root::open(envs, "env store")?;
+    let root = OwnedDir::open(envs, "env store")?;
     let envs_dir = root.dir();
     let _lock = if g.dry_run {
         None
@@ -68,11 +68,11 @@ pub fn gc(envs: &Path, g: &Gc) -> Result<EnvGc> {
     removed_wheels.sort();
     if !g.dry_run {
         for n in &removed_envs {
-            wheelship::staged::trash(envs_dir, n)?;
+            wheelship::fs::staged::trash(envs_dir, n)?;
         }
         if let Some(store) = &store {
             for n in &removed_wheels {
-                wheelship::staged::trash(store, n)?;
+                wheelship::fs::staged::trash(store, n)?;
             }
         }
     }

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use rustix::io::Errno;
-use wheelship::beneath::{Dir, Dirs};
 use wheelship::cli::io_reason;
+use wheelship::fs::beneath::{Dir, Dirs};
 
 use crate::interp::Interp;
 use crate::wheel::Info;
-use wheelship::io::At;
+use wheelship::fs::io::At;
 
 /// How files come from the store: each mode falls back to the next when the file system
 /// refuses it (reflink → hard link → copy), and stays there for the rest of the build.

@@ -13,7 +13,7 @@ mod entry_points;
 mod gc;
 mod install;
 #[doc(hidden)]
-pub use wheelship::interp; // re-exported for the tests of its tags against packaging (tests/tags.rs)
+pub use wheelship::python::interp; // re-exported for the tests of its tags against packaging (tests/tags.rs)
 mod pick;
 mod plan;
 mod stamp;
@@ -31,16 +31,19 @@ use anyhow::{anyhow, bail, Result};
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use wheelship::beneath::{Dir, Kind};
+use wheelship::cli::progress;
 use wheelship::doc::{doc_path, Env, EnvPython, Requirements, Wheelhouse};
 use wheelship::failpoint::point;
-use wheelship::names::{canonicalize_name, check_sha256, is_valid_name, WheelFilename};
-use wheelship::progress;
-use wheelship::root::{Root, TMP, TRASH};
+use wheelship::fs::beneath::{Dir, Kind};
+use wheelship::fs::owned::{OwnedDir, TMP, TRASH};
+use wheelship::{
+    python::names::{canonicalize_name, is_valid_name, WheelFilename},
+    text::check_sha256,
+};
 use wheelship::{Document, Hint, UsageError};
 
 use crate::interp::Interp;
-use wheelship::io::At;
+use wheelship::fs::io::At;
 
 /// The version of the env layout: part of every key, bumped when what mkenv builds changes.
 pub const LAYOUT: &str = "mkenv-layout-1";
@@ -144,7 +147,7 @@ pub fn run(args: Args) -> Result<()> {
         lock_timeout: Duration::from_secs(args.lock_timeout),
     };
     let key = env_key(&wh, &interp, job.compile);
-    let envs = Root::create(&args.envs, "env store")?;
+    let envs = OwnedDir::create(&args.envs, "env store")?;
     let (reused, files) = ensure_env(&envs, &key, &wh, reqs.as_ref(), &interp, &job)?;
     // Built or reused just now: gc and prune leave it alone for their grace period, so the
     // deploy that asked for it can link it. An env this user may not touch is still usable.
@@ -183,7 +186,7 @@ struct Job<'a> {
 
 /// The env of `key`, reused or built: (reused, files installed).
 fn ensure_env(
-    envs: &Root,
+    envs: &OwnedDir,
     key: &str,
     wh: &Wheelhouse,
     reqs: Option<&Requirements>,
@@ -230,7 +233,7 @@ fn ensure_env(
 
 /// Whether `ENVS/<key>` is a whole env mkenv made for this key: `false` when nothing is
 /// there; an error when something else is (another user's directory, a planted one, a link).
-fn reusable(envs: &Root, key: &str) -> Result<bool> {
+fn reusable(envs: &OwnedDir, key: &str) -> Result<bool> {
     let d = envs.dir();
     match d.kind(key)? {
         None => return Ok(false),
@@ -241,7 +244,7 @@ fn reusable(envs: &Root, key: &str) -> Result<bool> {
         ),
     }
     let env = d.open_dir(key)?;
-    wheelship::root::check_owned(&env, "env")?;
+    wheelship::fs::owned::check_owned(&env, "env")?;
     let meta: Option<EnvMeta> = env
         .read(".wheelship-env.json")
         .ok()
@@ -419,7 +422,7 @@ fn build_env(
     replace: bool,
 ) -> Result<usize> {
     let started = Instant::now();
-    let tmp = wheelship::staged::Staged::new(envs, TMP)?;
+    let tmp = wheelship::fs::staged::Staged::new(envs, TMP)?;
     let files = link_env(
         job,
         interp,
@@ -537,5 +540,5 @@ fn check_tags(python: &str, wh: &Wheelhouse, interp: &Interp) -> Result<()> {
 }
 
 fn timing(phase: &str, since: &Instant) {
-    wheelship::progress::timing("mkenv", phase, since);
+    wheelship::cli::progress::timing("mkenv", phase, since);
 }

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use anyhow::Result;
 use wheelship::doc::{TargetLock, Wheelhouse};
-use wheelship::interp::Interp;
-use wheelship::names::WheelFilename;
+use wheelship::python::interp::Interp;
+use wheelship::python::names::WheelFilename;
 use wheelship::Hint;
 
 /// With `locks`, the first whose Python version is this interpreter's and whose every wheel

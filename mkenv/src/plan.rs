@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use anyhow::{anyhow, bail, Result};
 use sha2::{Digest, Sha256};
-use wheelship::beneath::Dir;
+use wheelship::fs::beneath::Dir;
 
 use crate::install::{rel_to, shipped_pyc_of, write_file, Build, LinkMode};
 use crate::wheel::{record_hash, Info};

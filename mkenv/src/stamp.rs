@@ -16,7 +16,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use wheelship::beneath::Dir;
+use wheelship::fs::beneath::Dir;
 
 /// The inode and modification time (ns since the epoch) of a stored file, as mkenv made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,10 +6,10 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use sha2::Digest;
-use wheelship::beneath::Dir;
+use wheelship::cli::progress;
 use wheelship::doc::{LockedWheel, Wheelhouse};
-use wheelship::fsx;
-use wheelship::progress;
+use wheelship::fs::beneath::Dir;
+use wheelship::fs::fsx;
 
 use crate::compile::{site_py_files, Compiler};
 use crate::stamp::Compiled;

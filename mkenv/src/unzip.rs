@@ -10,10 +10,10 @@ use std::path::Path;
 
 use anyhow::{anyhow, Result};
 use sha2::{Digest, Sha256};
-use wheelship::beneath::Dirs;
-use wheelship::fsx;
-use wheelship::io::At;
-use wheelship::names::{canonicalize_name, WheelFilename};
+use wheelship::fs::beneath::Dirs;
+use wheelship::fs::fsx;
+use wheelship::fs::io::At;
+use wheelship::python::names::{canonicalize_name, WheelFilename};
 
 use crate::stamp::Stamp;
 use crate::wheel::{
@@ -568,7 +568,7 @@ mod tests {
             } else {
                 WheelData::File(fs::File::open(&path).unwrap())
             };
-            let dirs = Dirs::new(wheelship::beneath::Dir::open(&dest).unwrap());
+            let dirs = Dirs::new(wheelship::fs::beneath::Dir::open(&dest).unwrap());
             let info = unzip_with(data, "demo-1.0-py3-none-any.whl", dirs, whole_max).unwrap();
             let module = fs::read(dest.join("demo/__init__.py")).unwrap();
             let table = fs::read(dest.join("demo/table.bin")).unwrap();

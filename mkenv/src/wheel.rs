@@ -8,13 +8,16 @@ use std::path::{Component, Path};
 
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
-use wheelship::beneath::{Dir, Dirs, Kind};
-use wheelship::names::{canonicalize_name, check_sha256, is_valid_name};
+use wheelship::fs::beneath::{Dir, Dirs, Kind};
+use wheelship::{
+    python::names::{canonicalize_name, is_valid_name},
+    text::check_sha256,
+};
 
 use crate::stamp::{self, Compiled, Stamp};
 pub use crate::unzip::WheelData;
 use crate::unzip::{unzip_verified, Extracted, Refuse};
-use wheelship::io::At;
+use wheelship::fs::io::At;
 
 /// What the store keeps about a wheel beside its files (`<store>/<sha256>/info.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,7 +181,7 @@ pub fn ensure_stored_with(
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let data = data()?;
-    let tmp = wheelship::staged::Staged::new(store, wheelship::names::TMP)?;
+    let tmp = wheelship::fs::staged::Staged::new(store, wheelship::fs::temp::TMP)?;
     let files = tmp.open()?.create_dir_all("files")?;
     let info = unzip_verified(data, &file_name, Dirs::new(files))?;
     let mut f = store.create_file(Path::new(tmp.name()).join("info.json"), 0o444)?;
@@ -186,7 +189,7 @@ pub fn ensure_stored_with(
         .at("write", store.show(tmp.name()))?;
     if store.kind(entry)?.is_some() {
         // A store entry from a crash without info.json, or one that was changed: it goes.
-        wheelship::staged::trash(store, entry)?;
+        wheelship::fs::staged::trash(store, entry)?;
     }
     tmp.commit(entry)?;
     Ok((info, true))

@@ -8,20 +8,21 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use wheelship::doc::{doc_path, Bundle, Env, Release, Switch, Would, WouldDeploy, WouldRevert};
 use wheelship::failpoint::point;
-use wheelship::fsx;
-use wheelship::history::{Event, History};
-use wheelship::io::At;
-use wheelship::trust::{self, Policy, Record};
+use wheelship::fs::fsx;
+use wheelship::fs::io::At;
+use wheelship::host::history::{Event, History};
+use wheelship::host::layout;
+use wheelship::host::trust::{self, Policy, Record};
 use wheelship::{Document, Hint, UsageError};
 
-use crate::root::{check_env, check_id, lock, Root, RESTART_PENDING};
+use crate::root::{check_env, check_id, lock, DeployRoot};
 use crate::shared::{link_shared, shared_paths};
 use crate::{service, Activate, Service, Trust, NOTHING_TO_ACTIVATE, RESERVED};
 
 /// Under the trust policy in force on the root (`--trust` and ROOT/trusted), a release goes
 /// live only if the record unpack wrote of it satisfies the policy; a deploy (not a revert)
 /// also never goes back past the newest release ever live without `--allow-downgrade`.
-fn check_trusted(trust: &Trust, root: &Root, id: &str, deploy: bool) -> Result<()> {
+fn check_trusted(trust: &Trust, root: &DeployRoot, id: &str, deploy: bool) -> Result<()> {
     let Some(opened) = &root.opened else {
         return Ok(());
     };
@@ -70,7 +71,7 @@ fn check_trusted(trust: &Trust, root: &Root, id: &str, deploy: bool) -> Result<(
 }
 
 /// A release marked bad goes live again only with `--allow-bad`, and that is said.
-fn check_not_bad(root: &Root, id: &str, allow: bool) -> Result<()> {
+fn check_not_bad(root: &DeployRoot, id: &str, allow: bool) -> Result<()> {
     let hist = History::read(&root.dir)?;
     let Some(since) = hist.bad_since(id) else {
         return Ok(());
@@ -90,7 +91,7 @@ fn check_not_bad(root: &Root, id: &str, allow: bool) -> Result<()> {
 /// with the service around the flip.
 pub(crate) fn deploy(
     a: &Activate,
-    root: &Root,
+    root: &DeployRoot,
     doc: &Document,
     doc_release: Option<&Release>,
 ) -> Result<Switch> {
@@ -184,7 +185,7 @@ fn resolve_release_arg(r: &str) -> Result<(String, Option<PathBuf>)> {
 
 /// What an activation does before the flip, each step durable before the next: the venv
 /// link, the shared links.
-fn prepare(root: &Root, id: &str, env: Option<&Path>, shared: &[String]) -> Result<()> {
+fn prepare(root: &DeployRoot, id: &str, env: Option<&Path>, shared: &[String]) -> Result<()> {
     let dir = root.release(id);
     let release = root.open_release(id)?;
     point("switch-before-venv");
@@ -206,7 +207,7 @@ fn prepare(root: &Root, id: &str, env: Option<&Path>, shared: &[String]) -> Resu
 
 /// The flip of `current`, and its event in the history.
 fn flip(
-    root: &Root,
+    root: &DeployRoot,
     id: &str,
     action: &str,
     from: Option<&str>,
@@ -240,7 +241,7 @@ fn flip(
 
 /// After the flip: the restart, then the check with its deadline. If either fails: flip
 /// back, restart again so that the previous release is what serves, mark this one bad, exit 1.
-fn serve(service: &Service, root: &Root, id: &str, from: Option<&str>) -> Result<()> {
+fn serve(service: &Service, root: &DeployRoot, id: &str, from: Option<&str>) -> Result<()> {
     let ctx = root.ctx(id, from);
     let mut failed = None;
     if let Some(cmd) = &service.restart {
@@ -295,7 +296,7 @@ fn serve(service: &Service, root: &Root, id: &str, from: Option<&str>) -> Result
 
 /// After a flip back to `prev`: the restart again, then the check again, so that what the
 /// command reports is what serves. A failure of either is its own error, after the first.
-fn serve_again(service: &Service, root: &Root, prev: &str, id: &str) -> Result<String> {
+fn serve_again(service: &Service, root: &DeployRoot, prev: &str, id: &str) -> Result<String> {
     let ctx = root.ctx(prev, Some(id));
     let mut said = String::new();
     if let Some(cmd) = &service.restart {
@@ -328,8 +329,8 @@ fn serve_again(service: &Service, root: &Root, prev: &str, id: &str) -> Result<S
 
 /// A restart that a crash cut off (the flip happened, the restart did not): with `--restart`,
 /// restart the release that is live now before anything else; without, say so.
-fn repair_restart(service: &Service, root: &Root) -> Result<()> {
-    if !root.dir.join(RESTART_PENDING).exists() {
+fn repair_restart(service: &Service, root: &DeployRoot) -> Result<()> {
+    if !root.dir.join(layout::RESTART_PENDING).exists() {
         return Ok(());
     }
     let Some(current) = root.current_id()? else {
@@ -350,7 +351,7 @@ fn repair_restart(service: &Service, root: &Root) -> Result<()> {
     }
 }
 
-pub(crate) fn revert(a: &Activate, root: &Root, to: Option<&str>) -> Result<Switch> {
+pub(crate) fn revert(a: &Activate, root: &DeployRoot, to: Option<&str>) -> Result<Switch> {
     if let Some(t) = to {
         check_id(t)?;
     }

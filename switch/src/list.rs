@@ -5,12 +5,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use wheelship::beneath::Kind;
 use wheelship::doc::{self, doc_path, Switch};
-use wheelship::history::History;
-use wheelship::trust::Record;
+use wheelship::fs::beneath::Kind;
+use wheelship::host::history::History;
+use wheelship::host::layout;
+use wheelship::host::trust::Record;
 
-use crate::root::{check_id, Root};
+use crate::root::{check_id, DeployRoot};
 use crate::RESERVED;
 
 pub(crate) struct Listed {
@@ -23,9 +24,9 @@ pub(crate) struct Listed {
 }
 
 /// The releases in `releases/`: real directories only (a link there is not a release).
-pub(crate) fn releases(root: &Root, hist: &History) -> Result<Vec<Listed>> {
+pub(crate) fn releases(root: &DeployRoot, hist: &History) -> Result<Vec<Listed>> {
     let mut out = Vec::new();
-    if root.handle()?.kind("releases")?.is_none() {
+    if root.handle()?.kind(layout::RELEASES)?.is_none() {
         return Ok(out);
     }
     let dir = root.releases_dir()?;
@@ -66,7 +67,7 @@ pub(crate) fn releases(root: &Root, hist: &History) -> Result<Vec<Listed>> {
     Ok(out)
 }
 
-pub(crate) fn list(root: &Root) -> Result<Switch> {
+pub(crate) fn list(root: &DeployRoot) -> Result<Switch> {
     let hist = History::read(&root.dir)?;
     let current = root.current_id()?;
     let rels = releases(root, &hist)?;

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
-use wheelship::beneath::{Dir, Kind};
 use wheelship::doc::{self, doc_path, Switch};
 use wheelship::failpoint::point;
-use wheelship::history::{Event, History};
+use wheelship::fs::beneath::{Dir, Kind};
+use wheelship::host::history::{Event, History};
+use wheelship::host::layout;
 
 use crate::list::{releases, Listed};
-use crate::root::{lock, Root};
+use crate::root::{lock, DeployRoot};
 use crate::RESERVED;
 
 /// Whether `name` in `dir` was made or touched less than `grace` seconds ago (a deploy in
@@ -37,7 +38,7 @@ pub(crate) struct Prune {
     pub lock_timeout: Duration,
 }
 
-pub(crate) fn prune(job: &Prune, root: &Root) -> Result<Switch> {
+pub(crate) fn prune(job: &Prune, root: &DeployRoot) -> Result<Switch> {
     let (keep, grace) = (job.keep, job.grace);
     let _lock = if job.dry_run {
         None
@@ -53,8 +54,8 @@ pub(crate) fn prune(job: &Prune, root: &Root) -> Result<Switch> {
     let releases_dir = root.releases_dir()?;
     let envs_dir = root
         .handle()?
-        .kind("envs")?
-        .map(|_| root.handle()?.open_dir("envs"))
+        .kind(layout::ENVS)?
+        .map(|_| root.handle()?.open_dir(layout::ENVS))
         .transpose()?;
     let protect = [current.as_deref(), previous.as_deref()];
     let doomed = doomed(root, &hist, &rels, protect, keep, grace, envs_dir.as_ref())?;
@@ -75,7 +76,7 @@ pub(crate) fn prune(job: &Prune, root: &Root) -> Result<Switch> {
 }
 
 fn doomed<'a>(
-    root: &Root,
+    root: &DeployRoot,
     hist: &History,
     rels: &'a [Listed],
     protect: [Option<&str>; 2],
@@ -112,7 +113,7 @@ fn doomed<'a>(
     let kept_envs: Vec<&PathBuf> = kept.iter().filter_map(|r| r.env.as_ref()).collect();
     // Only envs in ROOT/envs, named by one plain component, that no kept release uses and no
     // deploy in flight may be about to link.
-    let envs_path = root.dir.join("envs");
+    let envs_path = root.dir.join(layout::ENVS);
     let mut envs: Vec<PathBuf> = doomed
         .iter()
         .filter_map(|r| r.env.clone())
@@ -136,14 +137,14 @@ fn doomed<'a>(
 /// release or a trash directory that the next run removes, never a half-deleted release.
 fn remove_doomed(
     job: &Prune,
-    root: &Root,
+    root: &DeployRoot,
     doomed: &Doomed,
     releases_dir: &Dir,
     envs_dir: Option<&Dir>,
 ) -> Result<()> {
     let grace = job.grace;
     for (i, r) in doomed.releases.iter().enumerate() {
-        wheelship::staged::trash(releases_dir, &r.id)?;
+        wheelship::fs::staged::trash(releases_dir, &r.id)?;
         if i == 0 {
             point("switch-prune-after-first-trash");
         }
@@ -151,14 +152,14 @@ fn remove_doomed(
     if !doomed.envs.is_empty() {
         // envs/ is mkenv's store: its lock keeps this from racing a build or a gc there.
         let opened = root.opened.as_ref().expect("a root that is pruned exists");
-        let envs = opened.sub("envs", "env store", false)?;
+        let envs = opened.sub(layout::ENVS, "env store", false)?;
         let _envs_lock = envs.lock(job.lock_timeout, "mkenv on this root's envs")?;
         let d = envs_dir.expect("doomed envs exist only with envs/");
         for e in &doomed.envs {
             // Reused by a deploy while we waited for the lock: keep it.
             let name = e.file_name().expect("checked above");
             if !young(d, name, grace) {
-                wheelship::staged::trash(d, name)?;
+                wheelship::fs::staged::trash(d, name)?;
             }
         }
     }
@@ -183,13 +184,13 @@ const ARCHIVE_SUFFIXES: [&str; 4] = [
     ".tar.zst.intoto.json.minisig",
 ];
 
-fn remove_archives<'a>(root: &Root, ids: impl Iterator<Item = &'a str>) -> Result<()> {
+fn remove_archives<'a>(root: &DeployRoot, ids: impl Iterator<Item = &'a str>) -> Result<()> {
     let ids: Vec<&str> = ids.collect();
     let handle = root.handle()?;
-    if ids.is_empty() || handle.kind("incoming")? != Some(Kind::Dir) {
+    if ids.is_empty() || handle.kind(layout::INCOMING)? != Some(Kind::Dir) {
         return Ok(());
     }
-    let incoming = handle.open_dir("incoming")?;
+    let incoming = handle.open_dir(layout::INCOMING)?;
     for (name, kind) in incoming.entries()? {
         let Some(n) = name.to_str() else { continue };
         let of_pruned = ARCHIVE_SUFFIXES

@@ -5,35 +5,31 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
-use wheelship::beneath::{Dir, Kind};
 use wheelship::doc::{doc_path, Release, Switch};
-use wheelship::fsx;
-use wheelship::history::{Event, History};
-use wheelship::io::At;
-use wheelship::lock::Lock;
+use wheelship::fs::beneath::{Dir, Kind};
+use wheelship::fs::fsx;
+use wheelship::fs::io::At;
+use wheelship::fs::lock::Lock;
+use wheelship::host::history::{Event, History};
+use wheelship::host::layout;
 use wheelship::{Hint, UsageError};
 
 use crate::service;
 use crate::Service;
 
-/// The file that says a restart is owed: written before a flip that will be followed by
-/// `--restart`, removed once the restart ran. A crash in between leaves it, and the next run
-/// with `--restart` restarts first (`repair_restart`).
-pub(crate) const RESTART_PENDING: &str = ".restart-pending";
-
-pub(crate) struct Root {
+pub(crate) struct DeployRoot {
     pub dir: PathBuf,
     /// The root opened and checked (mode, owner); `None` only for a `--dry-run --init` of a
     /// root that does not exist yet.
-    pub opened: Option<wheelship::root::Root>,
+    pub opened: Option<wheelship::fs::owned::OwnedDir>,
 }
 
-impl Root {
+impl DeployRoot {
     pub fn releases(&self) -> PathBuf {
-        self.dir.join("releases")
+        self.dir.join(layout::RELEASES)
     }
     pub fn current(&self) -> PathBuf {
-        self.dir.join("current")
+        self.dir.join(layout::CURRENT)
     }
     pub fn release(&self, id: &str) -> PathBuf {
         self.releases().join(id)
@@ -52,7 +48,10 @@ impl Root {
     /// this mark for the next run.
     pub fn restart_owed(&self, service: &Service) -> Result<()> {
         if service.restart.is_some() {
-            fsx::write_atomic(&self.dir.join(RESTART_PENDING), b"a restart is owed\n")?;
+            fsx::write_atomic(
+                &self.dir.join(layout::RESTART_PENDING),
+                b"a restart is owed\n",
+            )?;
         }
         Ok(())
     }
@@ -60,14 +59,14 @@ impl Root {
     /// Renames a new `current -> releases/<id>` over the old one: never a moment without it.
     pub fn point_current(&self, id: &str) -> Result<()> {
         self.handle()?
-            .replace_symlink(Path::new("releases").join(id), "current")
+            .replace_symlink(Path::new(layout::RELEASES).join(id), layout::CURRENT)
     }
 
     /// The restart owed is done: the marker goes.
     pub fn restart_done(&self) -> Result<()> {
-        match fs::remove_file(self.dir.join(RESTART_PENDING)) {
+        match fs::remove_file(self.dir.join(layout::RESTART_PENDING)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).at("remove", self.dir.join(RESTART_PENDING))
+                Err(e).at("remove", self.dir.join(layout::RESTART_PENDING))
             }
             _ => Ok(()),
         }
@@ -77,7 +76,7 @@ impl Root {
         Dir::open(&self.dir)
     }
     pub fn releases_dir(&self) -> Result<Dir> {
-        self.handle()?.open_dir("releases")
+        self.handle()?.open_dir(layout::RELEASES)
     }
 
     /// The `switch` section: the root, what is live and what revert would go back to.
@@ -144,7 +143,7 @@ impl Root {
         }
         let target = fs::read_link(&link).at("read", &link)?;
         let id = target
-            .strip_prefix("releases")
+            .strip_prefix(layout::RELEASES)
             .ok()
             .and_then(|p| p.to_str())
             .filter(|s| check_id(s).is_ok())
@@ -161,13 +160,13 @@ impl Root {
     /// Removes what a crash may have left: temp links and files, trash directories.
     pub fn clean_leftovers(&self) {
         let Ok(root) = self.handle() else { return };
-        use wheelship::names::{TMP, TRASH};
+        use wheelship::fs::temp::{TMP, TRASH};
         // `.current.tmp-*`: a new `current` that a crash left before its rename.
-        wheelship::staged::remove_leftovers(&root, &[TRASH, ".current.tmp-", TMP]);
+        wheelship::fs::staged::remove_leftovers(&root, &[TRASH, ".current.tmp-", TMP]);
         // Only what switch itself makes there: `.staging-*` belongs to bundle, and envs/ to
         // mkenv, which cleans it under its own lock.
-        if let Ok(d) = root.open_dir("releases") {
-            wheelship::staged::remove_leftovers(&d, &[TRASH]);
+        if let Ok(d) = root.open_dir(layout::RELEASES) {
+            wheelship::fs::staged::remove_leftovers(&d, &[TRASH]);
         }
     }
 }
@@ -193,7 +192,7 @@ pub(crate) fn check_id(id: &str) -> Result<()> {
 pub(crate) fn check_env(env: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = fs::metadata(env).about("env", env)?;
-    wheelship::root::check_mode(meta.uid(), meta.mode(), env, "env")?;
+    wheelship::fs::owned::check_mode(meta.uid(), meta.mode(), env, "env")?;
     if !env.join("pyvenv.cfg").is_file() {
         bail!(
             "env `{}` is not complete (no `pyvenv.cfg`): refusing to link it",
@@ -210,7 +209,7 @@ pub(crate) struct Opening<'a> {
     pub dry_run: bool,
 }
 
-pub(crate) fn open_root(args: &Opening, doc_release: Option<&Release>) -> Result<Root> {
+pub(crate) fn open_root(args: &Opening, doc_release: Option<&Release>) -> Result<DeployRoot> {
     let dir = match (&args.root, doc_release) {
         (Some(r), _) => r.to_path_buf(),
         (None, Some(rel)) => Path::new(&rel.dir)
@@ -231,32 +230,32 @@ pub(crate) fn open_root(args: &Opening, doc_release: Option<&Release>) -> Result
         .into());
     }
     if !exists && args.dry_run {
-        return Ok(Root {
+        return Ok(DeployRoot {
             dir: std::path::absolute(&dir)?,
             opened: None,
         });
     }
     let opened = if exists {
-        wheelship::root::Root::open(&dir, "root")?
+        wheelship::fs::owned::OwnedDir::open(&dir, "root")?
     } else {
-        wheelship::root::Root::create(&dir, "root")?
+        wheelship::fs::owned::OwnedDir::create(&dir, "root")?
     };
     if !exists {
         for (sub, what) in [
-            ("releases", "releases directory"),
-            ("envs", "env store"),
-            ("shared", "shared directory"),
+            (layout::RELEASES, "releases directory"),
+            (layout::ENVS, "env store"),
+            (layout::SHARED, "shared directory"),
         ] {
             opened.sub(sub, what, true)?;
         }
     }
-    Ok(Root {
+    Ok(DeployRoot {
         dir: opened.path().to_path_buf(),
         opened: Some(opened),
     })
 }
 
-pub(crate) fn lock(root: &Root, timeout: std::time::Duration) -> Result<Lock> {
+pub(crate) fn lock(root: &DeployRoot, timeout: std::time::Duration) -> Result<Lock> {
     let l = Lock::acquire(
         &root.dir.join(".lock"),
         timeout,
@@ -269,7 +268,7 @@ pub(crate) fn lock(root: &Root, timeout: std::time::Duration) -> Result<Lock> {
 
 /// A crash between the flip and the history leaves `current` ahead of the history: record the
 /// flip that happened, so that revert and prune read a true story.
-fn reconcile(root: &Root) -> Result<()> {
+fn reconcile(root: &DeployRoot) -> Result<()> {
     let hist = History::read(&root.dir)?;
     let current = root.current_id()?;
     if current.is_some() && hist.live() != current {

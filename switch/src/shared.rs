@@ -4,10 +4,11 @@
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
-use wheelship::beneath::{Dir, Kind};
+use wheelship::fs::beneath::{Dir, Kind};
+use wheelship::host::layout;
 use wheelship::Hint;
 
-use crate::root::{check_id, Root};
+use crate::root::{check_id, DeployRoot};
 use crate::{RESERVED, SHARED_FILE};
 
 /// The shared paths of a release: its `.wheelship-shared` file plus `--shared`. Each is a
@@ -68,7 +69,7 @@ pub(crate) fn shared_paths(release: &Dir, extra: &[String]) -> Result<Vec<String
 /// root `root`, as an activation does before its flip. For the fuzz targets (tests/fuzz).
 #[doc(hidden)]
 pub fn link_shared_paths(root: &Path, id: &str, extra: &[String]) -> Result<()> {
-    let root = Root {
+    let root = DeployRoot {
         dir: root.to_path_buf(),
         opened: None,
     };
@@ -81,11 +82,11 @@ pub fn link_shared_paths(root: &Path, id: &str, extra: &[String]) -> Result<()> 
 /// Links each shared path of the release to ROOT/shared. Both sides are reached through
 /// handles that pass through no symlink: a release cannot make this touch anything but its own
 /// tree and ROOT/shared.
-pub(crate) fn link_shared(root: &Root, release: &Dir, shared: &[String]) -> Result<()> {
+pub(crate) fn link_shared(root: &DeployRoot, release: &Dir, shared: &[String]) -> Result<()> {
     if shared.is_empty() {
         return Ok(());
     }
-    let store = root.handle()?.create_dir_all("shared")?;
+    let store = root.handle()?.create_dir_all(layout::SHARED)?;
     for p in shared {
         let is_dir = p.ends_with('/');
         let rel = Path::new(p.trim_end_matches('/'));
@@ -102,7 +103,7 @@ pub(crate) fn link_shared(root: &Root, release: &Dir, shared: &[String]) -> Resu
         for _ in 0..rel.components().count() + 1 {
             target.push("..");
         }
-        target.push("shared");
+        target.push(layout::SHARED);
         target.push(rel);
         let name = rel.file_name().expect("a shared path has a last component");
         let parent = release.create_dir_all(rel.parent().unwrap_or(Path::new("")))?;

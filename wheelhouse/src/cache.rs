@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde_json::json;
 use wheelship::doc::TargetLock;
-use wheelship::fsx;
-use wheelship::io::At;
+use wheelship::fs::fsx;
+use wheelship::fs::io::At;
 
 use crate::Source;
 
@@ -60,7 +60,7 @@ pub fn key(
 }
 
 fn cache_dir() -> Option<PathBuf> {
-    wheelship::python::cache_dir().map(|d| d.join("locks"))
+    wheelship::python::probe::cache_dir().map(|d| d.join("locks"))
 }
 
 pub fn get(key: &str) -> Option<Vec<TargetLock>> {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use wheelship::doc::Wheelhouse;
-use wheelship::fsx;
-use wheelship::io::At;
+use wheelship::fs::fsx;
+use wheelship::fs::io::At;
 use wheelship::{Document, UsageError};
 
 /// What `--check` and `--prune` are asked.

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
-use wheelship::fsx;
-use wheelship::io::At;
-use wheelship::names::WheelFilename;
+use wheelship::fs::fsx;
+use wheelship::fs::io::At;
+use wheelship::python::names::WheelFilename;
 
 use crate::pip::{self, Config};
 use crate::uv::{Artifact, Location};
@@ -329,7 +329,7 @@ fn redact(url: &str) -> String {
 
 /// Wheels built from sdists, kept by the sdist's sha256.
 fn built_cache(sdist_sha: &str) -> Option<PathBuf> {
-    wheelship::python::cache_dir().map(|d| d.join("built").join(sdist_sha))
+    wheelship::python::probe::cache_dir().map(|d| d.join("built").join(sdist_sha))
 }
 
 /// The wheel of `sdist` for the interpreter whose tags are `tags`: from wheelship's cache, or

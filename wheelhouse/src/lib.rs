@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
 use wheelship::doc::{doc_path, LockedWheel, Requirements, TargetLock, Wheelhouse};
-use wheelship::io::At;
-use wheelship::root::Root;
+use wheelship::fs::io::At;
+use wheelship::fs::owned::OwnedDir;
 use wheelship::{Document, UsageError};
 
 use crate::plan::{doc_target, jobs, native_target, targets, uv_job, Job};
@@ -180,7 +180,7 @@ impl Source {
 pub struct Fill<'a> {
     pub python: &'a str,
     /// DIR, open; `dir` is its path.
-    pub root: &'a Root,
+    pub root: &'a OwnedDir,
     pub dir: &'a Path,
     pub find_links: &'a [PathBuf],
     pub offline: bool,
@@ -249,7 +249,7 @@ static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new
 
 /// `WHEELSHIP_TIMING=1`: a phase's end on stderr, for benchmarks.
 pub(crate) fn timing(phase: &str) {
-    wheelship::progress::timing(
+    wheelship::cli::progress::timing(
         "wheelhouse",
         phase,
         START.get_or_init(std::time::Instant::now),
@@ -284,12 +284,12 @@ fn cached_or_filled(
 }
 
 /// DIR created if need be, as an absolute path.
-fn open_dir(dir: Option<&Path>) -> Result<Root> {
+fn open_dir(dir: Option<&Path>) -> Result<OwnedDir> {
     let dir = dir.unwrap_or(Path::new("wheelhouse"));
     if dir.exists() && !dir.is_dir() {
         return Err(UsageError(format!("--dir `{}` is not a directory", dir.display())).into());
     }
-    Root::create_shared(dir, "wheel directory")
+    OwnedDir::create_shared(dir, "wheel directory")
 }
 
 fn source(requirement: Option<&Path>, doc: &Document) -> Result<Source> {
@@ -399,12 +399,12 @@ fn lock_file(
 
 /// DIR's lock (one fill at a time; what a killed one left is removed under it) and a scratch
 /// directory in it.
-fn take(dir: &Root) -> Result<(wheelship::lock::Lock, tempfile::TempDir)> {
+fn take(dir: &OwnedDir) -> Result<(wheelship::fs::lock::Lock, tempfile::TempDir)> {
     let lock = dir.lock_itself(
         std::time::Duration::from_secs(600),
         "another wheelhouse filling this directory",
     )?;
-    dir.clean(&[".wheelhouse-tmp-", wheelship::names::TMP]);
+    dir.clean(&[".wheelhouse-tmp-", wheelship::fs::temp::TMP]);
     Ok((lock, pipfill::scratch(dir.path())?))
 }
 

@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 use wheelship::cli::io_reason;
-use wheelship::io::At;
+use wheelship::fs::io::At;
 use wheelship::Hint;
 
 /// `pip install --dry-run --report` appeared in pip 22.2.
@@ -73,7 +73,7 @@ pub fn wait_watched(
     };
     let out_t = drain(Box::new(child.stdout.take().expect("piped")));
     let err_t = drain(Box::new(child.stderr.take().expect("piped")));
-    let spin = wheelship::progress::spinner("wheelhouse", what);
+    let spin = wheelship::cli::progress::spinner("wheelhouse", what);
     // Short waits first: most runs are quick, and a fixed poll would add its period to each.
     let mut nap = std::time::Duration::from_millis(2);
     let status_code = loop {
@@ -160,7 +160,7 @@ pub fn failure(out: &Output, f: &Failed) -> anyhow::Error {
     let err = String::from_utf8_lossy(&out.stderr);
     let log = f
         .log
-        .and_then(|l| wheelship::fsx::read_capped(l, 64 << 20, "pip's log").ok())
+        .and_then(|l| wheelship::fs::fsx::read_capped(l, 64 << 20, "pip's log").ok())
         .map(|b| String::from_utf8_lossy(&b).to_string())
         .unwrap_or_default();
     let all = format!("{err}\n{}", String::from_utf8_lossy(&out.stdout));
@@ -264,7 +264,7 @@ fn as_written(reqs: Option<&wheelship::doc::Requirements>, req: &str) -> (String
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .collect();
-    let name = wheelship::names::canonicalize_name(&name);
+    let name = wheelship::python::names::canonicalize_name(&name);
     let found = reqs.into_iter().flat_map(|r| &r.entries).find_map(|e| {
         if e.name.as_deref() != Some(name.as_str()) || e.line == 0 {
             return None;
@@ -422,7 +422,7 @@ fn build_failure(all: &str, log: &str, what: &str) -> Option<anyhow::Error> {
 
 /// pip's whole output in `<cache>/logs/`, for the message to name; best effort.
 fn keep_log(text: &str) -> Option<std::path::PathBuf> {
-    let dir = wheelship::python::cache_dir()?.join("logs");
+    let dir = wheelship::python::probe::cache_dir()?.join("logs");
     std::fs::create_dir_all(&dir).ok()?;
     let path = dir.join(format!(
         "pip-{}-{}.log",

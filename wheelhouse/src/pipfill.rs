@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use wheelship::cli::io_reason;
 use wheelship::doc::{LockedWheel, Requirements};
-use wheelship::fsx;
-use wheelship::io::At;
-use wheelship::names::{canonicalize_name, WheelFilename};
+use wheelship::fs::fsx;
+use wheelship::fs::io::At;
+use wheelship::python::names::{canonicalize_name, WheelFilename};
 
 use crate::pip::{self, Config};
 use crate::target::PipCross;

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use wheelship::doc::Target;
-use wheelship::interp::Interp;
-use wheelship::io::At;
+use wheelship::fs::io::At;
+use wheelship::python::interp::Interp;
 use wheelship::UsageError;
 
 use crate::target::{Named, PipCross, Spec};
@@ -140,7 +140,7 @@ pub fn native_target(python: &str) -> Result<Target> {
     let probe = r#"import json, platform, sys, sysconfig
 print(json.dumps({"native": True, "python": platform.python_version(), "implementation": sys.implementation.name,
   "cache_tag": sys.implementation.cache_tag, "platform": sysconfig.get_platform(), "executable": sys.executable}))"#;
-    let found = wheelship::python::probe(python, probe)?;
+    let found = wheelship::python::probe::probe(python, probe)?;
     serde_json::from_value(found).context("the interpreter's probe answered in an unknown shape")
 }
 

@@ -9,11 +9,11 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 use wheelship::doc::{LockedWheel, PylockWheel, Requirements};
-use wheelship::fsx;
+use wheelship::fs::fsx;
 use wheelship::Hint;
 
 use crate::pip::{self, Config};
-use wheelship::io::At;
+use wheelship::fs::io::At;
 
 /// Evaluates, with the target's own pip (its vendored packaging), each package's marker (with
 /// the selected `extras` and `dependency_groups`), the `requires-python`s and `environments`,
@@ -124,9 +124,10 @@ fn choose(
         let sha = s
             .sha256
             .clone()
-            .filter(|h| wheelship::names::check_sha256(h).is_ok())
+            .filter(|h| wheelship::text::check_sha256(h).is_ok())
             .ok_or_else(|| anyhow!("`{}` in the lock has no valid sha256", s.file))?;
-        if s.file.contains('/') || wheelship::names::WheelFilename::parse(&s.file).is_err() {
+        if s.file.contains('/') || wheelship::python::names::WheelFilename::parse(&s.file).is_err()
+        {
             bail!(
                 "the lock names `{}`, which is not a wheel file name",
                 s.file
@@ -185,7 +186,7 @@ pub fn lock_exact(
                 path.display()
             );
         }
-        let version = wheelship::names::WheelFilename::parse(&s.file)
+        let version = wheelship::python::names::WheelFilename::parse(&s.file)
             .map(|w| w.version)
             .unwrap_or_default();
         wheels.push(LockedWheel {

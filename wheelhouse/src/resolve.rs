@@ -10,8 +10,8 @@ use std::str::FromStr;
 use anyhow::Result;
 use pep508_rs::MarkerTree;
 use wheelship::doc::{LockedWheel, Requirements};
-use wheelship::interp::Interp;
-use wheelship::names::{canonicalize_name, WheelFilename};
+use wheelship::python::interp::Interp;
+use wheelship::python::names::{canonicalize_name, WheelFilename};
 use wheelship::Hint;
 
 use crate::fetch::{self, Dirs};

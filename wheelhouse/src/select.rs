@@ -8,7 +8,7 @@ use std::str::FromStr;
 use anyhow::{anyhow, bail, Result};
 use pep508_rs::{MarkerEnvironment, MarkerTree};
 use wheelship::doc::Requirements;
-use wheelship::names::WheelFilename;
+use wheelship::python::names::WheelFilename;
 use wheelship::Hint;
 
 use crate::uv::{Artifact, Package};

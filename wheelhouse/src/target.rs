@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use pep508_rs::{MarkerEnvironment, MarkerEnvironmentBuilder};
 use wheelship::doc::Target;
-use wheelship::interp::Interp;
+use wheelship::python::interp::Interp;
 use wheelship::UsageError;
 
 /// One target of a fill.
@@ -162,7 +162,7 @@ impl Named {
             tags: Vec::new(),
         };
         // Not `linux_<arch>`: a wheel built here is for here.
-        i.tags = wheelship::interp::tags(&i)
+        i.tags = wheelship::python::interp::tags(&i)
             .into_iter()
             .filter(|t| !t.ends_with(&format!("-linux_{}", self.arch)))
             .collect();

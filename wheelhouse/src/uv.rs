@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{anyhow, Result};
 use serde::Deserialize;
-use wheelship::io::At;
+use wheelship::fs::io::At;
 
 /// `uv pip compile --format pylock.toml` needs uv 0.8.
 const MIN_UV: (u32, u32) = (0, 8);
@@ -263,7 +263,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<Package>> {
     let at = |what: String| anyhow!("`{}`: {what}", file.display());
     let mut out = Vec::new();
     for p in raw.packages {
-        if !wheelship::names::is_valid_name(&p.name) {
+        if !wheelship::python::names::is_valid_name(&p.name) {
             return Err(at(format!("`{}` is not a project name", p.name)));
         }
         let other = if p.vcs.is_some() {
@@ -282,8 +282,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<Package>> {
         let wheels = p.wheels.iter().map(artifact).collect::<Result<Vec<_>>>()?;
         let sdist = p.sdist.as_ref().map(artifact).transpose()?;
         for w in &wheels {
-            let parsed = wheelship::names::WheelFilename::parse(&w.file).map_err(&at)?;
-            if wheelship::names::canonicalize_name(&parsed.name) != p.name {
+            let parsed = wheelship::python::names::WheelFilename::parse(&w.file).map_err(&at)?;
+            if wheelship::python::names::canonicalize_name(&parsed.name) != p.name {
                 return Err(at(format!("`{}` is not a wheel of `{}`", w.file, p.name)));
             }
         }
@@ -305,7 +305,7 @@ fn artifact(a: &RawArtifact) -> Result<Artifact, String> {
         .get("sha256")
         .ok_or("a file with no sha256")?
         .to_ascii_lowercase();
-    wheelship::names::check_sha256(&sha256)?;
+    wheelship::text::check_sha256(&sha256)?;
     let at = match (&a.url, &a.path) {
         (Some(u), _) if u.starts_with("file://") => {
             Location::Local(PathBuf::from(percent_decode(&u["file://".len()..])?))
@@ -328,7 +328,7 @@ fn artifact(a: &RawArtifact) -> Result<Artifact, String> {
         }
     };
     let file = a.name.clone().unwrap_or(last);
-    wheelship::names::check_file_name(&file)?;
+    wheelship::text::check_file_name(&file)?;
     Ok(Artifact {
         file,
         at,

@@ -1,23 +1,23 @@
-//! What two or more wheelship tools need, and only that: the pipeline document and its
-//! stdin/stdout handling, the error-to-exit path, and Python packaging primitives.
+//! What two or more wheelship tools need, and only that, by concern:
+//!
+//! - [`doc`]: the pipeline document and its sections, read from stdin and written to stdout;
+//! - [`cli`]: the error-to-exit path, stdout, messages and progress;
+//! - [`fs`]: the file system: paths resolved beneath a directory handle, atomic writes, staged
+//!   directories, locks, I/O errors that name their path, directories we own, temp names;
+//! - [`python`]: Python packaging names, the interpreter probe and what it says of a target;
+//! - [`host`]: a deploy root on a host: its layout, its history, its trust policy;
+//! - [`text`]: values from outside held to the shape of where they go;
+//! - [`hash`], [`time`], [`work`] (all cores), [`failpoint`] (crash tests).
 
-pub mod beneath;
 pub mod cli;
 pub mod doc;
 pub mod failpoint;
-pub mod fsx;
+pub mod fs;
 pub mod hash;
-pub mod history;
-pub mod interp;
-pub mod io;
-pub mod lock;
-pub mod names;
-pub mod progress;
+pub mod host;
 pub mod python;
-pub mod root;
-pub mod staged;
+pub mod text;
 pub mod time;
-pub mod trust;
 pub mod work;
 
 pub use cli::{Hint, UsageError};

@@ -6,8 +6,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(name) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(w) = wheelship::names::WheelFilename::parse(name) {
+    if let Ok(w) = wheelship::python::names::WheelFilename::parse(name) {
         assert!(!w.tags().is_empty());
-        let _ = wheelship::names::canonicalize_name(&w.name);
+        let _ = wheelship::python::names::canonicalize_name(&w.name);
     }
 });

@@ -9,7 +9,7 @@ pub struct Scratch {
     pub dir: tempfile::TempDir,
     pub file: PathBuf,
     pub sub: PathBuf,
-    pub handle: wheelship::beneath::Dir,
+    pub handle: wheelship::fs::beneath::Dir,
 }
 
 impl Scratch {
@@ -19,7 +19,7 @@ impl Scratch {
         std::fs::write(&file, data).unwrap();
         let sub = dir.path().join(sub);
         std::fs::create_dir(&sub).unwrap();
-        let handle = wheelship::beneath::Dir::open(&sub).unwrap();
+        let handle = wheelship::fs::beneath::Dir::open(&sub).unwrap();
         Scratch {
             dir,
             file,

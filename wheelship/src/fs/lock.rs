@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::io::At;
+use crate::fs::io::At;
 
 /// An exclusive lock on a lock file, released when dropped or when the process dies (flock),
 /// so a crash can never leave it stale.

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 
-use crate::io::At;
+use crate::fs::io::At;
 use crate::Hint;
 
 /// `$WHEELSHIP_CACHE`, else `$XDG_CACHE_HOME/wheelship`, else `~/.cache/wheelship`.
@@ -72,7 +72,7 @@ pub fn probe(python: &str, script: &str) -> Result<Value> {
         if let Some(d) = c.parent() {
             let _ = std::fs::create_dir_all(d);
         }
-        let _ = crate::fsx::write_atomic(&c, v.to_string().as_bytes());
+        let _ = crate::fs::fsx::write_atomic(&c, v.to_string().as_bytes());
     }
     Ok(v)
 }

@@ -101,7 +101,7 @@ pub struct Interp {
 
 impl Interp {
     pub fn probe(python: &str) -> Result<Interp> {
-        let v = crate::python::probe(python, PROBE)?;
+        let v = crate::python::probe::probe(python, PROBE)?;
         let mut i: Interp = serde_json::from_value(v)
             .map_err(|e| anyhow!("unexpected probe of `{python}`: {e}"))?;
         i.tags = tags(&i);

@@ -30,56 +30,6 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-/// A temp file or directory beside its final name (`fsx::Prepared`, `staged::Staged`, tempfile).
-pub const TMP: &str = ".tmp-";
-/// A directory on its way out (`staged::trash`).
-pub const TRASH: &str = ".trash-";
-/// A release being extracted (`bundle unpack`).
-pub const STAGING: &str = ".staging-";
-
-/// A name unique to this process and call, for temporary siblings (`.tmp-<pid>-<n>`).
-pub fn temp_name(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}{}-{n}-{nanos:x}", std::process::id())
-}
-
-/// A sha256 as the document carries it: exactly 64 lowercase hex digits. Anything else (a
-/// path, `../x`, upper case) is refused where it enters, since it names files in the store.
-pub fn check_sha256(s: &str) -> Result<&str, String> {
-    if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        Ok(s)
-    } else {
-        Err(format!(
-            "`{}` is not a sha256 (64 lowercase hex digits)",
-            s.escape_debug()
-        ))
-    }
-}
-
-/// A release id or archive name as it may enter a path or a command line: one or more of
-/// `[A-Za-z0-9._-]`, not starting with `.` or `-`, at most 200 bytes. Nothing else (no `/`, no
-/// space, no `$`, no quote) ever reaches a file name or a remote shell.
-pub fn check_file_name(s: &str) -> Result<&str, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 200
-        && !s.starts_with(['.', '-'])
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(s)
-    } else {
-        Err(format!(
-            "`{}` is not a safe name (letters, digits, `.`, `_`, `-`; not starting with `.` or `-`)",
-            s.escape_debug()
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,24 +52,6 @@ mod tests {
         assert!(!is_valid_name("-foo"));
         assert!(!is_valid_name("foo_"));
         assert!(!is_valid_name(""));
-    }
-
-    #[test]
-    fn safe_names() {
-        assert!(check_file_name("app-20261126T093542Z-d058e624c812-3d0b").is_ok());
-        for bad in [
-            "",
-            ".x",
-            "-x",
-            "a/b",
-            "a b",
-            "app-$(id)",
-            "a'b",
-            "a\nb",
-            &"x".repeat(201),
-        ] {
-            assert!(check_file_name(bad).is_err(), "{bad:?}");
-        }
     }
 }
 

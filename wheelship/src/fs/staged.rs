@@ -6,14 +6,14 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::beneath::Dir;
-use crate::names::temp_name;
+use crate::fs::beneath::Dir;
+use crate::fs::temp::temp_name;
 
 /// Deletes the entry `name` of `dir` in two steps, a rename to `.trash-…` (synced), then the
 /// removal through the handle: a crash leaves the whole entry or a trash one that the next run
 /// removes, never a half-deleted one under its name; nothing outside `dir` is ever touched.
 pub fn trash(dir: &Dir, name: impl AsRef<Path>) -> Result<()> {
-    let t = temp_name(crate::names::TRASH);
+    let t = temp_name(crate::fs::temp::TRASH);
     dir.rename(name, dir, &t)?;
     dir.sync()?;
     dir.remove_all(&t)

@@ -1,6 +1,8 @@
 //! The one error path of every tool: `tool: message` on stderr, `hint:` lines where one helps,
 //! exit 1 when the work failed and 2 for usage, and a quiet end when stdout is closed.
 
+pub mod progress;
+
 use std::fmt;
 use std::io::{self, Write};
 use std::process::ExitCode;

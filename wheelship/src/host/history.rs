@@ -8,10 +8,10 @@ use std::path::Path;
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::fsx::Prepared;
-use crate::io::At;
+use crate::fs::fsx::Prepared;
+use crate::fs::io::At;
 
-pub const FILE: &str = "history.jsonl";
+pub const FILE: &str = crate::host::layout::HISTORY;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
@@ -86,7 +86,7 @@ impl History {
 
     pub fn append(root: &Path, event: &Event) -> Result<()> {
         History::prepare(root, event)?.commit()?;
-        crate::fsx::fsync_dir(root)
+        crate::fs::fsx::fsync_dir(root)
     }
 
     /// Writes the history with `event` appended to a synced temp file; `commit` renames it into

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cli::io_reason;
-use crate::io::At;
+use crate::fs::io::At;
 
 /// Starts writing a file's dirty pages to disk now, without waiting: the one sync at the end of
 /// a build then finds them mostly written, instead of writing them all at once. (Linux starts
@@ -104,7 +104,7 @@ impl Prepared {
     pub fn write(path: &Path, data: &[u8]) -> Result<Prepared> {
         let cannot = |e: io::Error| Err::<(), _>(e).at("write", path).unwrap_err();
         let mut tmp = tempfile::Builder::new()
-            .prefix(crate::names::TMP)
+            .prefix(crate::fs::temp::TMP)
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .tempfile_in(parent(path))
             .map_err(cannot)?;
@@ -242,7 +242,7 @@ pub fn read_capped(path: &Path, max: u64, flag: &str) -> Result<Vec<u8>> {
 pub fn copy_in(src: &Path, dir: &Path, name: &str, sha256: Option<&str>) -> Result<(String, u64)> {
     let shown = || format!("cannot copy `{}` into `{}`", src.display(), dir.display());
     let mut tmp = tempfile::Builder::new()
-        .prefix(crate::names::TMP)
+        .prefix(crate::fs::temp::TMP)
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(dir)
         .with_context(shown)?;

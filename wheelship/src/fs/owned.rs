@@ -9,46 +9,46 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::beneath::{Dir, Kind};
-use crate::io::At;
-use crate::lock::Lock;
+use crate::fs::beneath::{Dir, Kind};
+use crate::fs::io::At;
+use crate::fs::lock::Lock;
 use crate::Hint;
 
-pub use crate::names::{STAGING, TMP, TRASH};
+pub use crate::fs::temp::{STAGING, TMP, TRASH};
 /// The lock file of a root.
 pub const LOCK: &str = ".lock";
 
 /// A directory wheelship owns, open.
 #[derive(Debug)]
-pub struct Root {
+pub struct OwnedDir {
     path: PathBuf,
     dir: Dir,
 }
 
-impl Root {
+impl OwnedDir {
     /// Opens the existing directory `path` (the operator's: symlinks on the way are followed,
     /// once, to its canonical path). `what` names it in messages (`root`, `env store`).
-    pub fn open(path: &Path, what: &str) -> Result<Root> {
+    pub fn open(path: &Path, what: &str) -> Result<OwnedDir> {
         let real = std::fs::canonicalize(path).at(&format!("open the {what}"), path)?;
         let dir = Dir::open(&real)?;
         check_owned(&dir, what)?;
-        Ok(Root { path: real, dir })
+        Ok(OwnedDir { path: real, dir })
     }
 
-    /// [`Root::open`], creating the directory first (and its missing parents) with mode 0755.
-    pub fn create(path: &Path, what: &str) -> Result<Root> {
+    /// [`OwnedDir::open`], creating the directory first (and its missing parents) with mode 0755.
+    pub fn create(path: &Path, what: &str) -> Result<OwnedDir> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(path)
             .at(&format!("create the {what}"), path)?;
-        Root::open(path, what)
+        OwnedDir::open(path, what)
     }
 
-    /// [`Root::create`] for a directory whose files are checked by their sha256 wherever they
+    /// [`OwnedDir::create`] for a directory whose files are checked by their sha256 wherever they
     /// are used (a wheelhouse, which a team may share): its owner and mode are not refused.
-    pub fn create_shared(path: &Path, what: &str) -> Result<Root> {
+    pub fn create_shared(path: &Path, what: &str) -> Result<OwnedDir> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -57,12 +57,12 @@ impl Root {
             .at(&format!("create the {what}"), path)?;
         let real = std::fs::canonicalize(path).at(&format!("open the {what}"), path)?;
         let dir = Dir::open(&real)?;
-        Ok(Root { path: real, dir })
+        Ok(OwnedDir { path: real, dir })
     }
 
     /// The directory `name` in this one, created (0755) when `create` and missing, and checked
     /// as a root itself. Reached through this root's handle: a symlink there is refused.
-    pub fn sub(&self, name: &str, what: &str, create: bool) -> Result<Root> {
+    pub fn sub(&self, name: &str, what: &str, create: bool) -> Result<OwnedDir> {
         if create && self.dir.kind(name)?.is_none() {
             match self.dir.create_dir(name, 0o755) {
                 Ok(()) => {}
@@ -73,7 +73,7 @@ impl Root {
         }
         let dir = self.dir.open_dir(name)?;
         check_owned(&dir, what)?;
-        Ok(Root {
+        Ok(OwnedDir {
             path: self.path.join(name),
             dir,
         })
@@ -108,10 +108,10 @@ impl Root {
     /// Removes what a crashed run left in it: every entry whose name starts with one of
     /// `prefixes`. Call it with the lock held.
     pub fn clean(&self, prefixes: &[&str]) {
-        crate::staged::remove_leftovers(&self.dir, prefixes);
+        crate::fs::staged::remove_leftovers(&self.dir, prefixes);
     }
 
-    /// [`Root::clean`] of entries last changed more than `secs` seconds ago only: for a
+    /// [`OwnedDir::clean`] of entries last changed more than `secs` seconds ago only: for a
     /// directory where other runs put their files before they take the lock (`incoming/`).
     pub fn clean_older(&self, prefixes: &[&str], secs: u64) {
         use std::os::unix::ffi::OsStrExt;
@@ -165,9 +165,9 @@ pub fn check_mode(uid: u32, mode: u32, path: &Path, what: &str) -> Result<()> {
 }
 
 /// The parent of a canonical path (a root's root: `ROOT` of `ROOT/releases`).
-pub fn parent_of(root: &Root, what: &str) -> Result<Root> {
+pub fn parent_of(root: &OwnedDir, what: &str) -> Result<OwnedDir> {
     match root.path().parent() {
-        Some(p) => Root::open(p, what),
+        Some(p) => OwnedDir::open(p, what),
         None => bail!("`{}` has no parent directory", root.path().display()),
     }
 }

@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::io::At;
+use crate::fs::io::At;
 use anyhow::{anyhow, bail, Result};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -282,7 +282,7 @@ impl Dir {
         let rel = rel.as_ref();
         let (parent, name) = self.parent_of(rel)?;
         let dir = parent.as_ref().unwrap_or(self);
-        let tmp = crate::names::temp_name(&format!(".{}.tmp-", name.to_string_lossy()));
+        let tmp = crate::fs::temp::temp_name(&format!(".{}.tmp-", name.to_string_lossy()));
         dir.symlink(target, &tmp)?;
         crate::failpoint::point("replace-symlink-before-rename");
         dir.rename(&tmp, dir, name).inspect_err(|_| {

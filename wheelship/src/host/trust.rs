@@ -24,12 +24,12 @@ use anyhow::{anyhow, Result};
 use minisign::{PublicKey, PublicKeyBox};
 use serde::{Deserialize, Serialize};
 
-use crate::beneath::{Dir, Kind};
-use crate::root::Root;
+use crate::fs::beneath::{Dir, Kind};
+use crate::fs::owned::OwnedDir;
 use crate::Hint;
 
 /// The file of trusted keys in a root.
-pub const TRUSTED_FILE: &str = "trusted";
+pub const TRUSTED_FILE: &str = crate::host::layout::TRUSTED;
 
 /// Where unpack records what verified a release, inside the release.
 pub const RECORD: &str = ".wheelship/verified.json";
@@ -72,7 +72,7 @@ impl Policy {
     /// The policy of `root`: the keys of `given` (each a `.pub` file or its base64 line) and of
     /// `ROOT/trusted`. `None` when neither configures anything; an error when either does and
     /// yields no valid key.
-    pub fn load(root: &Root, given: &[String]) -> Result<Option<Policy>> {
+    pub fn load(root: &OwnedDir, given: &[String]) -> Result<Option<Policy>> {
         let mut keys = Vec::new();
         for t in given {
             keys.push(given_key(t)?);
@@ -101,7 +101,7 @@ impl Policy {
 fn given_key(t: &str) -> Result<Key> {
     let p = Path::new(t);
     let key = if p.is_file() {
-        let bytes = crate::fsx::read_capped(p, MAX_KEY_FILE, "a key file")?;
+        let bytes = crate::fs::fsx::read_capped(p, MAX_KEY_FILE, "a key file")?;
         parse_public(&String::from_utf8_lossy(&bytes))
     } else {
         parse_public(t)
@@ -118,7 +118,7 @@ fn given_key(t: &str) -> Result<Key> {
 
 /// The keys of `ROOT/trusted`: `None` when nothing is there; an error for anything there that
 /// is not a regular file of ours holding at least one key.
-fn trusted_file(root: &Root) -> Result<Option<Vec<Key>>> {
+fn trusted_file(root: &OwnedDir) -> Result<Option<Vec<Key>>> {
     let dir: &Dir = root.dir();
     let shown = root.join(TRUSTED_FILE);
     let refuse = |why: &str| -> anyhow::Error {
@@ -154,7 +154,7 @@ fn trusted_file(root: &Root) -> Result<Option<Vec<Key>>> {
         } else {
             meta.uid()
         };
-        crate::root::check_mode(owner, meta.mode(), &shown, "trusted-keys file")?;
+        crate::fs::owned::check_mode(owner, meta.mode(), &shown, "trusted-keys file")?;
     }
     if meta.len() > MAX_KEY_FILE {
         return Err(refuse("is too large to be a list of keys"));
@@ -304,7 +304,7 @@ pub fn commit_time(id: &str) -> Option<&str> {
 
 /// The newest release (by commit time) that the history of `root` says was ever live.
 pub fn newest_activated(root: &Path) -> Result<Option<String>> {
-    let hist = crate::history::History::read(root)?;
+    let hist = crate::host::history::History::read(root)?;
     Ok(hist
         .activated()
         .filter_map(|id| commit_time(id).map(|t| (t, id)))

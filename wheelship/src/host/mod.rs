@@ -1,0 +1,6 @@
+//! A deploy root on a host: every entry of it ([`layout`]), its history ([`history`]) and its
+//! trust policy ([`trust`]).
+
+pub mod history;
+pub mod layout;
+pub mod trust;
