@@ -9,14 +9,14 @@ wheelship_bin() {
         printf '%s\n' "$WHEELSHIP_BIN"
         return
     elif command -v mkenv >/dev/null 2>&1 && command -v bundle >/dev/null 2>&1 \
-        && command -v switch >/dev/null 2>&1; then
+        && command -v switch >/dev/null 2>&1 && command -v wheelship-host >/dev/null 2>&1; then
         dirname "$(command -v mkenv)"
         return
     fi
     local root rel t why=""
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     rel="$root/target/release"
-    for t in hashreq wheelhouse mkenv bundle switch; do
+    for t in hashreq wheelhouse mkenv bundle switch wheelship-host; do
         [[ -x "$rel/$t" ]] || why="they are not built yet"
     done
     if [[ -z "$why" ]] && [[ -n "$(find "$root" -path "$root/target" -prune -o -path "$root/.git" -prune -o \
@@ -141,6 +141,19 @@ print("(the whole document goes to a pipe or a file: add `> doc.json`)")' <<<"$1
     else
         printf '%s\n' "$1"
     fi
+}
+
+# json_at KEY... < doc : one field of a JSON document by its keys, each its own word (keys may hold
+# dots: file names); a list as its items one a line.
+json_at() {
+    python3 -c 'import json, sys
+v = json.load(sys.stdin)
+for k in sys.argv[1:]:
+    v = v.get(k) if isinstance(v, dict) else None
+if isinstance(v, list):
+    sys.stdout.write("".join("%s\n" % x for x in v))
+else:
+    print("" if v is None else v if isinstance(v, str) else json.dumps(v))' "$@"
 }
 
 json_get() {

@@ -278,7 +278,9 @@ fn document(
         .with_context(|| format!("the document of `{}` is not UTF-8", final_dir.display()))?;
     // Unpacked or reused just now: a prune racing this deploy keeps it (switch prune --grace).
     if let Err(e) = release.touch(RESERVED) {
-        eprintln!("bundle: warning: {e:#} (switch prune will not see it as in flight)");
+        wheelship::cli::warn(format_args!(
+            "{e:#} (switch prune will not see it as in flight)"
+        ));
     }
     let mut doc = Document::parse(&carried, "the release's document.json")?;
     for name in NOT_CARRIED {

@@ -109,7 +109,7 @@ pub fn run(args: Args) -> Result<()> {
         parse_files(&files, &cwd, &getenv, args.max_file_size)?
     };
     for w in &section.1 {
-        eprintln!("hashreq: warning: {w}");
+        wheelship::cli::warn(format_args!("{w}"));
     }
     let section = section.0;
     if args.print_hash {

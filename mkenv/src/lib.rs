@@ -152,7 +152,9 @@ pub fn run(args: Args) -> Result<()> {
     // Built or reused just now: gc and prune leave it alone for their grace period, so the
     // deploy that asked for it can link it. An env this user may not touch is still usable.
     if let Err(e) = envs.dir().touch(&key) {
-        eprintln!("mkenv: warning: {e:#} (gc and prune will not see it as in use)");
+        wheelship::cli::warn(format_args!(
+            "{e:#} (gc and prune will not see it as in use)"
+        ));
     }
     let section = Env {
         path: doc_path(envs.join(&key))?,
@@ -493,7 +495,7 @@ fn link_env(
     let plan = plan::Plan::new(&b, &sources, threads)?;
     timing("plan", &started);
     for warning in &plan.warnings {
-        eprintln!("mkenv: warning: {warning}");
+        wheelship::cli::warn(format_args!("{warning}"));
     }
     let spin = progress::spinner("mkenv", "linking the env");
     b.mode = plan.build(b.dirs.root(), &sources, b.mode, threads)?;

@@ -56,7 +56,7 @@ fn check_trusted(trust: &Trust, root: &DeployRoot, id: &str, deploy: bool) -> Re
             )
             .into());
         }
-        eprintln!("switch: warning: release `{id}` does not satisfy the trust policy ({why}): activating it anyway (--insecure-allow-unverified)");
+        wheelship::cli::warn(format_args!("release `{id}` does not satisfy the trust policy ({why}): activating it anyway (--insecure-allow-unverified)"));
     }
     if deploy && root.current_id()?.as_deref() != Some(id) {
         let newest = trust::newest_activated(&root.dir)?;
@@ -83,7 +83,9 @@ fn check_not_bad(root: &DeployRoot, id: &str, allow: bool) -> Result<()> {
         )
         .into());
     }
-    eprintln!("switch: warning: release `{id}` was marked bad at {since}: activating it anyway (--allow-bad)");
+    wheelship::cli::warn(format_args!(
+        "release `{id}` was marked bad at {since}: activating it anyway (--allow-bad)"
+    ));
     Ok(())
 }
 
@@ -153,12 +155,10 @@ pub(crate) fn deploy(
     repair_restart(&a.service, root)?;
     let from = root.current_id()?;
     prepare(root, &id, env.as_deref(), &shared)?;
-    if let Some(cmd) = &a.service.before {
-        let ctx = root.ctx(&id, from.as_deref());
-        if let service::Ran::Failed { why, .. } = service::run(cmd, &ctx, true, None, false)? {
-            History::append(&root.dir, &Event::new("bad", None, Some(&id), None, None))?;
-            bail!("`--before` command `{cmd}` failed ({why}): nothing flipped; release `{id}` is marked bad");
-        }
+    let ctx = root.ctx(&id, from.as_deref());
+    if let Some((cmd, why)) = service::run_each(&a.service.before, &ctx, true)? {
+        History::append(&root.dir, &Event::new("bad", None, Some(&id), None, None))?;
+        bail!("`--before` command `{cmd}` failed ({why}): nothing flipped; release `{id}` is marked bad");
     }
     root.restart_owed(&a.service)?;
     flip(root, &id, "deploy", from.as_deref(), rev)?;
@@ -243,21 +243,18 @@ fn flip(
 /// back, restart again so that the previous release is what serves, mark this one bad, exit 1.
 fn serve(service: &Service, root: &DeployRoot, id: &str, from: Option<&str>) -> Result<()> {
     let ctx = root.ctx(id, from);
-    let mut failed = None;
-    if let Some(cmd) = &service.restart {
-        point("switch-before-restart");
-        if let service::Ran::Failed { why, .. } = service::run(cmd, &ctx, false, None, false)? {
-            failed = Some(format!("restart `{cmd}` failed ({why})"));
-        }
-    }
-    if let (None, Some(cmd)) = (&failed, &service.check) {
+    point("switch-before-restart");
+    let mut failed = service::run_each(&service.restart, &ctx, false)?
+        .map(|(cmd, why)| format!("restart `{cmd}` failed ({why})"));
+    if failed.is_none() {
         let (timeout, interval) = (service.check_timeout, service.check_interval);
-        if let service::Ran::Failed { why, output } = service::check(cmd, &ctx, timeout, interval)?
-        {
-            eprint!("{output}");
+        if let Some(f) = service::check(&service.check, &ctx, timeout, interval)? {
+            eprint!("{}", f.output);
             failed = Some(format!(
-                "health check `{cmd}` did not pass within {}s ({why})",
-                timeout.as_secs_f64()
+                "health check `{}` did not pass within {}s ({})",
+                f.cmd,
+                timeout.as_secs_f64(),
+                f.why
             ));
         }
     }
@@ -299,27 +296,24 @@ fn serve(service: &Service, root: &DeployRoot, id: &str, from: Option<&str>) -> 
 fn serve_again(service: &Service, root: &DeployRoot, prev: &str, id: &str) -> Result<String> {
     let ctx = root.ctx(prev, Some(id));
     let mut said = String::new();
-    if let Some(cmd) = &service.restart {
-        match service::run(cmd, &ctx, false, None, false)? {
-            service::Ran::Ok => {
-                root.restart_done()?;
-                said = format!(", restarted on `{prev}`");
-            }
-            service::Ran::Failed { why, .. } => {
-                return Ok(format!(
-                    ", and restarting on `{prev}` failed too ({why}): the service may be down"
-                ));
-            }
+    if !service.restart.is_empty() {
+        if let Some((_, why)) = service::run_each(&service.restart, &ctx, false)? {
+            return Ok(format!(
+                ", and restarting on `{prev}` failed too ({why}): the service may be down"
+            ));
         }
+        root.restart_done()?;
+        said = format!(", restarted on `{prev}`");
     }
-    if let Some(cmd) = &service.check {
-        let (timeout, interval) = (service.check_timeout, service.check_interval);
-        match service::check(cmd, &ctx, timeout, interval)? {
-            service::Ran::Ok => said.push_str(&format!(", `{prev}` passes the check")),
-            service::Ran::Failed { why, output } => {
-                eprint!("{output}");
+    if !service.check.is_empty() {
+        let (timeout, interval) = (service.check_back_timeout, service.check_interval);
+        match service::check(&service.check, &ctx, timeout, interval)? {
+            None => said.push_str(&format!(", `{prev}` passes the check")),
+            Some(f) => {
+                eprint!("{}", f.output);
                 said.push_str(&format!(
-                    ", and `{prev}` does not pass the check either ({why}): the service may be down"
+                    ", and `{prev}` does not pass the check either ({}): the service may be down",
+                    f.why
                 ));
             }
         }
@@ -336,16 +330,16 @@ fn repair_restart(service: &Service, root: &DeployRoot) -> Result<()> {
     let Some(current) = root.current_id()? else {
         return root.restart_done();
     };
-    let Some(cmd) = &service.restart else {
-        eprintln!("switch: warning: a restart after the last flip did not run (a crash?): `{current}` is live but the service may still run the release before it; run your restart, or the next switch with --restart does");
+    if service.restart.is_empty() {
+        wheelship::cli::warn(format_args!("a restart after the last flip did not run (a crash?): `{current}` is live but the service may still run the release before it; run your restart, or the next switch with --restart does"));
         return Ok(());
-    };
+    }
     eprintln!("switch: the restart after the last flip did not run (a crash?): restarting on `{current}` first");
     let hist = History::read(&root.dir)?;
     let prev = hist.previous(&current, |r| root.is_release(r));
-    match service::run(cmd, &root.ctx(&current, prev.as_deref()), false, None, false)? {
-        service::Ran::Ok => root.restart_done(),
-        service::Ran::Failed { why, .. } => bail!(
+    match service::run_each(&service.restart, &root.ctx(&current, prev.as_deref()), false)? {
+        None => root.restart_done(),
+        Some((_, why)) => bail!(
             "the restart owed since a crash failed ({why}): `{current}` is live; fix the service, then run switch again"
         ),
     }

@@ -10,6 +10,7 @@
 //! ```
 
 mod activate;
+pub mod host;
 mod list;
 mod prune;
 mod root;
@@ -33,6 +34,9 @@ pub use shared::link_shared_paths;
 /// the shared paths into the release, then renames a new `current` symlink over the old one
 /// (never a moment without `current`), fsyncs, and appends the event to `history.jsonl`.
 ///
+/// The gates compose: `--before`, `--restart` and `--check` may each be given several times,
+/// and every one runs, in the order given.
+///
 /// Exit status: 0 success; 1 the work failed (refused input, failed health check, lock
 /// timeout); 2 usage.
 #[derive(Debug, Parser)]
@@ -47,41 +51,6 @@ pub struct Args {
     #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
-    /// Print the document of what would happen and change nothing
-    #[arg(long, global = true)]
-    pub dry_run: bool,
-
-    /// After the flip (and the restart), run CMD with `sh -c` in the release until it succeeds
-    /// or --check-timeout passes; if it never does, flip back, restart again, check the
-    /// previous release, mark the new one bad and exit 1 with the last run's output on
-    /// stderr. Without --restart it tests the process already serving (a warning says so)
-    #[arg(long, global = true, value_name = "CMD")]
-    pub check: Option<String>,
-
-    /// How long --check may take to pass; each run of it is killed at this deadline
-    #[arg(long, global = true, default_value_t = 60.0, value_name = "SECS", value_parser = seconds)]
-    pub check_timeout: f64,
-
-    /// Seconds between two runs of --check
-    #[arg(long, global = true, default_value_t = 1.0, value_name = "SECS", value_parser = seconds)]
-    pub check_interval: f64,
-
-    /// After the flip, run CMD with `sh -c` in the release to restart the service (`systemctl
-    /// restart app`), so that --check tests the process that serves; after a flip back it runs
-    /// again in the previous release. If it fails, that is a failed deploy
-    #[arg(long, global = true, value_name = "CMD")]
-    pub restart: Option<String>,
-
-    /// Before the flip, run CMD with `sh -c` in the new release with its env first on PATH
-    /// (migrations, collectstatic, warm-up); if it fails nothing flips and the release is
-    /// marked bad. Not for revert
-    #[arg(long, value_name = "CMD")]
-    pub before: Option<String>,
-
-    /// Seconds to wait for another switch on the same root before giving up
-    #[arg(long, global = true, default_value_t = 60, value_name = "SECS")]
-    pub lock_timeout: u64,
-
     /// Activate this already unpacked release (an id, or a directory in ROOT/releases)
     /// instead of the document's
     #[arg(long, value_name = "DIR_OR_ID")]
@@ -92,16 +61,71 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub env: Option<PathBuf>,
 
+    /// Create ROOT (with releases/, envs/ and shared/) if it does not exist
+    #[arg(long)]
+    pub init: bool,
+
+    #[command(flatten)]
+    pub opts: Opts,
+
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+/// Everything a deploy or a revert takes besides the release and the root: the service around
+/// the flip, the trust policy, the shared paths, the lock. Declared once, here: `switch` and
+/// the host door (`wheelship-host`) both flatten it, so whatever switch accepts, every caller
+/// of the door can pass.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Opts {
+    /// Print the document of what would happen and change nothing
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// Before the flip, run CMD with `sh -c` in the new release with its env first on PATH
+    /// (migrations, collectstatic, warm-up); repeatable, each in order; if one fails nothing
+    /// flips and the release is marked bad. Not for revert
+    #[arg(long, global = true, value_name = "CMD")]
+    pub before: Vec<String>,
+
+    /// After the flip, run CMD with `sh -c` in the release to restart the service (`systemctl
+    /// restart app`), so that --check tests the process that serves; repeatable, each in
+    /// order; after a flip back they run again in the previous release. If one fails, that is
+    /// a failed deploy
+    #[arg(long, global = true, value_name = "CMD")]
+    pub restart: Vec<String>,
+
+    /// After the flip (and the restart), run CMD with `sh -c` in the release until it succeeds
+    /// or --check-timeout passes; repeatable: each attempt runs every check in order, and passes
+    /// when all pass. If they never do, flip back, restart again, check the previous release,
+    /// mark the new one bad and exit 1 with the last run's output on stderr. Without --restart
+    /// it tests the process already serving (a warning says so)
+    #[arg(long, global = true, value_name = "CMD")]
+    pub check: Vec<String>,
+
+    /// How long --check may take to pass; each run of it is killed at this deadline
+    #[arg(long, global = true, default_value_t = 60.0, value_name = "SECS", value_parser = seconds)]
+    pub check_timeout: f64,
+
+    /// After a failed check has flipped back, how long the previous release's check may take
+    /// to pass (it served a moment ago: it needs less than a new release)
+    #[arg(long, global = true, default_value_t = 30.0, value_name = "SECS", value_parser = seconds)]
+    pub check_back_timeout: f64,
+
+    /// Seconds between two runs of --check
+    #[arg(long, global = true, default_value_t = 1.0, value_name = "SECS", value_parser = seconds)]
+    pub check_interval: f64,
+
+    /// Seconds to wait for another switch on the same root before giving up
+    #[arg(long, global = true, default_value_t = 60, value_name = "SECS")]
+    pub lock_timeout: u64,
+
     /// A path (relative to the release) that lives in ROOT/shared and is linked into each
     /// release; repeatable, added to those listed in the release's `.wheelship-shared` file.
     /// A trailing `/` makes it a directory (created if missing); a file must already exist in
     /// ROOT/shared
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     pub shared: Vec<String>,
-
-    /// Create ROOT (with releases/, envs/ and shared/) if it does not exist
-    #[arg(long)]
-    pub init: bool,
 
     /// Trust this minisign public key (a .pub file, or its base64 line; repeatable), added to
     /// those of ROOT/trusted. Under such a policy a release goes live (deploy or revert) only
@@ -111,7 +135,7 @@ pub struct Args {
 
     /// Under a trust policy, deploy a release older (by commit time) than the newest release
     /// ever live on this root (`revert` needs no flag: it is the way back)
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub allow_downgrade: bool,
 
     /// Activate a release marked bad (its check or --before failed before): said on stderr;
@@ -123,9 +147,6 @@ pub struct Args {
     /// signed by a trusted key, or never verified), with a warning
     #[arg(long, global = true)]
     pub insecure_allow_unverified: bool,
-
-    #[command(subcommand)]
-    pub command: Option<Cmd>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,10 +188,12 @@ const RESERVED: &str = ".wheelship";
 /// The service around a flip, from the command line: what runs before it, the restart after
 /// it, and the check with its timing.
 pub(crate) struct Service {
-    pub before: Option<String>,
-    pub restart: Option<String>,
-    pub check: Option<String>,
+    pub before: Vec<String>,
+    pub restart: Vec<String>,
+    pub check: Vec<String>,
     pub check_timeout: Duration,
+    /// The deadline of the check of the previous release after a flip back.
+    pub check_back_timeout: Duration,
     pub check_interval: Duration,
 }
 
@@ -193,12 +216,20 @@ pub(crate) struct Activate {
     pub trust: Trust,
 }
 
-impl Args {
-    fn activation(&self) -> Activate {
+impl Default for Opts {
+    /// The options as switch takes them when none is given.
+    fn default() -> Opts {
+        Args::parse_from(["switch"]).opts
+    }
+}
+
+impl Opts {
+    /// What an activation is asked to do: these options with the release and env named.
+    pub(crate) fn activation(&self, release: Option<String>, env: Option<PathBuf>) -> Activate {
         Activate {
-            release: self.release.clone(),
+            release,
             allow_bad: self.allow_bad,
-            env: self.env.clone(),
+            env,
             shared: self.shared.clone(),
             dry_run: self.dry_run,
             lock_timeout: Duration::from_secs(self.lock_timeout),
@@ -207,6 +238,7 @@ impl Args {
                 restart: self.restart.clone(),
                 check: self.check.clone(),
                 check_timeout: Duration::from_secs_f64(self.check_timeout.max(0.0)),
+                check_back_timeout: Duration::from_secs_f64(self.check_back_timeout.max(0.0)),
                 check_interval: Duration::from_secs_f64(self.check_interval.max(0.0)),
             },
             trust: Trust {
@@ -216,12 +248,14 @@ impl Args {
             },
         }
     }
+}
 
+impl Args {
     fn opening(&self) -> root::Opening<'_> {
         root::Opening {
             root: self.root.as_deref(),
             init: self.init,
-            dry_run: self.dry_run,
+            dry_run: self.opts.dry_run,
         }
     }
 }
@@ -235,13 +269,55 @@ fn seconds(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mut doc = Document::from_stdin()?;
+    gates_on_one_side(std::env::args().skip(1))?;
+    let doc = Document::from_stdin()?;
+    if let (Some(Cmd::List { json: false }), true) = (
+        &args.command,
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    ) {
+        let root = root::open_root(&args.opening(), None)?;
+        return wheelship::cli::write_stdout(list::table(&list::list(&root)?).as_bytes());
+    }
+    run_on(doc, &args)?.write_stdout()
+}
+
+/// The gates given on both sides of a subcommand (`switch --check A revert --check B`): clap
+/// keeps one side's, so such a command line is refused rather than a gate silently dropped.
+fn gates_on_one_side(args: impl Iterator<Item = String>) -> Result<()> {
+    const GATES: [&str; 3] = ["--before", "--restart", "--check"];
+    let args: Vec<String> = args.collect();
+    let Some(sub) = args
+        .iter()
+        .position(|a| ["revert", "list", "prune"].contains(&a.as_str()))
+    else {
+        return Ok(());
+    };
+    let named = |a: &String, g: &str| a == g || a.starts_with(&format!("{g}="));
+    for g in GATES {
+        if args[..sub].iter().any(|a| named(a, g)) && args[sub..].iter().any(|a| named(a, g)) {
+            return Err(UsageError(format!(
+                "{g} is given both before and after `{}`: give every {g} after it",
+                args[sub]
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// [`run`] on a document already read: the document with the `switch` section set (the host
+/// door calls this after `bundle unpack` and `mkenv`).
+pub fn run_on(mut doc: Document, args: &Args) -> Result<Document> {
+    let o = &args.opts;
     let activates = !matches!(args.command, Some(Cmd::List { .. } | Cmd::Prune { .. }));
-    if activates && args.check.is_some() && args.restart.is_none() && !args.dry_run {
-        eprintln!("switch: warning: --check without --restart tests the process already serving, which a flip does not change: give --restart (or a handover) so that the check sees the new release");
+    if activates && !o.check.is_empty() && o.restart.is_empty() && !o.dry_run {
+        wheelship::cli::warn("--check without --restart tests the process already serving, which a flip does not change: give --restart (or a handover) so that the check sees the new release");
+    }
+    if matches!(args.command, Some(Cmd::Revert { .. })) && !o.before.is_empty() {
+        return Err(UsageError("--before runs before a deploy's flip: a revert goes back to a release that served already".into()).into());
     }
     let doc_release: Option<Release> = doc.section("release")?;
-    let a = args.activation();
+    let a = o.activation(args.release.clone(), args.env.clone());
     let section = match &args.command {
         None => {
             // A request that cannot be carried out changes nothing: not even `--init`'s dirs.
@@ -255,25 +331,36 @@ pub fn run(args: Args) -> Result<()> {
             let root = root::open_root(&args.opening(), None)?;
             activate::revert(&a, &root, to.as_deref())?
         }
-        Some(Cmd::List { json }) => {
+        Some(Cmd::List { .. }) => {
             let root = root::open_root(&args.opening(), None)?;
-            let section = list::list(&root)?;
-            if !json && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                return wheelship::cli::write_stdout(list::table(&section).as_bytes());
-            }
-            section
+            list::list(&root)?
         }
         Some(Cmd::Prune { keep, grace }) => {
             let root = root::open_root(&args.opening(), None)?;
             let job = prune::Prune {
                 keep: *keep,
                 grace: *grace,
-                dry_run: args.dry_run,
+                dry_run: o.dry_run,
                 lock_timeout: a.lock_timeout,
             };
             prune::prune(&job, &root)?
         }
     };
     doc.set("switch", &section)?;
-    doc.write_stdout()
+    Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gates_given_twice_are_both_kept() {
+        let a = Args::try_parse_from(["switch", "--before", "a", "--check", "c1", "--before", "b"])
+            .unwrap();
+        assert_eq!(a.opts.before, ["a", "b"]);
+        let a =
+            Args::try_parse_from(["switch", "revert", "--check", "c1", "--check", "c2"]).unwrap();
+        assert_eq!(a.opts.check, ["c1", "c2"]);
+    }
 }

@@ -47,7 +47,7 @@ impl DeployRoot {
     /// A flip followed by `--restart` is about to happen: a crash before the restart ran leaves
     /// this mark for the next run.
     pub fn restart_owed(&self, service: &Service) -> Result<()> {
-        if service.restart.is_some() {
+        if !service.restart.is_empty() {
             fsx::write_atomic(
                 &self.dir.join(layout::RESTART_PENDING),
                 b"a restart is owed\n",

@@ -104,28 +104,75 @@ pub fn run(
     })
 }
 
-/// Runs the health check until it passes or `timeout` has passed, `interval` apart; every run
-/// is killed at the deadline. The last failure is returned with its output.
-pub fn check(cmd: &str, ctx: &Ctx, timeout: Duration, interval: Duration) -> Result<Ran> {
-    let deadline = Instant::now() + timeout;
+/// Runs each command of `cmds` in order until one fails: `None` when all passed, else the one
+/// that failed and how.
+pub fn run_each(cmds: &[String], ctx: &Ctx, venv: bool) -> Result<Option<(String, String)>> {
+    for cmd in cmds {
+        if let Ran::Failed { why, .. } = run(cmd, ctx, venv, None, false)? {
+            return Ok(Some((cmd.clone(), why)));
+        }
+    }
+    Ok(None)
+}
+
+/// How a check that never passed ended: the command that failed last, why, and its output.
+pub struct CheckFailed {
+    pub cmd: String,
+    pub why: String,
+    pub output: String,
+}
+
+/// Runs the health checks until all pass in one attempt or `timeout` has passed, `interval`
+/// apart; every run is killed at the deadline. While they fail, where it stands is said every
+/// few seconds. The last failure is returned with its output.
+pub fn check(
+    cmds: &[String],
+    ctx: &Ctx,
+    timeout: Duration,
+    interval: Duration,
+) -> Result<Option<CheckFailed>> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut said = start;
     // The last run that ended by itself says more than one the deadline cut short.
-    let mut last_ended: Option<Ran> = None;
+    let mut last_ended: Option<CheckFailed> = None;
     loop {
-        let ran = run(cmd, ctx, false, Some(deadline), true)?;
-        let killed = matches!(&ran, Ran::Failed { why, .. } if why == KILLED);
-        if matches!(ran, Ran::Ok) {
-            return Ok(ran);
+        let mut failed = None;
+        for cmd in cmds {
+            if let Ran::Failed { why, output } = run(cmd, ctx, false, Some(deadline), true)? {
+                failed = Some(CheckFailed {
+                    cmd: cmd.clone(),
+                    why,
+                    output,
+                });
+                break;
+            }
         }
-        if !killed {
-            last_ended = Some(ran);
-        } else {
-            return Ok(last_ended.unwrap_or(ran));
+        let Some(f) = failed else {
+            return Ok(None);
+        };
+        if f.why == KILLED {
+            return Ok(Some(last_ended.unwrap_or(f)));
         }
+        if said.elapsed() >= SAY_EVERY {
+            said = Instant::now();
+            eprintln!(
+                "{}: check `{}` has not passed yet ({:.0}s of {}s): {}",
+                wheelship::cli::tool(),
+                f.cmd,
+                start.elapsed().as_secs_f64(),
+                timeout.as_secs_f64(),
+                f.why
+            );
+        }
+        last_ended = Some(f);
         if Instant::now() + interval >= deadline {
-            return Ok(last_ended.expect("set just above"));
+            return Ok(last_ended);
         }
         std::thread::sleep(interval);
     }
 }
 
 const KILLED: &str = "killed at the deadline";
+/// How often a check that keeps failing says where it stands.
+const SAY_EVERY: Duration = Duration::from_secs(5);

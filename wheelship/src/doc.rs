@@ -92,6 +92,11 @@ impl Document {
         self.0.shift_remove(name)
     }
 
+    /// The document as a JSON value.
+    pub fn into_value(self) -> Value {
+        Value::Object(self.0)
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(&self.0).expect("a JSON map always serialises")
     }
@@ -492,9 +497,9 @@ pub struct WouldDeploy {
     pub from: Option<String>,
     pub env: Option<Utf8PathBuf>,
     pub shared: Vec<String>,
-    pub before: Option<String>,
-    pub restart: Option<String>,
-    pub check: Option<String>,
+    pub before: Vec<String>,
+    pub restart: Vec<String>,
+    pub check: Vec<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -503,8 +508,8 @@ pub struct WouldDeploy {
 pub struct WouldRevert {
     pub revert: String,
     pub from: Option<String>,
-    pub restart: Option<String>,
-    pub check: Option<String>,
+    pub restart: Vec<String>,
+    pub check: Vec<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -17,6 +17,14 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }
 
+/// The SHA-256 (lowercase hex) and size of everything `r` yields.
+pub fn sha256_reader(r: impl Read) -> io::Result<(String, u64)> {
+    let mut h = Hashing::new(r);
+    io::copy(&mut h, &mut io::sink())?;
+    let t = h.tally();
+    Ok((t.sha256(), t.bytes()))
+}
+
 /// What a [`Hashing`] reader has read: a handle that stays valid when the reader itself is
 /// moved into another (a decompressor).
 #[derive(Clone, Default)]

@@ -6,6 +6,21 @@ pub mod progress;
 use std::fmt;
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::OnceLock;
+
+/// The tool this process is (`parse_args` sets it): every message starts with its name.
+static TOOL: OnceLock<&'static str> = OnceLock::new();
+
+/// The name messages start with: the tool's, once `parse_args` ran.
+pub fn tool() -> &'static str {
+    TOOL.get().copied().unwrap_or("wheelship")
+}
+
+/// A warning for the person running the tool: `tool: warning: message` on stderr. The one way
+/// a tool says something went less well than asked but the work goes on.
+pub fn warn(message: impl fmt::Display) {
+    eprintln!("{}: warning: {message}", tool());
+}
 
 /// An error that carries a `hint:` line for the person reading it.
 #[derive(Debug)]
@@ -49,9 +64,19 @@ impl std::error::Error for UsageError {}
 /// Every tool starts here, so this is also where the modes of what they create are set:
 /// umask 022, whatever the caller's. Directories are made 0755 and files 0644 (0755 when
 /// executable), never writable by other users because a umask of 000 said so.
-pub fn parse_args<P: clap::Parser>(tool: &str) -> Result<P, ExitCode> {
+pub fn parse_args<P: clap::Parser>(tool: &'static str) -> Result<P, ExitCode> {
+    parse_args_from(tool, std::env::args_os())
+}
+
+/// [`parse_args`] of a command line given (one a tool has rewritten first).
+pub fn parse_args_from<P: clap::Parser, I, T>(tool: &'static str, args: I) -> Result<P, ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let _ = TOOL.set(tool);
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-    match P::try_parse() {
+    match P::try_parse_from(args) {
         Ok(p) => Ok(p),
         Err(e) => {
             use clap::error::ErrorKind;
@@ -94,10 +119,16 @@ pub fn finish(tool: &str, result: anyhow::Result<()>) -> ExitCode {
     }
     let mut stderr = io::stderr().lock();
     let _ = writeln!(stderr, "{tool}: {err:#}");
-    for cause in err.chain() {
-        if let Some(h) = cause.downcast_ref::<Hint>() {
-            let _ = writeln!(stderr, "hint: {}", h.hint);
-        }
+    // The hints after a blank line, so that the eye finds them.
+    let hints: Vec<&Hint> = err
+        .chain()
+        .filter_map(|c| c.downcast_ref::<Hint>())
+        .collect();
+    if !hints.is_empty() {
+        let _ = writeln!(stderr);
+    }
+    for h in hints {
+        let _ = writeln!(stderr, "hint: {}", h.hint);
     }
     if err.chain().any(|c| c.is::<UsageError>()) {
         ExitCode::from(2)

@@ -39,10 +39,11 @@ pub const PACKAGE: &str = ".package";
 /// In a release: the link to its env.
 pub const VENV: &str = "venv";
 
-/// The programs of `ROOT/bin`, as the controller sends them: the door first.
-pub const PROGRAMS: &[&str] = &["wheelship-host", "bundle", "mkenv", "handover"];
-/// What goes with the programs into `ROOT/bin`: the handover's gunicorn settings.
-pub const PROGRAM_FILES: &[&str] = &["handover.conf.py"];
+/// The programs of `ROOT/bin` the controller sends: the door first.
+pub const SHIPPED: &[&str] = &["wheelship-host", "bundle", "mkenv", "switch"];
+/// What the door writes into `ROOT/bin` itself (it carries them): the gapless handover of a
+/// gunicorn service, and its gunicorn settings.
+pub const HANDOVER: &[&str] = &["handover", "handover.conf.py"];
 
 /// Each entry with what it is, in the order of the table above (for `wheelship-host paths`).
 pub const ENTRIES: &[(&str, &str)] = &[
