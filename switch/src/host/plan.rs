@@ -45,6 +45,17 @@ pub struct PlanArgs {
     /// Always send the whole archive
     #[arg(long)]
     pub full: bool,
+    /// Send no archive: the hosts get it elsewhere (an artifact server)
+    #[arg(long)]
+    pub no_archive: bool,
+    /// Plan a rollback instead: every host to one release, --to or the one the fleet was on
+    /// before (the previous release of the hosts on the newest one, which the others must
+    /// already be on); refused, naming the hosts, when they disagree
+    #[arg(long, conflicts_with_all = ["archive", "full", "no_archive"])]
+    pub rollback: bool,
+    /// With --rollback: the release every host goes back to
+    #[arg(long, value_name = "ID", requires = "rollback")]
+    pub to: Option<String>,
 }
 
 /// One file the plan may send: where it is here, and what it is.
@@ -66,6 +77,9 @@ pub struct Host {
     pub stage: bool,
     /// Whether the door runs from the uploads (it is among them).
     pub door_sent: bool,
+    /// A rollback: the release this host goes back to (none when it is on it already).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revert_to: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -129,6 +143,9 @@ fn archive(a: &PlanArgs, doc: &Document) -> Result<Option<(String, File)>> {
 
 /// The whole decision.
 pub fn plan(a: &PlanArgs, doc: &Document, facts: &BTreeMap<String, Value>) -> Result<Plan> {
+    if a.rollback {
+        return rollback(a.to.as_deref(), facts);
+    }
     let mut p = Plan::default();
     let arch = rustix::system::uname()
         .machine()
@@ -149,7 +166,7 @@ pub fn plan(a: &PlanArgs, doc: &Document, facts: &BTreeMap<String, Value>) -> Re
         p.files.insert(name, file);
     }
     p.door_sha256 = p.files[layout::SHIPPED[0]].sha256.clone();
-    let release = archive(a, doc)?;
+    let release = if a.no_archive { None } else { archive(a, doc)? };
     p.release = match doc.section::<Bundle>("bundle")? {
         Some(b) => Some(b.id),
         None => release
@@ -334,4 +351,70 @@ fn thin_copy(
         },
         hosts,
     )))
+}
+
+fn live(f: &Value) -> Option<&str> {
+    f["list"]["switch"]["current"].as_str()
+}
+
+/// The one release a fleet goes back to: `to`, else the previous release of the hosts on the
+/// newest release live (by commit time), which every other host must already be on.
+fn rollback(to: Option<&str>, facts: &BTreeMap<String, Value>) -> Result<Plan> {
+    let target = match to {
+        Some(t) => {
+            wheelship::text::check_file_name(t).map_err(|e| anyhow!("--to: {e}"))?;
+            t.to_string()
+        }
+        None => fleet_previous(facts)?,
+    };
+    let mut p = Plan {
+        release: Some(target.clone()),
+        ..Plan::default()
+    };
+    for (h, f) in facts {
+        let host = Host {
+            revert_to: (live(f) != Some(target.as_str())).then(|| target.clone()),
+            ..Host::default()
+        };
+        p.hosts.insert(h.clone(), host);
+    }
+    Ok(p)
+}
+
+fn fleet_previous(facts: &BTreeMap<String, Value>) -> Result<String> {
+    let newest = facts
+        .values()
+        .filter_map(live)
+        .max_by_key(|id| (wheelship::host::trust::commit_time(id).unwrap_or(""), *id))
+        .ok_or_else(|| anyhow!("no host has a release live: nothing to roll back"))?;
+    let previous: Vec<(&String, Option<&str>)> = facts
+        .iter()
+        .filter(|(_, f)| live(f) == Some(newest))
+        .map(|(h, f)| (h, f["list"]["switch"]["previous"].as_str()))
+        .collect();
+    let target = match previous.first() {
+        Some((_, Some(t))) if previous.iter().all(|(_, p)| *p == Some(*t)) => t.to_string(),
+        _ => {
+            let said: Vec<String> = previous
+                .iter()
+                .map(|(h, p)| format!("{h} would go back to {}", p.unwrap_or("nothing")))
+                .collect();
+            bail!(
+                "the hosts on {newest} do not agree where to go back: {}; name the release with --to (wheelship_to)",
+                said.join(", ")
+            );
+        }
+    };
+    let astray: Vec<String> = facts
+        .iter()
+        .filter(|(_, f)| live(f) != Some(newest) && live(f) != Some(target.as_str()))
+        .map(|(h, f)| format!("{h} is on {}", live(f).unwrap_or("nothing")))
+        .collect();
+    if !astray.is_empty() {
+        bail!(
+            "the fleet would go back to {target} from {newest}, but {}: name the release with --to (wheelship_to)",
+            astray.join(", ")
+        );
+    }
+    Ok(target)
 }
