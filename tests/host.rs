@@ -1,7 +1,8 @@
-//! Issue 26: the host's steps are written once, in `scripts/wheelship-host`, which
-//! `scripts/deploy` (here and over ssh), `scripts/rollback` and the Ansible module run. Its
-//! commands, one after another on a local root: stage then flip is a deploy, revert goes back,
-//! list says what is live, a failing step is named, a bad thin copy is a named failure.
+//! The host's door, `wheelship-host`, which `scripts/deploy` (here and over ssh),
+//! `scripts/rollback`, the Ansible plugin and a package's maintainer scripts run. Its commands,
+//! one after another on a local root: stage then flip is a deploy, revert goes back, list says
+//! what is live, a failing step is named, a bad thin copy tells the caller to send the archive
+//! whole.
 
 use std::path::Path;
 use std::process::Output;
@@ -74,14 +75,21 @@ fn the_host_door_stages_flips_reverts_and_names_what_failed() {
     let err = failed_with(&host(&["deploy", root_s, "/nonexistent.tar.zst"], "", d), 1);
     let last = format!("wheelship-host: step 'bundle unpack' failed on {root_s} (see above)\n");
     assert!(err.ends_with(&last), "{err}");
-    // A thin copy that is not one: the `thick` step fails by name (the caller sends the whole
-    // archive then).
-    std::fs::write(d.join("junk.thin"), b"not a thin copy").unwrap();
-    let err = failed_with(
-        &host(&["thick", root_s, "junk.thin"], &v2.to_string(), d),
-        1,
+    // A thin copy that is not one: the `thick` step fails by name, and the door's exit status
+    // (75) tells the caller to send the archive whole; the uploads are gone either way.
+    let up = d.join("uploads");
+    std::fs::create_dir(&up).unwrap();
+    std::fs::write(up.join("x.tar.zst.thin"), b"not a thin copy").unwrap();
+    let out = host(
+        &["deploy", root_s, "--uploads", up.to_str().unwrap()],
+        &v2.to_string(),
+        d,
     );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
     assert!(err.contains("step 'bundle thick' failed"), "{err}");
+    assert!(err.contains("send it whole"), "{err}");
+    assert!(!up.exists());
     // Usage: exit 2, nothing done.
     for bad in [
         &["deploy"][..],

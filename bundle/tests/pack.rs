@@ -302,7 +302,7 @@ fn pack_errors() {
         "{err}"
     );
     assert!(
-        err.contains("\nhint: the wheelhouse changed since it was locked"),
+        err.contains("\n\nhint: the wheelhouse changed since it was locked"),
         "{err}"
     );
     // No lock at all.

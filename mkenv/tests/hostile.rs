@@ -205,7 +205,7 @@ fn lock_mismatch_and_incompatible_tags() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot install `native-1.0-cp27-cp27mu-manylinux1_x86_64.whl`: it is not compatible with `python3`"), "{err}");
-    assert!(err.contains("\nhint: lock for this interpreter"), "{err}");
+    assert!(err.contains("\n\nhint: lock for this interpreter"), "{err}");
 }
 
 #[test]

@@ -494,7 +494,7 @@ fn refusals() {
     let (code, err) = fails(&out);
     assert_eq!(code, 1);
     assert!(
-        err.contains("does not exist\nhint: create it with `switch --init`"),
+        err.contains("does not exist\n\nhint: create it with `switch --init`"),
         "{err}"
     );
     let out = Command::cargo_bin("switch")

@@ -115,7 +115,7 @@ fn a_missing_requirement_is_refused_by_name() {
     let dir = std::fs::canonicalize(t.p().join("wh")).unwrap();
     assert_eq!(
         err,
-        format!("wheelhouse: no wheel in `{}` satisfies `alpha==9.9` (requirements.txt:1) (versions found: 1.0)\nhint: run wheelhouse without --offline to fetch it, or add --find-links DIR\n", dir.display())
+        format!("wheelhouse: no wheel in `{}` satisfies `alpha==9.9` (requirements.txt:1) (versions found: 1.0)\n\nhint: run wheelhouse without --offline to fetch it, or add --find-links DIR\n", dir.display())
     );
     let doc = t.hashreq("nosuch\n");
     let out = t.wheelhouse(&["--dir", "wh", "--offline"], &doc, &[]);

@@ -34,7 +34,12 @@ use clap::{Parser, Subcommand};
 /// others could write would have run); 75 a thin copy this host cannot rebuild (send the
 /// archive whole).
 #[derive(Debug, Parser)]
-#[command(name = "wheelship-host", version, max_term_width = 100)]
+#[command(
+    name = "wheelship-host",
+    version,
+    max_term_width = 100,
+    args_override_self = true
+)]
 pub struct HostArgs {
     #[command(subcommand)]
     pub cmd: HostCmd,
@@ -176,7 +181,7 @@ pub fn main() -> std::process::ExitCode {
         Ok(args) => {
             let result = run(args);
             match &result {
-                Err(e) if e.chain().any(|c| c.is::<place::NeedArchive>()) => {
+                Err(e) if e.downcast_ref::<place::NeedArchive>().is_some() => {
                     eprintln!("{tool}: {e:#}");
                     std::process::ExitCode::from(place::NEED_ARCHIVE)
                 }

@@ -91,6 +91,16 @@ pub struct Plan {
     /// The sha256 of the door the controller sends.
     pub door_sha256: String,
     pub hosts: BTreeMap<String, Host>,
+    /// The thin copy, when one was made: how many wheels it leaves out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thin: Option<ThinMade>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ThinMade {
+    pub name: String,
+    pub wheels_cut: usize,
+    pub archive_size: u64,
 }
 
 pub fn run(a: &PlanArgs) -> Result<()> {
@@ -112,19 +122,40 @@ fn archive(a: &PlanArgs, doc: &Document) -> Result<Option<(String, File)>> {
         (None, Some(p)) => (p.clone(), None),
         (None, None) => return Ok(None),
     };
+    if let Some(b) = want {
+        wheelship::text::check_file_name(&b.id).map_err(|_| {
+            anyhow!(
+                "bundle.id `{}` is not a safe release id (letters, digits, `.`, `_`, `-`)",
+                b.id.escape_debug()
+            )
+        })?;
+    }
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| anyhow!("`{}` is not an archive's path", path.display()))?;
-    wheelship::text::check_file_name(name).map_err(|e| anyhow!("the archive's name: {e}"))?;
-    if !name.ends_with(".tar.zst") {
+    wheelship::text::check_file_name(name).map_err(|_| {
+        anyhow!(
+            "`{}` is not a safe archive name (letters, digits, `.`, `_`, `-`): refusing to send it",
+            name.escape_debug()
+        )
+    })?;
+    if let Some(b) = want {
+        if !name.ends_with(&format!("{}.tar.zst", b.id)) {
+            bail!(
+                "`{}` is not the archive of release {} that the document describes (its name does not end in `{}.tar.zst`)",
+                path.display(),
+                b.id,
+                b.id
+            );
+        }
+    } else if !name.ends_with(".tar.zst") {
         bail!("`{}` is not a release archive (`.tar.zst`)", path.display());
     }
     let (f, _) = wheelship::fs::fsx::open_regular(&path)?;
     let (sha256, size) = wheelship::hash::sha256_reader(f).at("read", &path)?;
     let upload = match want {
         Some(b) => {
-            wheelship::text::check_file_name(&b.id).map_err(|e| anyhow!("bundle.id: {e}"))?;
             if !name.ends_with(&format!("{}.tar.zst", b.id)) || size != b.size || sha256 != b.sha256
             {
                 bail!(
@@ -201,8 +232,9 @@ pub fn plan(a: &PlanArgs, doc: &Document, facts: &BTreeMap<String, Value>) -> Re
             }
         }
     }
-    if let Some((thin_name, thin_file, _)) = &thin {
-        p.files.insert(thin_name.clone(), thin_file.clone());
+    if let Some((made, thin_file, _)) = &thin {
+        p.files.insert(made.name.clone(), thin_file.clone());
+        p.thin = Some(made.clone());
     }
     for (h, f) in facts {
         let host = host_plan(
@@ -227,7 +259,7 @@ fn host_plan(
     p: &Plan,
     f: &Value,
     archive: Option<&str>,
-    thin: Option<&(String, File, Vec<String>)>,
+    thin: Option<&(ThinMade, File, Vec<String>)>,
     host: &str,
 ) -> Host {
     let mut h = Host::default();
@@ -252,8 +284,8 @@ fn host_plan(
         .cloned()
         .collect();
     match thin {
-        Some((name, _, hosts)) if hosts.iter().any(|x| x == host) => {
-            h.send.push(name.clone());
+        Some((made, _, hosts)) if hosts.iter().any(|x| x == host) => {
+            h.send.push(made.name.clone());
             h.fallback.push(archive.to_string());
         }
         _ => h.send.push(archive.to_string()),
@@ -272,7 +304,7 @@ fn thin_copy(
     scratch: &Path,
     needing: &[&String],
     facts: &BTreeMap<String, Value>,
-) -> Result<Option<(String, File, Vec<String>)>> {
+) -> Result<Option<(ThinMade, File, Vec<String>)>> {
     let holders: Vec<(&String, Vec<HaveWheel>)> = needing
         .iter()
         .filter_map(|h| {
@@ -342,8 +374,13 @@ fn thin_copy(
     }
     let (sha256, size) = wheelship::fs::fsx::sha256_file(&out)?;
     let hosts = holders.iter().map(|(h, _)| (*h).clone()).collect();
+    let made = ThinMade {
+        name: thin_name,
+        wheels_cut: thin.wheels_cut,
+        archive_size: thin.archive_size,
+    };
     Ok(Some((
-        thin_name,
+        made,
         File {
             path: out,
             sha256,

@@ -14,15 +14,17 @@ use wheelship::Document;
 use super::programs::Programs;
 use super::{Deploy, Flip, Revert};
 
-/// Runs program `name` of `programs` on `doc` with `args`: its document, or the step named as
-/// the one that failed (the tool has said why).
+/// Runs step `step` (`bundle unpack`: the program, then its first argument) of `programs` on
+/// `doc` with `args`: its document, or the step named as the one that failed (the tool has
+/// said why).
 pub(super) fn tool(
     programs: &Programs,
-    name: &str,
+    step: &str,
     args: &[&std::ffi::OsStr],
     doc: &Document,
     root: &Path,
 ) -> Result<Document> {
+    let name = step.split(' ').next().unwrap_or(step);
     let program = programs.open_program(name)?;
     let mut c = program.command();
     c.args(args)
@@ -41,11 +43,11 @@ pub(super) fn tool(
     // A tool that fails early may not read its input: its own message says why.
     let _ = writer.join();
     if !out.status.success() {
-        bail!("step '{name}' failed on {} (see above)", root.display());
+        bail!("step '{step}' failed on {} (see above)", root.display());
     }
     let text = String::from_utf8(out.stdout)
-        .map_err(|_| anyhow!("step '{name}' printed a document that is not UTF-8"))?;
-    Document::parse(&text, name)
+        .map_err(|_| anyhow!("step '{step}' printed a document that is not UTF-8"))?;
+    Document::parse(&text, step)
 }
 
 /// The root, created when missing, opened and checked as every tool opens a root.
@@ -107,7 +109,7 @@ pub fn deploy(d: &Deploy, live: bool) -> Result<()> {
         unpack.push(os("--allow-downgrade"));
     }
     unpack.push(archive.as_os_str());
-    doc = tool(&programs, "bundle", &unpack, &doc, root.path())?;
+    doc = tool(&programs, "bundle unpack", &unpack, &doc, root.path())?;
     let envs = at.envs();
     let mkenv = [
         os("--envs"),
