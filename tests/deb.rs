@@ -42,7 +42,7 @@ impl Drop for Installed {
     fn drop(&mut self) {
         for p in &self.packages {
             let _ = sh("dpkg", &["--purge", p]);
-            let _ = std::fs::remove_file(format!("/var/lib/wheelship/{p}.root"));
+            let _ = std::fs::remove_dir_all(format!("/var/lib/wheelship/{p}"));
         }
     }
 }
@@ -105,14 +105,20 @@ fn release(app: &Path, wh: &Path, out: &Path, extra: &[&str]) -> String {
         .ok_text()
 }
 
+/// What lintian (pedantic) says is an error or a warning: none is accepted.
 fn lintian_errors(deb: &Path) -> Vec<String> {
     let out = sh(
         "lintian",
-        &["--tag-display-limit", "0", deb.to_str().unwrap()],
+        &[
+            "--pedantic",
+            "--tag-display-limit",
+            "0",
+            deb.to_str().unwrap(),
+        ],
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.starts_with("E: "))
+        .filter(|l| l.starts_with("E: ") || l.starts_with("W: "))
         .map(str::to_string)
         .collect()
 }
@@ -129,7 +135,9 @@ fn debian_packages_install_upgrade_downgrade_purge_and_apt() {
     );
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
-    let package = format!("wsdeb-{}", std::process::id());
+    let app_name = format!("wsdeb-{}", std::process::id());
+    // App packages live in their own namespace.
+    let package = format!("wsapp-{app_name}");
     let root = p.join("srv");
     let mut guard = Installed {
         packages: vec![package.clone()],
@@ -171,9 +179,9 @@ fn debian_packages_install_upgrade_downgrade_purge_and_apt() {
         "{:?}",
         lintian_errors(&made)
     );
-    let (deb1, ver1) = deb(&v1, &debs, &package, &root);
+    let (deb1, ver1) = deb(&v1, &debs, &app_name, &root);
     // The same release gives the same bytes.
-    let again = deb(&v1, &p.join("debs-again"), &package, &root).0;
+    let again = deb(&v1, &p.join("debs-again"), &app_name, &root).0;
     assert_eq!(
         std::fs::read(&deb1).unwrap(),
         std::fs::read(&again).unwrap()
@@ -190,7 +198,7 @@ fn debian_packages_install_upgrade_downgrade_purge_and_apt() {
     .unwrap();
     commit_all(&app, "v2");
     let v2 = release(&app, &wh, &dist, &[]);
-    let (deb2, ver2) = deb(&v2, &debs, &package, &root);
+    let (deb2, ver2) = deb(&v2, &debs, &app_name, &root);
     assert!(sh("dpkg", &["--compare-versions", &ver2, "gt", &ver1])
         .status
         .success());
@@ -227,15 +235,10 @@ fn debian_packages_install_upgrade_downgrade_purge_and_apt() {
     assert_eq!(current(&root), id(&v1));
 
     // A failing check during an upgrade: dpkg fails with switch's words, v1 stays live.
-    let conf = format!("/etc/default/{package}");
+    let conf = format!("/etc/wheelship/{package}.conf");
     let settings = std::fs::read_to_string(&conf).unwrap();
-    let check = format!(
-        "WHEELSHIP_CHECK='test \"$WHEELSHIP_RELEASE\" != {}'\n",
-        id(&v2)
-    );
-    let failing = settings
-        .replace("WHEELSHIP_CHECK=\n", &check)
-        .replace("WHEELSHIP_CHECK_TIMEOUT=60", "WHEELSHIP_CHECK_TIMEOUT=1");
+    let failing =
+        format!("{settings}check = test -e \"$WHEELSHIP_ROOT/shared/fixed\"\ncheck-timeout = 1\n");
     std::fs::write(&conf, failing).unwrap();
     let failed = sh("dpkg", &["-i", deb2.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&failed.stderr);
@@ -249,19 +252,68 @@ fn debian_packages_install_upgrade_downgrade_purge_and_apt() {
         "{err}"
     );
     assert_eq!(current(&root), id(&v1));
+    // The operator fixes the cause and configures again: the version that failed goes live
+    // once its check passes (it converges; no new build needed).
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    std::fs::write(root.join("shared/fixed"), "").unwrap();
+    let again = sh("dpkg", &["--configure", "-a"]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is configured again"));
+    assert_eq!(current(&root), id(&v2));
+    assert!(installed(&package));
+    std::fs::remove_file(root.join("shared/fixed")).unwrap();
     std::fs::write(&conf, &settings).unwrap();
     ok("dpkg", &["-i", deb1.to_str().unwrap()]);
     assert_eq!(current(&root), id(&v1));
 
-    // Remove leaves the data; purge removes the root; a reinstall after it works.
+    // A second package given the same root refuses it: the root names its owner.
+    let other = format!("{app_name}-other");
+    guard.packages.push(format!("wsapp-{other}"));
+    let (deb_other, _) = deb(&v1, &p.join("debs-other"), &other, &root);
+    let refused = sh("dpkg", &["-i", deb_other.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains(&format!("belongs to package `{package}`")),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    ok("dpkg", &["--purge", &format!("wsapp-{other}")]);
+    assert_eq!(
+        current(&root),
+        id(&v1),
+        "the other package's purge touched nothing"
+    );
+
+    // Remove leaves the data; purge removes what the package made, keeps the app's data in
+    // shared/ and says where; a reinstall after it works.
     ok("dpkg", &["-r", &package]);
     assert_eq!(current(&root), id(&v1));
+    std::fs::write(root.join("shared/app.sqlite"), "data").unwrap();
     let purge = sh("dpkg", &["--purge", &package]);
-    assert!(String::from_utf8_lossy(&purge.stderr).contains("purging"));
-    assert!(!root.exists());
+    let said = String::from_utf8_lossy(&purge.stderr);
+    assert!(said.contains("purging"), "{said}");
+    assert!(
+        said.contains(&format!("kept {}/shared", root.display())),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("shared/app.sqlite")).unwrap(),
+        "data"
+    );
+    for gone in ["releases", "envs", "current", "history.jsonl", ".package"] {
+        assert!(!root.join(gone).exists(), "{gone}");
+    }
+    assert!(!Path::new(&format!("/var/lib/wheelship/{package}")).exists());
+    std::fs::remove_dir_all(&root).unwrap();
     ok("dpkg", &["-i", deb1.to_str().unwrap()]);
     assert_eq!(current(&root), id(&v1));
     ok("dpkg", &["--purge", &package]);
+    assert!(!root.exists());
 
     // apt, from a directory made a repository: the newest, then an older version.
     let repo_dir = p.join("apt");

@@ -7,7 +7,7 @@
 //! <https://www.debian.org/doc/debian-policy/>.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use md5::Digest as _;
@@ -29,9 +29,22 @@ struct Package {
     root: String,
     /// The release's commit time: every mtime.
     time: i64,
-    archive: PathBuf,
-    signature: Option<PathBuf>,
+    /// The archive, opened once and checked against the document: what the package carries.
+    archive: std::fs::File,
+    archive_name: String,
+    /// Its signature, `<archive>.minisig`, when there is one (checked to be a signature).
+    signature: Option<Vec<u8>>,
 }
+
+/// Every app package's name starts with this (the door's `package` commands expect it).
+const PREFIX: &str = "wsapp-";
+/// The longest app name: lintian wants a package's file name (`<package>_<version>_<arch>.deb`,
+/// the arch counted as its longest, `kfreebsd-amd64`) within 80 characters.
+const MAX_APP: usize = 80 - (PREFIX.len() + 1 + VERSION_LEN + 1 + 14 + 4);
+/// `20261201.223653+6dbe79fe5e13`.
+const VERSION_LEN: usize = 28;
+/// A minisign signature is a few hundred bytes.
+const SIGNATURE_MAX: u64 = 4096;
 
 pub fn run(a: DebArgs) -> Result<()> {
     let mut doc = Document::from_stdin()?;
@@ -63,22 +76,29 @@ pub fn run(a: DebArgs) -> Result<()> {
 }
 
 fn plan(a: &DebArgs, b: &Bundle, wh: Option<&Wheelhouse>) -> Result<Package> {
-    let name = match &a.package {
-        Some(n) => n.clone(),
+    let app = match &a.package {
+        Some(n) => n.strip_prefix(PREFIX).unwrap_or(n).to_string(),
         None => b
             .name
             .as_deref()
             .map(|n| n.to_ascii_lowercase().replace('_', "-"))
             .ok_or_else(|| UsageError("the release has no name: give --package NAME".into()))?,
     };
-    if !valid_package(&name) {
+    let name = format!("{PREFIX}{app}");
+    if app.len() > MAX_APP {
         return Err(UsageError(format!(
-            "`{name}` is not a Debian package name (lowercase letters, digits, `+`, `-`, `.`; two or more, starting with a letter or digit): give --package NAME"
+            "`{app}` is longer than {MAX_APP} characters: the package's file name would pass the 80 that lintian allows; give a shorter --package NAME"
         ))
         .into());
     }
-    let root = a.root.clone().unwrap_or_else(|| format!("/srv/{name}"));
-    // The root goes into the maintainer scripts and the conffile as it is.
+    if !valid_package(&app) {
+        return Err(UsageError(format!(
+            "`{app}` is not a Debian package name (lowercase letters, digits, `+`, `-`, `.`; two or more, starting with a letter or digit): give --package NAME"
+        ))
+        .into());
+    }
+    let root = a.root.clone().unwrap_or_else(|| format!("/srv/{app}"));
+    // The root goes into the settings file as it is.
     let safe = |c: u8| c.is_ascii_alphanumeric() || b"/._+-".contains(&c);
     if !root.starts_with('/') || root == "/" || !root.bytes().all(safe) || root.contains("/../") {
         return Err(UsageError(format!(
@@ -86,27 +106,29 @@ fn plan(a: &DebArgs, b: &Bundle, wh: Option<&Wheelhouse>) -> Result<Package> {
         ))
         .into());
     }
-    for (flag, v) in [
-        ("--maintainer", &a.maintainer),
-        ("--description", &a.description),
-    ] {
-        if v.as_deref()
-            .is_some_and(|v| v.trim().is_empty() || v.chars().any(char::is_control))
-        {
-            return Err(UsageError(format!("{flag} must be one line of text")).into());
-        }
-    }
+    let line = |what: &str, v: &str| -> Result<String> {
+        wheelship::text::one_line(what, v, 200)
+            .map(str::to_string)
+            .map_err(|e| {
+                UsageError(format!("{e}: it would become a field of the control file")).into()
+            })
+    };
+    let maintainer = match &a.maintainer {
+        Some(m) => line("--maintainer", m)?,
+        None => default_maintainer(&line)?,
+    };
+    let description = match &a.description {
+        Some(d) => line("--description", d)?,
+        None => format!("release of {app}, deployed by wheelship"),
+    };
     let (version, time) = version(&b.id)?;
-    let archive = PathBuf::from(b.path.as_str());
-    let signature = b.signature.as_ref().map(|s| PathBuf::from(s.as_str()));
+    let (archive, archive_name) = archive(b)?;
+    let signature = signature(b)?;
     let python = python_depends(wh)?;
     let tools = format!("{} (>= {})", a.tools, env!("CARGO_PKG_VERSION"));
     Ok(Package {
-        description: a
-            .description
-            .clone()
-            .unwrap_or_else(|| format!("release of the {name} application, deployed by wheelship")),
-        maintainer: a.maintainer.clone().unwrap_or_else(default_maintainer),
+        description,
+        maintainer,
         root,
         arch: architecture(wh)?,
         depends: format!("{tools}, {python}"),
@@ -114,8 +136,68 @@ fn plan(a: &DebArgs, b: &Bundle, wh: Option<&Wheelhouse>) -> Result<Package> {
         version,
         time,
         archive,
+        archive_name,
         signature,
     })
+}
+
+/// The archive exactly as the document describes it: its name ends in the release id, and the
+/// one file opened has the size and sha256 the document says. Nothing else of this box can be
+/// packaged by a document.
+fn archive(b: &Bundle) -> Result<(std::fs::File, String)> {
+    use std::io::{Seek, SeekFrom};
+    let path = std::path::Path::new(b.path.as_str());
+    wheelship::text::check_file_name(&b.id).map_err(|e| anyhow!("bundle.id: {e}"))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| {
+            n.ends_with(&format!("{}.tar.zst", b.id)) && wheelship::text::check_file_name(n).is_ok()
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "`{}` is not the archive of release {}: its name is not `<name>-{}.tar.zst`",
+                path.display(),
+                b.id,
+                b.id
+            )
+        })?
+        .to_string();
+    let (mut f, _) = wheelship::fs::fsx::open_regular(path)?;
+    let (sha256, size) = wheelship::hash::sha256_reader(&mut f).about("the archive", path)?;
+    if sha256 != b.sha256 || size != b.size {
+        bail!(
+            "`{}` is not the archive the document describes (sha256 {sha256}, {size} bytes; the document says {}, {} bytes)",
+            path.display(),
+            b.sha256,
+            b.size
+        );
+    }
+    f.seek(SeekFrom::Start(0)).about("the archive", path)?;
+    Ok((f, name))
+}
+
+/// The archive's signature: `<archive>.minisig` beside it, never another path the document
+/// names, and only what parses as a minisign signature (a key file, say, is refused).
+fn signature(b: &Bundle) -> Result<Option<Vec<u8>>> {
+    let derived = format!("{}.minisig", b.path);
+    if let Some(named) = &b.signature {
+        if named.as_str() != derived {
+            bail!(
+                "bundle.signature `{named}` is not the archive's signature (`{derived}`): refusing to package it"
+            );
+        }
+    }
+    let path = std::path::Path::new(&derived);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = wheelship::fs::fsx::read_capped(path, SIGNATURE_MAX, "a signature's size")?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| anyhow!("`{derived}` is not a minisign signature"))?;
+    minisign::SignatureBox::from_string(text)
+        .map_err(|e| anyhow!("`{derived}` is not a minisign signature: {e}"))?;
+    Ok(Some(bytes))
 }
 
 /// Debian policy 5.6.1: at least two characters, `[a-z0-9][a-z0-9+.-]+`.
@@ -126,9 +208,10 @@ fn valid_package(n: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"+-.".contains(&c))
 }
 
-/// `20261201T223653Z-2c8bb311d226-6dbe79fe5e13` → `20261201.223653+2c8bb311d226.6dbe79fe5e13`:
-/// the commit time first, so a later release sorts later under `dpkg --compare-versions`; no
-/// `-` (a native package), no epoch. And the commit time itself.
+/// `20261201T223653Z-2c8bb311d226-6dbe79fe5e13` → `20261201.223653+6dbe79fe5e13`: the commit
+/// time first, so a later release sorts later under `dpkg --compare-versions`, then the
+/// release's content (which names its tree, wheels and document: the rev adds nothing); no `-`
+/// (a native package), no epoch. And the commit time itself.
 fn version(id: &str) -> Result<(String, i64)> {
     let parts: Vec<&str> = id.split('-').collect();
     let hex = |s: &str| s.len() == 12 && s.bytes().all(|c| c.is_ascii_hexdigit());
@@ -136,10 +219,9 @@ fn version(id: &str) -> Result<(String, i64)> {
         [time, rev, content] if hex(rev) && hex(content) => {
             let t = wheelship::time::from_compact(time)
                 .ok_or_else(|| anyhow!("release `{id}`: `{time}` is not a commit time"))?;
-            Ok((
-                format!("{}.{}+{rev}.{content}", &time[..8], &time[9..15]),
-                t,
-            ))
+            let v = format!("{}.{}+{content}", &time[..8], &time[9..15]);
+            debug_assert_eq!(v.len(), VERSION_LEN);
+            Ok((v, t))
         }
         _ => {
             bail!("release `{id}` is not an id `bundle pack` makes (<commit time>-<rev>-<content>)")
@@ -215,26 +297,32 @@ fn python_depends(wh: Option<&Wheelhouse>) -> Result<String> {
     }
 }
 
-fn default_maintainer() -> String {
+/// `$DEBFULLNAME <$DEBEMAIL>`, each held to one line where it enters, else wheelship's.
+fn default_maintainer(line: &dyn Fn(&str, &str) -> Result<String>) -> Result<String> {
     match (std::env::var("DEBFULLNAME"), std::env::var("DEBEMAIL")) {
-        (Ok(n), Ok(e)) if !n.is_empty() && !e.is_empty() => format!("{n} <{e}>"),
-        _ => "wheelship <wheelship@example.invalid>".into(),
+        (Ok(n), Ok(e)) if !n.is_empty() && !e.is_empty() => Ok(format!(
+            "{} <{}>",
+            line("DEBFULLNAME", &n)?,
+            line("DEBEMAIL", &e)?
+        )),
+        _ => Ok("wheelship <wheelship@example.invalid>".into()),
     }
 }
 
-/// One member of a tar: its path (relative, without `./`), mode and bytes or source file.
-enum Body {
+/// One member of a tar: its path (relative, without `./`), mode and bytes or the one file
+/// opened for it (read from its start each time).
+enum Body<'a> {
     Bytes(Vec<u8>),
-    File(PathBuf),
+    File(&'a std::fs::File),
 }
 
-struct Entry {
+struct Entry<'a> {
     path: String,
     mode: u32,
-    body: Option<Body>,
+    body: Option<Body<'a>>,
 }
 
-fn dir(path: &str) -> Entry {
+fn dir<'a>(path: &str) -> Entry<'a> {
     Entry {
         path: path.into(),
         mode: 0o755,
@@ -242,7 +330,7 @@ fn dir(path: &str) -> Entry {
     }
 }
 
-fn file(path: &str, mode: u32, body: Body) -> Entry {
+fn file<'a>(path: &str, mode: u32, body: Body<'a>) -> Entry<'a> {
     Entry {
         path: path.into(),
         mode,
@@ -293,25 +381,19 @@ fn member(
     ar.append(&h, data).context("cannot write the package")
 }
 
+/// The conffile: the deploy's settings, where the tools' package owns the directory.
+fn conffile(p: &Package) -> String {
+    format!("etc/wheelship/{}.conf", p.name)
+}
+
 /// The files the package installs.
-fn data_entries(p: &Package) -> Result<Vec<Entry>> {
+fn data_entries(p: &Package) -> Result<Vec<Entry<'_>>> {
     let lib = format!("var/lib/wheelship/{}", p.name);
     let doc = format!("usr/share/doc/{}", p.name);
-    let archive_name = p
-        .archive
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .ok_or_else(|| anyhow!("`{}` is not an archive path", p.archive.display()))?;
-    wheelship::text::check_file_name(&archive_name).map_err(|e| anyhow!("{e}"))?;
-    std::fs::metadata(&p.archive).about("the archive", &p.archive)?;
     let mut v = vec![
         dir("etc"),
-        dir("etc/default"),
-        file(
-            &format!("etc/default/{}", p.name),
-            0o644,
-            Body::Bytes(defaults(p).into_bytes()),
-        ),
+        dir("etc/wheelship"),
+        file(&conffile(p), 0o644, Body::Bytes(defaults(p).into_bytes())),
         dir("usr"),
         dir("usr/share"),
         dir("usr/share/doc"),
@@ -331,41 +413,49 @@ fn data_entries(p: &Package) -> Result<Vec<Entry>> {
         dir("var/lib/wheelship"),
         dir(&lib),
         file(
-            &format!("{lib}/{archive_name}"),
+            &format!("{lib}/{}", p.archive_name),
             0o644,
-            Body::File(p.archive.clone()),
+            Body::File(&p.archive),
         ),
     ];
     if let Some(sig) = &p.signature {
         v.push(file(
-            &format!("{lib}/{archive_name}.minisig"),
+            &format!("{lib}/{}.minisig", p.archive_name),
             0o644,
-            Body::File(sig.clone()),
+            Body::Bytes(sig.clone()),
         ));
     }
     v.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(v)
 }
 
+/// A member's bytes, read from the start of its body.
+fn read_body(body: &Body<'_>, out: &mut dyn std::io::Write) -> Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    match body {
+        Body::Bytes(b) => {
+            out.write_all(b).context("cannot write the package")?;
+            Ok(b.len() as u64)
+        }
+        Body::File(f) => {
+            let mut f: &std::fs::File = f;
+            f.seek(SeekFrom::Start(0))
+                .context("cannot read the archive")?;
+            std::io::copy(&mut f, out).context("cannot read the archive")
+        }
+    }
+}
+
 /// `md5sums` (every file but the conffile) and the installed size in KiB.
-fn md5sums(data: &[Entry], p: &Package) -> Result<(String, u64)> {
-    let conffile = format!("etc/default/{}", p.name);
+fn md5sums(data: &[Entry<'_>], p: &Package) -> Result<(String, u64)> {
+    let conf = conffile(p);
     let mut sums = String::new();
     let mut bytes = 0u64;
     for e in data {
         let Some(body) = &e.body else { continue };
         let mut h = md5::Md5::new();
-        match body {
-            Body::Bytes(b) => {
-                h.update(b);
-                bytes += b.len() as u64;
-            }
-            Body::File(f) => {
-                let mut r = std::fs::File::open(f).about("", f)?;
-                bytes += std::io::copy(&mut r, &mut h).about("read", f)?;
-            }
-        }
-        if e.path != conffile {
+        bytes += read_body(body, &mut h)?;
+        if e.path != conf {
             sums.push_str(&format!(
                 "{}  {}\n",
                 wheelship::hash::hex(&h.finalize()),
@@ -376,22 +466,24 @@ fn md5sums(data: &[Entry], p: &Package) -> Result<(String, u64)> {
     Ok((sums, bytes.div_ceil(1024) + data.len() as u64))
 }
 
-fn control_entries(p: &Package, md5sums: &str, installed: u64) -> Vec<Entry> {
-    let control = format!(
-        "Package: {}\nVersion: {}\nArchitecture: {}\nMaintainer: {}\nInstalled-Size: {installed}\nDepends: {}\nSection: misc\nPriority: optional\nDescription: {}\n {} is deployed from its wheelship release archive: installing or upgrading\n the package runs bundle unpack, mkenv and switch on {} with the settings\n of /etc/default/{} (the archive's signature is checked when keys are set).\n",
-        p.name, p.version, p.arch, p.maintainer, p.depends, p.description, p.name, p.root, p.name
+fn control_entries<'a>(p: &Package, md5sums: &str, installed: u64) -> Vec<Entry<'a>> {
+    let extended = wrap(
+        &format!(
+            "{} is deployed from its wheelship release archive: installing or upgrading the package runs bundle unpack, mkenv and switch through wheelship-host on {} with the settings of /etc/wheelship/{}.conf (the archive's signature is checked when keys are set).",
+            p.name, p.root, p.name
+        ),
+        " ",
     );
-    let archive = p
-        .archive
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let scripts = crate::deb_scripts::scripts(&p.name, &p.version, &archive, &p.root);
+    let control = format!(
+        "Package: {}\nVersion: {}\nArchitecture: {}\nMaintainer: {}\nInstalled-Size: {installed}\nDepends: {}\nSection: misc\nPriority: optional\nDescription: {}\n{extended}",
+        p.name, p.version, p.arch, p.maintainer, p.depends, p.description
+    );
+    let scripts = crate::deb_scripts::scripts(&p.name, &p.version, &p.archive_name);
     let mut v = vec![
         file(
             "conffiles",
             0o644,
-            Body::Bytes(format!("/etc/default/{}\n", p.name).into_bytes()),
+            Body::Bytes(format!("/{}\n", conffile(p)).into_bytes()),
         ),
         file("control", 0o644, Body::Bytes(control.into_bytes())),
         file("md5sums", 0o644, Body::Bytes(md5sums.as_bytes().to_vec())),
@@ -403,23 +495,49 @@ fn control_entries(p: &Package, md5sums: &str, installed: u64) -> Vec<Entry> {
     v
 }
 
-/// The conffile: the deploy's settings, read by the maintainer scripts.
+/// `text` in lines of at most 79 columns, each starting with `indent` (a control file's
+/// extended description, a changelog's entry); a word longer than a line has a line of its own.
+fn wrap(text: &str, indent: &str) -> String {
+    let mut out = String::new();
+    let mut line = String::from(indent);
+    for word in text.split_whitespace() {
+        if line.len() > indent.len() && line.len() + 1 + word.len() > 79 {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from(indent);
+        }
+        if line.len() > indent.len() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
+/// The conffile: the deploy's settings, read by the door (`wheelship-host package
+/// configure`): the root, and any option the door takes, one a line.
 fn defaults(p: &Package) -> String {
     format!(
-        "# The deploy of {name} (read by its maintainer scripts on install and upgrade).\n\
+        "# The deploy of {name}, read by wheelship-host on every install and upgrade.\n\
+         # One setting a line, `name = value`: the root, `purge-shared`, and any option of\n\
+         # `wheelship-host deploy` (its --help), every option switch takes among them.\n\
+         #\n\
          # The root the release goes live in.\n\
-         WHEELSHIP_ROOT={root}\n\
+         root = {root}\n\
          # The interpreter of the env.\n\
-         WHEELSHIP_PYTHON=python3\n\
-         # switch --restart and --check (empty: none), and --check-timeout in seconds.\n\
-         WHEELSHIP_RESTART=\n\
-         WHEELSHIP_CHECK=\n\
-         WHEELSHIP_CHECK_TIMEOUT=60\n\
-         # Keep this many releases (switch prune --keep); empty: all.\n\
-         WHEELSHIP_KEEP=5\n\
-         # minisign public keys (their base64 lines, space-separated) one of which must have\n\
-         # signed the archive; empty: ROOT/trusted alone decides.\n\
-         WHEELSHIP_TRUST=\n",
+         python = python3\n\
+         # Keep this many releases (switch prune --keep).\n\
+         keep = 5\n\
+         # `dpkg --purge` removes the releases, envs and history; ROOT/shared too with yes.\n\
+         purge-shared = no\n\
+         # The service around a flip (each may be given several times: all run, in order):\n\
+         # restart = systemctl restart app\n\
+         # check = curl -fsS http://127.0.0.1:8000/health\n\
+         # check-timeout = 60\n\
+         # minisign public keys (their base64 lines) one of which must have signed the archive:\n\
+         # trust = RWQ...\n",
         name = p.name,
         root = p.root
     )
@@ -427,11 +545,10 @@ fn defaults(p: &Package) -> String {
 
 fn changelog(p: &Package) -> String {
     format!(
-        "{} ({}) unstable; urgency=medium\n\n  * Release {} of {}.\n\n -- {}  {}\n",
+        "{} ({}) unstable; urgency=medium\n\n{}\n -- {}  {}\n",
         p.name,
         p.version,
-        p.version,
-        p.name,
+        wrap(&format!("* Release {} of {}.", p.version, p.name), "  ").trim_end(),
         p.maintainer,
         wheelship::time::rfc2822(p.time)
     )
@@ -482,10 +599,13 @@ fn tar_gz(entries: &[Entry], time: i64, level: u32) -> Result<Vec<u8>> {
                 t.append_data(&mut h, format!("./{}", e.path), b.as_slice())
             }
             Some(Body::File(f)) => {
-                let r = std::fs::File::open(f).about("", f)?;
-                let len = r.metadata().about("", f)?.len();
+                use std::io::{Seek, SeekFrom};
+                let mut r: &std::fs::File = f;
+                let len = r.metadata().context("cannot read the archive")?.len();
+                r.seek(SeekFrom::Start(0))
+                    .context("cannot read the archive")?;
                 head(&mut h, e.mode, len, time, tar::EntryType::Regular);
-                t.append_data(&mut h, format!("./{}", e.path), r)
+                t.append_data(&mut h, format!("./{}", e.path), std::io::Read::take(r, len))
             }
         }
         .context("tar")?;
@@ -517,7 +637,7 @@ mod tests {
             assert!(!valid_package(bad), "{bad}");
         }
         let (v, t) = version("20261201T223653Z-2c8bb311d226-6dbe79fe5e13").unwrap();
-        assert_eq!(v, "20261201.223653+2c8bb311d226.6dbe79fe5e13");
+        assert_eq!(v, "20261201.223653+6dbe79fe5e13");
         assert_eq!(t, 1_796_164_613);
         assert!(version("20261201T223653Z-2c8bb311d226").is_err());
         assert!(version("20261301T223653Z-2c8bb311d226-6dbe79fe5e13").is_err());

@@ -120,7 +120,9 @@ pub struct DebArgs {
     /// Where the package goes
     #[arg(long, default_value = ".", value_name = "DIR")]
     pub out: PathBuf,
-    /// The package name [default: the release's name, lowercase, `_` as `-`]
+    /// The app's name in the package's: `wsapp-NAME` (app packages live in their own
+    /// namespace, so that one never replaces another package) [default: the release's name,
+    /// lowercase, `_` as `-`]
     #[arg(long, value_name = "NAME")]
     pub package: Option<String>,
     /// The Maintainer field [default: $DEBFULLNAME <$DEBEMAIL>, else wheelship's]
@@ -130,7 +132,7 @@ pub struct DebArgs {
     /// deployed by wheelship"]
     #[arg(long, value_name = "TEXT")]
     pub description: Option<String>,
-    /// The default root of the deploy, in /etc/default/<package> [default: /srv/<package>]
+    /// The default root of the deploy, in /etc/wheelship/<package>.conf [default: /srv/NAME]
     #[arg(long, value_name = "DIR")]
     pub root: Option<String>,
     /// The package of the wheelship tools it depends on (scripts/install --deb makes it)

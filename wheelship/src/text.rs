@@ -55,3 +55,58 @@ mod tests {
         }
     }
 }
+
+/// A value that goes into one line of a structured output (a Debian control field, a changelog
+/// line, a terminal line, a lock's holder): printable text, no newline or other control
+/// character, at most `max` bytes. `what` names where it came from (`DEBEMAIL`, `--maintainer`).
+pub fn one_line<'a>(what: &str, value: &'a str, max: usize) -> Result<&'a str, String> {
+    if value.trim().is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if value.len() > max {
+        return Err(format!("{what} is longer than {max} bytes"));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "{what} holds the control character {:?}: one line of text only",
+            c
+        ));
+    }
+    Ok(value)
+}
+
+/// Text another party wrote (a host's reply, a lock's holder, a file's content), as a terminal
+/// may show it: every control character escaped, at most `max` characters.
+pub fn shown(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .take(max)
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if s.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[test]
+    fn one_line_refuses_what_would_break_a_line() {
+        assert_eq!(one_line("DEBEMAIL", "a@b", 100), Ok("a@b"));
+        for bad in ["a\nPre-Depends: x", "a\rb", "\u{1b}[31m", " ", ""] {
+            assert!(one_line("DEBEMAIL", bad, 100).is_err(), "{bad:?}");
+        }
+        assert!(one_line("x", &"a".repeat(101), 100).is_err());
+        assert_eq!(shown("a\u{1b}[2Jb\n", 100), "a\\u{1b}[2Jb\\n");
+        assert_eq!(shown("abcdef", 3), "abc…");
+    }
+}

@@ -12,6 +12,7 @@
 //! that opens the door on a host safely. `scripts/deploy`, `scripts/rollback` and the Ansible
 //! plugin only carry out what these two say.
 
+pub mod package;
 mod place;
 pub mod plan;
 pub mod programs;
@@ -79,6 +80,8 @@ pub enum HostCmd {
     /// On the controller: what each host needs sent, from their facts and the release's
     /// document (stdin)
     Plan(plan::PlanArgs),
+    /// A release's Debian package on this host: what its maintainer scripts run
+    Package(package::PackageArgs),
     /// Checks a command line of the door, running nothing: exit 0, or 2 with the usage error
     /// (the scripts check their options before any work)
     #[command(hide = true)]
@@ -235,6 +238,7 @@ pub fn run(args: HostArgs) -> Result<()> {
             wheelship::cli::write_stdout(format!("{line}\n").as_bytes())
         }
         HostCmd::Plan(p) => plan::run(&p),
+        HostCmd::Package(p) => package::run(&p),
         HostCmd::Args { args } => {
             let argv = std::iter::once("wheelship-host".to_string()).chain(args);
             let argv = settings::expand(argv.map(Into::into))?;

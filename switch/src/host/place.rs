@@ -171,6 +171,7 @@ fn thick(programs: &Programs, at: &Layout, thin: &Path, doc: &Document) -> Resul
         incoming.as_os_str(),
         thin.as_os_str(),
     ];
-    super::steps::tool(programs, "bundle thick", &args, doc, at.root()).map_err(|e| e.context(NeedArchive))?;
+    super::steps::tool(programs, "bundle thick", &args, doc, at.root())
+        .map_err(|e| e.context(NeedArchive))?;
     Ok(at.incoming_archive(&id))
 }

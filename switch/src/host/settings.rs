@@ -5,7 +5,7 @@
 //! overrides what the file said).
 //!
 //! ```text
-//! # /etc/wheelship/wheelship-app-web.conf
+//! # /etc/wheelship/wsapp-web.conf
 //! python = python3
 //! check = curl -fsS http://127.0.0.1:8000/health
 //! check-timeout = 60

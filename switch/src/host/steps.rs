@@ -74,9 +74,13 @@ fn os(s: &str) -> &std::ffi::OsStr {
     std::ffi::OsStr::new(s)
 }
 
-/// `bundle unpack | mkenv [| switch [| switch prune]]`.
+/// `bundle unpack | mkenv [| switch [| switch prune]]` on the document on stdin.
 pub fn deploy(d: &Deploy, live: bool) -> Result<()> {
-    let mut doc = Document::from_stdin()?;
+    deploy_doc(d, live, Document::from_stdin()?)?.write_stdout()
+}
+
+/// [`deploy`] of `doc`: the last step's document.
+pub fn deploy_doc(d: &Deploy, live: bool, mut doc: Document) -> Result<Document> {
     let root = open_root(&d.root, true)?;
     let at = Layout::new(root.path());
     write_handover(&root)?;
@@ -121,7 +125,7 @@ pub fn deploy(d: &Deploy, live: bool) -> Result<()> {
     if live {
         doc = flip_and_prune(root.path(), &d.switch, d.host.keep, doc)?;
     }
-    doc.write_stdout()
+    Ok(doc)
 }
 
 /// The handover the door carries, in `ROOT/bin` (written when it differs): what a service's
