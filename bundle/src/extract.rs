@@ -25,7 +25,7 @@ const MAX_COMPONENT: usize = 255;
 const RATIO_GRACE: u64 = 64 << 20;
 /// zstd window allowed (2^27 = 128 MiB, what level 22 uses): a frame asking for more is refused
 /// instead of allocating it.
-const WINDOW_LOG_MAX: u32 = 27;
+pub(crate) const WINDOW_LOG_MAX: u32 = 27;
 
 /// What an archive may cost: the bytes it expands to, its entries, how many times its size it
 /// expands (past the first 64 MiB), and the bytes of bookkeeping its entries need.
@@ -41,7 +41,7 @@ type Decoder = zstd::stream::read::Decoder<'static, io::BufReader<Hashing<File>>
 
 /// The archive's tar stream, and the tally of the compressed bytes read (how many, their
 /// sha256: the archive's).
-fn decoder(archive: &Path) -> Result<(tar::Archive<Decoder>, Tally)> {
+pub(crate) fn decoder(archive: &Path) -> Result<(tar::Archive<Decoder>, Tally)> {
     let (f, _) = fsx::open_regular(archive)?;
     let reader = Hashing::new(f);
     let tally = reader.tally();
@@ -55,25 +55,27 @@ fn decoder(archive: &Path) -> Result<(tar::Archive<Decoder>, Tally)> {
 pub fn peek_manifest(archive: &Path) -> Result<Manifest> {
     let (mut ar, _) = decoder(archive)?;
     let corrupt =
-        |e: io::Error| anyhow!("`{}` is corrupt or not a tar.zst: {e}", archive.display());
-    let mut entries = ar.entries().map_err(corrupt)?;
+        |e: anyhow::Error| anyhow!("`{}` is corrupt or not a tar.zst: {e:#}", archive.display());
+    let mut members = crate::members::members(&mut ar, 1 << 20).map_err(corrupt)?;
     let not_release = || {
         anyhow!(
             "`{}` is not a wheelship release: it does not start with `{RESERVED}/release.json`",
             archive.display()
         )
     };
-    let mut e = match entries.next() {
-        Some(e) => e.map_err(corrupt)?,
+    let mut m = match members.next() {
+        Some(m) => m.map_err(corrupt)?,
         None => return Err(not_release()),
     };
-    if e.path_bytes().as_ref() != format!("{RESERVED}/release.json").as_bytes()
-        || e.header().entry_size()? > 65_536
+    if m.path != format!("{RESERVED}/release.json").as_bytes()
+        || m.entry.header().entry_size()? > 65_536
     {
         return Err(not_release());
     }
     let mut text = String::new();
-    e.read_to_string(&mut text).map_err(corrupt)?;
+    m.entry
+        .read_to_string(&mut text)
+        .map_err(|e| corrupt(e.into()))?;
     let m: Manifest = serde_json::from_str(&text)
         .map_err(|e| anyhow!("`{}`: malformed release.json: {e}", archive.display()))?;
     if wheelship::text::check_file_name(&m.id).is_err() {
@@ -235,8 +237,10 @@ impl Extract<'_> {
         Ok(())
     }
 
-    fn entry<R: Read>(&mut self, e: &mut tar::Entry<R>) -> Result<()> {
-        let rel = safe_path(&e.path_bytes()).map_err(|m| anyhow!(m))?;
+    fn entry<R: Read>(&mut self, m: &mut crate::members::Member<'_, R>) -> Result<()> {
+        let rel = safe_path(&m.path).map_err(|m| anyhow!(m))?;
+        let link = m.link.clone().unwrap_or_default();
+        let e = &mut m.entry;
         if let Some(l) = self.tree.link_above(&rel) {
             bail!(
                 "`{}`: written through the symlink `{}`",
@@ -268,7 +272,7 @@ impl Extract<'_> {
                 })?;
             }
             tar::EntryType::Symlink => {
-                let target = e.link_name_bytes().map(|t| t.to_vec()).unwrap_or_default();
+                let target = link;
                 check_link_text(&rel, &target).map_err(|m| anyhow!(m))?;
                 // Judged now against what is there (the obvious escapes fail early), and again
                 // when the whole tree is known (a later link can change where this one leads).
@@ -282,7 +286,7 @@ impl Extract<'_> {
                 self.tree.links.insert(key, (rel, target));
             }
             tar::EntryType::Link => {
-                let target = e.link_name_bytes().map(|t| t.to_vec()).unwrap_or_default();
+                let target = link;
                 let t = safe_path(&target)
                     .map_err(|m| anyhow!("hard link `{}`: {m}", rel.display()))?;
                 if !self.tree.files.contains(&self.tree.keys.path(&t)) {
@@ -324,7 +328,6 @@ pub fn extract_into(
 ) -> Result<String> {
     releases.create_dir(staging, 0o755)?;
     let (mut ar, compressed) = decoder(archive)?;
-    let corrupt = |e: io::Error| anyhow!("corrupt or truncated archive: {e}");
     let mut x = Extract {
         dirs: Dirs::new(releases.open_dir(staging)?),
         a,
@@ -334,21 +337,18 @@ pub fn extract_into(
         buf: vec![0u8; 1 << 16],
     };
     let mut count = 0u64;
-    for entry in ar.entries().map_err(corrupt)? {
-        let mut e = entry.map_err(corrupt)?;
+    for m in crate::members::members(&mut ar, a.max_memory)? {
+        let mut m = m?;
         count += 1;
         if count > a.max_entries {
             bail!("more than {} entries (--max-entries)", a.max_entries);
         }
-        if matches!(e.header().entry_type(), tar::EntryType::XGlobalHeader) {
-            continue;
-        }
         if x.tree.seen.is_empty()
-            && safe_path(&e.path_bytes()).ok() != Some(Path::new(RESERVED).join("release.json"))
+            && safe_path(&m.path).ok() != Some(Path::new(RESERVED).join("release.json"))
         {
             bail!("not a wheelship release: `{RESERVED}/release.json` is not the first entry");
         }
-        x.entry(&mut e)?;
+        x.entry(&mut m)?;
     }
     if x.tree.seen.is_empty() {
         bail!("empty archive: not a wheelship release");

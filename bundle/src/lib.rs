@@ -15,6 +15,7 @@ mod deb;
 mod deb_scripts;
 #[doc(hidden)]
 pub mod extract; // public for the fuzz targets (tests/fuzz)
+pub mod members;
 mod pack;
 mod provenance;
 mod sbom;

@@ -366,13 +366,14 @@ fn tree_items(repo: &Path, rev: &str) -> Result<Vec<Item>> {
     let bytes = git(repo, &["archive", "--format=tar", rev])?;
     let mut ar = tar::Archive::new(&bytes[..]);
     let mut items = Vec::new();
-    for e in ar.entries().context("cannot read `git archive` output")? {
-        let mut e = e.context("cannot read `git archive` output")?;
-        let path = e.path_bytes().to_vec();
-        let path = path.strip_suffix(b"/").unwrap_or(&path).to_vec();
+    for m in
+        crate::members::members(&mut ar, 1 << 20).context("cannot read `git archive` output")?
+    {
+        let m = m.context("cannot read `git archive` output")?;
+        let mut e = m.entry;
+        let path = m.path.strip_suffix(b"/").unwrap_or(&m.path).to_vec();
         let top = path.split(|&b| b == b'/').next().unwrap_or_default();
         let kind = match e.header().entry_type() {
-            tar::EntryType::XGlobalHeader => continue,
             _ if top == RESERVED.as_bytes() => bail!(
                 "the repository has `{}`, which is reserved for wheelship's files in a release",
                 String::from_utf8_lossy(&path)
@@ -384,9 +385,7 @@ fn tree_items(repo: &Path, rev: &str) -> Result<Vec<Item>> {
                 io::copy(&mut e, &mut data)?;
                 Kind::File { exec, data }
             }
-            tar::EntryType::Symlink => {
-                Kind::Symlink(e.link_name_bytes().map(|l| l.to_vec()).unwrap_or_default())
-            }
+            tar::EntryType::Symlink => Kind::Symlink(m.link.unwrap_or_default()),
             other => bail!(
                 "unexpected {other:?} entry `{}` from git archive",
                 String::from_utf8_lossy(&path)

@@ -119,8 +119,30 @@ const MAX_SBOM: u64 = 64 << 20;
 
 /// `bundle sbom ARCHIVE|RELEASE_DIR`: the SBOM, as it is, on stdout.
 pub fn print(a: crate::SbomArgs) -> Result<()> {
-    let p = &a.path;
+    let mut p = a.path.clone();
+    let mut want = None;
+    if p.extension().is_some_and(|e| e == "json") {
+        // A release's document, as the other subcommands take it: its archive, as described.
+        let text = wheelship::fs::fsx::read_capped(&p, 64 << 20, "a document's size")?;
+        let doc =
+            wheelship::Document::parse(&String::from_utf8_lossy(&text), &p.display().to_string())?;
+        let b: wheelship::doc::Bundle = doc.section("bundle")?.ok_or_else(|| {
+            anyhow!("`{}` has no `bundle` section: give the document `bundle pack` printed, an archive or a release directory", p.display())
+        })?;
+        want = Some((b.sha256.clone(), b.size));
+        p = std::path::PathBuf::from(b.path.as_str());
+    }
+    let p = &p;
     let meta = std::fs::metadata(p).with_context(|| format!("cannot read `{}`", p.display()))?;
+    if let (Some((sha, size)), false) = (&want, meta.is_dir()) {
+        let (got, n) = wheelship::fs::fsx::sha256_file(p)?;
+        if &got != sha || n != *size {
+            anyhow::bail!(
+                "`{}` is not the archive the document describes (its sha256 or size differ)",
+                p.display()
+            );
+        }
+    }
     let bytes = if meta.is_dir() {
         let d = wheelship::fs::beneath::Dir::open(p)?;
         d.read(PATH).with_context(|| {
@@ -138,17 +160,17 @@ pub fn print(a: crate::SbomArgs) -> Result<()> {
 /// The SBOM member of an archive, read without extracting anything else. The archive's
 /// entries are sorted after its manifest, so the search stops past the SBOM's name.
 fn from_archive(p: &Path) -> Result<Vec<u8>> {
-    let (f, _) = wheelship::fs::fsx::open_regular(p)?;
-    let z = zstd::stream::read::Decoder::new(f)
-        .with_context(|| format!("`{}` is not a zstd archive", p.display()))?;
-    let mut t = tar::Archive::new(z);
-    let bad = |e: std::io::Error| anyhow!("`{}` is not a release archive: {e}", p.display());
-    for e in t.entries().map_err(bad)? {
-        let e = e.map_err(bad)?;
-        let path = e.path_bytes().to_vec();
+    let (mut t, _) = crate::extract::decoder(p)?;
+    let bad = |e: anyhow::Error| anyhow!("`{}` is not a release archive: {e:#}", p.display());
+    for m in crate::members::members(&mut t, 1 << 20).map_err(bad)? {
+        let m = m.map_err(bad)?;
+        let path = m.path;
         if path == PATH.as_bytes() {
             let mut out = Vec::new();
-            e.take(MAX_SBOM + 1).read_to_end(&mut out).map_err(bad)?;
+            m.entry
+                .take(MAX_SBOM + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| bad(e.into()))?;
             if out.len() as u64 > MAX_SBOM {
                 anyhow::bail!(
                     "`{}`: its SBOM is larger than {MAX_SBOM} bytes",

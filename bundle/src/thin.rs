@@ -36,6 +36,8 @@ use wheelship::hash::HashWriter;
 const FORMAT: &str = "wheelship-thin-v2";
 /// The header line is small; a longer one is not a thin copy.
 const HEADER_MAX: u64 = 16 << 20;
+/// The largest archive (its tar stream) a thin copy is made of: what unpack takes by default.
+const MAX_TAR: u64 = 8 << 30;
 
 /// The first line of a thin copy. Nothing in it is trusted: what the rebuilt archive must be
 /// (id, sha256, size, level) comes from the release's document on stdin, and the header must
@@ -145,9 +147,10 @@ pub fn thin(a: ThinArgs) -> Result<()> {
     let mut cuts = Vec::new();
     let mut ar = tar::Archive::new(io::Cursor::new(&tar[..]));
     let wheels = format!("{RESERVED}/wheels/");
-    for e in ar.entries()? {
-        let e = e?;
-        let path = String::from_utf8_lossy(&e.path_bytes()).to_string();
+    for m in crate::members::members(&mut ar, 1 << 20)? {
+        let m = m?;
+        let e = m.entry;
+        let path = String::from_utf8_lossy(&m.path).to_string();
         let Some(file) = path.strip_prefix(&wheels) else {
             continue;
         };
@@ -207,8 +210,20 @@ fn read_archive(archive: &Path) -> Result<(String, u64, Vec<u8>)> {
     let mut compressed = Vec::new();
     f.read_to_end(&mut compressed)
         .with_context(|| format!("cannot read `{}`", archive.display()))?;
-    let tar = zstd::decode_all(&compressed[..])
+    // Decoded with the window unpack allows, and never past what unpack would expand.
+    let mut dec = zstd::stream::read::Decoder::new(&compressed[..])
         .with_context(|| format!("`{}` is not a zstd archive", archive.display()))?;
+    dec.window_log_max(crate::extract::WINDOW_LOG_MAX)?;
+    let mut tar = Vec::new();
+    dec.take(MAX_TAR + 1)
+        .read_to_end(&mut tar)
+        .with_context(|| format!("`{}` is not a zstd archive", archive.display()))?;
+    if tar.len() as u64 > MAX_TAR {
+        bail!(
+            "`{}` expands to more than {MAX_TAR} bytes",
+            archive.display()
+        );
+    }
     let sha256 = wheelship::hash::hex(&Sha256::digest(&compressed));
     Ok((sha256, compressed.len() as u64, tar))
 }

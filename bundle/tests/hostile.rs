@@ -214,15 +214,21 @@ fn duplicates_devices_and_names() {
             .finish(),
         "`..` in a member name",
     );
-    // 18. a path longer than PATH_MAX.
-    let huge = "a/".repeat(2100).into_bytes();
-    c.refused(
-        &RawTar::release("r1")
-            .long_name(&huge)
-            .file(b"x", b"x", 0o644)
-            .finish(),
-        "member name longer than",
-    );
+    // 18. a path longer than PATH_MAX: refused as a name (past 4000 bytes), or as a long-name
+    // header before it is read (past 4097).
+    for (n, why) in [
+        (2010, "member name longer than"),
+        (2100, "a GNU long name of 4201 bytes"),
+    ] {
+        let huge = "a/".repeat(n).into_bytes();
+        c.refused(
+            &RawTar::release("r1")
+                .long_name(&huge)
+                .file(b"x", b"x", 0o644)
+                .finish(),
+            why,
+        );
+    }
     c.refused(
         &RawTar::release("r1")
             .long_name(&[b'z'; 300])
@@ -527,4 +533,54 @@ fn memory_is_bounded_by_a_flag_not_by_the_names() {
     c.assert_clean();
     let (code, err) = c.unpack_bytes(&archive, &["--max-memory", &(2 << 20).to_string()]);
     assert_eq!(code, 0, "{err}");
+}
+
+/// Boundaries issue, finding 6: an extension header (a GNU long name or link, a PAX header) is
+/// bounded by its declared size before a byte of it is read, in every reader of an archive
+/// (unpack, sbom, thin): a long name declaring 64 MiB of zeros (a few KiB compressed) is
+/// refused at once, and so is a global PAX header that would set every member's path or size.
+#[test]
+fn extension_headers_are_bounded_before_they_are_read() {
+    use std::io::Write;
+    let c = Case::new();
+    let huge = 64u64 << 20;
+    for (flag, what) in [
+        (b'L', "GNU long name"),
+        (b'K', "GNU long link"),
+        (b'x', "PAX header"),
+    ] {
+        let mut t = RawTar::release("r4");
+        t.0.extend(common::header(b"././@LongLink", flag, huge, 0o644, b""));
+        let mut z = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        z.write_all(&t.0).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(huge >> 20) {
+            z.write_all(&zeros).unwrap();
+        }
+        z.write_all(&[0u8; 1024]).unwrap();
+        let archive = z.finish().unwrap();
+        assert!(archive.len() < 64 << 10, "{} bytes", archive.len());
+        let (code, err) = c.unpack_bytes(&archive, &[]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(&format!("a {what} of {huge} bytes")), "{err}");
+        c.assert_clean();
+        std::fs::write(c.p().join("b.tar.zst"), &archive).unwrap();
+        let out = bundle(c.p(), &["sbom", "b.tar.zst"], "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("a {what} of {huge} bytes")), "{err}");
+    }
+    let mut t = RawTar::release("r5");
+    let data = b"23 path=../../etc/evil\n";
+    t.0.extend(common::header(
+        b"pax_global_header",
+        b'g',
+        data.len() as u64,
+        0o644,
+        b"",
+    ));
+    t.0.extend(data);
+    t.0.extend(vec![0u8; 512 - data.len()]);
+    t.file(b"app.py", b"x", 0o644);
+    c.refused(&t.finish(), "a PAX global header that sets `path`");
 }
