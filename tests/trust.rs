@@ -434,3 +434,31 @@ fn a_file_name_never_reaches_a_shell() {
     assert!(err.contains("is not a safe release id"), "{err}");
     assert!(!t.p().join("pwned").exists());
 }
+
+/// Boundaries issue, finding 7: a commit dated in the future (past a 15-minute skew) is not
+/// packed: such a release would make every later real release look like a downgrade.
+#[test]
+fn a_release_from_the_future_is_not_packed() {
+    let t = T::new();
+    let app = t.p().join("app");
+    std::fs::write(app.join("app.py"), "print(2099)\n").unwrap();
+    git(&app, &["add", "-A"]);
+    testsupport::run("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(["commit", "-qm", "v"])
+        .env("GIT_COMMITTER_DATE", "@4070908800 +0000")
+        .env("GIT_AUTHOR_DATE", "@4070908800 +0000")
+        .cwd(&app)
+        .ok_text();
+    let out = tool("bundle")
+        .args(["pack", "--repo", "app", "--out", "dist", "--no-wheels"])
+        .cwd(t.p())
+        .stdin("")
+        .output();
+    let err = failed_with(&out, 1);
+    assert!(err.contains("refusing a release from the future"), "{err}");
+    assert!(err.contains("this build box"), "{err}");
+    assert!(
+        !t.p().join("dist").exists() || std::fs::read_dir(t.p().join("dist")).unwrap().count() == 0
+    );
+}

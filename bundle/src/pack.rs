@@ -86,6 +86,7 @@ pub fn run(a: PackArgs) -> Result<()> {
             .map_or("app".into(), |n| n.to_string_lossy().to_string()),
     })?;
     let id = release_id(&tree, &rev, commit_time, &wheels, &document);
+    wheelship::host::trust::check_not_future(&id, "this build box")?;
     let manifest = Manifest {
         id: id.clone(),
         name: name.clone(),

@@ -68,6 +68,8 @@ pub fn run(a: UnpackArgs) -> Result<()> {
             return Err(e);
         }
     };
+    wheelship::host::trust::check_not_future(&manifest.id, "this host")
+        .with_context(|| format!("refusing `{}`", archive.display()))?;
     if let (Some(v), Some(policy)) = (&verified, &policy) {
         check_signed_release(&archive, v, &manifest.id)?;
         crate::provenance::verify_beside(&archive, policy, &manifest.id, &v.sha256)?;
@@ -75,7 +77,7 @@ pub fn run(a: UnpackArgs) -> Result<()> {
         let newest = trust::newest_activated(root.path())?;
         trust::check_not_older(
             &manifest.id,
-            newest.as_deref(),
+            newest.as_ref(),
             a.allow_downgrade,
             "--allow-downgrade",
         )?;

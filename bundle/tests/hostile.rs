@@ -584,3 +584,12 @@ fn extension_headers_are_bounded_before_they_are_read() {
     t.file(b"app.py", b"x", 0o644);
     c.refused(&t.finish(), "a PAX global header that sets `path`");
 }
+
+/// Boundaries issue, finding 7: a release dated in the future is refused at unpack (and at
+/// pack: tests/trust.rs), so that it can never make every later real release look older.
+#[test]
+fn a_release_from_the_future_is_refused() {
+    let c = Case::new();
+    let t = RawTar::release("20990101T000000Z-aaaaaaaaaaaa-bbbbbbbbbbbb").finish();
+    c.refused(&t, "refusing a release from the future");
+}

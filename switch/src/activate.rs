@@ -62,7 +62,7 @@ fn check_trusted(trust: &Trust, root: &DeployRoot, id: &str, deploy: bool) -> Re
         let newest = trust::newest_activated(&root.dir)?;
         trust::check_not_older(
             id,
-            newest.as_deref(),
+            newest.as_ref(),
             trust.allow_downgrade,
             "--allow-downgrade",
         )?;

@@ -69,6 +69,37 @@ pub fn compact(t: i64) -> String {
     format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
 }
 
+/// The Unix time of a `YYYY-MM-DDTHH:MM:SS[.fff]Z` timestamp (what the history records).
+pub fn from_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let compact = format!(
+        "{}{}{}T{}{}{}Z",
+        &s[0..4],
+        &s[5..7],
+        &s[8..10],
+        &s[11..13],
+        &s[14..16],
+        &s[17..19]
+    );
+    from_compact(&compact)
+}
+
+/// Now, in Unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// The current time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()
@@ -93,6 +124,11 @@ mod tests {
             assert_eq!(super::from_compact(&super::compact(t)), Some(t));
         }
         assert_eq!(super::from_compact("20261301T000000Z"), None);
+        assert_eq!(
+            super::from_rfc3339("2026-11-18T11:06:40.123Z"),
+            Some(1_795_000_000)
+        );
+        assert_eq!(super::from_rfc3339("2026-11-18 11:06:40"), None);
         assert_eq!(super::from_compact("2026120xT000000Z"), None);
         assert_eq!(
             super::rfc2822(1_796_164_613),

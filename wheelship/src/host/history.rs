@@ -115,6 +115,14 @@ impl History {
             .and_then(|e| e.to.clone())
     }
 
+    /// Every activation the history records: the release, and when.
+    pub fn activations(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.events
+            .iter()
+            .filter(|e| e.activates())
+            .filter_map(|e| e.to.as_deref().map(|to| (to, e.time.as_str())))
+    }
+
     /// Every release the history says was ever live, in the order they first were.
     pub fn activated(&self) -> impl Iterator<Item = &str> {
         self.events

@@ -302,32 +302,74 @@ pub fn commit_time(id: &str) -> Option<&str> {
     (digits(0..8) && b[8] == b'T' && digits(9..15) && b[15] == b'Z').then_some(t)
 }
 
-/// The newest release (by commit time) that the history of `root` says was ever live.
-pub fn newest_activated(root: &Path) -> Result<Option<String>> {
+/// How far in the future a release's commit time may be before it is refused: clocks of build
+/// boxes and hosts disagree by seconds or minutes, not more.
+pub const SKEW_SECS: i64 = 15 * 60;
+
+/// Refuses release `id` when its commit time is later than now (and the skew): a release from
+/// the future would make every real release after it look like a downgrade. `whose` says whose
+/// clock reads now (`this build box`, `this host`).
+pub fn check_not_future(id: &str, whose: &str) -> Result<()> {
+    let Some(t) = commit_time(id).and_then(crate::time::from_compact) else {
+        return Ok(());
+    };
+    let now = crate::time::now();
+    if t > now + SKEW_SECS {
+        return Err(Hint::new(
+            format!(
+                "release `{id}` is dated {}, later than {whose}'s clock ({}) by more than {} minutes: refusing a release from the future",
+                crate::time::compact(t),
+                crate::time::compact(now),
+                SKEW_SECS / 60
+            ),
+            "a clock is wrong: the commit's date (`git log -1 --format=%cI`) or this machine's (`timedatectl`); fix it, then release again",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The newest release ever live on a root, and how new it counts: its commit time, but never
+/// later than the time it went live (a release cannot have been made after it was live), so
+/// that no release dated in the future can move the mark past what really happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Newest {
+    pub id: String,
+    /// Unix seconds.
+    pub mark: i64,
+}
+
+/// The newest release that the history of `root` says was ever live.
+pub fn newest_activated(root: &Path) -> Result<Option<Newest>> {
     let hist = crate::host::history::History::read(root)?;
     Ok(hist
-        .activated()
-        .filter_map(|id| commit_time(id).map(|t| (t, id)))
-        .max()
-        .map(|(_, id)| id.to_string()))
+        .activations()
+        .filter_map(|(id, when)| {
+            let made = commit_time(id).and_then(crate::time::from_compact)?;
+            let live = crate::time::from_rfc3339(when).unwrap_or(made);
+            Some(Newest {
+                id: id.to_string(),
+                mark: made.min(live),
+            })
+        })
+        .max_by_key(|n| (n.mark, n.id.clone())))
 }
 
 /// Refuses release `id` when it is older than `newest` (the newest ever activated), unless the
 /// downgrade is allowed. `flag` is the option that allows it.
-pub fn check_not_older(id: &str, newest: Option<&str>, allowed: bool, flag: &str) -> Result<()> {
+pub fn check_not_older(id: &str, newest: Option<&Newest>, allowed: bool, flag: &str) -> Result<()> {
     let Some(newest) = newest else {
         return Ok(());
     };
-    let older = match (commit_time(id), commit_time(newest)) {
-        (Some(t), Some(n)) => t < n,
-        // No commit time to compare: it cannot be shown newer.
-        (None, _) => true,
-        (Some(_), None) => false,
-    };
-    if older && !allowed {
+    // No commit time to compare: it cannot be shown newer.
+    let older = commit_time(id)
+        .and_then(crate::time::from_compact)
+        .is_none_or(|t| t < newest.mark);
+    if older && id != newest.id && !allowed {
         return Err(Hint::new(
             format!(
-                "release `{id}` is older than `{newest}`, the newest release ever live here: refusing a downgrade (a replayed old release?)"
+                "release `{id}` is older than `{}`, the newest release ever live here: refusing a downgrade (a replayed old release?)",
+                newest.id
             ),
             format!("to go back to a kept release use `switch revert --to ID`; to deploy an older one on purpose, add {flag}"),
         )
@@ -349,11 +391,49 @@ mod tests {
         assert_eq!(commit_time("v1"), None);
         assert_eq!(commit_time("2026112XT093542Z-x"), None);
         let (old, new) = ("20250101T000000Z-a-b", "20260101T000000Z-a-b");
-        assert!(check_not_older(old, Some(new), false, "--allow-downgrade").is_err());
-        assert!(check_not_older(old, Some(new), true, "--allow-downgrade").is_ok());
-        assert!(check_not_older(new, Some(old), false, "--allow-downgrade").is_ok());
-        assert!(check_not_older("hand-made", Some(new), false, "x").is_err());
+        let mark = |id: &str| Newest {
+            id: id.into(),
+            mark: crate::time::from_compact(commit_time(id).unwrap()).unwrap(),
+        };
+        let (n_old, n_new) = (mark(old), mark(new));
+        assert!(check_not_older(old, Some(&n_new), false, "--allow-downgrade").is_err());
+        assert!(check_not_older(old, Some(&n_new), true, "--allow-downgrade").is_ok());
+        assert!(check_not_older(new, Some(&n_old), false, "--allow-downgrade").is_ok());
+        assert!(check_not_older("hand-made", Some(&n_new), false, "x").is_err());
         assert!(check_not_older(old, None, false, "x").is_ok());
+    }
+
+    /// Boundaries issue, finding 7: a release dated 2099 that once went live (before this
+    /// check, or on a host whose clock ran ahead) counts as new as the day it went live, so
+    /// every later real release passes; and a release from the future is refused outright.
+    #[test]
+    fn a_release_from_the_future_moves_no_mark() {
+        let t = tempfile::tempdir().unwrap();
+        let future = "20990101T000000Z-aaaaaaaaaaaa-bbbbbbbbbbbb";
+        let line = |to: &str, time: &str| {
+            format!(
+                r#"{{"time":"{time}","action":"deploy","from":null,"to":"{to}","user":"u","rev":null,"env":null}}"#
+            )
+        };
+        std::fs::write(
+            t.path().join("history.jsonl"),
+            format!("{}\n", line(future, "2026-12-01T10:00:00.000Z")),
+        )
+        .unwrap();
+        let newest = newest_activated(t.path()).unwrap().unwrap();
+        assert_eq!(
+            newest.mark,
+            crate::time::from_compact("20261201T100000Z").unwrap()
+        );
+        let later = "20261202T000000Z-cccccccccccc-dddddddddddd";
+        assert!(check_not_older(later, Some(&newest), false, "x").is_ok());
+        let earlier = "20261130T000000Z-cccccccccccc-dddddddddddd";
+        assert!(check_not_older(earlier, Some(&newest), false, "x").is_err());
+        let e = check_not_future(future, "this host")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("refusing a release from the future"), "{e}");
+        assert!(check_not_future(later, "this host").is_ok());
     }
 
     #[test]
