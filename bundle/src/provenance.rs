@@ -164,19 +164,5 @@ pub fn repository(repo: &Path) -> Option<String> {
         .output()
         .ok()?;
     let url = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    if url.is_empty() {
-        return None;
-    }
-    Some(match url.split_once("://") {
-        Some((s, rest)) => match rest.split_once('@') {
-            Some((_, host))
-                if !rest.split('/').next().unwrap_or("").is_empty()
-                    && rest.find('@') < rest.find('/') =>
-            {
-                format!("{s}://{host}")
-            }
-            _ => url.clone(),
-        },
-        None => url,
-    })
+    wheelship::text::url_without_userinfo(&url)
 }

@@ -360,3 +360,36 @@ fn pack_errors() {
     let out = bundle(r.p(), &["unpack"], "");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Boundaries issue, finding 11: an origin URL with credentials and no path
+/// (`https://ci:TOKEN@git.example.com`), or any other shape, reaches the provenance rebuilt
+/// without its user-info.
+#[test]
+fn the_provenance_never_carries_credentials() {
+    let r = Repo::new();
+    let app = r.p().join("app");
+    for (origin, want) in [
+        (
+            "https://ci:T0KEN@git.example.com",
+            "https://git.example.com",
+        ),
+        (
+            "https://ci:T0KEN@git.example.com/o/app.git",
+            "https://git.example.com/o/app.git",
+        ),
+        (
+            "deploy:T0KEN@git.example.com:o/app.git",
+            "git.example.com:o/app.git",
+        ),
+    ] {
+        let _ = std::process::Command::new("git")
+            .args(["remote", "remove", "origin"])
+            .current_dir(&app)
+            .output();
+        run("git", &["remote", "add", "origin", origin], &app);
+        let doc = r.pack(r.p(), &[]);
+        let prov = std::fs::read_to_string(doc["bundle"]["provenance"].as_str().unwrap()).unwrap();
+        assert!(!prov.contains("T0KEN") && !prov.contains("ci:"), "{prov}");
+        assert!(prov.contains(want), "{want}: {prov}");
+    }
+}

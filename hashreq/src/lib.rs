@@ -192,9 +192,16 @@ pub fn canonical_form(entries: &[Entry], o: &ReqOptions) -> String {
     serde_json::to_string(&form).expect("the canonical form always serialises")
 }
 
-pub(crate) fn hash(entries: &[Entry], o: &ReqOptions) -> String {
-    format!(
-        "sha256:{}",
-        wheelship::hash::sha256_hex(canonical_form(entries, o).as_bytes())
-    )
+/// The hash of the canonical form, every variable in it as its `${NAME}`, with a digest of
+/// each such variable's value (`digests`): never a value itself.
+pub(crate) fn hash(
+    entries: &[Entry],
+    o: &ReqOptions,
+    digests: &dyn Fn(&str) -> Vec<(String, String)>,
+) -> String {
+    let mut form = canonical_form(entries, o);
+    for (name, digest) in digests(&form) {
+        form.push_str(&format!("\n${{{name}}} sha256:{digest}"));
+    }
+    format!("sha256:{}", wheelship::hash::sha256_hex(form.as_bytes()))
 }

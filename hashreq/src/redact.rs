@@ -2,19 +2,9 @@
 
 use crate::lines::Expansion;
 
-/// Names of variables whose values are treated as secrets wherever they appear.
-const SECRET_WORDS: &[&str] = &[
-    "PRIVATE",
-    "CREDS",
-    "TOKEN",
-    "PASSWORD",
-    "PASSWD",
-    "PASS",
-    "SECRET",
-    "KEY",
-    "AUTH",
-    "CREDENTIAL",
-];
+/// A value shorter than this is shown as it is: it cannot hold a secret, and it cannot be told
+/// apart from the text around it (`foo==1.${MINOR}` with MINOR=1).
+const MIN_HIDDEN: usize = 3;
 
 pub struct Redactor<'a> {
     expansions: &'a [Expansion],
@@ -25,42 +15,46 @@ impl<'a> Redactor<'a> {
         Redactor { expansions }
     }
 
-    /// Replaces the user-info of every URL in `s` with `***` and the value of every
-    /// secret-named expanded variable with its `${NAME}`.
+    /// Replaces the user-info of every URL in `s` with `***` and the value of every expanded
+    /// variable (of at least 3 characters; the longest first) with its `${NAME}`, whatever its
+    /// name: which variables hold secrets is not decided by their names.
     pub fn clean(&self, s: &str) -> String {
         let mut out = redact_userinfo(s);
-        for e in self.expansions {
-            if SECRET_WORDS.iter().any(|w| e.name.contains(w)) && e.value.len() >= 3 {
-                out = out.replace(&e.value, &format!("${{{}}}", e.name));
-            }
+        let mut by_len: Vec<&Expansion> = self
+            .expansions
+            .iter()
+            .filter(|e| e.value.chars().count() >= MIN_HIDDEN)
+            .collect();
+        by_len.sort_by(|a, b| b.value.len().cmp(&a.value.len()).then(a.name.cmp(&b.name)));
+        for e in by_len {
+            out = out.replace(&e.value, &format!("${{{}}}", e.name));
         }
+        out
+    }
+
+    /// What the hash takes of the variables whose `${NAME}` the canonical form `form` shows:
+    /// a digest of each value (`foo==${V}` with V=1.2 and with V=1.3 are two requests), never
+    /// the value itself. A value that stood only in a URL's user-info (redacted to `***`) is not
+    /// in the form, so a rotated credential leaves the hash as it is.
+    pub fn digests(&self, form: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .expansions
+            .iter()
+            .filter(|e| form.contains(&format!("${{{}}}", e.name)))
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    wheelship::hash::sha256_hex(e.value.as_bytes()),
+                )
+            })
+            .collect();
+        out.sort();
+        out.dedup();
         out
     }
 }
 
-/// `scheme://user:pass@host/...` becomes `scheme://***@host/...`, for every URL in the text.
-pub fn redact_userinfo(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("://") {
-        out.push_str(&rest[..i + 3]);
-        let after = &rest[i + 3..];
-        let auth_end = after
-            .find(['/', '?', '#', ' ', '\t', '\'', '"', '`'])
-            .unwrap_or(after.len());
-        let authority = &after[..auth_end];
-        match authority.rfind('@') {
-            Some(at) => {
-                out.push_str("***");
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &after[auth_end..];
-    }
-    out.push_str(rest);
-    out
-}
+pub use wheelship::text::redact_userinfo;
 
 /// Every string in a JSON value (a pylock.toml source table) with [`redact_userinfo`].
 pub fn redact_value(v: &mut serde_json::Value) {
@@ -87,27 +81,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn userinfo_goes() {
-        assert_eq!(
-            redact_userinfo("https://u:p@h.example/simple and git+ssh://git@h/r.git"),
-            "https://***@h.example/simple and git+ssh://***@h/r.git"
-        );
-        assert_eq!(
-            redact_userinfo("https://h.example/a@b"),
-            "https://h.example/a@b"
-        );
-    }
-
-    #[test]
-    fn secret_variables_go() {
-        let ex = [Expansion {
-            name: "PIP_TOKEN".into(),
-            value: "s3cr3t".into(),
-        }];
+    fn every_variable_goes_whatever_its_name() {
+        let ex = [
+            Expansion {
+                name: "CI_JOB_JWT_V2".into(),
+                value: "eyJhbGciOi".into(),
+            },
+            Expansion {
+                name: "SLACK_WEBHOOK_PATH".into(),
+                value: "T000/B000/XXXX".into(),
+            },
+            Expansion {
+                name: "MINOR".into(),
+                value: "1".into(),
+            },
+        ];
         let r = Redactor::new(&ex);
         assert_eq!(
-            r.clean("https://h/simple/s3cr3t/"),
-            "https://h/simple/${PIP_TOKEN}/"
+            r.clean("https://h/simple/eyJhbGciOi/T000/B000/XXXX/ foo==1.1"),
+            "https://h/simple/${CI_JOB_JWT_V2}/${SLACK_WEBHOOK_PATH}/ foo==1.1"
         );
+        let d = r.digests("x ${SLACK_WEBHOOK_PATH} y");
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].0, "SLACK_WEBHOOK_PATH");
+        assert!(!d[0].1.contains("XXXX"));
     }
 }

@@ -405,7 +405,8 @@ impl Walker<'_> {
                 unpinned.join(", ")
             ));
         }
-        let hash = crate::hash(&self.entries, &options);
+        let red = Redactor::new(&self.expansions);
+        let hash = crate::hash(&self.entries, &options, &|form| red.digests(form));
         let section = Requirements {
             hash,
             files: self.files,

@@ -343,10 +343,18 @@ fn credentials_never_leave() {
     }
     assert!(a.contains("https://***@pypi.example/simple"));
     assert!(a.contains("https://h.example/${SECRET_TOKEN}/links"));
-    // A rotated secret does not change the hash: it is not in the hash input.
+    // A value never enters the hash: a digest of it does, where `${NAME}` stands in what the
+    // requirements mean (a find-links path naming another directory is another request); a
+    // credential in a URL's user-info is not there, and rotates freely.
     let b = run("tok-67890");
     let h = |s: &str| serde_json::from_str::<Value>(s).unwrap()["requirements"]["hash"].clone();
-    assert_eq!(h(&a), h(&b));
+    assert_ne!(h(&a), h(&b));
+    std::fs::write(
+        d.path().join("requirements.txt"),
+        "--extra-index-url https://${SECRET_TOKEN}@x.example/simple/\nfoo==1\n",
+    )
+    .unwrap();
+    assert_eq!(h(&run("tok-12345")), h(&run("tok-67890")));
 }
 
 #[test]
@@ -469,14 +477,15 @@ fn expanded_values_never_leave() {
         .as_str()
         .unwrap()
         .ends_with("/inc/${PRIVATE_DIR}.txt"));
-    // Another value that names the same content: the same hash.
+    // Another value: the marker it stands in says something else, so the hash differs (by a
+    // digest of the value, which never appears itself).
     std::fs::copy(
         d.path().join("inc/s3cr3t-name.txt"),
         d.path().join("inc/other.txt"),
     )
     .unwrap();
     let again: Value = serde_json::from_slice(&run("other").stdout).unwrap();
-    assert_eq!(again["requirements"]["hash"], r["hash"]);
+    assert_ne!(again["requirements"]["hash"], r["hash"]);
     // A missing include is named as written.
     let out = run("n0-such-s3cr3t");
     let err = String::from_utf8(out.stderr).unwrap();
@@ -588,29 +597,17 @@ fn variables_in_a_pin_parse_as_pip_parses_them() {
             .unwrap()
             .clone()
     };
-    assert_eq!(entry("foo")["specifier"], "==1.2");
+    // Every variable is shown as written, whatever its name.
+    assert_eq!(entry("foo")["specifier"], "==${FOO_VERSION}");
     assert_eq!(
         entry("bar")["url"],
         "https://h.example/${PIP_TOKEN}/bar-1.0.tar.gz"
     );
-    // The pin is what counts; the token is not part of the hash.
-    let literal = dir(&[(
-        "requirements.txt",
-        "foo==1.2\nbar @ https://h.example/${PIP_TOKEN}/bar-1.0.tar.gz\n",
-    )]);
-    let same: Value = serde_json::from_slice(
-        &Command::cargo_bin("hashreq")
-            .unwrap()
-            .current_dir(literal.path())
-            .env_remove("PIP_TOKEN")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    // The pin counts (by a digest of its value), and so does a token in a URL's path.
+    let same: Value = serde_json::from_slice(&run("1.2", "t0ps3cret").stdout).unwrap();
     assert_eq!(same["requirements"]["hash"], doc["requirements"]["hash"]);
     let rotated: Value = serde_json::from_slice(&run("1.2", "n3wt0ken").stdout).unwrap();
-    assert_eq!(rotated["requirements"]["hash"], doc["requirements"]["hash"]);
+    assert_ne!(rotated["requirements"]["hash"], doc["requirements"]["hash"]);
     let other: Value = serde_json::from_slice(&run("1.3", "t0ps3cret").stdout).unwrap();
     assert_ne!(other["requirements"]["hash"], doc["requirements"]["hash"]);
     // Unset: pip keeps the text, which is not a version.

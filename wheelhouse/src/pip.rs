@@ -201,7 +201,7 @@ fn network(all: &str, what: &str) -> Option<anyhow::Error> {
         .map_or(detail, |(_, r)| r)
         .trim()
         .trim_end_matches(" - skipping");
-    let detail = redact_userinfo(detail);
+    let detail = wheelship::text::redact_userinfo(detail);
     Some(
         Hint::new(
             format!("{what} failed: cannot reach the package index (network): {detail}"),
@@ -209,16 +209,6 @@ fn network(all: &str, what: &str) -> Option<anyhow::Error> {
         )
         .into(),
     )
-}
-
-/// `scheme://user:pass@host` with the user-info as `***`.
-fn redact_userinfo(s: &str) -> String {
-    match (s.find("://"), s.find('@')) {
-        (Some(i), Some(at)) if at > i && !s[i + 3..at].contains('/') => {
-            format!("{}***{}", &s[..i + 3], &s[at..])
-        }
-        _ => s.to_string(),
-    }
 }
 
 /// Nothing satisfies `req` (as pip wrote it): the pin as written in the requirements, the

@@ -110,3 +110,100 @@ mod line_tests {
         assert_eq!(shown("abcdef", 3), "abc…");
     }
 }
+
+/// Every URL in `text` (`scheme://…`) with its user-info (`user:password@`) as `***@`: for
+/// messages and documents that quote a URL someone wrote with credentials in it.
+pub fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        let after = &rest[i + 3..];
+        let auth_end = after
+            .find(['/', '?', '#', ' ', '\t', '\n', '\'', '"', '`'])
+            .unwrap_or(after.len());
+        let authority = &after[..auth_end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[auth_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A repository or index URL rebuilt from its parts without any user-info, whatever its shape:
+/// `scheme://[user[:pass]@]host[:port][/path…]`, scp's `[user@]host:path`, or a local path (as
+/// it is). `None` for a value with a control character or whitespace in it.
+pub fn url_without_userinfo(url: &str) -> Option<String> {
+    if url.is_empty() || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return None;
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        return Some(format!("{scheme}://{host}{tail}"));
+    }
+    // scp-like, `[user[:pass]@]host:path`: the user-info ends at the last `@` before any `/`,
+    // and a `:` follows it.
+    let head = &url[..url.find('/').unwrap_or(url.len())];
+    if let Some(at) = head.rfind('@') {
+        if url[at + 1..].contains(':') {
+            return Some(url[at + 1..].to_string());
+        }
+    }
+    Some(url.to_string())
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_go_in_every_shape() {
+        for (given, want) in [
+            (
+                "https://ci:TOKEN@git.example.com",
+                "https://git.example.com",
+            ),
+            (
+                "https://ci:TOKEN@git.example.com/a/b.git",
+                "https://git.example.com/a/b.git",
+            ),
+            (
+                "https://TOKEN@git.example.com?x=1",
+                "https://git.example.com?x=1",
+            ),
+            ("ssh://git@h:22/r.git", "ssh://h:22/r.git"),
+            ("git@github.com:org/repo.git", "github.com:org/repo.git"),
+            (
+                "deploy:T0KEN@git.example.com:o/app.git",
+                "git.example.com:o/app.git",
+            ),
+            ("a@b/c", "a@b/c"),
+            ("https://git.example.com/a@b", "https://git.example.com/a@b"),
+            ("/srv/git/app", "/srv/git/app"),
+            ("../app", "../app"),
+        ] {
+            assert_eq!(
+                url_without_userinfo(given).as_deref(),
+                Some(want),
+                "{given}"
+            );
+        }
+        assert_eq!(url_without_userinfo("https://h/\nx"), None);
+        assert_eq!(
+            redact_userinfo("https://u:p@h.example/simple and git+ssh://git@h/r.git"),
+            "https://***@h.example/simple and git+ssh://***@h/r.git"
+        );
+        assert_eq!(
+            redact_userinfo("https://h.example/a@b"),
+            "https://h.example/a@b"
+        );
+    }
+}
