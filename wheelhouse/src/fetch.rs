@@ -19,9 +19,12 @@ use crate::uv::{Artifact, Location};
 /// Downloads with the build box's interpreter (urllib: its proxies from `https_proxy` and
 /// `no_proxy`, the certificates of `PIP_CERT` or `SSL_CERT_FILE`), eight at a time, one name
 /// lookup per host, `PIP_DEFAULT_TIMEOUT` seconds (60) to connect and between reads. Reads
-/// `{"items": [{"url", "dest", "auth"}]}` on stdin (after its start: it is started before it
-/// is needed); prints one JSON line per failure.
-const DOWNLOAD: &str = r#"import concurrent.futures, json, os, socket, ssl, sys, threading, urllib.request
+/// `{"items": [{"url", "dest", "auth", "size"}]}` on stdin (after its start: it is started before
+/// it is needed); prints one JSON line per failure. The server is not trusted: credentials go
+/// only to the origin they were given for (a redirect to another origin drops them; urllib
+/// would copy them along), a redirect from https to http is refused, a body never grows past
+/// the size the lock gives (plus one byte, to notice), and each file has a total deadline.
+const DOWNLOAD: &str = r#"import concurrent.futures, json, os, socket, ssl, sys, threading, time, urllib.parse, urllib.request
 # One name lookup per host, shared by the threads: a resolver that drops one of many parallel
 # queries stalls a connection for its whole timeout (5 s with glibc's defaults).
 lookup, seen, lock = socket.getaddrinfo, {}, threading.Lock()
@@ -32,30 +35,55 @@ def getaddrinfo(*a, **k):
             seen[key] = lookup(*a, **k)
         return seen[key]
 socket.getaddrinfo = getaddrinfo
+def origin(url):
+    u = urllib.parse.urlsplit(url)
+    return (u.scheme, u.hostname, u.port or {"https": 443, "http": 80}.get(u.scheme))
+class Redirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(req.full_url).scheme == "https" and urllib.parse.urlsplit(newurl).scheme != "https":
+            raise urllib.error.URLError("redirected from https to %s: refused" % urllib.parse.urlsplit(newurl).scheme)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and origin(newurl) != origin(req.full_url):
+            new.remove_header("Authorization")
+            new.unredirected_hdrs.pop("Authorization", None)
+        return new
 cafile = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or None
 ctx = ssl.create_default_context(cafile=cafile)
-opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx))
+opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), Redirect())
 try:
     timeout = float(os.environ.get("PIP_DEFAULT_TIMEOUT") or 60)
 except ValueError:
     timeout = 60.0
 job = json.load(sys.stdin)
+class Refused(Exception):
+    pass
 def get(item):
+    size = item.get("size")
+    # The whole file at 64 KiB/s at worst, and never less than ten read timeouts.
+    deadline = time.monotonic() + max(10 * timeout, (size or 0) / 65536)
     for attempt in range(3):
         try:
             req = urllib.request.Request(item["url"], headers={"User-Agent": "wheelship-wheelhouse"})
             if item["auth"]:
-                req.add_header("Authorization", "Basic " + item["auth"])
+                req.add_unredirected_header("Authorization", "Basic " + item["auth"])
             with opener.open(req, timeout=timeout) as r, open(item["dest"], "wb") as f:
+                got = 0
                 while True:
                     b = r.read(1 << 20)
                     if not b:
                         break
+                    got += len(b)
+                    if size is not None and got > size:
+                        raise Refused("the server sent more than the %d bytes the lock gives: stopped" % size)
+                    if time.monotonic() > deadline:
+                        raise Refused("not done within its deadline: stopped")
                     f.write(b)
             return None
+        except Refused as e:
+            return {"url": item["url"], "error": str(e)}
         except Exception as e:
             err = "%s: %s" % (type(e).__name__, e)
-            if getattr(e, "code", 0) in (401, 403, 404):
+            if getattr(e, "code", 0) in (401, 403, 404) or "refused" in str(e):
                 break
     return {"url": item["url"], "error": err}
 with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
@@ -204,6 +232,7 @@ fn fetch_all(d: &Dirs, items: &[(&Artifact, &str)]) -> Result<Vec<(String, (Stri
             "url": u,
             "dest": stage.join(&a.file),
             "auth": auth_for(&auth, u),
+            "size": a.size,
         })).collect::<Vec<_>>(),
     });
     let mut child = d
@@ -313,18 +342,8 @@ fn auth_for(auth: &[(String, String)], url: &str) -> Option<String> {
         .map(|(_, a)| a.clone())
 }
 
-/// `scheme://user:pass@host` with the user-info as `***`.
 fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((s, rest)) => match rest.split('/').next().and_then(|a| a.rsplit_once('@')) {
-            Some((_, host)) => {
-                let path = rest.split_once('/').map_or("", |(_, p)| p);
-                format!("{s}://***@{host}/{path}")
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
+    wheelship::text::redact_userinfo(url)
 }
 
 /// Wheels built from sdists, kept by the sdist's sha256.
@@ -461,5 +480,80 @@ mod tests {
             redact("https://u:p@h.example/x/a.whl"),
             "https://***@h.example/x/a.whl"
         );
+    }
+
+    /// Boundaries issue, finding 10: the downloader does not trust the server. Credentials go
+    /// to their origin only (a redirect to another origin drops them), a redirect from https
+    /// to http is refused, and an endless body stops one byte past the size the lock gives.
+    #[test]
+    fn downloads_do_not_trust_the_server() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("auth.log");
+        // Two origins on loopback: 127.0.0.1 redirects to 127.0.0.2, which logs what
+        // Authorization it got; /endless never ends.
+        let server = format!(
+            r#"import http.server, sys, threading
+log = {log:?}
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.2:%d/file" % other.server_address[1])
+            self.end_headers(); return
+        if self.path == "/file":
+            with open(log, "a") as f: f.write("auth=%s\n" % self.headers.get("Authorization"))
+            self.send_response(200); self.send_header("Content-Length", "3"); self.end_headers()
+            self.wfile.write(b"abc"); return
+        if self.path == "/endless":
+            self.send_response(200); self.end_headers()
+            try:
+                while True: self.wfile.write(b"x" * 65536)
+            except OSError: return
+other = http.server.ThreadingHTTPServer(("127.0.0.2", 0), H)
+first = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+threading.Thread(target=other.serve_forever, daemon=True).start()
+print(first.server_address[1], flush=True)
+first.serve_forever()
+"#
+        );
+        let mut srv = std::process::Command::new("python3")
+            .args(["-c", &server])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut port = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(srv.stdout.take().unwrap()),
+            &mut port,
+        )
+        .unwrap();
+        let port = port.trim();
+        let job = serde_json::json!({"items": [
+            {"url": format!("http://127.0.0.1:{port}/redirect"), "dest": t.path().join("a"), "auth": "dTpw", "size": 3},
+            {"url": format!("http://127.0.0.1:{port}/endless"), "dest": t.path().join("b"), "auth": null, "size": 100000},
+        ]});
+        let mut dl = std::process::Command::new("python3")
+            .args(["-c", DOWNLOAD])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        dl.stdin
+            .take()
+            .unwrap()
+            .write_all(job.to_string().as_bytes())
+            .unwrap();
+        let out = dl.wait_with_output().unwrap();
+        let _ = srv.kill();
+        let _ = srv.wait();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(std::fs::read(t.path().join("a")).unwrap(), b"abc");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "auth=None\n");
+        assert!(
+            said.contains("more than the 100000 bytes the lock gives"),
+            "{said}"
+        );
+        assert!(std::fs::metadata(t.path().join("b")).unwrap().len() <= 100000);
     }
 }
