@@ -156,9 +156,16 @@ pub(crate) fn deploy(
     let from = root.current_id()?;
     prepare(root, &id, env.as_deref(), &shared)?;
     let ctx = root.ctx(&id, from.as_deref());
-    if let Some((cmd, why)) = service::run_each(&a.service.before, &ctx, true)? {
+    if let Some(f) = service::run_each(&a.service.before, &ctx, true)? {
+        if f.signaled {
+            bail!("`--before` command `{}` was killed ({}): nothing flipped; not a verdict on release `{id}`, which is not marked bad", f.cmd, f.why);
+        }
         History::append(&root.dir, &Event::new("bad", None, Some(&id), None, None))?;
-        bail!("`--before` command `{cmd}` failed ({why}): nothing flipped; release `{id}` is marked bad");
+        bail!(
+            "`--before` command `{}` failed ({}): nothing flipped; release `{id}` is marked bad",
+            f.cmd,
+            f.why
+        );
     }
     root.restart_owed(&a.service)?;
     flip(root, &id, "deploy", from.as_deref(), rev)?;
@@ -244,8 +251,11 @@ fn flip(
 fn serve(service: &Service, root: &DeployRoot, id: &str, from: Option<&str>) -> Result<()> {
     let ctx = root.ctx(id, from);
     point("switch-before-restart");
-    let mut failed = service::run_each(&service.restart, &ctx, false)?
-        .map(|(cmd, why)| format!("restart `{cmd}` failed ({why})"));
+    let restart = service::run_each(&service.restart, &ctx, false)?;
+    // A restart killed by a signal is the machine's failure, not the release's: it goes back
+    // all the same, and is not marked bad.
+    let verdict = !restart.as_ref().is_some_and(|f| f.signaled);
+    let mut failed = restart.map(|f| format!("restart `{}` failed ({})", f.cmd, f.why));
     if failed.is_none() {
         let (timeout, interval) = (service.check_timeout, service.check_interval);
         if let Some(f) = service::check(&service.check, &ctx, timeout, interval)? {
@@ -283,11 +293,16 @@ fn serve(service: &Service, root: &DeployRoot, id: &str, from: Option<&str>) -> 
         &root.dir,
         &Event::new("rollback", Some(id), from, None, None),
     )?;
-    History::append(&root.dir, &Event::new("bad", None, Some(id), None, None))?;
+    if verdict {
+        History::append(&root.dir, &Event::new("bad", None, Some(id), None, None))?;
+    }
     let again = match from {
         Some(prev) => serve_again(service, root, prev, id)?,
         None => String::new(),
     };
+    if !verdict {
+        bail!("{failure}: {back}{again}; the restart was killed, which says nothing of release `{id}`: it is not marked bad, deploy it again");
+    }
     bail!("{failure}: {back}{again}; release `{id}` is marked bad")
 }
 
@@ -297,9 +312,10 @@ fn serve_again(service: &Service, root: &DeployRoot, prev: &str, id: &str) -> Re
     let ctx = root.ctx(prev, Some(id));
     let mut said = String::new();
     if !service.restart.is_empty() {
-        if let Some((_, why)) = service::run_each(&service.restart, &ctx, false)? {
+        if let Some(f) = service::run_each(&service.restart, &ctx, false)? {
             return Ok(format!(
-                ", and restarting on `{prev}` failed too ({why}): the service may be down"
+                ", and restarting on `{prev}` failed too ({}): the service may be down",
+                f.why
             ));
         }
         root.restart_done()?;
@@ -339,7 +355,7 @@ fn repair_restart(service: &Service, root: &DeployRoot) -> Result<()> {
     let prev = hist.previous(&current, |r| root.is_release(r));
     match service::run_each(&service.restart, &root.ctx(&current, prev.as_deref()), false)? {
         None => root.restart_done(),
-        Some((_, why)) => bail!(
+        Some(service::GateFailed { why, .. }) => bail!(
             "the restart owed since a crash failed ({why}): `{current}` is live; fix the service, then run switch again"
         ),
     }

@@ -24,7 +24,12 @@ pub struct Ctx<'a> {
 /// How a command ended.
 pub enum Ran {
     Ok,
-    Failed { why: String, output: String },
+    Failed {
+        why: String,
+        output: String,
+        /// Killed by a signal (directly, or as the shell reports it: 128 + the signal).
+        signaled: bool,
+    },
 }
 
 /// Runs `cmd` once. With `capture`, its stdout and stderr are kept (in a temp file, so a
@@ -96,20 +101,38 @@ pub fn run(
         Some(st) => Ran::Failed {
             why: st.to_string(),
             output,
+            signaled: {
+                use std::os::unix::process::ExitStatusExt;
+                st.signal().is_some() || st.code().is_some_and(|c| (129..=192).contains(&c))
+            },
         },
         None => Ran::Failed {
             why: KILLED.into(),
             output,
+            signaled: false,
         },
     })
 }
 
+/// A command of a gate that failed: which, and how.
+pub struct GateFailed {
+    pub cmd: String,
+    pub why: String,
+    /// It was killed by a signal (the machine, an operator, the OOM killer): that says nothing
+    /// of the release.
+    pub signaled: bool,
+}
+
 /// Runs each command of `cmds` in order until one fails: `None` when all passed, else the one
 /// that failed and how.
-pub fn run_each(cmds: &[String], ctx: &Ctx, venv: bool) -> Result<Option<(String, String)>> {
+pub fn run_each(cmds: &[String], ctx: &Ctx, venv: bool) -> Result<Option<GateFailed>> {
     for cmd in cmds {
-        if let Ran::Failed { why, .. } = run(cmd, ctx, venv, None, false)? {
-            return Ok(Some((cmd.clone(), why)));
+        if let Ran::Failed { why, signaled, .. } = run(cmd, ctx, venv, None, false)? {
+            return Ok(Some(GateFailed {
+                cmd: cmd.clone(),
+                why,
+                signaled,
+            }));
         }
     }
     Ok(None)
@@ -139,7 +162,7 @@ pub fn check(
     loop {
         let mut failed = None;
         for cmd in cmds {
-            if let Ran::Failed { why, output } = run(cmd, ctx, false, Some(deadline), true)? {
+            if let Ran::Failed { why, output, .. } = run(cmd, ctx, false, Some(deadline), true)? {
                 failed = Some(CheckFailed {
                     cmd: cmd.clone(),
                     why,
