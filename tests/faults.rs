@@ -404,3 +404,71 @@ fn ten_concurrent_mkenv_runs_on_one_store() {
         "each wheel stored once"
     );
 }
+
+/// Faults issue, finding 2: a deploy that waits for the root's lock while `mkenv gc` removes
+/// the env it was about to link never goes live on a missing env: the env is checked under the
+/// root's lock and the store's, and its absence is named.
+#[test]
+fn a_deploy_never_goes_live_on_an_env_gc_removed() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("srv");
+    let envs = root.join("envs");
+    std::fs::create_dir_all(root.join("releases/r1")).unwrap();
+    let wheels = mkwheels(
+        &t.path().join("wh"),
+        json!([{"name": "solo", "version": "1.0", "files": {"solo.py": "x = 1\n"}}]),
+    );
+    let built = ok(
+        "mkenv",
+        &["--envs", envs.to_str().unwrap(), "--no-compile"],
+        &lock(&wheels).to_string(),
+    );
+    let env = built["env"]["path"].as_str().unwrap().to_string();
+    // Another run holds the root's lock: this deploy waits for it.
+    let holder = Command::new("flock")
+        .arg(root.join(".lock"))
+        .args(["sleep", "2"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let deploy = Command::new(bin("switch"))
+        .args([
+            "--root",
+            root.to_str().unwrap(),
+            "--release",
+            "r1",
+            "--env",
+            &env,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Meanwhile no release links the env: gc removes it.
+    ok(
+        "mkenv",
+        &[
+            "--envs",
+            envs.to_str().unwrap(),
+            "gc",
+            "--releases",
+            root.join("releases").to_str().unwrap(),
+            "--grace",
+            "0",
+        ],
+        "",
+    );
+    assert!(!Path::new(&env).exists());
+    let out = deploy.wait_with_output().unwrap();
+    let _ = holder.wait_with_output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is gone") && err.contains("nothing flipped"),
+        "{err}"
+    );
+    assert!(!root.join("current").exists());
+    assert!(out.stdout.is_empty());
+}

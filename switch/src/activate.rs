@@ -119,17 +119,10 @@ pub(crate) fn deploy(
         Some(e) => Some(e.clone()),
         None => doc.section::<Env>("env")?.map(|e| PathBuf::from(e.path)),
     };
-    let env = match env {
-        Some(e) => {
-            let real = fs::canonicalize(&e).about("env", &e)?;
-            check_env(&real)?;
-            Some(real)
-        }
-        None => None,
-    };
     let rev = doc.section::<Bundle>("bundle")?.and_then(|b| b.rev);
     let shared = shared_paths(&release, &a.shared)?;
     if a.dry_run {
+        let env = env.as_deref().map(env_now).transpose()?;
         check_trusted(&a.trust, root, &id, true)?;
         let current = root.current_id()?;
         let previous = root.previous_of(current.as_deref());
@@ -154,7 +147,15 @@ pub(crate) fn deploy(
     check_not_bad(root, &id, a.allow_bad)?;
     repair_restart(&a.service, root)?;
     let from = root.current_id()?;
-    prepare(root, &id, env.as_deref(), &shared)?;
+    {
+        // The env is checked under the root's lock and the env store's, which `mkenv gc` and
+        // `switch prune` take to remove one: it cannot go between this check and its link,
+        // and once linked from the release it is in use.
+        let _envs = root.envs_lock(a.lock_timeout)?;
+        let env = env.as_deref().map(env_now).transpose()?;
+        root.open_release(&id).map_err(|e| gone(&id, e))?;
+        prepare(root, &id, env.as_deref(), &shared)?;
+    }
     let ctx = root.ctx(&id, from.as_deref());
     if let Some(f) = service::run_each(&a.service.before, &ctx, true)? {
         if f.signaled {
@@ -173,6 +174,29 @@ pub(crate) fn deploy(
     let hist = History::read(&root.dir)?;
     let previous = hist.previous(&id, |r| root.is_release(r));
     root.section(Some(id), previous)
+}
+
+/// The env to link, as it is now: its canonical path, checked (complete, ours); one that a
+/// concurrent `mkenv gc` or `switch prune` removed is named as such.
+fn env_now(e: &Path) -> Result<PathBuf> {
+    let real = match fs::canonicalize(e) {
+        Ok(r) => r,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Hint::new(
+                format!("env `{}` is gone (removed by `mkenv gc` or `switch prune` meanwhile?): nothing flipped", e.display()),
+                "build it again (`mkenv`, or deploy again): it takes the store's files, seconds",
+            )
+            .into())
+        }
+        Err(err) => return Err(err).about("env", e),
+    };
+    check_env(&real)?;
+    Ok(real)
+}
+
+/// A release that vanished between its unpack and its flip.
+fn gone(id: &str, e: anyhow::Error) -> anyhow::Error {
+    anyhow!("{e:#} (removed by a concurrent `switch prune`?): nothing flipped; deploy release `{id}` again")
 }
 
 fn resolve_release_arg(r: &str) -> Result<(String, Option<PathBuf>)> {
@@ -414,7 +438,12 @@ pub(crate) fn revert(a: &Activate, root: &DeployRoot, to: Option<&str>) -> Resul
     check_not_bad(root, &target, a.allow_bad)?;
     repair_restart(&a.service, root)?;
     let from = root.current_id()?;
-    prepare(root, &target, None, &shared)?;
+    {
+        // Under the env store's lock too: its env cannot be collected between the check of
+        // the link and the flip.
+        let _envs = root.envs_lock(a.lock_timeout)?;
+        prepare(root, &target, None, &shared)?;
+    }
     root.restart_owed(&a.service)?;
     flip(root, &target, "revert", from.as_deref(), None)?;
     serve(&a.service, root, &target, from.as_deref())?;

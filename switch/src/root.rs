@@ -72,6 +72,18 @@ impl DeployRoot {
         }
     }
 
+    /// The env store's lock (`envs/.lock`, mkenv's), when the root has a store.
+    pub fn envs_lock(&self, timeout: std::time::Duration) -> Result<Option<Lock>> {
+        let Some(opened) = &self.opened else {
+            return Ok(None);
+        };
+        if opened.dir().kind(layout::ENVS)?.is_none() {
+            return Ok(None);
+        }
+        let envs = opened.sub(layout::ENVS, "env store", false)?;
+        envs.lock(timeout, "mkenv on this root's envs").map(Some)
+    }
+
     pub fn handle(&self) -> Result<Dir> {
         Dir::open(&self.dir)
     }
