@@ -472,3 +472,65 @@ fn a_deploy_never_goes_live_on_an_env_gc_removed() {
     assert!(!root.join("current").exists());
     assert!(out.stdout.is_empty());
 }
+
+/// Faults issue, finding 5: a `.pyc` whose write came out short (CPython writes it with one
+/// write() and ignores a short count: a full disk, a file size limit) is never recorded or
+/// linked; the next run compiles it again, and the env imports it. A file size limit
+/// (RLIMIT_FSIZE, which makes a write past it short) below the module's bytecode and above
+/// every file the store writes cuts exactly that write.
+#[test]
+fn a_short_bytecode_write_is_never_recorded() {
+    let t = tempfile::tempdir().unwrap();
+    let body: String = (0..3000)
+        .map(|i| format!("def f{i}(): return {i}\n"))
+        .collect();
+    let wheels = mkwheels(
+        &t.path().join("wh"),
+        json!({"name": "many", "version": "1.0", "files": {"many/__init__.py": "", "many/big.py": body}}),
+    );
+    let envs = t.path().join("envs");
+    let cache = t.path().join("cache");
+    let python = testsupport::python3_path();
+    let cut = Command::new("prlimit")
+        .arg("--fsize=120000")
+        .arg(bin("mkenv"))
+        .args(["--envs", envs.to_str().unwrap(), "--python", python])
+        .env("WHEELSHIP_CACHE", &cache)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(lock(&wheels).to_string().as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let said = String::from_utf8_lossy(&cut.stderr);
+    assert!(said.contains("did not come out whole"), "{said}");
+    let out = run(
+        "mkenv",
+        &["--envs", envs.to_str().unwrap(), "--python", python],
+        &lock(&wheels).to_string(),
+        &[("WHEELSHIP_CACHE", cache.to_str().unwrap())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let py = Path::new(doc["env"]["path"].as_str().unwrap()).join("bin/python");
+    let imported = Command::new(py)
+        .args(["-c", "import many.big; assert many.big.f2999() == 2999"])
+        .output()
+        .unwrap();
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+}

@@ -19,7 +19,7 @@ use wheelship::fs::io::At;
 /// with the unchecked-hash invalidation mode: a `.pyc` linked into many envs stays valid
 /// whatever the mtimes, and envs are immutable. Each `.pyc` is made read-only, and one line a
 /// `.pyc` (NUL-separated fields) says what was written.
-const COMPILE: &str = r#"import compileall, hashlib, importlib.util, os, py_compile, sys
+const COMPILE: &str = r#"import compileall, hashlib, importlib.util, marshal, os, py_compile, sys
 from concurrent.futures import ProcessPoolExecutor
 mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
 def many(paths):
@@ -29,11 +29,20 @@ def many(paths):
             continue
         c = importlib.util.cache_from_source(p)
         try:
-            os.chmod(c, 0o444)
             with open(c, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
+                data = f.read()
+            # CPython writes a .pyc with one write() and ignores a short count (a full disk):
+            # a .pyc is named only once its code loads back whole (PEP 552: 16 bytes of header).
+            marshal.loads(data[16:])
+            os.chmod(c, 0o444)
+            digest = hashlib.sha256(data).hexdigest()
             st = os.stat(c)
-        except OSError:
+        except (OSError, EOFError, ValueError, TypeError):
+            try:
+                os.unlink(c)
+            except OSError:
+                pass
+            out.append("!\0" + c)
             continue
         out.append("\0".join([c, str(st.st_size), str(st.st_ino), str(st.st_mtime_ns), digest]))
     return out
@@ -193,6 +202,14 @@ fn parse_compiled(said: &str, store: &Path) -> Result<BTreeMap<String, Compiled>
     for line in said.lines() {
         let bad = || anyhow!("unexpected line from the bytecode compiler: `{line}`");
         let f: Vec<&str> = line.split('\0').collect();
+        if let ["!", path] = f.as_slice() {
+            let rel = Path::new(path).strip_prefix(store).map_err(|_| bad())?;
+            let sha = rel.components().next().ok_or_else(bad)?.as_os_str();
+            out.entry(sha.to_string_lossy().to_string())
+                .or_default()
+                .incomplete = true;
+            continue;
+        }
         let [path, size, ino, mtime, sha256] = f.as_slice() else {
             return Err(bad());
         };
@@ -221,9 +238,14 @@ pub fn write_marker(store: &Dir, sha256: &str, marker: &str, compiled: &Compiled
     let path = Path::new(sha256).join(marker);
     let tmp = Path::new(sha256).join(wheelship::fs::temp::temp_name(wheelship::fs::owned::TMP));
     let mut f = store.create_file(&tmp, 0o444)?;
-    f.write_all(&serde_json::to_vec(compiled)?)
-        .at("write", store.show(&tmp))?;
-    store.rename(&tmp, store, &path)
+    let written = f
+        .write_all(&serde_json::to_vec(compiled)?)
+        .at("write", store.show(&tmp))
+        .and_then(|()| store.rename(&tmp, store, &path));
+    if written.is_err() {
+        let _ = store.remove_file(&tmp);
+    }
+    written
 }
 
 /// The `.py` files of a stored wheel that go to site-packages (absolute: the compiler is

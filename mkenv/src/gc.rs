@@ -40,6 +40,9 @@ pub fn gc(envs: &Path, g: &Gc) -> Result<EnvGc> {
             "another mkenv on this store",
         )?)
     };
+    if !g.dry_run {
+        crate::clean_store(&root)?;
+    }
     let (kept, mut removed_envs, users) = sort_envs(envs_dir, root.path(), g)?;
     let store = match envs_dir.kind(".store")? {
         Some(Kind::Dir) => Some(envs_dir.open_dir(".store")?),

@@ -177,6 +177,23 @@ pub fn run(args: Args) -> Result<()> {
     doc.write_stdout()
 }
 
+/// Removes what a crash left in the env store, its lock held: temp and trash names in envs/ and
+/// in .store/, and temp files inside the store's entries (a compiled marker cut off by a full
+/// disk). The store, opened.
+pub(crate) fn clean_store(envs: &OwnedDir) -> Result<OwnedDir> {
+    envs.clean(&[TMP, TRASH]);
+    let store = envs.sub(".store", "env store", true)?;
+    store.clean(&[TMP, TRASH]);
+    for (name, kind) in store.dir().entries()? {
+        if kind == wheelship::fs::beneath::Kind::Dir && !name.to_string_lossy().starts_with('.') {
+            if let Ok(entry) = store.dir().open_dir(&name) {
+                wheelship::fs::staged::remove_leftovers(&entry, &[TMP]);
+            }
+        }
+    }
+    Ok(store)
+}
+
 /// What a build is asked for, from the command line.
 struct Job<'a> {
     python: &'a str,
@@ -196,12 +213,14 @@ fn ensure_env(
     job: &Job,
 ) -> Result<(bool, usize)> {
     if !job.verify && reusable(envs, key)? {
+        // Reused: what a crash left in the store goes too, when no other run holds it.
+        if let Ok(_lock) = envs.lock(Duration::ZERO, "another mkenv on this store") {
+            clean_store(envs)?;
+        }
         return Ok((true, 0));
     }
     let _lock = envs.lock(job.lock_timeout, "another mkenv on this store")?;
-    envs.clean(&[TMP, TRASH]);
-    let store = envs.sub(".store", "env store", true)?;
-    store.clean(&[TMP, TRASH]);
+    let store = clean_store(envs)?;
     // Another mkenv may have built it while we waited: the work is done once.
     let exists = reusable(envs, key)?;
     if exists && !job.verify {
@@ -401,6 +420,13 @@ fn fill_store<'w>(
             let sha = Path::new(&s.wheel.sha256);
             if stamp::Compiled::read(store, sha, &marker).is_none() {
                 let pycs = compiled.remove(&s.wheel.sha256).unwrap_or_default();
+                if pycs.incomplete {
+                    wheelship::cli::warn(format_args!(
+                        "a `.pyc` of `{}` did not come out whole (a full disk?): removed; it is compiled again next time",
+                        s.wheel.file
+                    ));
+                    continue;
+                }
                 compile::write_marker(store, &s.wheel.sha256, &marker, &pycs)?;
             }
         }

@@ -48,6 +48,10 @@ pub struct Pyc {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compiled {
     pub pycs: Vec<Pyc>,
+    /// A `.pyc` of the entry did not come out whole (a full disk cut its write): it was
+    /// removed, and the entry is not marked compiled, so that the next run compiles it again.
+    #[serde(skip)]
+    pub incomplete: bool,
 }
 
 impl Compiled {

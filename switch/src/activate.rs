@@ -219,6 +219,8 @@ fn resolve_release_arg(r: &str) -> Result<(String, Option<PathBuf>)> {
 fn prepare(root: &DeployRoot, id: &str, env: Option<&Path>, shared: &[String]) -> Result<()> {
     let dir = root.release(id);
     let release = root.open_release(id)?;
+    // A link a crash left half-made in this release (its temp name, never its final one).
+    wheelship::fs::staged::remove_link_leftovers(&release);
     point("switch-before-venv");
     if let Some(env) = env {
         let target = match env.strip_prefix(&root.dir) {

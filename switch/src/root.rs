@@ -173,12 +173,18 @@ impl DeployRoot {
     pub fn clean_leftovers(&self) {
         let Ok(root) = self.handle() else { return };
         use wheelship::fs::temp::{TMP, TRASH};
-        // `.current.tmp-*`: a new `current` that a crash left before its rename.
-        wheelship::fs::staged::remove_leftovers(&root, &[TRASH, ".current.tmp-", TMP]);
-        // Only what switch itself makes there: `.staging-*` belongs to bundle, and envs/ to
-        // mkenv, which cleans it under its own lock.
+        // `.tmp-link-*` (under `.tmp-`): a new `current` that a crash left before its rename.
+        wheelship::fs::staged::remove_leftovers(&root, &[TRASH, TMP]);
+        // Only what switch itself makes there: `.staging-*` belongs to bundle.
         if let Ok(d) = root.open_dir(layout::RELEASES) {
             wheelship::fs::staged::remove_leftovers(&d, &[TRASH]);
+        }
+        // envs/: what a crashed prune (or gc) left on its way out, under the store's lock
+        // (taken at once or not at all: a build holding it cleans the store itself).
+        if let Ok(Some(_envs)) = self.envs_lock(std::time::Duration::ZERO) {
+            if let Ok(d) = root.open_dir(layout::ENVS) {
+                wheelship::fs::staged::remove_leftovers(&d, &[TRASH, TMP]);
+            }
         }
     }
 }

@@ -282,7 +282,7 @@ impl Dir {
         let rel = rel.as_ref();
         let (parent, name) = self.parent_of(rel)?;
         let dir = parent.as_ref().unwrap_or(self);
-        let tmp = crate::fs::temp::temp_name(&format!(".{}.tmp-", name.to_string_lossy()));
+        let tmp = crate::fs::temp::temp_name(crate::fs::temp::LINK);
         dir.symlink(target, &tmp)?;
         crate::failpoint::point("replace-symlink-before-rename");
         dir.rename(&tmp, dir, name).inspect_err(|_| {

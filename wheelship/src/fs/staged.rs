@@ -35,6 +35,23 @@ pub fn remove_leftovers(dir: &Dir, prefixes: &[&str]) {
     }
 }
 
+/// Removes the symlinks of `dir` named with [`crate::fs::temp::LINK`]: what a crash between a
+/// link's temp name and its rename left, in a directory that also holds files of others (a
+/// release).
+pub fn remove_link_leftovers(dir: &Dir) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(entries) = dir.entries() else { return };
+    for (name, kind) in entries {
+        if kind == crate::fs::beneath::Kind::Symlink
+            && name
+                .as_bytes()
+                .starts_with(crate::fs::temp::LINK.as_bytes())
+        {
+            let _ = dir.remove_file(&name);
+        }
+    }
+}
+
 /// A directory made under a temp name in `parent` (`<prefix><pid>-<n>-<nanos>`), removed whole
 /// when dropped unless `commit` gave it its final name: a failure at any step leaves nothing
 /// half-made, and a crash leaves only a name that `remove_leftovers` knows.

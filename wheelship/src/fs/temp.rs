@@ -3,6 +3,10 @@
 
 /// A temp file or directory beside its final name (`fsx::Prepared`, `staged::Staged`, tempfile).
 pub const TMP: &str = ".tmp-";
+/// A symlink on its way to replacing another (`beneath::Dir::replace_symlink`): `current`, a
+/// release's `venv`, a shared path's link. Under [`TMP`], so every clean of a root finds it; in a
+/// release, where the app's own files live, only symlinks of this prefix are removed.
+pub const LINK: &str = ".tmp-link-";
 /// A directory on its way out (`staged::trash`).
 pub const TRASH: &str = ".trash-";
 /// A release being extracted (`bundle unpack`).
