@@ -28,6 +28,8 @@ fn young(dir: &Dir, name: impl AsRef<Path>, grace: u64) -> bool {
 struct Doomed<'a> {
     releases: Vec<&'a Listed>,
     envs: Vec<PathBuf>,
+    /// Releases that would have gone but for the grace period.
+    young: Vec<&'a str>,
 }
 
 /// What `prune` is asked for.
@@ -59,6 +61,13 @@ pub(crate) fn prune(job: &Prune, root: &DeployRoot) -> Result<Switch> {
         .transpose()?;
     let protect = [current.as_deref(), previous.as_deref()];
     let doomed = doomed(root, &hist, &rels, protect, keep, grace, envs_dir.as_ref())?;
+    if !doomed.young.is_empty() {
+        eprintln!(
+            "switch: prune kept {} release(s) younger than the grace of {grace}s (a deploy may be between its unpack and its switch): {}; `--grace 0` prunes them now",
+            doomed.young.len(),
+            doomed.young.join(", ")
+        );
+    }
     let pruned = doc::Pruned {
         releases: doomed.releases.iter().map(|r| r.id.clone()).collect(),
         envs: doomed.envs.iter().map(doc_path).collect::<Result<_>>()?,
@@ -93,19 +102,31 @@ fn doomed<'a>(
         .min();
     let mut kept = Vec::new();
     let mut doomed = Vec::new();
+    let mut kept_young = Vec::new();
     let mut activated_seen = 0;
     for r in rels {
-        let Some((pos, _)) = &r.last else {
-            kept.push(r);
-            continue;
+        // A release that never went live (refused by --before, or abandoned) counts for no
+        // keep: it goes once it is older than the grace period, like any other.
+        let protected = match &r.last {
+            Some((pos, _)) => {
+                activated_seen += 1;
+                protect.contains(&Some(r.id.as_str()))
+                    || floor.is_some_and(|f| *pos >= f)
+                    || activated_seen <= keep
+            }
+            None => false,
         };
-        activated_seen += 1;
-        let protected = protect.contains(&Some(r.id.as_str()))
-            || floor.is_some_and(|f| *pos >= f)
-            || activated_seen <= keep
-            || young(&releases_dir, Path::new(&r.id).join(RESERVED), grace);
         if protected {
             kept.push(r);
+        } else if young(&releases_dir, Path::new(&r.id).join(RESERVED), grace)
+            || (r.last.is_none()
+                && releases_dir
+                    .kind(Path::new(&r.id).join(RESERVED))?
+                    .is_none()
+                && young(&releases_dir, &r.id, grace))
+        {
+            kept.push(r);
+            kept_young.push(r.id.as_str());
         } else {
             doomed.push(r);
         }
@@ -130,6 +151,7 @@ fn doomed<'a>(
     Ok(Doomed {
         releases: doomed,
         envs,
+        young: kept_young,
     })
 }
 

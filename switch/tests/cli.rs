@@ -297,10 +297,18 @@ fn prune_never_removes_current_or_previous() {
     {
         std::fs::write(incoming.join(f), "x").unwrap();
     }
+    // With the default grace, a release that never went live but was unpacked just now (a
+    // deploy in flight) stays, and prune says why it freed less.
+    let out = r.run(&["prune", "--keep", "1", "--dry-run"], "");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("kept 1 release(s) younger than the grace of 900s"),
+        "{said}"
+    );
     let dry = r.ok(&["prune", "--keep", "1", "--grace", "0", "--dry-run"]);
     assert_eq!(
         dry["pruned"]["releases"],
-        serde_json::json!(["r4", "r3", "r1"])
+        serde_json::json!(["r4", "r3", "r1", "fresh"])
     );
     assert!(
         r.dir.join("releases/r1").exists(),
@@ -309,7 +317,7 @@ fn prune_never_removes_current_or_previous() {
     let p = r.ok(&["prune", "--keep", "1", "--grace", "0"]);
     assert_eq!(
         p["pruned"]["releases"],
-        serde_json::json!(["r4", "r3", "r1"])
+        serde_json::json!(["r4", "r3", "r1", "fresh"])
     );
     let left: Vec<String> = std::fs::read_dir(r.dir.join("releases"))
         .unwrap()
@@ -319,8 +327,8 @@ fn prune_never_removes_current_or_previous() {
         .collect();
     assert_eq!(
         left,
-        ["fresh", "r2", "r5"],
-        "current, previous and the never-activated one stay"
+        ["r2", "r5"],
+        "current and previous stay; one that never went live goes like the others"
     );
     // Envs only the pruned releases used are gone; the others stay.
     assert!(!r.dir.join("envs/k-r1").exists());
@@ -328,7 +336,7 @@ fn prune_never_removes_current_or_previous() {
     assert!(r.dir.join("envs/k-r5").exists());
     assert!(
         r.dir.join("envs/k-fresh").exists(),
-        "an env no release links yet may be in flight"
+        "an env no release links is mkenv gc's to judge, not prune's"
     );
     let mut archives: Vec<String> = std::fs::read_dir(&incoming)
         .unwrap()
