@@ -73,6 +73,8 @@ impl Drop for Stop {
     }
 }
 
+// One scenario, from the first serve to the last handover, reads best as one function.
+#[allow(clippy::too_many_lines)]
 #[test]
 #[cfg_attr(
     wheelship_offline,

@@ -7,96 +7,86 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use testsupport::Fixture;
 
 use serde_json::Value;
 
 const NEEDS: &str = "needs the minisign tool (Debian's minisign; .ci/run installs it)";
 
-struct T {
-    tmp: tempfile::TempDir,
+fn setup() -> Fixture {
+    let t = Fixture::new();
+    testsupport::committed_app(&t.p().join("app"));
+    std::fs::create_dir_all(t.p().join("srv/releases")).unwrap();
+    t
 }
-
-impl T {
-    fn new() -> T {
-        let t = T {
-            tmp: tempfile::tempdir().unwrap(),
-        };
-        testsupport::committed_app(&t.p().join("app"));
-        std::fs::create_dir_all(t.p().join("srv/releases")).unwrap();
-        t
+/// `bundle pack`, signed with `key` if given; the archive's path.
+fn pack(t: &Fixture, key: Option<&Path>, env: &[(&str, &str)]) -> (PathBuf, Value) {
+    let mut args = vec!["pack", "--repo", "app", "--out", "dist", "--no-wheels"];
+    if let Some(k) = key {
+        args.extend(["--sign", k.to_str().unwrap()]);
     }
-    fn p(&self) -> &Path {
-        self.tmp.path()
+    let out = testsupport::tool("bundle")
+        .cwd(t.p())
+        .args(&args)
+        .envs(env)
+        .output();
+    let doc = testsupport::doc_of(&out);
+    (PathBuf::from(doc["bundle"]["path"].as_str().unwrap()), doc)
+}
+/// `bundle unpack` of `archive` with `--trust` keys; (exit code, stderr).
+fn unpack(t: &Fixture, archive: &Path, trust: &[&Path]) -> (i32, String) {
+    let mut args = vec!["unpack", "--releases", "srv/releases"];
+    for k in trust {
+        args.extend(["--trust", k.to_str().unwrap()]);
     }
-    /// `bundle pack`, signed with `key` if given; the archive's path.
-    fn pack(&self, key: Option<&Path>, env: &[(&str, &str)]) -> (PathBuf, Value) {
-        let mut args = vec!["pack", "--repo", "app", "--out", "dist", "--no-wheels"];
-        if let Some(k) = key {
-            args.extend(["--sign", k.to_str().unwrap()]);
-        }
-        let out = testsupport::tool("bundle")
-            .cwd(self.p())
-            .args(&args)
-            .envs(env)
-            .output();
-        let doc = testsupport::doc_of(&out);
-        (PathBuf::from(doc["bundle"]["path"].as_str().unwrap()), doc)
+    args.push(archive.to_str().unwrap());
+    let out = bundle(t.p(), &args);
+    if !out.status.success() {
+        assert!(out.stdout.is_empty());
     }
-    /// `bundle unpack` of `archive` with `--trust` keys; (exit code, stderr).
-    fn unpack(&self, archive: &Path, trust: &[&Path]) -> (i32, String) {
-        let mut args = vec!["unpack", "--releases", "srv/releases"];
-        for k in trust {
-            args.extend(["--trust", k.to_str().unwrap()]);
-        }
-        args.push(archive.to_str().unwrap());
-        let out = bundle(self.p(), &args);
-        if !out.status.success() {
-            assert!(out.stdout.is_empty());
-        }
-        (
-            out.status.code().unwrap(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    }
-    fn releases(&self) -> Vec<String> {
-        std::fs::read_dir(self.p().join("srv/releases"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n != ".lock")
-            .collect()
-    }
-    /// A key pair made by Debian's minisign, without a password.
-    fn minisign_keys(&self, name: &str) -> (PathBuf, PathBuf) {
-        let (p, s) = (
-            self.p().join(format!("{name}.pub")),
-            self.p().join(format!("{name}.key")),
-        );
-        testsupport::run("minisign")
-            .args(["-G", "-W", "-p"])
-            .args([&p])
-            .args(["-s"])
-            .args([&s])
-            .ok_text();
-        (p, s)
-    }
-    /// A key pair made by `bundle keygen`.
-    fn our_keys(&self, name: &str, password: Option<&str>) -> (PathBuf, PathBuf) {
-        let c = testsupport::tool("bundle")
-            .cwd(self.p())
-            .args(["keygen", "--dir", "keys", "--name", name]);
-        let c = match password {
-            Some(pw) => c.env("WHEELSHIP_SIGN_PASSWORD", pw),
-            None => c.args(["--unencrypted"]),
-        };
-        let out = c.output();
-        let doc = testsupport::doc_of(&out);
-        let k = &doc["keygen"];
-        assert_eq!(k["encrypted"], password.is_some());
-        (
-            PathBuf::from(k["public"].as_str().unwrap()),
-            PathBuf::from(k["secret"].as_str().unwrap()),
-        )
-    }
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+fn releases(t: &Fixture) -> Vec<String> {
+    std::fs::read_dir(t.p().join("srv/releases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != ".lock")
+        .collect()
+}
+/// A key pair made by Debian's minisign, without a password.
+fn minisign_keys(t: &Fixture, name: &str) -> (PathBuf, PathBuf) {
+    let (p, s) = (
+        t.p().join(format!("{name}.pub")),
+        t.p().join(format!("{name}.key")),
+    );
+    testsupport::run("minisign")
+        .args(["-G", "-W", "-p"])
+        .args([&p])
+        .args(["-s"])
+        .args([&s])
+        .ok_text();
+    (p, s)
+}
+/// A key pair made by `bundle keygen`.
+fn our_keys(t: &Fixture, name: &str, password: Option<&str>) -> (PathBuf, PathBuf) {
+    let c = testsupport::tool("bundle")
+        .cwd(t.p())
+        .args(["keygen", "--dir", "keys", "--name", name]);
+    let c = match password {
+        Some(pw) => c.env("WHEELSHIP_SIGN_PASSWORD", pw),
+        None => c.args(["--unencrypted"]),
+    };
+    let out = c.output();
+    let doc = testsupport::doc_of(&out);
+    let k = &doc["keygen"];
+    assert_eq!(k["encrypted"], password.is_some());
+    (
+        PathBuf::from(k["public"].as_str().unwrap()),
+        PathBuf::from(k["secret"].as_str().unwrap()),
+    )
 }
 
 #[test]
@@ -106,9 +96,9 @@ impl T {
 )]
 fn signed_by_pack_verified_by_minisign_and_unpack() {
     let _ = NEEDS;
-    let t = T::new();
-    let (public, secret) = t.our_keys("build", None);
-    let (archive, doc) = t.pack(Some(&secret), &[]);
+    let t = setup();
+    let (public, secret) = our_keys(&t, "build", None);
+    let (archive, doc) = pack(&t, Some(&secret), &[]);
     let sig = PathBuf::from(doc["bundle"]["signature"].as_str().unwrap());
     assert_eq!(sig, PathBuf::from(format!("{}.minisig", archive.display())));
     assert_eq!(doc["bundle"]["key_id"].as_str().unwrap().len(), 16);
@@ -132,9 +122,9 @@ fn signed_by_pack_verified_by_minisign_and_unpack() {
         said.contains(&format!("wheelship release {id} sha256 {sha}")),
         "{said}"
     );
-    let (code, err) = t.unpack(&archive, &[&public]);
+    let (code, err) = unpack(&t, &archive, &[&public]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(t.releases(), [id]);
+    assert_eq!(releases(&t), [id]);
     // The host's policy can live in ROOT/trusted instead of on every command line.
     let key_line = std::fs::read_to_string(&public)
         .unwrap()
@@ -148,7 +138,7 @@ fn signed_by_pack_verified_by_minisign_and_unpack() {
     )
     .unwrap();
     std::fs::remove_dir_all(t.p().join("srv/releases").join(id)).unwrap();
-    let (code, err) = t.unpack(&archive, &[]);
+    let (code, err) = unpack(&t, &archive, &[]);
     assert_eq!(code, 0, "{err}");
 }
 
@@ -158,9 +148,9 @@ fn signed_by_pack_verified_by_minisign_and_unpack() {
     ignore = "needs the minisign tool (Debian's minisign; .ci/run installs it)"
 )]
 fn signed_by_minisign_unpacks_with_trust() {
-    let t = T::new();
-    let (public, secret) = t.minisign_keys("debian");
-    let (archive, doc) = t.pack(None, &[]);
+    let t = setup();
+    let (public, secret) = minisign_keys(&t, "debian");
+    let (archive, doc) = pack(&t, None, &[]);
     let sign = |comment: Option<&str>| {
         let mut c = testsupport::run("minisign")
             .args(["-S", "-s"])
@@ -176,7 +166,7 @@ fn signed_by_minisign_unpacks_with_trust() {
     // under a policy, such a signature could follow any archive, so it is refused, with how to
     // sign instead.
     sign(None);
-    let (code, err) = t.unpack(&archive, &[&public]);
+    let (code, err) = unpack(&t, &archive, &[&public]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("does not say which release it is for"),
@@ -188,11 +178,11 @@ fn signed_by_minisign_unpacks_with_trust() {
     );
     let comment = format!("wheelship release {id} sha256 {sha}");
     assert!(err.contains(&comment), "{err}");
-    assert!(t.releases().is_empty());
+    assert!(releases(&t).is_empty());
     sign(Some(&comment));
-    let (code, err) = t.unpack(&archive, &[&public]);
+    let (code, err) = unpack(&t, &archive, &[&public]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(t.releases().len(), 1);
+    assert_eq!(releases(&t).len(), 1);
     // The base64 line alone is a key too.
     let line = std::fs::read_to_string(&public)
         .unwrap()
@@ -224,11 +214,12 @@ fn signed_by_minisign_unpacks_with_trust() {
     ignore = "needs the minisign tool (Debian's minisign; .ci/run installs it)"
 )]
 fn every_wrong_signature_is_refused_with_nothing_extracted() {
-    let t = T::new();
-    let (public, secret) = t.our_keys("build", Some("correct horse"));
-    let (other_public, other_secret) = t.minisign_keys("other");
+    let t = setup();
+    let (public, secret) = our_keys(&t, "build", Some("correct horse"));
+    let (other_public, other_secret) = minisign_keys(&t, "other");
     // An encrypted key signs with its password, which appears nowhere.
-    let (a, doc) = t.pack(
+    let (a, doc) = pack(
+        &t,
         Some(&secret),
         &[("WHEELSHIP_SIGN_PASSWORD", "correct horse")],
     );
@@ -236,7 +227,8 @@ fn every_wrong_signature_is_refused_with_nothing_extracted() {
     // A second release (another commit), signed too.
     std::fs::write(t.p().join("app/app.py"), "print('v2')\n").unwrap();
     testsupport::git(&t.p().join("app"), &["commit", "-qam", "v2"]);
-    let (b, _) = t.pack(
+    let (b, _) = pack(
+        &t,
         Some(&secret),
         &[("WHEELSHIP_SIGN_PASSWORD", "correct horse")],
     );
@@ -253,19 +245,19 @@ fn every_wrong_signature_is_refused_with_nothing_extracted() {
     let mid = bad.len() / 2;
     bad[mid] ^= 1;
     std::fs::write(&a, &bad).unwrap();
-    let (code, err) = t.unpack(&a, &[&public]);
+    let (code, err) = unpack(&t, &a, &[&public]);
     assert_eq!(code, 1);
     assert!(err.contains("does not match the archive's bytes"), "{err}");
     restore();
     // No signature.
     std::fs::remove_file(sig(&a)).unwrap();
-    let (code, err) = t.unpack(&a, &[&public]);
+    let (code, err) = unpack(&t, &a, &[&public]);
     assert_eq!(code, 1);
     assert!(err.contains("is not signed"), "{err}");
     restore();
     // Malformed.
     std::fs::write(sig(&a), "untrusted comment: x\nnot base64\n").unwrap();
-    let (code, err) = t.unpack(&a, &[&public]);
+    let (code, err) = unpack(&t, &a, &[&public]);
     assert_eq!(code, 1);
     assert!(err.contains("is not a minisign signature"), "{err}");
     restore();
@@ -278,17 +270,17 @@ fn every_wrong_signature_is_refused_with_nothing_extracted() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let (code, err) = t.unpack(&a, &[&public]);
+    let (code, err) = unpack(&t, &a, &[&public]);
     assert_eq!(code, 1);
     assert!(err.contains("which is not trusted here"), "{err}");
     restore();
     // The signature file of another release.
     std::fs::copy(sig(&b), sig(&a)).unwrap();
-    let (code, err) = t.unpack(&a, &[&public, &other_public]);
+    let (code, err) = unpack(&t, &a, &[&public, &other_public]);
     assert_eq!(code, 1);
     assert!(err.contains("does not match the archive's bytes"), "{err}");
     restore();
-    assert!(t.releases().is_empty(), "{:?}", t.releases());
+    assert!(releases(&t).is_empty(), "{:?}", releases(&t));
     // A wrong password says so, and shows no key material.
     let out = testsupport::tool("bundle")
         .cwd(t.p())
@@ -310,7 +302,7 @@ fn every_wrong_signature_is_refused_with_nothing_extracted() {
     let key_text = std::fs::read_to_string(&secret).unwrap();
     assert!(!err.contains(key_text.lines().nth(1).unwrap()));
     // And the good one unpacks.
-    let (code, err) = t.unpack(&a, &[&public]);
+    let (code, err) = unpack(&t, &a, &[&public]);
     assert_eq!(code, 0, "{err}");
 }
 
@@ -324,9 +316,9 @@ fn every_wrong_signature_is_refused_with_nothing_extracted() {
     ignore = "needs the minisign tool (Debian's minisign; .ci/run installs it)"
 )]
 fn keys_made_by_the_minisign_tool_sign() {
-    let t = T::new();
-    let (public, secret) = t.minisign_keys("plain");
-    let (archive, doc) = t.pack(Some(&secret), &[]);
+    let t = setup();
+    let (public, secret) = minisign_keys(&t, "plain");
+    let (archive, doc) = pack(&t, Some(&secret), &[]);
     assert!(doc["bundle"]["key_id"].is_string(), "{doc}");
     let verified = |public: &Path, archive: &Path| {
         let out = Command::new("minisign")
@@ -344,7 +336,7 @@ fn keys_made_by_the_minisign_tool_sign() {
         );
     };
     verified(&public, &archive);
-    let (code, err) = t.unpack(&archive, &[&public]);
+    let (code, err) = unpack(&t, &archive, &[&public]);
     assert_eq!(code, 0, "{err}");
     // With a password (minisign reads it from stdin when there is no terminal).
     let (p, s) = (t.p().join("pw.pub"), t.p().join("pw.key"));
@@ -357,7 +349,7 @@ fn keys_made_by_the_minisign_tool_sign() {
         .ok_text();
     std::fs::write(t.p().join("app/app.py"), "print('v2')\n").unwrap();
     testsupport::git(&t.p().join("app"), &["commit", "-qam", "v2"]);
-    let (archive, _) = t.pack(Some(&s), &[("WHEELSHIP_SIGN_PASSWORD", "s3cret")]);
+    let (archive, _) = pack(&t, Some(&s), &[("WHEELSHIP_SIGN_PASSWORD", "s3cret")]);
     verified(&p, &archive);
 }
 

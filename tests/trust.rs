@@ -10,101 +10,90 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use testsupport::{failed_with, git, mkwheels, tool};
+use testsupport::{failed_with, git, mkwheels, tool, Fixture};
 
 /// A root, an app with commits at times of our choosing, and a key.
-struct T {
-    tmp: tempfile::TempDir,
+fn setup() -> Fixture {
+    let t = Fixture::new();
+    std::fs::create_dir_all(t.p().join("app")).unwrap();
+    git(&t.p().join("app"), &["init", "-q"]);
+    tool("bundle")
+        .args(["keygen", "--dir", "keys", "--unencrypted"])
+        .cwd(t.p())
+        .ok();
+    tool("bundle")
+        .args([
+            "keygen",
+            "--dir",
+            "keys",
+            "--name",
+            "other",
+            "--unencrypted",
+        ])
+        .cwd(t.p())
+        .ok();
+    tool("switch")
+        .args(["--root", "srv", "--init", "list"])
+        .cwd(t.p())
+        .ok();
+    t
 }
-
-impl T {
-    fn new() -> T {
-        let t = T {
-            tmp: tempfile::tempdir().unwrap(),
-        };
-        std::fs::create_dir_all(t.p().join("app")).unwrap();
-        git(&t.p().join("app"), &["init", "-q"]);
-        tool("bundle")
-            .args(["keygen", "--dir", "keys", "--unencrypted"])
-            .cwd(t.p())
-            .ok();
-        tool("bundle")
-            .args([
-                "keygen",
-                "--dir",
-                "keys",
-                "--name",
-                "other",
-                "--unencrypted",
-            ])
-            .cwd(t.p())
-            .ok();
-        tool("switch")
-            .args(["--root", "srv", "--init", "list"])
-            .cwd(t.p())
-            .ok();
-        t
+fn root(t: &Fixture) -> PathBuf {
+    t.p().join("srv")
+}
+/// The base64 line of a public key.
+fn key(t: &Fixture, name: &str) -> String {
+    let text = std::fs::read_to_string(t.p().join(format!("keys/{name}.pub"))).unwrap();
+    text.lines().nth(1).unwrap().to_string()
+}
+/// A commit of the app at `time` (Unix seconds), packed; signed with `key` if given.
+fn release(t: &Fixture, time: i64, key: Option<&str>) -> Value {
+    let app = t.p().join("app");
+    std::fs::write(app.join("app.py"), format!("print({time})\n")).unwrap();
+    git(&app, &["add", "-A"]);
+    let date = format!("@{time} +0000");
+    testsupport::run("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(["commit", "-qm", "v"])
+        .env("GIT_COMMITTER_DATE", &date)
+        .env("GIT_AUTHOR_DATE", &date)
+        .cwd(&app)
+        .ok_text();
+    let mut args = vec!["pack", "--repo", "app", "--out", "dist", "--no-wheels"];
+    let secret;
+    if let Some(k) = key {
+        secret = format!("keys/{k}.key");
+        args.extend(["--sign", &secret]);
     }
-    fn p(&self) -> &Path {
-        self.tmp.path()
-    }
-    fn root(&self) -> PathBuf {
-        self.p().join("srv")
-    }
-    /// The base64 line of a public key.
-    fn key(&self, name: &str) -> String {
-        let text = std::fs::read_to_string(self.p().join(format!("keys/{name}.pub"))).unwrap();
-        text.lines().nth(1).unwrap().to_string()
-    }
-    /// A commit of the app at `time` (Unix seconds), packed; signed with `key` if given.
-    fn release(&self, time: i64, key: Option<&str>) -> Value {
-        let app = self.p().join("app");
-        std::fs::write(app.join("app.py"), format!("print({time})\n")).unwrap();
-        git(&app, &["add", "-A"]);
-        let date = format!("@{time} +0000");
-        testsupport::run("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-            .args(["commit", "-qm", "v"])
-            .env("GIT_COMMITTER_DATE", &date)
-            .env("GIT_AUTHOR_DATE", &date)
-            .cwd(&app)
-            .ok_text();
-        let mut args = vec!["pack", "--repo", "app", "--out", "dist", "--no-wheels"];
-        let secret;
-        if let Some(k) = key {
-            secret = format!("keys/{k}.key");
-            args.extend(["--sign", &secret]);
-        }
-        tool("bundle").args(&args).cwd(self.p()).stdin("").ok()
-    }
-    /// `bundle unpack` of a release's document into the root, with `extra` flags.
-    fn unpack(&self, doc: &Value, extra: &[&str]) -> std::process::Output {
-        tool("bundle")
-            .args(["unpack", "--releases", "srv/releases"])
-            .args(extra)
-            .cwd(self.p())
-            .stdin(doc.to_string())
-            .output()
-    }
-    fn switch(&self, args: &[&str], stdin: &str) -> std::process::Output {
-        tool("switch")
-            .args(["--root", "srv"])
-            .args(args)
-            .cwd(self.p())
-            .stdin(stdin)
-            .output()
-    }
-    fn releases(&self) -> Vec<String> {
-        testsupport::names(&self.root().join("releases"))
-            .into_iter()
-            .filter(|n| !n.starts_with('.'))
-            .collect()
-    }
-    fn current(&self) -> Option<String> {
-        std::fs::read_link(self.root().join("current"))
-            .ok()
-            .map(|t| t.file_name().unwrap().to_string_lossy().to_string())
-    }
+    tool("bundle").args(&args).cwd(t.p()).stdin("").ok()
+}
+/// `bundle unpack` of a release's document into the root, with `extra` flags.
+fn unpack(t: &Fixture, doc: &Value, extra: &[&str]) -> std::process::Output {
+    tool("bundle")
+        .args(["unpack", "--releases", "srv/releases"])
+        .args(extra)
+        .cwd(t.p())
+        .stdin(doc.to_string())
+        .output()
+}
+fn switch(t: &Fixture, args: &[&str], stdin: &str) -> std::process::Output {
+    tool("switch")
+        .args(["--root", "srv"])
+        .args(args)
+        .cwd(t.p())
+        .stdin(stdin)
+        .output()
+}
+fn releases(t: &Fixture) -> Vec<String> {
+    testsupport::names(&root(t).join("releases"))
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+fn current(t: &Fixture) -> Option<String> {
+    std::fs::read_link(root(t).join("current"))
+        .ok()
+        .map(|t| t.file_name().unwrap().to_string_lossy().to_string())
 }
 
 /// Finding 1: `ROOT/trusted` that yields no key (empty, comments only, a directory, a link, a
@@ -112,9 +101,9 @@ impl T {
 /// from the root's canonical path however RELEASES is spelled.
 #[test]
 fn a_policy_that_yields_no_key_fails_closed() {
-    let t = T::new();
-    let unsigned = t.release(1_700_000_000, None);
-    let trusted = t.root().join("trusted");
+    let t = setup();
+    let unsigned = release(&t, 1_700_000_000, None);
+    let trusted = root(&t).join("trusted");
     type Make<'a> = Box<dyn Fn() + 'a>;
     let cases: Vec<(&str, Make)> = vec![
         (
@@ -136,24 +125,24 @@ fn a_policy_that_yields_no_key_fails_closed() {
         (
             "is writable by other users",
             Box::new(|| {
-                std::fs::write(&trusted, format!("{}\n", t.key("wheelship"))).unwrap();
+                std::fs::write(&trusted, format!("{}\n", key(&t, "wheelship"))).unwrap();
                 std::fs::set_permissions(&trusted, PermissionsExt::from_mode(0o666)).unwrap();
             }),
         ),
     ];
     for (why, make) in cases {
         make();
-        let err = failed_with(&t.unpack(&unsigned, &[]), 1);
+        let err = failed_with(&unpack(&t, &unsigned, &[]), 1);
         assert!(err.contains(why), "{why}: {err}");
         assert!(err.contains(&trusted.display().to_string()), "{err}");
-        assert!(t.releases().is_empty(), "{why}: {:?}", t.releases());
+        assert!(releases(&t).is_empty(), "{why}: {:?}", releases(&t));
         let _ = std::fs::remove_file(&trusted);
         let _ = std::fs::remove_dir(&trusted);
     }
     // A key there: the unsigned archive is refused whatever way RELEASES is spelled.
-    std::fs::write(&trusted, format!("{}\n", t.key("wheelship"))).unwrap();
-    std::fs::create_dir(t.root().join("releases/x")).unwrap();
-    std::os::unix::fs::symlink(t.root().join("releases"), t.p().join("link")).unwrap();
+    std::fs::write(&trusted, format!("{}\n", key(&t, "wheelship"))).unwrap();
+    std::fs::create_dir(root(&t).join("releases/x")).unwrap();
+    std::os::unix::fs::symlink(root(&t).join("releases"), t.p().join("link")).unwrap();
     for spelled in ["srv/releases/x/..", "link", "./srv//releases"] {
         let out = tool("bundle")
             .args(["unpack", "--releases", spelled])
@@ -163,17 +152,13 @@ fn a_policy_that_yields_no_key_fails_closed() {
         let err = failed_with(&out, 1);
         assert!(err.contains("is not signed"), "{spelled}: {err}");
     }
-    assert_eq!(t.releases(), ["x"]);
+    assert_eq!(releases(&t), ["x"]);
     // And a signed one goes in, recording who verified it.
-    let signed = t.release(1_700_000_100, Some("wheelship"));
-    let doc = testsupport::doc_of(&t.unpack(&signed, &[]));
+    let signed = release(&t, 1_700_000_100, Some("wheelship"));
+    let doc = testsupport::doc_of(&unpack(&t, &signed, &[]));
     let id = doc["release"]["id"].as_str().unwrap();
     let record: Value = serde_json::from_slice(
-        &std::fs::read(
-            t.root()
-                .join(format!("releases/{id}/.wheelship/verified.json")),
-        )
-        .unwrap(),
+        &std::fs::read(root(&t).join(format!("releases/{id}/.wheelship/verified.json"))).unwrap(),
     )
     .unwrap();
     assert_eq!(record["verified_by"], doc["bundle"]["verified_by"]);
@@ -186,61 +171,65 @@ fn a_policy_that_yields_no_key_fails_closed() {
 /// a warning.
 #[test]
 fn switch_activates_only_what_the_policy_verified() {
-    let t = T::new();
+    let t = setup();
     // Before trust: an unsigned release, unpacked and live.
-    let v1 = t.release(1_700_000_000, None);
-    let d1 = testsupport::doc_of(&t.unpack(&v1, &[]));
-    testsupport::doc_of(&t.switch(&[], &d1.to_string()));
+    let v1 = release(&t, 1_700_000_000, None);
+    let d1 = testsupport::doc_of(&unpack(&t, &v1, &[]));
+    testsupport::doc_of(&switch(&t, &[], &d1.to_string()));
     let id1 = d1["release"]["id"].as_str().unwrap().to_string();
     // Trust switched on; a signed release goes live.
     std::fs::write(
-        t.root().join("trusted"),
-        format!("{}\n", t.key("wheelship")),
+        root(&t).join("trusted"),
+        format!("{}\n", key(&t, "wheelship")),
     )
     .unwrap();
-    let v2 = t.release(1_700_000_100, Some("wheelship"));
-    let d2 = testsupport::doc_of(&t.unpack(&v2, &[]));
-    testsupport::doc_of(&t.switch(&[], &d2.to_string()));
+    let v2 = release(&t, 1_700_000_100, Some("wheelship"));
+    let d2 = testsupport::doc_of(&unpack(&t, &v2, &[]));
+    testsupport::doc_of(&switch(&t, &[], &d2.to_string()));
     let id2 = d2["release"]["id"].as_str().unwrap().to_string();
-    assert_eq!(t.current().as_deref(), Some(id2.as_str()));
+    assert_eq!(current(&t).as_deref(), Some(id2.as_str()));
     // The old unsigned release: not by revert, not by --release.
     for args in [
         vec!["revert"],
         vec!["revert", "--to", &id1],
         vec!["--release", &id1],
     ] {
-        let err = failed_with(&t.switch(&args, ""), 1);
+        let err = failed_with(&switch(&t, &args, ""), 1);
         assert!(err.contains("does not satisfy the trust policy"), "{err}");
         assert!(err.contains("not verified when it was unpacked"), "{err}");
     }
-    assert_eq!(t.current().as_deref(), Some(id2.as_str()));
+    assert_eq!(current(&t).as_deref(), Some(id2.as_str()));
     // A release copied in by hand (no record), and one carrying another release's record.
     let fake = "20990101T000000Z-aaaaaaaaaaaa-bbbbbbbbbbbb";
-    let releases = t.root().join("releases");
+    let releases = root(&t).join("releases");
     testsupport::run("cp")
         .args(["-a"])
         .args([releases.join(&id1), releases.join(fake)])
         .ok_text();
-    let err = failed_with(&t.switch(&["--release", fake], ""), 1);
+    let err = failed_with(&switch(&t, &["--release", fake], ""), 1);
     assert!(err.contains("does not satisfy the trust policy"), "{err}");
     std::fs::copy(
         releases.join(&id2).join(".wheelship/verified.json"),
         releases.join(fake).join(".wheelship/verified.json"),
     )
     .unwrap();
-    let err = failed_with(&t.switch(&["--release", fake], ""), 1);
+    let err = failed_with(&switch(&t, &["--release", fake], ""), 1);
     assert!(err.contains("of another release"), "{err}");
     // Signed by a key that is not trusted (any more).
-    std::fs::write(t.root().join("trusted"), format!("{}\n", t.key("other"))).unwrap();
-    let err = failed_with(&t.switch(&["revert", "--to", &id2], ""), 1);
+    std::fs::write(root(&t).join("trusted"), format!("{}\n", key(&t, "other"))).unwrap();
+    let err = failed_with(&switch(&t, &["revert", "--to", &id2], ""), 1);
     assert!(err.contains("which is not trusted here"), "{err}");
     // The override says what it does.
-    let out = t.switch(&["revert", "--to", &id1, "--insecure-allow-unverified"], "");
+    let out = switch(
+        &t,
+        &["revert", "--to", &id1, "--insecure-allow-unverified"],
+        "",
+    );
     testsupport::doc_of(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("activating it anyway"));
-    assert_eq!(t.current().as_deref(), Some(id1.as_str()));
+    assert_eq!(current(&t).as_deref(), Some(id1.as_str()));
     // `switch list` says who verified each release.
-    let list = testsupport::doc_of(&t.switch(&["list"], ""));
+    let list = testsupport::doc_of(&switch(&t, &["list"], ""));
     let by = |id: &str| {
         list["switch"]["releases"]
             .as_array()
@@ -258,39 +247,39 @@ fn switch_activates_only_what_the_policy_verified() {
 /// without `--allow-downgrade`; `switch revert` stays the way back.
 #[test]
 fn an_older_signed_release_is_not_replayed() {
-    let t = T::new();
+    let t = setup();
     std::fs::write(
-        t.root().join("trusted"),
-        format!("{}\n", t.key("wheelship")),
+        root(&t).join("trusted"),
+        format!("{}\n", key(&t, "wheelship")),
     )
     .unwrap();
-    let old = t.release(1_700_000_000, Some("wheelship"));
-    let kept = t.release(1_700_000_100, Some("wheelship"));
-    let new = t.release(1_700_000_200, Some("wheelship"));
+    let old = release(&t, 1_700_000_000, Some("wheelship"));
+    let kept = release(&t, 1_700_000_100, Some("wheelship"));
+    let new = release(&t, 1_700_000_200, Some("wheelship"));
     for v in [&kept, &new] {
-        let d = testsupport::doc_of(&t.unpack(v, &[]));
-        testsupport::doc_of(&t.switch(&[], &d.to_string()));
+        let d = testsupport::doc_of(&unpack(&t, v, &[]));
+        testsupport::doc_of(&switch(&t, &[], &d.to_string()));
     }
     let new_id = new["bundle"]["id"].as_str().unwrap().to_string();
     let kept_id = kept["bundle"]["id"].as_str().unwrap().to_string();
     // Never on this root before (pruned long ago, or never here): refused at unpack.
-    let err = failed_with(&t.unpack(&old, &[]), 1);
+    let err = failed_with(&unpack(&t, &old, &[]), 1);
     assert!(err.contains("older than"), "{err}");
     assert!(err.contains(&new_id), "{err}");
     assert!(err.contains("--allow-downgrade"), "{err}");
-    assert_eq!(t.releases().len(), 2);
+    assert_eq!(releases(&t).len(), 2);
     // A kept older one: not by a deploy...
-    let err = failed_with(&t.switch(&["--release", &kept_id], ""), 1);
+    let err = failed_with(&switch(&t, &["--release", &kept_id], ""), 1);
     assert!(err.contains("refusing a downgrade"), "{err}");
-    assert_eq!(t.current().as_deref(), Some(new_id.as_str()));
+    assert_eq!(current(&t).as_deref(), Some(new_id.as_str()));
     // ...but by revert, the way back.
-    testsupport::doc_of(&t.switch(&["revert"], ""));
-    assert_eq!(t.current().as_deref(), Some(kept_id.as_str()));
+    testsupport::doc_of(&switch(&t, &["revert"], ""));
+    assert_eq!(current(&t).as_deref(), Some(kept_id.as_str()));
     // The operator's explicit choice passes.
-    let d = testsupport::doc_of(&t.unpack(&old, &["--allow-downgrade"]));
-    testsupport::doc_of(&t.switch(&["--allow-downgrade"], &d.to_string()));
+    let d = testsupport::doc_of(&unpack(&t, &old, &["--allow-downgrade"]));
+    testsupport::doc_of(&switch(&t, &["--allow-downgrade"], &d.to_string()));
     assert_eq!(
-        t.current().as_deref(),
+        current(&t).as_deref(),
         old["bundle"]["id"].as_str(),
         "the downgrade went live"
     );
@@ -381,8 +370,8 @@ fn deploy(cwd: &Path, args: &[&str]) -> std::process::Output {
 /// anything is copied anywhere.
 #[test]
 fn a_file_name_never_reaches_a_shell() {
-    let t = T::new();
-    let v = t.release(1_700_000_000, None);
+    let t = setup();
+    let v = release(&t, 1_700_000_000, None);
     let archive = PathBuf::from(v["bundle"]["path"].as_str().unwrap());
     let host = format!("{}:/nonexistent/root", "nohost.invalid");
     // A hostile name (with the legacy scp protocol `$(cmd)` ran on the host).
@@ -439,7 +428,7 @@ fn a_file_name_never_reaches_a_shell() {
 /// packed: such a release would make every later real release look like a downgrade.
 #[test]
 fn a_release_from_the_future_is_not_packed() {
-    let t = T::new();
+    let t = setup();
     let app = t.p().join("app");
     std::fs::write(app.join("app.py"), "print(2099)\n").unwrap();
     git(&app, &["add", "-A"]);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::{json, Value};
-use testsupport::{doc_of, failed_with, hashreq_doc, mkwheels, pinned, repo, tool};
+use testsupport::{doc_of, failed_with, hashreq_doc, mkwheels, pinned, repo, tool, Fixture};
 
 fn uv() -> String {
     std::env::var("WHEELSHIP_UV").expect("WHEELSHIP_UV")
@@ -59,78 +59,67 @@ impl Drop for Index {
     }
 }
 
-struct T {
-    tmp: tempfile::TempDir,
+fn setup() -> Fixture {
+    let t = Fixture::new();
+    mkwheels(
+        &t.p().join("wh"),
+        json!([
+            {"name": "Alpha", "version": "1.0", "extras": ["fast"],
+             "requires": ["beta>=2", "gamma; extra == 'fast'", "delta; python_version < '3'"]},
+            {"name": "beta", "version": "2.0"},
+            {"name": "beta", "version": "2.1"},
+        ]),
+    );
+    t
 }
-
-impl T {
-    fn new() -> T {
-        let t = T {
-            tmp: tempfile::tempdir().unwrap(),
-        };
-        mkwheels(
-            &t.p().join("wh"),
-            json!([
-                {"name": "Alpha", "version": "1.0", "extras": ["fast"],
-                 "requires": ["beta>=2", "gamma; extra == 'fast'", "delta; python_version < '3'"]},
-                {"name": "beta", "version": "2.0"},
-                {"name": "beta", "version": "2.1"},
-            ]),
-        );
-        t
-    }
-    fn p(&self) -> &Path {
-        self.tmp.path()
-    }
-    /// wheelhouse with uv, its configuration and pip's pointed at `index` (or nowhere).
-    fn wheelhouse(&self, reqs: &str, args: &[&str], index: Option<&str>) -> Output {
-        let doc = hashreq_doc(self.p(), reqs);
-        let index = index.unwrap_or("http://127.0.0.1:9/simple");
-        tool("wheelhouse")
-            .cwd(self.p())
-            .args([
-                "--uv",
-                &uv(),
-                "--python",
-                testsupport::python3_path(),
-                "--dir",
-                "wh",
-            ])
-            .args(args)
-            .env("WHEELSHIP_CACHE", self.p().join("cache"))
-            .env("UV_CACHE_DIR", self.p().join("uv-cache"))
-            .env("PIP_INDEX_URL", index)
-            .env_remove("PIP_FIND_LINKS")
-            .env_remove("UV_INDEX_URL")
-            .env_remove("UV_DEFAULT_INDEX")
-            .env("UV_HTTP_TIMEOUT", "5")
-            .stdin(doc)
-            .output()
-    }
-    fn mkenv(&self, doc: &Value) -> Output {
-        tool("mkenv")
-            .cwd(self.p())
-            .args(["--envs", "envs", "--no-compile", "--python"])
-            .args([testsupport::python3_path()])
-            .stdin(doc.to_string())
-            .output()
-    }
-    fn files(&self, dir: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.p().join(dir))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
-    }
+/// wheelhouse with uv, its configuration and pip's pointed at `index` (or nowhere).
+fn wheelhouse(t: &Fixture, reqs: &str, args: &[&str], index: Option<&str>) -> Output {
+    let doc = hashreq_doc(t.p(), reqs);
+    let index = index.unwrap_or("http://127.0.0.1:9/simple");
+    tool("wheelhouse")
+        .cwd(t.p())
+        .args([
+            "--uv",
+            &uv(),
+            "--python",
+            testsupport::python3_path(),
+            "--dir",
+            "wh",
+        ])
+        .args(args)
+        .env("WHEELSHIP_CACHE", t.p().join("cache"))
+        .env("UV_CACHE_DIR", t.p().join("uv-cache"))
+        .env("PIP_INDEX_URL", index)
+        .env_remove("PIP_FIND_LINKS")
+        .env_remove("UV_INDEX_URL")
+        .env_remove("UV_DEFAULT_INDEX")
+        .env("UV_HTTP_TIMEOUT", "5")
+        .stdin(doc)
+        .output()
+}
+fn mkenv(t: &Fixture, doc: &Value) -> Output {
+    tool("mkenv")
+        .cwd(t.p())
+        .args(["--envs", "envs", "--no-compile", "--python"])
+        .args([testsupport::python3_path()])
+        .stdin(doc.to_string())
+        .output()
+}
+fn files(t: &Fixture, dir: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(t.p().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
 }
 
 #[test]
 #[cfg_attr(wheelship_no_uv, ignore = "needs WHEELSHIP_UV (.ci/run provides it)")]
 fn a_directory_that_satisfies_the_request_needs_no_index() {
-    let t = T::new();
+    let t = setup();
     // The index does not answer: nothing may ask it.
-    let s = doc_of(&t.wheelhouse("alpha==1.0\n", &[], None));
+    let s = doc_of(&wheelhouse(&t, "alpha==1.0\n", &[], None));
     let wh = &s["wheelhouse"];
     assert_eq!(pinned(wh), ["alpha==1.0", "beta==2.1"]);
     assert_eq!(wh["target"]["resolver"], "uv");
@@ -169,7 +158,7 @@ fn a_directory_that_satisfies_the_request_needs_no_index() {
 #[test]
 #[cfg_attr(wheelship_no_uv, ignore = "needs WHEELSHIP_UV (.ci/run provides it)")]
 fn only_what_is_missing_is_fetched_and_checked() {
-    let t = T::new();
+    let t = setup();
     let ix = t.p().join("index");
     mkwheels(
         &ix.join("files"),
@@ -182,7 +171,7 @@ fn only_what_is_missing_is_fetched_and_checked() {
     );
     let index = Index::start(&ix);
     let before = std::fs::metadata(t.p().join("wh/beta-2.1-py3-none-any.whl")).unwrap();
-    let out = t.wheelhouse("alpha[fast]==1.0\n", &[], Some(&index.url));
+    let out = wheelhouse(&t, "alpha[fast]==1.0\n", &[], Some(&index.url));
     let s = doc_of(&out);
     let err = String::from_utf8_lossy(&out.stderr);
     // What sent it to the index is named.
@@ -218,26 +207,26 @@ fn only_what_is_missing_is_fetched_and_checked() {
         &ix.join("files"),
         json!({"name": "zeta", "version": "1.0", "files": {"zeta.py": "EVIL = 1\n"}}),
     );
-    let out = t.wheelhouse("alpha==1.0\nzeta\n", &[], Some(&index.url));
+    let out = wheelhouse(&t, "alpha==1.0\nzeta\n", &[], Some(&index.url));
     let err = failed_with(&out, 1);
     assert!(
         err.contains("`zeta-1.0-py3-none-any.whl` from http://127.0.0.1:")
             && err.contains("refusing it"),
         "{err}"
     );
-    assert!(!t.files("wh").iter().any(|f| f.starts_with("zeta")));
+    assert!(!files(&t, "wh").iter().any(|f| f.starts_with("zeta")));
     assert!(
-        !t.files("wh").iter().any(|f| f.starts_with('.')),
+        !files(&t, "wh").iter().any(|f| f.starts_with('.')),
         "{:?}",
-        t.files("wh")
+        files(&t, "wh")
     );
 }
 
 #[test]
 #[cfg_attr(wheelship_no_uv, ignore = "needs WHEELSHIP_UV (.ci/run provides it)")]
 fn a_missing_requirement_with_no_index_names_itself() {
-    let t = T::new();
-    let out = t.wheelhouse("alpha==1.0\nomega==9.9\n", &[], None);
+    let t = setup();
+    let out = wheelhouse(&t, "alpha==1.0\nomega==9.9\n", &[], None);
     let err = failed_with(&out, 1);
     assert!(
         err.contains("(it has no `omega==9.9` (requirements.txt:2)): resolving with the index"),
@@ -252,7 +241,7 @@ fn a_missing_requirement_with_no_index_names_itself() {
 #[test]
 #[cfg_attr(wheelship_no_uv, ignore = "needs WHEELSHIP_UV (.ci/run provides it)")]
 fn several_targets_in_one_run_and_mkenv_takes_its_own() {
-    let t = T::new();
+    let t = setup();
     mkwheels(
         &t.p().join("wh"),
         json!([
@@ -270,7 +259,7 @@ fn several_targets_in_one_run_and_mkenv_takes_its_own() {
         "--target",
         "native",
     ];
-    let s = doc_of(&t.wheelhouse("alpha==1.0\nfast\n", &targets, None));
+    let s = doc_of(&wheelhouse(&t, "alpha==1.0\nfast\n", &targets, None));
     let wh = &s["wheelhouse"];
     let locks = wh["locks"].as_array().unwrap();
     assert_eq!(locks.len(), 3);
@@ -300,7 +289,7 @@ fn several_targets_in_one_run_and_mkenv_takes_its_own() {
         v.iter_errors(&s).map(|e| e.to_string()).collect::<Vec<_>>()
     );
     // mkenv builds from the lock of its interpreter.
-    let env = doc_of(&t.mkenv(&s));
+    let env = doc_of(&mkenv(&t, &s));
     assert_eq!(env["env"]["wheels"], 3);
     let site = Path::new(env["env"]["path"].as_str().unwrap()).join(testsupport::site_packages());
     assert!(site.join("fast-1.0.dist-info").is_dir());
@@ -310,7 +299,7 @@ fn several_targets_in_one_run_and_mkenv_takes_its_own() {
         .as_array_mut()
         .unwrap()
         .truncate(2);
-    let out = t.mkenv(&only_other);
+    let out = mkenv(&t, &only_other);
     let err = failed_with(&out, 1);
     assert!(
         err.contains("none of the 2 locks of the document is for this interpreter")
@@ -322,7 +311,7 @@ fn several_targets_in_one_run_and_mkenv_takes_its_own() {
 #[test]
 #[cfg_attr(wheelship_no_uv, ignore = "needs WHEELSHIP_UV (.ci/run provides it)")]
 fn targets_are_checked() {
-    let t = T::new();
+    let t = setup();
     for (args, why) in [
         (
             &["--target", "py3.12"][..],
@@ -363,7 +352,7 @@ fn targets_are_checked() {
     ] {
         let mut a = vec!["--offline"];
         a.extend_from_slice(args);
-        let out = t.wheelhouse("alpha==1.0\n", &a, None);
+        let out = wheelhouse(&t, "alpha==1.0\n", &a, None);
         let err = failed_with(&out, 2);
         assert!(err.contains(why), "{args:?}: {err}");
     }
@@ -422,11 +411,11 @@ with tarfile.open(sys.argv[1], "w:gz") as t:
 #[test]
 #[cfg_attr(wheelship_no_uv, ignore = "needs WHEELSHIP_UV (.ci/run provides it)")]
 fn an_sdist_is_built_once() {
-    let t = T::new();
+    let t = setup();
     let count = t.p().join("builds.txt");
     counting_sdist(&t.p().join("index/files"), &count);
     let index = Index::start(&t.p().join("index"));
-    let s = doc_of(&t.wheelhouse("built==1.0\n", &[], Some(&index.url)));
+    let s = doc_of(&wheelhouse(&t, "built==1.0\n", &[], Some(&index.url)));
     assert_eq!(pinned(&s["wheelhouse"]), ["built==1.0"]);
     assert!(t.p().join("wh/built-1.0-py3-none-any.whl").is_file());
     assert_eq!(std::fs::read_to_string(&count).unwrap(), "built\n");

@@ -6,7 +6,6 @@
 //! Format: <https://manpages.debian.org/bookworm/dpkg-dev/deb.5.en.html>; policy:
 //! <https://www.debian.org/doc/debian-policy/>.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -16,6 +15,7 @@ use wheelship::fs::io::At;
 use wheelship::python::names::WheelFilename;
 use wheelship::{Document, UsageError};
 
+use crate::deb_format::{dir, file, gz, member, read_body, tar_gz, Body, Entry};
 use crate::DebArgs;
 
 /// What a package is made of, decided from the document and the command line.
@@ -309,35 +309,6 @@ fn default_maintainer(line: &dyn Fn(&str, &str) -> Result<String>) -> Result<Str
     }
 }
 
-/// One member of a tar: its path (relative, without `./`), mode and bytes or the one file
-/// opened for it (read from its start each time).
-enum Body<'a> {
-    Bytes(Vec<u8>),
-    File(&'a std::fs::File),
-}
-
-struct Entry<'a> {
-    path: String,
-    mode: u32,
-    body: Option<Body<'a>>,
-}
-
-fn dir<'a>(path: &str) -> Entry<'a> {
-    Entry {
-        path: path.into(),
-        mode: 0o755,
-        body: None,
-    }
-}
-
-fn file<'a>(path: &str, mode: u32, body: Body<'a>) -> Entry<'a> {
-    Entry {
-        path: path.into(),
-        mode,
-        body: Some(body),
-    }
-}
-
 /// The package written to a temp name in `out`'s directory, then renamed: (sha256, size).
 fn write(p: &Package, out: &Path) -> Result<(String, u64)> {
     let data = data_entries(p)?;
@@ -365,20 +336,6 @@ fn write(p: &Package, out: &Path) -> Result<(String, u64)> {
     tmp.persist(out)
         .map_err(|e| anyhow!("cannot write `{}`: {}", out.display(), e.error))?;
     Ok((sha, size))
-}
-
-fn member(
-    ar: &mut ar::Builder<&mut std::fs::File>,
-    name: &str,
-    data: &[u8],
-    time: i64,
-) -> Result<()> {
-    let mut h = ar::Header::new(name.as_bytes().to_vec(), data.len() as u64);
-    h.set_mtime(time.max(0) as u64);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mode(0o100644);
-    ar.append(&h, data).context("cannot write the package")
 }
 
 /// The conffile: the deploy's settings, where the tools' package owns the directory.
@@ -427,23 +384,6 @@ fn data_entries(p: &Package) -> Result<Vec<Entry<'_>>> {
     }
     v.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(v)
-}
-
-/// A member's bytes, read from the start of its body.
-fn read_body(body: &Body<'_>, out: &mut dyn std::io::Write) -> Result<u64> {
-    use std::io::{Seek, SeekFrom};
-    match body {
-        Body::Bytes(b) => {
-            out.write_all(b).context("cannot write the package")?;
-            Ok(b.len() as u64)
-        }
-        Body::File(f) => {
-            let mut f: &std::fs::File = f;
-            f.seek(SeekFrom::Start(0))
-                .context("cannot read the archive")?;
-            std::io::copy(&mut f, out).context("cannot read the archive")
-        }
-    }
 }
 
 /// `md5sums` (every file but the conffile) and the installed size in KiB.
@@ -560,68 +500,6 @@ fn copyright(p: &Package) -> String {
         "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: {}\n\nFiles: *\nCopyright: {year} the authors of {}\nLicense: other\n The license of the application is its authors'; see its source.\n",
         p.name, p.name
     )
-}
-
-fn gz(data: &[u8], level: u32) -> Result<Vec<u8>> {
-    // No name and mtime 0 in the gzip header: the same input gives the same bytes.
-    let mut e = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::new(level));
-    e.write_all(data).context("gzip")?;
-    e.finish().context("gzip")
-}
-
-/// A tar (GNU format, `./`-prefixed paths, owners root, the given mtime), gzipped.
-fn tar_gz(entries: &[Entry], time: i64, level: u32) -> Result<Vec<u8>> {
-    let gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::new(level));
-    let mut t = tar::Builder::new(gz);
-    let mut root = tar::Header::new_gnu();
-    head(&mut root, 0o755, 0, time, tar::EntryType::Directory);
-    t.append_data(&mut root, "./", std::io::empty())
-        .context("tar")?;
-    for e in entries {
-        let mut h = tar::Header::new_gnu();
-        match &e.body {
-            None => {
-                head(&mut h, e.mode, 0, time, tar::EntryType::Directory);
-                t.append_data(&mut h, format!("./{}/", e.path), std::io::empty())
-            }
-            Some(Body::Bytes(b)) => {
-                head(
-                    &mut h,
-                    e.mode,
-                    b.len() as u64,
-                    time,
-                    tar::EntryType::Regular,
-                );
-                t.append_data(&mut h, format!("./{}", e.path), b.as_slice())
-            }
-            Some(Body::File(f)) => {
-                use std::io::{Seek, SeekFrom};
-                let mut r: &std::fs::File = f;
-                let len = r.metadata().context("cannot read the archive")?.len();
-                r.seek(SeekFrom::Start(0))
-                    .context("cannot read the archive")?;
-                head(&mut h, e.mode, len, time, tar::EntryType::Regular);
-                t.append_data(&mut h, format!("./{}", e.path), std::io::Read::take(r, len))
-            }
-        }
-        .context("tar")?;
-    }
-    t.into_inner().context("tar")?.finish().context("gzip")
-}
-
-fn head(h: &mut tar::Header, mode: u32, size: u64, time: i64, kind: tar::EntryType) {
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_mtime(time.max(0) as u64);
-    h.set_uid(0);
-    h.set_gid(0);
-    let _ = h.set_username("root");
-    let _ = h.set_groupname("root");
 }
 
 #[cfg(test)]

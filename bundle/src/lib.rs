@@ -12,6 +12,7 @@
 //! ```
 
 mod deb;
+mod deb_format;
 mod deb_scripts;
 #[doc(hidden)]
 pub mod extract; // public for the fuzz targets (tests/fuzz)

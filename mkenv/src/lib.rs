@@ -16,8 +16,9 @@ mod install;
 pub use wheelship::python::interp; // re-exported for the tests of its tags against packaging (tests/tags.rs)
 mod pick;
 mod plan;
+mod record;
 mod stamp;
-mod store;
+pub mod store; // public for the fuzz targets (tests/fuzz)
 mod unzip;
 #[doc(hidden)]
 pub mod wheel; // public for the fuzz targets (tests/fuzz)
@@ -238,17 +239,16 @@ fn ensure_env(
             envs.join(key).display()
         );
     }
-    let files = build_env(
-        envs.dir(),
+    let what = EnvBuild {
         key,
         wh,
         reqs,
         interp,
         job,
-        store.dir(),
-        &stored,
-        exists,
-    )?;
+        store: store.dir(),
+        stored: &stored,
+    };
+    let files = build_env(envs.dir(), &what, exists)?;
     Ok((false, files))
 }
 
@@ -288,21 +288,42 @@ fn reusable(envs: &OwnedDir, key: &str) -> Result<bool> {
 struct KeyForm<'a> {
     layout: &'a str,
     wheels: Vec<(String, String, String)>,
-    #[allow(clippy::type_complexity)]
-    python: (
-        &'a str,
-        &'a str,
-        &'a str,
-        &'a str,
-        &'a str,
-        &'a str,
-        &'a str,
-        &'a (String, String),
-        &'a str,
-        bool,
-    ),
+    python: Identity<'a>,
     tags: String,
     compile: bool,
+}
+
+/// The interpreter's identity in an env's key, by name; written as the array the key has
+/// always hashed, so that keys (and envs) stay what they were.
+struct Identity<'a> {
+    implementation: &'a str,
+    version: &'a str,
+    cache_tag: &'a str,
+    abiflags: &'a str,
+    soabi: &'a str,
+    platform: &'a str,
+    machine: &'a str,
+    libc: &'a (String, String),
+    base_executable: &'a str,
+    gil_disabled: bool,
+}
+
+impl Serialize for Identity<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (
+            self.implementation,
+            self.version,
+            self.cache_tag,
+            self.abiflags,
+            self.soabi,
+            self.platform,
+            self.machine,
+            self.libc,
+            self.base_executable,
+            self.gil_disabled,
+        )
+            .serialize(s)
+    }
 }
 
 /// `ENVS/<key>/.wheelship-env.json`: what the env was built from (gc reads its wheels).
@@ -326,18 +347,18 @@ fn env_key(wh: &Wheelhouse, i: &Interp, compile: bool) -> String {
         .collect();
     wheels.sort();
     wheels.dedup();
-    let python = (
-        i.implementation.as_str(),
-        i.version.as_str(),
-        i.cache_tag.as_str(),
-        i.abiflags.as_str(),
-        i.soabi.as_str(),
-        i.platform.as_str(),
-        i.machine.as_str(),
-        &i.libc,
-        i.base_executable.as_str(),
-        i.gil_disabled,
-    );
+    let python = Identity {
+        implementation: &i.implementation,
+        version: &i.version,
+        cache_tag: &i.cache_tag,
+        abiflags: &i.abiflags,
+        soabi: &i.soabi,
+        platform: &i.platform,
+        machine: &i.machine,
+        libc: &i.libc,
+        base_executable: &i.base_executable,
+        gil_disabled: i.gil_disabled,
+    };
     let form = KeyForm {
         layout: LAYOUT,
         wheels,
@@ -438,30 +459,23 @@ fn fill_store<'w>(
 /// The env, built under a temp name and renamed into place when whole; `replace` swaps it for
 /// the one there (in one step: a live env is never missing), which then goes.
 #[allow(clippy::too_many_arguments)]
-fn build_env(
-    envs: &Dir,
-    key: &str,
-    wh: &Wheelhouse,
-    reqs: Option<&Requirements>,
-    interp: &Interp,
-    job: &Job,
-    store: &Dir,
-    stored: &[store::Stored],
-    replace: bool,
-) -> Result<usize> {
+/// What an env is built from: its key, the lock and the requirements, the interpreter, the
+/// job, and the store with the lock's wheels in it.
+struct EnvBuild<'a> {
+    key: &'a str,
+    wh: &'a Wheelhouse,
+    reqs: Option<&'a Requirements>,
+    interp: &'a Interp,
+    job: &'a Job<'a>,
+    store: &'a Dir,
+    stored: &'a [store::Stored<'a>],
+}
+
+fn build_env(envs: &Dir, e: &EnvBuild, replace: bool) -> Result<usize> {
     let started = Instant::now();
     let tmp = wheelship::fs::staged::Staged::new(envs, TMP)?;
-    let files = link_env(
-        job,
-        interp,
-        envs.show(key),
-        tmp.open()?,
-        key,
-        wh,
-        reqs,
-        store,
-        stored,
-    )?;
+    let files = link_env(e, envs.show(e.key), tmp.open()?)?;
+    let key = e.key;
     timing("env", &started);
     point("mkenv-before-rename");
     if replace {
@@ -478,18 +492,16 @@ fn build_env(
 
 /// Links every stored wheel into the env being built in `dir` (whose final path is `path`),
 /// writes what it was built from, and makes it durable: the number of files installed.
-#[allow(clippy::too_many_arguments)]
-fn link_env(
-    job: &Job,
-    interp: &Interp,
-    path: PathBuf,
-    dir: Dir,
-    key: &str,
-    wh: &Wheelhouse,
-    reqs: Option<&Requirements>,
-    store: &Dir,
-    stored: &[store::Stored],
-) -> Result<usize> {
+fn link_env(e: &EnvBuild, path: PathBuf, dir: Dir) -> Result<usize> {
+    let EnvBuild {
+        key,
+        wh,
+        reqs,
+        interp,
+        job,
+        store,
+        stored,
+    } = *e;
     let mut b = install::Build::new(interp, path, dir);
     b.compile = job.compile;
     b.layout(key)?;

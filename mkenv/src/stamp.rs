@@ -18,12 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wheelship::fs::beneath::Dir;
 
-/// The inode and modification time (ns since the epoch) of a stored file, as mkenv made it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp {
-    pub ino: u64,
-    pub mtime: i64,
-}
+pub use crate::wheel::Stamp;
 
 impl Stamp {
     pub fn of(st: &rustix::fs::Stat) -> Stamp {

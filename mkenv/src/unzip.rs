@@ -3,7 +3,7 @@
 //! into the store through its handle, checked against the central directory's size and CRC-32
 //! and hashed for RECORD as it goes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -15,14 +15,14 @@ use wheelship::fs::fsx;
 use wheelship::fs::io::At;
 use wheelship::python::names::{canonicalize_name, WheelFilename};
 
-use crate::stamp::Stamp;
+use crate::record::{verify_record, wheel_purelib};
+use crate::wheel::Stamp;
 use crate::wheel::{
-    check_member, parse_entry_points, record_hash, same_version, verify_record, wheel_purelib,
-    Info, MAX_UNPACKED,
+    check_member, parse_entry_points, record_hash, same_version, Info, MAX_UNPACKED,
 };
 
 /// Why a wheel is refused, in a message that names it.
-pub(crate) type Refuse<'a> = &'a dyn Fn(String) -> anyhow::Error;
+pub(crate) use crate::record::{Extracted, Refuse};
 
 /// A wheel file's zip reader: over its bytes in memory, or over the file when it is large.
 type Zip<R> = zip::ZipArchive<R>;
@@ -74,15 +74,6 @@ struct Member {
     size: u64,
     /// Its size in the wheel, as the central directory says.
     packed: u64,
-}
-
-/// What extraction saw: each file's RECORD-style hash and size, and the `.dist-info` files'
-/// bytes (RECORD, WHEEL, METADATA, entry_points.txt are read from them).
-#[derive(Default)]
-pub(crate) struct Extracted {
-    pub(crate) hashes: BTreeMap<String, (String, u64)>,
-    pub(crate) stamps: BTreeMap<String, Stamp>,
-    pub(crate) dist_info_files: BTreeMap<String, Vec<u8>>,
 }
 
 pub(crate) fn unzip_verified(wheel: WheelData, file_name: &str, dest: Dirs) -> Result<Info> {

@@ -10,7 +10,7 @@ use wheelship::doc::{doc_path, Bundle, Env, Release, Switch, Would, WouldDeploy,
 use wheelship::failpoint::point;
 use wheelship::fs::fsx;
 use wheelship::fs::io::At;
-use wheelship::host::history::{Event, History};
+use wheelship::host::history::{Action, Event, History};
 use wheelship::host::layout;
 use wheelship::host::trust::{self, Policy, Record};
 use wheelship::{Document, Hint, UsageError};
@@ -161,7 +161,10 @@ pub(crate) fn deploy(
         if f.signaled {
             bail!("`--before` command `{}` was killed ({}): nothing flipped; not a verdict on release `{id}`, which is not marked bad", f.cmd, f.why);
         }
-        History::append(&root.dir, &Event::new("bad", None, Some(&id), None, None))?;
+        History::append(
+            &root.dir,
+            &Event::new(Action::Bad, None, Some(&id), None, None),
+        )?;
         bail!(
             "`--before` command `{}` failed ({}): nothing flipped; release `{id}` is marked bad",
             f.cmd,
@@ -169,7 +172,7 @@ pub(crate) fn deploy(
         );
     }
     root.restart_owed(&a.service)?;
-    flip(root, &id, "deploy", from.as_deref(), rev)?;
+    flip(root, &id, Action::Deploy, from.as_deref(), rev)?;
     serve(&a.service, root, &id, from.as_deref())?;
     let hist = History::read(&root.dir)?;
     let previous = hist.previous(&id, |r| root.is_release(r));
@@ -242,7 +245,7 @@ fn prepare(root: &DeployRoot, id: &str, env: Option<&Path>, shared: &[String]) -
 fn flip(
     root: &DeployRoot,
     id: &str,
-    action: &str,
+    action: Action,
     from: Option<&str>,
     rev: Option<String>,
 ) -> Result<()> {
@@ -317,10 +320,13 @@ fn serve(service: &Service, root: &DeployRoot, id: &str, from: Option<&str>) -> 
     fsx::fsync_dir(&root.dir)?;
     History::append(
         &root.dir,
-        &Event::new("rollback", Some(id), from, None, None),
+        &Event::new(Action::Rollback, Some(id), from, None, None),
     )?;
     if verdict {
-        History::append(&root.dir, &Event::new("bad", None, Some(id), None, None))?;
+        History::append(
+            &root.dir,
+            &Event::new(Action::Bad, None, Some(id), None, None),
+        )?;
     }
     let again = match from {
         Some(prev) => serve_again(service, root, prev, id)?,
@@ -447,7 +453,7 @@ pub(crate) fn revert(a: &Activate, root: &DeployRoot, to: Option<&str>) -> Resul
         prepare(root, &target, None, &shared)?;
     }
     root.restart_owed(&a.service)?;
-    flip(root, &target, "revert", from.as_deref(), None)?;
+    flip(root, &target, Action::Revert, from.as_deref(), None)?;
     serve(&a.service, root, &target, from.as_deref())?;
     root.section(Some(target), from)
 }

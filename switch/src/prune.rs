@@ -9,7 +9,7 @@ use anyhow::Result;
 use wheelship::doc::{self, doc_path, Switch};
 use wheelship::failpoint::point;
 use wheelship::fs::beneath::{Dir, Kind};
-use wheelship::host::history::{Event, History};
+use wheelship::host::history::{Action, Event, History};
 use wheelship::host::layout;
 
 use crate::list::{releases, Listed};
@@ -189,7 +189,7 @@ fn remove_doomed(
     for r in &doomed.releases {
         History::append(
             &root.dir,
-            &Event::new("prune", Some(&r.id), None, None, None),
+            &Event::new(Action::Prune, Some(&r.id), None, None, None),
         )?;
     }
     Ok(())

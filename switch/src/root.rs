@@ -10,7 +10,7 @@ use wheelship::fs::beneath::{Dir, Kind};
 use wheelship::fs::fsx;
 use wheelship::fs::io::At;
 use wheelship::fs::lock::Lock;
-use wheelship::host::history::{Event, History};
+use wheelship::host::history::{Action, Event, History};
 use wheelship::host::layout;
 use wheelship::{Hint, UsageError};
 
@@ -291,7 +291,7 @@ fn reconcile(root: &DeployRoot) -> Result<()> {
     let current = root.current_id()?;
     if current.is_some() && hist.live() != current {
         let ev = Event::new(
-            "recover",
+            Action::Recover,
             hist.live().as_deref(),
             current.as_deref(),
             None,

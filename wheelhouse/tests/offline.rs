@@ -5,71 +5,60 @@ use std::process::Output;
 
 use assert_cmd::Command;
 use serde_json::{json, Value};
-use testsupport::{mkwheels, pinned as names};
+use testsupport::{mkwheels, pinned as names, Fixture};
 
-struct T {
-    tmp: tempfile::TempDir,
+fn setup() -> Fixture {
+    let t = Fixture::new();
+    mkwheels(
+        &t.p().join("wh"),
+        json!([
+            {"name": "Alpha", "version": "1.0", "extras": ["fast"],
+             "requires": ["beta>=2", "gamma; extra == 'fast'", "delta; python_version < '3'"]},
+            {"name": "beta", "version": "2.0"},
+            {"name": "beta", "version": "2.1"},
+            {"name": "beta", "version": "1.0"},
+            {"name": "gamma", "version": "1.0"},
+            {"name": "delta", "version": "1.0"},
+            {"name": "unrelated", "version": "1.0"},
+        ]),
+    );
+    t
 }
-
-impl T {
-    fn new() -> T {
-        let t = T {
-            tmp: tempfile::tempdir().unwrap(),
-        };
-        mkwheels(
-            &t.p().join("wh"),
-            json!([
-                {"name": "Alpha", "version": "1.0", "extras": ["fast"],
-                 "requires": ["beta>=2", "gamma; extra == 'fast'", "delta; python_version < '3'"]},
-                {"name": "beta", "version": "2.0"},
-                {"name": "beta", "version": "2.1"},
-                {"name": "beta", "version": "1.0"},
-                {"name": "gamma", "version": "1.0"},
-                {"name": "delta", "version": "1.0"},
-                {"name": "unrelated", "version": "1.0"},
-            ]),
-        );
-        t
+fn hashreq(t: &Fixture, text: &str) -> String {
+    testsupport::hashreq_doc(t.p(), text)
+}
+fn wheelhouse(t: &Fixture, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+    let mut c = Command::cargo_bin("wheelhouse").unwrap();
+    c.current_dir(t.p()).args(args);
+    // The interpreter itself, not a pyenv shim, unless the test names one: a shim rehashes
+    // after pip, and two at once (these tests run in parallel) fail the second pip.
+    if !args.contains(&"--python") {
+        c.args(["--python", testsupport::python3_path()]);
     }
-    fn p(&self) -> &Path {
-        self.tmp.path()
+    // pip's resolver, whose answers these tests pin down (tests/wheelhouse_uv.rs has uv's).
+    if !args.contains(&"--resolver") {
+        c.args(["--resolver", "pip"]);
     }
-    fn hashreq(&self, text: &str) -> String {
-        testsupport::hashreq_doc(self.p(), text)
+    c.write_stdin(stdin)
+        .env("WHEELSHIP_CACHE", t.p().join("cache"));
+    for (k, v) in env {
+        c.env(k, v);
     }
-    fn wheelhouse(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
-        let mut c = Command::cargo_bin("wheelhouse").unwrap();
-        c.current_dir(self.p()).args(args);
-        // The interpreter itself, not a pyenv shim, unless the test names one: a shim rehashes
-        // after pip, and two at once (these tests run in parallel) fail the second pip.
-        if !args.contains(&"--python") {
-            c.args(["--python", testsupport::python3_path()]);
-        }
-        // pip's resolver, whose answers these tests pin down (tests/wheelhouse_uv.rs has uv's).
-        if !args.contains(&"--resolver") {
-            c.args(["--resolver", "pip"]);
-        }
-        c.write_stdin(stdin)
-            .env("WHEELSHIP_CACHE", self.p().join("cache"));
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().unwrap()
-    }
-    fn lock(&self, reqs: &str, args: &[&str]) -> Value {
-        let doc = self.hashreq(reqs);
-        let mut a = vec!["--dir", "wh", "--offline"];
-        a.extend_from_slice(args);
-        let out = self.wheelhouse(&a, &doc, &[]);
-        let doc = testsupport::doc_of(&out);
-        doc["wheelhouse"].clone()
-    }
+    c.output().unwrap()
+}
+fn lock(t: &Fixture, reqs: &str, args: &[&str]) -> Value {
+    let doc = hashreq(t, reqs);
+    let mut a = vec!["--dir", "wh", "--offline"];
+    a.extend_from_slice(args);
+    let out = wheelhouse(t, &a, &doc, &[]);
+    let doc = testsupport::doc_of(&out);
+    doc["wheelhouse"].clone()
 }
 
 #[test]
 fn locks_exactly_the_closure_with_true_hashes() {
-    let t = T::new();
-    let s = t.lock("alpha[fast]==1.0\n", &[]);
+    let t = setup();
+    let s = lock(&t, "alpha[fast]==1.0\n", &[]);
     // Extras followed, a false marker left out, the newest beta, no older version or unrelated
     // wheel.
     assert_eq!(names(&s), ["alpha==1.0", "beta==2.1", "gamma==1.0"]);
@@ -84,31 +73,31 @@ fn locks_exactly_the_closure_with_true_hashes() {
     assert_eq!(s["cached"], false);
     // Pins and constraints are followed.
     assert_eq!(
-        names(&t.lock("alpha==1.0\nbeta==2.0\n", &[])),
+        names(&lock(&t, "alpha==1.0\nbeta==2.0\n", &[])),
         ["alpha==1.0", "beta==2.0"]
     );
 }
 
 #[test]
 fn an_unchanged_rerun_is_a_cache_hit_and_a_change_is_not() {
-    let t = T::new();
-    let first = t.lock("alpha==1.0\n", &[]);
-    let second = t.lock("alpha==1.0\n", &[]);
+    let t = setup();
+    let first = lock(&t, "alpha==1.0\n", &[]);
+    let second = lock(&t, "alpha==1.0\n", &[]);
     assert_eq!(second["cached"], true);
     assert_eq!(second["wheels"], first["wheels"]);
     mkwheels(&t.p().join("wh"), json!({"name": "beta", "version": "2.2"}));
-    let third = t.lock("alpha==1.0\n", &[]);
+    let third = lock(&t, "alpha==1.0\n", &[]);
     assert_eq!(third["cached"], false);
     assert_eq!(names(&third), ["alpha==1.0", "beta==2.2"]);
-    let fourth = t.lock("alpha==1.0\n", &["--no-cache"]);
+    let fourth = lock(&t, "alpha==1.0\n", &["--no-cache"]);
     assert_eq!(fourth["cached"], false);
 }
 
 #[test]
 fn a_missing_requirement_is_refused_by_name() {
-    let t = T::new();
-    let doc = t.hashreq("alpha==9.9\n");
-    let out = t.wheelhouse(&["--dir", "wh", "--offline"], &doc, &[]);
+    let t = setup();
+    let doc = hashreq(&t, "alpha==9.9\n");
+    let out = wheelhouse(&t, &["--dir", "wh", "--offline"], &doc, &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -117,8 +106,8 @@ fn a_missing_requirement_is_refused_by_name() {
         err,
         format!("wheelhouse: no wheel in `{}` satisfies `alpha==9.9` (requirements.txt:1) (versions found: 1.0)\n\nhint: run wheelhouse without --offline to fetch it, or add --find-links DIR\n", dir.display())
     );
-    let doc = t.hashreq("nosuch\n");
-    let out = t.wheelhouse(&["--dir", "wh", "--offline"], &doc, &[]);
+    let doc = hashreq(&t, "nosuch\n");
+    let out = wheelhouse(&t, &["--dir", "wh", "--offline"], &doc, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("satisfies `nosuch` (requirements.txt:1) (versions found: none)"),
@@ -134,12 +123,12 @@ fn a_missing_requirement_is_refused_by_name() {
 
 #[test]
 fn pip_configuration_does_not_widen_offline() {
-    let t = T::new();
+    let t = setup();
     mkwheels(
         &t.p().join("elsewhere"),
         json!({"name": "extra-thing", "version": "1.0"}),
     );
-    let doc = t.hashreq("extra-thing==1.0\n");
+    let doc = hashreq(&t, "extra-thing==1.0\n");
     let elsewhere = t.p().join("elsewhere");
     let conf = t.p().join("pip.conf");
     std::fs::write(
@@ -147,7 +136,8 @@ fn pip_configuration_does_not_widen_offline() {
         format!("[global]\nfind-links = {}\n", elsewhere.display()),
     )
     .unwrap();
-    let out = t.wheelhouse(
+    let out = wheelhouse(
+        &t,
         &["--dir", "wh", "--offline"],
         &doc,
         &[
@@ -164,7 +154,8 @@ fn pip_configuration_does_not_widen_offline() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("satisfies `extra-thing==1.0`"));
     // Given explicitly, the directory is used and its wheel copied into DIR.
-    let out = t.wheelhouse(
+    let out = wheelhouse(
+        &t,
         &["--dir", "wh", "--offline", "--find-links", "elsewhere"],
         &doc,
         &[],
@@ -176,7 +167,7 @@ fn pip_configuration_does_not_widen_offline() {
 
 #[test]
 fn cross_target_locks_for_the_other_interpreter() {
-    let t = T::new();
+    let t = setup();
     mkwheels(
         &t.p().join("wh"),
         json!([
@@ -195,23 +186,23 @@ fn cross_target_locks_for_the_other_interpreter() {
         "--abi",
         "cp312",
     ];
-    let s = t.lock("native\nnewpy==1.0\n", &cross);
+    let s = lock(&t, "native\nnewpy==1.0\n", &cross);
     assert_eq!(names(&s), ["beta==2.0", "native==1.0", "newpy==1.0"]);
     assert_eq!(s["target"]["native"], false);
     assert_eq!(s["target"]["python_version"], "3.12");
     // For this machine's interpreter (3.11 here or whatever runs the tests) the platform wheel
     // is not compatible.
-    let native = t.lock("native\n", &[]);
+    let native = lock(&t, "native\n", &[]);
     assert_eq!(names(&native), ["native==0.9"]);
 }
 
 #[test]
 fn check_and_prune() {
-    let t = T::new();
-    let doc = t.hashreq("alpha==1.0\n");
-    let out = t.wheelhouse(&["--dir", "wh", "--offline"], &doc, &[]);
+    let t = setup();
+    let doc = hashreq(&t, "alpha==1.0\n");
+    let out = wheelhouse(&t, &["--dir", "wh", "--offline"], &doc, &[]);
     let locked = String::from_utf8(out.stdout).unwrap();
-    let out = t.wheelhouse(&["--check"], &locked, &[]);
+    let out = wheelhouse(&t, &["--check"], &locked, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -219,7 +210,7 @@ fn check_and_prune() {
     );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), locked);
     std::fs::write(t.p().join("wh/beta-2.1-py3-none-any.whl"), b"tampered").unwrap();
-    let out = t.wheelhouse(&["--check"], &locked, &[]);
+    let out = wheelhouse(&t, &["--check"], &locked, &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -228,14 +219,15 @@ fn check_and_prune() {
         "{err}"
     );
     std::fs::remove_file(t.p().join("wh/beta-2.1-py3-none-any.whl")).unwrap();
-    let out = t.wheelhouse(&["--check"], &locked, &[]);
+    let out = wheelhouse(&t, &["--check"], &locked, &[]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("`beta-2.1-py3-none-any.whl`: cannot read")
     );
     // Prune keeps what the lock (and another lock) needs.
     let other = t.p().join("other.json");
     std::fs::write(&other, json!({"wheelhouse": {"dir": "x", "wheels": [{"name": "gamma", "version": "1.0", "file": "gamma-1.0-py3-none-any.whl", "sha256": "0".repeat(64), "size": 1}]}}).to_string()).unwrap();
-    let out = t.wheelhouse(
+    let out = wheelhouse(
+        &t,
         &["--prune", "--keep-lock", other.to_str().unwrap()],
         &locked,
         &[],
@@ -263,25 +255,26 @@ fn check_and_prune() {
 
 #[test]
 fn usage_stdin_and_pip_errors() {
-    let t = T::new();
-    let out = t.wheelhouse(&["--offline"], "", &[]);
+    let t = setup();
+    let out = wheelhouse(&t, &["--offline"], "", &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)
         .starts_with("wheelhouse: no requirements: pipe the output of `hashreq` in"));
-    let out = t.wheelhouse(&["--offline"], "{oops", &[]);
+    let out = wheelhouse(&t, &["--offline"], "{oops", &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).starts_with("wheelhouse: stdin: not a JSON document")
     );
-    let out = t.wheelhouse(&["--bogus"], "", &[]);
+    let out = wheelhouse(&t, &["--bogus"], "", &[]);
     assert_eq!(out.status.code(), Some(2));
     // A pip that is too old, and no pip at all.
     let fake = t.p().join("oldpy");
     std::fs::write(&fake, "#!/bin/sh\ncase \"$*\" in *--version*) echo 'pip 21.0 from /x (python 3.11)';; *) exec python3 \"$@\";; esac\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let doc = t.hashreq("alpha==1.0\n");
-    let out = t.wheelhouse(
+    let doc = hashreq(&t, "alpha==1.0\n");
+    let out = wheelhouse(
+        &t,
         &[
             "--dir",
             "wh",
@@ -299,7 +292,8 @@ fn usage_stdin_and_pip_errors() {
         err.contains("pip 21.0 for `") && err.contains("is too old: wheelhouse needs pip >= 22.2"),
         "{err}"
     );
-    let out = t.wheelhouse(
+    let out = wheelhouse(
+        &t,
         &[
             "--dir",
             "wh",
@@ -345,14 +339,15 @@ with tarfile.open(sys.argv[1], "w:gz") as t:
 /// and nothing of the build's own error. Now: the project, its error lines, and a log file.
 #[test]
 fn a_failed_build_shows_its_own_error() {
-    let t = T::new();
+    let t = setup();
     broken_sdist(
         &t.p().join("sdists"),
         "mysqlish",
         "fatal error: mysql.h: No such file or directory",
     );
-    let doc = t.hashreq("mysqlish==1.0\n");
-    let out = t.wheelhouse(
+    let doc = hashreq(&t, "mysqlish==1.0\n");
+    let out = wheelhouse(
+        &t,
         &["--dir", "wh", "--find-links", "sdists"],
         &doc,
         &[("PIP_NO_INDEX", "1")],
@@ -379,9 +374,10 @@ fn a_failed_build_shows_its_own_error() {
 /// connection errors; the cause is the network.
 #[test]
 fn an_unreachable_index_is_named_as_the_cause() {
-    let t = T::new();
-    let doc = t.hashreq("nothere==1.0\n");
-    let out = t.wheelhouse(
+    let t = setup();
+    let doc = hashreq(&t, "nothere==1.0\n");
+    let out = wheelhouse(
+        &t,
         &["--dir", "wh"],
         &doc,
         &[
@@ -403,10 +399,11 @@ fn an_unreachable_index_is_named_as_the_cause() {
 /// Issue 12, item 6: a cross-target lock of a project that has only an sdist.
 #[test]
 fn cross_target_with_only_an_sdist_says_so() {
-    let t = T::new();
+    let t = setup();
     broken_sdist(&t.p().join("sdists"), "docoptish", "unused");
-    let doc = t.hashreq("docoptish==1.0\n");
-    let out = t.wheelhouse(
+    let doc = hashreq(&t, "docoptish==1.0\n");
+    let out = wheelhouse(
+        &t,
         &[
             "--dir",
             "wh",
@@ -439,12 +436,12 @@ fn cross_target_with_only_an_sdist_says_so() {
 /// next run removes it under DIR's lock.
 #[test]
 fn leftovers_of_a_killed_run_are_removed() {
-    let t = T::new();
+    let t = setup();
     let wh = t.p().join("wh");
     std::fs::create_dir_all(wh.join(".wheelhouse-tmp-123-0-abc/stage")).unwrap();
     std::fs::write(wh.join(".wheelhouse-tmp-123-0-abc/stage/x.whl"), "half").unwrap();
     std::fs::write(wh.join(".tmp-456-1-def"), "half").unwrap();
-    t.lock("beta==2.0\n", &["--no-cache"]);
+    lock(&t, "beta==2.0\n", &["--no-cache"]);
     let mut left: Vec<String> = std::fs::read_dir(&wh)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -457,8 +454,8 @@ fn leftovers_of_a_killed_run_are_removed() {
 /// Issue 12, item 10: target options are checked (exit 2) instead of reaching pip.
 #[test]
 fn target_options_are_checked() {
-    let t = T::new();
-    let doc = t.hashreq("beta==2.0\n");
+    let t = setup();
+    let doc = hashreq(&t, "beta==2.0\n");
     for (args, why) in [
         (
             &["--python-version", "abc"][..],
@@ -481,7 +478,7 @@ fn target_options_are_checked() {
     ] {
         let mut a = vec!["--dir", "wh", "--offline"];
         a.extend_from_slice(args);
-        let out = t.wheelhouse(&a, &doc, &[]);
+        let out = wheelhouse(&t, &a, &doc, &[]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.starts_with("wheelhouse: "), "{err}");
@@ -497,7 +494,8 @@ fn target_options_are_checked() {
         "win_amd64",
         "any",
     ] {
-        let out = t.wheelhouse(
+        let out = wheelhouse(
+            &t,
             &[
                 "--dir",
                 "wh",
@@ -519,7 +517,7 @@ fn target_options_are_checked() {
     }
     // --dir naming a file: a usage error that says so, not "File exists".
     std::fs::write(t.p().join("afile"), "").unwrap();
-    let out = t.wheelhouse(&["--dir", "afile", "--offline"], &doc, &[]);
+    let out = wheelhouse(&t, &["--dir", "afile", "--offline"], &doc, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("`afile` is not a directory"), "{err}");

@@ -339,36 +339,7 @@ fn thin_copy(
     .at("write", &have)?;
     let thin_name = format!("{name}.thin");
     let out = scratch.join(&thin_name);
-    let bundle = a.bin.join("bundle");
-    let mut child = Command::new(&bundle)
-        .arg("thin")
-        .arg("--have")
-        .arg(&have)
-        .arg("--out")
-        .arg(&out)
-        .arg(archive)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .at("run", &bundle)?;
-    std::io::Write::write_all(
-        &mut child.stdin.take().expect("piped"),
-        doc.to_json().as_bytes(),
-    )
-    .at("write to", &bundle)?;
-    let mut text = String::new();
-    child
-        .stdout
-        .take()
-        .expect("piped")
-        .read_to_string(&mut text)
-        .at("read from", &bundle)?;
-    if !child.wait().at("run", &bundle)?.success() {
-        bail!("step 'bundle thin' failed (see above)");
-    }
-    let thin: wheelship::doc::Thin = Document::parse(&text, "bundle thin")?
-        .section("thin")?
-        .ok_or_else(|| anyhow!("bundle thin printed no `thin` section"))?;
+    let thin = bundle_thin(&a.bin.join("bundle"), &have, &out, archive, doc)?;
     if !thin.worth {
         return Ok(None);
     }
@@ -454,4 +425,44 @@ fn fleet_previous(facts: &BTreeMap<String, Value>) -> Result<String> {
         );
     }
     Ok(target)
+}
+
+/// `bundle thin --have HAVE --out OUT ARCHIVE` of the controller's build, on `doc`: its `thin`
+/// section.
+fn bundle_thin(
+    bundle: &Path,
+    have: &Path,
+    out: &Path,
+    archive: &Path,
+    doc: &Document,
+) -> Result<wheelship::doc::Thin> {
+    let mut child = Command::new(bundle)
+        .arg("thin")
+        .arg("--have")
+        .arg(have)
+        .arg("--out")
+        .arg(out)
+        .arg(archive)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .at("run", bundle)?;
+    std::io::Write::write_all(
+        &mut child.stdin.take().expect("piped"),
+        doc.to_json().as_bytes(),
+    )
+    .at("write to", bundle)?;
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut text)
+        .at("read from", bundle)?;
+    if !child.wait().at("run", bundle)?.success() {
+        bail!("step 'bundle thin' failed (see above)");
+    }
+    Document::parse(&text, "bundle thin")?
+        .section("thin")?
+        .ok_or_else(|| anyhow!("bundle thin printed no `thin` section"))
 }

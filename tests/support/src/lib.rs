@@ -474,3 +474,39 @@ pub fn hermetic_app(dir: &Path) -> (PathBuf, PathBuf) {
     mkwheels(&wh, spec);
     (app, wh)
 }
+
+/// A test's own directory, removed when the test ends: the one fixture the tests share. A
+/// file's own helpers take it (`fn release(t: &Fixture, …)`); commands run in it by default.
+pub struct Fixture {
+    tmp: tempfile::TempDir,
+}
+
+impl Default for Fixture {
+    fn default() -> Fixture {
+        Fixture::new()
+    }
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture {
+            tmp: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+    /// Its path.
+    pub fn p(&self) -> &Path {
+        self.tmp.path()
+    }
+    /// `rel` in it.
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+    /// A workspace binary, run in it.
+    pub fn tool(&self, name: &str) -> Run {
+        tool(name).cwd(self.p())
+    }
+    /// A script of `scripts/`, run in it.
+    pub fn script(&self, name: &str) -> Run {
+        script(name).cwd(self.p())
+    }
+}

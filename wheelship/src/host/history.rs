@@ -13,12 +13,31 @@ use crate::fs::io::At;
 
 pub const FILE: &str = crate::host::layout::HISTORY;
 
+/// What an event of the history records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// A release made live by a deploy.
+    Deploy,
+    /// A release made live again by a revert.
+    Revert,
+    /// The flip back after a failed restart or check.
+    Rollback,
+    /// A flip whose event a crash lost, found by the next run.
+    Recover,
+    /// A release marked bad (its check or `--before` failed).
+    Bad,
+    /// A release pruned.
+    Prune,
+    /// An action of a later wheelship: read, never written.
+    #[serde(other)]
+    Other,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub time: String,
-    /// `deploy`, `revert`, `rollback` (a failed health check), `recover` (a flip whose event a
-    /// crash lost, found by the next run), `bad`, `prune`
-    pub action: String,
+    pub action: Action,
     pub from: Option<String>,
     pub to: Option<String>,
     pub user: String,
@@ -28,7 +47,7 @@ pub struct Event {
 
 impl Event {
     pub fn new(
-        action: &str,
+        action: Action,
         from: Option<&str>,
         to: Option<&str>,
         rev: Option<String>,
@@ -36,7 +55,7 @@ impl Event {
     ) -> Event {
         Event {
             time: crate::time::now_rfc3339(),
-            action: action.to_string(),
+            action,
             from: from.map(str::to_string),
             to: to.map(str::to_string),
             user: std::env::var("SUDO_USER")
@@ -54,8 +73,8 @@ impl Event {
 
     fn activates(&self) -> bool {
         matches!(
-            self.action.as_str(),
-            "deploy" | "revert" | "rollback" | "recover"
+            self.action,
+            Action::Deploy | Action::Revert | Action::Rollback | Action::Recover
         )
     }
 }
@@ -144,7 +163,7 @@ impl History {
                 .iter()
                 .rposition(|e| e.to.as_deref() == Some(id) && pred(e))
         };
-        let bad = last(&|e| e.action == "bad")?;
+        let bad = last(&|e| e.action == Action::Bad)?;
         match last(&|e| e.activates()) {
             Some(live) if live > bad => None,
             _ => Some(self.events[bad].time.as_str()),
