@@ -103,3 +103,123 @@ fn the_host_door_stages_flips_reverts_and_names_what_failed() {
     let out = host(&["--version"], "", d);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("wheelship-host (wheelship) "));
 }
+
+/// Every option switch takes for a deploy or a revert (the list read from `switch --help`) is
+/// accepted, with the same meaning, by every caller of the door: scripts/deploy,
+/// scripts/rollback, the Ansible plugin's `options` and a package's settings file. None of them
+/// declares switch's options again: a new one needs no change there.
+#[test]
+fn every_switch_option_reaches_every_caller() {
+    let t = testsupport::Fixture::new();
+    let options = switch_options();
+    for (flag, value) in &options {
+        let mut args = vec![flag.as_str()];
+        args.extend(value);
+        // scripts/deploy: the options are checked before the (missing) document is read.
+        let out = testsupport::script("deploy")
+            .args(["missing.json", t.join("srv").to_str().unwrap()])
+            .args(&args)
+            .cwd(t.p())
+            .output();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "deploy {flag}: {err}");
+        assert!(err.contains("does not exist"), "deploy {flag}: {err}");
+        // scripts/rollback: every option of a revert (a revert has no --before).
+        if flag != "--before" {
+            let out = testsupport::script("rollback")
+                .args([t.join("nowhere").to_str().unwrap()])
+                .args(&args)
+                .cwd(t.p())
+                .output();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "rollback {flag}: {err}");
+        }
+        // A package's settings file: `name = value`, or `name = yes` for a flag.
+        let conf = t.join("pkg.conf");
+        std::fs::write(
+            &conf,
+            format!("{} = {}\n", &flag[2..], value.unwrap_or("yes")),
+        )
+        .unwrap();
+        testsupport::tool("wheelship-host")
+            .args(["args", "deploy", "/srv/x", "--settings"])
+            .args([&conf])
+            .ok_text();
+    }
+}
+
+/// The options of the door that `switch --help` lists, each with a value it takes.
+fn switch_options() -> Vec<(String, Option<&'static str>)> {
+    let help = testsupport::tool("switch").args(["--help"]).ok_text();
+    let door_fills = [
+        "--root",
+        "--release",
+        "--env",
+        "--init",
+        "--help",
+        "--version",
+    ];
+    let mut options = Vec::new();
+    for line in help.lines() {
+        // An option's own line (a wrapped description is indented further).
+        let indent = line.len() - line.trim_start().len();
+        let Some(rest) = line.trim_start().strip_prefix("--").filter(|_| indent <= 6) else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+            .collect();
+        let flag = format!("--{name}");
+        if door_fills.contains(&flag.as_str()) {
+            continue;
+        }
+        let value = rest.contains('<').then(|| {
+            if rest.contains("<SECS>") || rest.contains("<N>") {
+                "5"
+            } else if rest.contains("<PUBKEY>") {
+                "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3"
+            } else {
+                "true"
+            }
+        });
+        options.push((flag, value));
+    }
+    assert!(options.len() >= 12, "{options:?}");
+    options
+}
+
+/// The Ansible plugin's `options`, by name, turn into the same arguments of the door.
+#[test]
+#[cfg_attr(
+    wheelship_no_ansible,
+    ignore = "needs WHEELSHIP_ANSIBLE_PLAYBOOK (an ansible-playbook; .ci/run provides it)"
+)]
+fn every_switch_option_reaches_the_ansible_plugin() {
+    let options = switch_options();
+    let playbook = option_env!("WHEELSHIP_ANSIBLE_PLAYBOOK").expect("WHEELSHIP_ANSIBLE_PLAYBOOK");
+    let python = Path::new(playbook).with_file_name("python");
+    let opts: serde_json::Map<String, Value> = options
+        .iter()
+        .map(|(f, v)| {
+            let v = v.map_or(Value::Bool(true), |v| Value::String(v.into()));
+            (f[2..].replace('-', "_"), v)
+        })
+        .collect();
+    let out = testsupport::run(&python)
+        .args([
+            "-c",
+            "import importlib.util, json, sys\nspec = importlib.util.spec_from_file_location('p', sys.argv[1])\nm = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(m)\nprint(json.dumps(m.door_args({'options': json.loads(sys.argv[2])}, 'deploy')))",
+        ])
+        .args([repo().join("ansible/plugins/action/wheelship.py")])
+        .args([Value::Object(opts).to_string()])
+        .ok();
+    let argv: Vec<String> = serde_json::from_value(out).unwrap();
+    for (flag, _) in &options {
+        assert!(argv.contains(flag), "{flag} not in {argv:?}");
+    }
+    testsupport::tool("wheelship-host")
+        .args(["args", "deploy", "/srv/x"])
+        .args(&argv)
+        .ok_text();
+}

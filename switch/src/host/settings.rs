@@ -94,6 +94,10 @@ pub fn expand(args: impl Iterator<Item = OsString>) -> Result<Vec<OsString>> {
     let Some(sub) = args.get(1).and_then(|a| a.to_str()).map(str::to_string) else {
         return Ok(args);
     };
+    if sub == "args" {
+        // `wheelship-host args CMD …` expands CMD's line itself.
+        return Ok(args);
+    }
     let mut out = Vec::with_capacity(args.len());
     let mut it = args.into_iter().peekable();
     while let Some(a) = it.next() {
