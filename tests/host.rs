@@ -198,7 +198,7 @@ fn switch_options() -> Vec<(String, Option<&'static str>)> {
 fn every_switch_option_reaches_the_ansible_plugin() {
     let options = switch_options();
     let playbook = std::env::var("WHEELSHIP_ANSIBLE_PLAYBOOK").expect("WHEELSHIP_ANSIBLE_PLAYBOOK");
-    let python = Path::new(playbook).with_file_name("python");
+    let python = Path::new(&playbook).with_file_name("python");
     let opts: serde_json::Map<String, Value> = options
         .iter()
         .map(|(f, v)| {
