@@ -1,4 +1,4 @@
-//! Issue 24: releases as Debian packages, with the real dpkg, apt and lintian (as root; the
+//! Releases as Debian packages, with the real dpkg, apt and lintian (as root; the
 //! test installs and purges its own packages: `wheelship` and `wsdeb-<pid>`). Install,
 //! upgrade (the env reused: same lock), downgrade (a flip), a failing check during an upgrade
 //! (the previous release stays live, dpkg says why), remove, purge, reinstall, and apt from a

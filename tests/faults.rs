@@ -197,7 +197,7 @@ fn full_disk_under_mkenv() {
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("No space left on device"), "{err}");
-    // Issue 11, finding 11: the message names the file it could not write.
+    // The message names the file it could not write.
     assert!(
         err.contains(&format!("`{}/.store/", envs.display())),
         "no path in: {err}"

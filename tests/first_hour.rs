@@ -1,4 +1,4 @@
-//! Issue 30: the first hour of a new user. What got in their way, as tests: a release that
+//! The first hour of a new user. What got in their way, as tests: a release that
 //! locked other requirements than it packed, scripts that rebuilt on every call and had no
 //! `--version`, terminal output that was raw JSON or Python's `None`, and wheelhouse messages
 //! that hid the network or listed 350 versions.

@@ -1,4 +1,4 @@
-//! Issue 28: every release carries a CycloneDX SBOM and has SLSA provenance beside it, checked
+//! Every release carries a CycloneDX SBOM and has SLSA provenance beside it, checked
 //! with independent tools: the CycloneDX project's Python library (its strict JSON validator)
 //! and `cyclonedx-py environment` on the deployed env, and the minisign tool for the
 //! provenance's signature.

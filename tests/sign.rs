@@ -306,7 +306,7 @@ fn every_wrong_signature_is_refused_with_nothing_extracted() {
     assert_eq!(code, 0, "{err}");
 }
 
-/// Issue 30, finding 9: keys made by the minisign tool itself sign, with a password and
+/// Keys made by the minisign tool itself sign, with a password and
 /// without one (`minisign -G -W`, as CI signing keys usually are: minisign 0.11 leaves such a
 /// key's checksum zero, which the minisign crate took for an encrypted key); what they sign
 /// verifies with the minisign tool and unpacks with trust.

@@ -43,7 +43,7 @@ fn tags_match_packaging() {
     }
 }
 
-/// Issue 12, item 11: on musl (Alpine) the interpreter gets `musllinux_*` tags, in packaging's
+/// On musl (Alpine) the interpreter gets `musllinux_*` tags, in packaging's
 /// order; checked against pip 26's packaging with its musl detection answering 1.2 (this
 /// machine runs glibc).
 #[test]

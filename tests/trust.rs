@@ -1,4 +1,4 @@
-//! Issue 23: trust that fails closed. Each finding of the attack on what had landed, as a test:
+//! Trust that fails closed. Each finding of the attack on what had landed, as a test:
 //! a policy with no key is an error, switch checks provenance, old signed releases are not
 //! replayed, modes are ours, a planted env is never reused. Keys are made by `bundle keygen`
 //! (no outside tool).

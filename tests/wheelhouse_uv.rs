@@ -1,4 +1,4 @@
-//! wheelhouse with uv resolving (issue 29): DIR first and no index when it satisfies the
+//! wheelhouse with uv resolving: DIR first and no index when it satisfies the
 //! request, only the missing files fetched from an index (a local one the test serves, with
 //! the sha256 of each file) and checked before they get their name, several targets in one
 //! run, and mkenv picking the lock of its interpreter.

@@ -347,7 +347,7 @@ fn empty_truncated_and_corrupt() {
     c.assert_clean();
 }
 
-/// Issue 11, finding 1: chains of links whose text stays inside but whose real path does
+/// Chains of links whose text stays inside but whose real path does
 /// not. Each link is judged by where it really leads, through every link before it.
 #[test]
 fn link_chains_are_judged_by_where_they_lead() {
@@ -409,7 +409,7 @@ fn link_chains_are_judged_by_where_they_lead() {
     );
 }
 
-/// Issue 11, finding 5: an archive that is not a regular file (a device that never ends, a
+/// An archive that is not a regular file (a device that never ends, a
 /// FIFO that never opens) is refused before the lock is taken, and a document's sha256 must be
 /// one.
 #[test]
@@ -462,7 +462,7 @@ fn only_regular_files_are_archives() {
     c.assert_clean();
 }
 
-/// Issue 23, finding 4: a hand-made, unsigned archive whose document claims
+/// A hand-made, unsigned archive whose document claims
 /// `bundle.verified_by` (and carries an `env` and a `switch` of its own) comes out of unpack
 /// saying nothing it did not establish: no signer, none of those sections.
 #[test]
@@ -510,7 +510,7 @@ fn claims_carried_in_the_archive_are_not_repeated() {
     }
 }
 
-/// Issue 23, finding 10: unpack's bookkeeping does not grow with the length of the names: 20,000
+/// Unpack's bookkeeping does not grow with the length of the names: 20,000
 /// files with 3.7 KB paths (all in one deep directory) unpack within 2 MiB of it (before, their
 /// names alone took 150 MB), and a limit below what they need is a clear error.
 #[test]

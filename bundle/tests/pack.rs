@@ -142,7 +142,7 @@ fn contents_are_git_archive_plus_wheels_and_document() {
         ".wheelship",
         ".wheelship/release.json",
         ".wheelship/document.json",
-        // The SBOM (issue 28).
+        // The SBOM.
         ".wheelship/sbom.cdx.json",
         ".wheelship/wheels",
         ".wheelship/wheels/demo-1.0-py3-none-any.whl",

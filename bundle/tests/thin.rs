@@ -1,4 +1,4 @@
-//! Thin copies (issue 16): a host that holds a release's wheels gets the archive without them
+//! Thin copies: a host that holds a release's wheels gets the archive without them
 //! and rebuilds it byte for byte; a wheel it does not hold, or holds corrupted, makes the
 //! rebuild fail with nothing written, and the full archive is what goes then.
 
@@ -192,7 +192,7 @@ fn forge(t: &Fixture, edit: impl Fn(&mut Value)) {
     .unwrap();
 }
 
-/// Issue 23, finding 5: nothing a thin copy says is trusted before it is checked against the
+/// Nothing a thin copy says is trusted before it is checked against the
 /// release's document. Repeated cuts of one wheel, another sha256, size or level than the
 /// document's, a stream past --max-bytes: refused before anything is written, and no message
 /// repeats what the header claims. The output is named by the release id, and what a killed

@@ -26,7 +26,7 @@ fn versions_are_normalised() {
     assert_eq!(p("foo>=v1.0-beta1").specifier, ">=1b1");
 }
 
-/// Issue 12, item 3: `==1.0` and `==1.0.0` match the same versions, so they are one pin;
+/// `==1.0` and `==1.0.0` match the same versions, so they are one pin;
 /// `==2023.04.0` and `==2023.4.0` too. Prefix matches and `~=` keep their segments.
 #[test]
 fn equal_pins_are_one_pin() {
@@ -49,7 +49,7 @@ fn equal_pins_are_one_pin() {
     assert_eq!(p("foo===1.0.0").specifier, "===1.0.0");
 }
 
-/// Issue 12, item 2: a percent-encoded `+` in a wheel's file name (PyTorch's index), and
+/// A percent-encoded `+` in a wheel's file name (PyTorch's index), and
 /// `name @ url` with a URL that packaging takes as it is.
 #[test]
 fn percent_encoded_wheel_names_and_lax_urls() {

@@ -424,7 +424,7 @@ fn fuzz_regressions_end_with_a_message() {
     assert!(seen >= 1);
 }
 
-/// Issue 11, finding 4: a value expanded from the environment reached messages, `files` and
+/// A value expanded from the environment reached messages, `files` and
 /// the markers (and so the hash). What the file says is shown and hashed; `${VAR}` is resolved
 /// only to read an include.
 #[test]
@@ -497,7 +497,7 @@ fn expanded_values_never_leave() {
     );
 }
 
-/// Issue 11, findings 5 and 6: only regular files are read, within a size that a flag can
+/// Only regular files are read, within a size that a flag can
 /// raise, and includes nest at most 100 deep (10,000 overflowed the stack).
 #[test]
 fn endless_and_deep_inputs_are_refused() {
@@ -561,7 +561,7 @@ fn golden_hash() {
     );
 }
 
-/// Issue 23, finding 11: `${VAR}` is expanded before the line is parsed, as pip does, so
+/// `${VAR}` is expanded before the line is parsed, as pip does, so
 /// `foo==${FOO_VERSION}` is the pin it names; a variable pip leaves unset is an invalid pin,
 /// as for pip. A secret-named variable is shown and hashed as written.
 #[test]
@@ -622,7 +622,7 @@ fn variables_in_a_pin_parse_as_pip_parses_them() {
         .contains("requirements.txt:1: invalid requirement `foo==${FOO_VERSION}`"));
 }
 
-/// Issue 23, finding 8: credentials in a lock file's URLs (wheels, VCS, archives) never reach
+/// Credentials in a lock file's URLs (wheels, VCS, archives) never reach
 /// the document or the hash; the kernel's files are not requirement files, whatever their
 /// size; and a line that is not a requirement is quoted only in part.
 #[test]

@@ -297,7 +297,7 @@ fn gc_removes_what_no_kept_env_uses() {
     std::fs::create_dir_all(&rel).unwrap();
     std::os::unix::fs::symlink(b["path"].as_str().unwrap(), rel.join("venv")).unwrap();
     let releases = t.path().join("releases");
-    // Issue 11, finding 7: `a` was just built and no release links it yet (a deploy between
+    // `a` was just built and no release links it yet (a deploy between
     // its mkenv and its switch): within the grace period gc keeps it.
     let out = mkenv(
         t.path(),
@@ -349,7 +349,7 @@ fn gc_removes_what_no_kept_env_uses() {
 /// The example's real web stack (Flask and its dependencies, from PyPI): mkenv's env against
 /// `python -m venv` + `pip install --no-index --find-links` of the same wheels. Skips, loudly,
 /// when PyPI cannot be reached.
-/// Issue 12, item 1: numpy < 2.3 ships `.pyc` files for CPython 3.11 in its RECORD, and mkenv
+/// Numpy < 2.3 ships `.pyc` files for CPython 3.11 in its RECORD, and mkenv
 /// failed with "File exists" when it linked its own. mkenv's own bytecode, compiled from the
 /// source by the interpreter, wins; with `--no-compile` the wheel's file is installed.
 #[test]
@@ -406,7 +406,7 @@ fn a_wheel_that_ships_its_own_pyc() {
     );
 }
 
-/// Issue 12, item 13: long work shows progress on a terminal, and nothing extra elsewhere.
+/// Long work shows progress on a terminal, and nothing extra elsewhere.
 #[test]
 fn progress_only_on_a_terminal() {
     let t = tempfile::tempdir().unwrap();
@@ -420,7 +420,7 @@ fn progress_only_on_a_terminal() {
         "stderr is not a terminal, and no step lasted seconds"
     );
     // Off a terminal, a step that lasts (here: a pace of 0 s) gets plain lines: what it does
-    // and how far it is (issue 30, finding 3: a CI log showed nothing for minutes).
+    // and how far it is.
     let out = mkenv_env(
         t.path(),
         &["--envs", "envs3"],
@@ -456,7 +456,7 @@ fn progress_only_on_a_terminal() {
     assert!(screen.contains("mkenv: storing wheels"), "{screen}");
 }
 
-/// Issue 16: the env is planned, then linked on every core. One wheel's launcher and another's
+/// The env is planned, then linked on every core. One wheel's launcher and another's
 /// `.data/scripts` file of the same name: the last in lock order wins, as installing them one
 /// after the other would, whatever the threads did; and mkenv says so.
 #[test]
@@ -496,7 +496,7 @@ fn a_launcher_and_a_script_of_one_name_follow_lock_order() {
     }
 }
 
-/// Issue 30, finding 2: for every wheel of these tests' fixtures, the env holds the files pip
+/// For every wheel of these tests' fixtures, the env holds the files pip
 /// installs (site-packages, `bin/`, headers, data), including pip's rules for wheels that
 /// setuptools built: its own launchers in `.data/scripts` (`tool`, `tool.exe`,
 /// `tool-script.py`, `tool.pya` beside a `tool` entry point) are left out; `pip` and

@@ -239,7 +239,7 @@ fn usage_and_input_errors() {
     );
 }
 
-/// Issue 11, finding 2: the lock's sha256 named the store entry, and an entry's `info.json`
+/// The lock's sha256 named the store entry, and an entry's `info.json`
 /// was trusted whole: `sha256: ../../releases/<id>/fake` with a `fake/info.json` whose console
 /// script had an absolute name overwrote a file outside the store.
 #[test]
@@ -312,7 +312,7 @@ fn the_lock_and_the_store_are_checked_where_they_enter() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
 }
 
-/// Issue 11, finding 10: when the bytecode compiler died, writing to it failed with a broken
+/// When the bytecode compiler died, writing to it failed with a broken
 /// pipe, and mkenv took that for a closed stdout: exit 0, no output, no message.
 #[test]
 fn a_dead_compiler_is_an_error_not_a_closed_stdout() {
@@ -346,7 +346,7 @@ fn a_dead_compiler_is_an_error_not_a_closed_stdout() {
     assert!(names.iter().all(|n| n.starts_with('.')), "{names:?}");
 }
 
-/// Issue 23, finding 6: the store cannot be changed under the envs. Stored files are
+/// The store cannot be changed under the envs. Stored files are
 /// read-only; a stored file changed after a first build (as the app's own user could, through
 /// an env's hard link) is found before it is linked into another env, and the entry is stored
 /// again from its wheel; a change that sets the modification time back is found by

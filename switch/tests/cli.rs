@@ -411,7 +411,7 @@ fn dry_run_changes_nothing() {
     let s = r.ok(&["--release", "r2", "--dry-run"]);
     assert_eq!(s["dry_run"], true);
     assert_eq!(s["would"]["activate"], "r2");
-    // Issue 12, item 14: a dry run reports what is live, and what would be in `would`.
+    // A dry run reports what is live, and what would be in `would`.
     assert_eq!(s["current"], "r1");
     let s = r.ok(&["revert", "--to", "r2", "--dry-run"]);
     assert_eq!(s["would"]["revert"], "r2");
@@ -420,7 +420,7 @@ fn dry_run_changes_nothing() {
     assert_eq!(r.history().len(), before);
 }
 
-/// Issue 12, item 14: `switch --root NEW --init` with nothing to activate failed but still
+/// `switch --root NEW --init` with nothing to activate failed but still
 /// made the root; `list >/dev/full` said only the OS error.
 #[test]
 fn a_refused_request_changes_nothing() {
@@ -705,7 +705,7 @@ fn assert_untouched(o: &Path) {
         .is_symlink());
 }
 
-/// Issue 11, finding 1: a shared path that passes through a link in the release (`x -> /`)
+/// A shared path that passes through a link in the release (`x -> /`)
 /// would have made switch delete `/some/dir` and put a link there.
 #[test]
 fn a_shared_path_never_passes_through_a_link() {
@@ -733,7 +733,7 @@ fn a_shared_path_never_passes_through_a_link() {
     }
 }
 
-/// Issue 11, finding 3: `venv/bin/` as a shared path would have replaced the env's `bin`
+/// `venv/bin/` as a shared path would have replaced the env's `bin`
 /// (shared with the live release) by a link.
 #[test]
 fn a_shared_path_never_lies_under_venv() {
@@ -762,7 +762,7 @@ fn a_shared_path_never_lies_under_venv() {
     assert!(!r.dir.join("shared/bin").exists());
 }
 
-/// Issue 11, finding 9: `releases/ID` that is a link to a directory elsewhere is not a
+/// `releases/ID` that is a link to a directory elsewhere is not a
 /// release.
 #[test]
 fn a_release_that_is_a_link_is_refused() {
@@ -796,7 +796,7 @@ fn a_release_that_is_a_link_is_refused() {
     assert_untouched(&o);
 }
 
-/// Issue 11, finding 7: a release unpacked (or reused) in the last minutes is a deploy in
+/// A release unpacked (or reused) in the last minutes is a deploy in
 /// flight; prune keeps it, and the env it will link, until the grace has passed.
 #[test]
 fn prune_keeps_what_a_deploy_in_flight_uses() {

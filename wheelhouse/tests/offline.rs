@@ -335,7 +335,7 @@ with tarfile.open(sys.argv[1], "w:gz") as t:
     assert!(st.success());
 }
 
-/// Issue 12, item 4: a failed sdist build showed pip's last six lines ("See above for output")
+/// A failed sdist build showed pip's last six lines ("See above for output")
 /// and nothing of the build's own error. Now: the project, its error lines, and a log file.
 #[test]
 fn a_failed_build_shows_its_own_error() {
@@ -370,7 +370,7 @@ fn a_failed_build_shows_its_own_error() {
     assert!(std::fs::read_to_string(log).unwrap().contains("mysql.h"));
 }
 
-/// Issue 12, item 5: with the index unreachable pip says "versions found: none" after its
+/// With the index unreachable pip says "versions found: none" after its
 /// connection errors; the cause is the network.
 #[test]
 fn an_unreachable_index_is_named_as_the_cause() {
@@ -396,7 +396,7 @@ fn an_unreachable_index_is_named_as_the_cause() {
     assert!(!err.contains("versions found"), "{err}");
 }
 
-/// Issue 12, item 6: a cross-target lock of a project that has only an sdist.
+/// A cross-target lock of a project that has only an sdist.
 #[test]
 fn cross_target_with_only_an_sdist_says_so() {
     let t = setup();
@@ -432,7 +432,7 @@ fn cross_target_with_only_an_sdist_says_so() {
     assert!(err.contains("hint: build it on the target's own interpreter: `wheelhouse --python /path/to/python3.X`"), "{err}");
 }
 
-/// Issue 12, item 7: a fill killed with Ctrl-C left `.wheelhouse-tmp-*` in DIR for ever; the
+/// A fill killed with Ctrl-C left `.wheelhouse-tmp-*` in DIR for ever; the
 /// next run removes it under DIR's lock.
 #[test]
 fn leftovers_of_a_killed_run_are_removed() {
@@ -451,7 +451,7 @@ fn leftovers_of_a_killed_run_are_removed() {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// Issue 12, item 10: target options are checked (exit 2) instead of reaching pip.
+/// Target options are checked (exit 2) instead of reaching pip.
 #[test]
 fn target_options_are_checked() {
     let t = setup();

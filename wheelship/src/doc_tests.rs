@@ -34,7 +34,7 @@ fn unknown_sections_and_keys_pass_through_in_order() {
     assert_eq!(doc.to_json(), text);
 }
 
-/// Issue 11, finding 8: numbers in keys wheelship does not know came back changed
+/// Numbers in keys wheelship does not know came back changed
 /// (`1.2345678901234568e+29`) or were refused (`1e400`).
 #[test]
 fn numbers_pass_through_untouched() {
