@@ -223,3 +223,75 @@ fn every_switch_option_reaches_the_ansible_plugin() {
         .args(&argv)
         .ok_text();
 }
+
+/// The one command every caller opens the door with (`wheelship-host remote`) runs nothing
+/// another user could have written: a door planted in a ROOT/bin others may write, one owned by
+/// another user, and a directory on the way to ROOT that others may write are refused (exit
+/// 3) before anything of the host runs; a root-owned sticky ancestor (`/tmp`) is fine.
+#[test]
+fn the_opener_refuses_what_others_could_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = testsupport::Fixture::new();
+    let root = t.join("srv");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let pwned = t.join("pwned");
+    let door = root.join("bin/wheelship-host");
+    std::fs::write(
+        &door,
+        format!("#!/bin/sh\ntouch {}\necho '{{}}'\n", pwned.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&door, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let open = |root: &Path| {
+        let cmd = testsupport::tool("wheelship-host")
+            .args(["remote"])
+            .args([root])
+            .args(["--", "list"])
+            .args([root])
+            .ok_text();
+        std::process::Command::new("bash")
+            .args(["-c", cmd.trim()])
+            .output()
+            .unwrap()
+    };
+    // As it should be: the door runs.
+    let ok = open(&root);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(pwned.exists());
+    std::fs::remove_file(&pwned).unwrap();
+    let refused = |why: &str| {
+        let out = open(&root);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{why}: {err}");
+        assert!(err.contains(why), "{why}: {err}");
+        assert!(!pwned.exists(), "{why}: the planted door ran");
+    };
+    std::fs::set_permissions(root.join("bin"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    refused("is writable by other users");
+    std::fs::set_permissions(root.join("bin"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(t.p(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    refused("is writable by other users");
+    std::fs::set_permissions(t.p(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    if std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0) {
+        std::os::unix::fs::chown(&door, Some(65534), None).unwrap();
+        refused("is owned by uid 65534");
+    }
+    // A host without a root or a door answers `facts` as a fresh host, and nothing else.
+    let fresh = t.join("fresh");
+    let cmd = testsupport::tool("wheelship-host")
+        .args(["remote"])
+        .args([&fresh])
+        .args(["--", "facts"])
+        .args([&fresh])
+        .ok_text();
+    let out = std::process::Command::new("bash")
+        .args(["-c", cmd.trim()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""fresh":true"#));
+    assert!(!fresh.exists(), "facts created nothing");
+}

@@ -13,17 +13,7 @@ use serde_json::{json, Value};
 use wheelship::doc::{Entry, PylockMeta, PylockWheel, ReqOptions, Requirements};
 use wheelship::python::names::{canonicalize_name, is_valid_name};
 
-/// A file name that is a lock file: `pylock.toml` or `pylock.<name>.toml`.
-pub fn is_pylock_name(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-        return false;
-    };
-    name == "pylock.toml"
-        || name
-            .strip_prefix("pylock.")
-            .and_then(|r| r.strip_suffix(".toml"))
-            .is_some_and(|mid| !mid.is_empty() && !mid.contains('.'))
-}
+pub use wheelship::python::names::is_pylock_name;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]

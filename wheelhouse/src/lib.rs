@@ -206,6 +206,16 @@ pub fn run(args: Args) -> Result<()> {
         };
         return check::run(&job, doc);
     }
+    if let Some(p) = &args.pylock {
+        if !wheelship::python::names::is_pylock_name(p) {
+            return Err(UsageError(format!(
+                "--pylock `{}`: a lock file is named {}; pip and uv read no other name as a lock",
+                p.display(),
+                wheelship::python::names::PYLOCK_NAMES
+            ))
+            .into());
+        }
+    }
     if args.pylock.is_some() && specs.len() > 1 {
         return Err(
             UsageError("--pylock writes the lock of one target: give one --target".into()).into(),

@@ -522,3 +522,50 @@ fn target_options_are_checked() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("`afile` is not a directory"), "{err}");
 }
+
+/// A lock file is named as PEP 751 says (`pylock.toml`, `pylock.<name>.toml`): pip reads any
+/// other name as a requirements file and uv refuses it, so wheelhouse refuses to write one,
+/// with the rule, before any work.
+#[test]
+fn a_pylock_name_is_one_pip_and_uv_read_as_a_lock() {
+    let t = setup();
+    let doc = hashreq(&t, "alpha==1.0\n");
+    for bad in [
+        "wheelhouse.pylock.toml",
+        "pylock..toml",
+        "pylock.a.b.toml",
+        "lock.toml",
+    ] {
+        let out = wheelhouse(
+            &t,
+            &["--dir", "wh", "--offline", "--pylock", bad],
+            &doc,
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(
+            err.contains("`pylock.toml` or `pylock.<name>.toml`"),
+            "{err}"
+        );
+        assert!(!t.p().join(bad).exists());
+    }
+    let out = wheelhouse(
+        &t,
+        &[
+            "--dir",
+            "wh",
+            "--offline",
+            "--pylock",
+            "pylock.wheelhouse.toml",
+        ],
+        &doc,
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t.p().join("pylock.wheelhouse.toml").is_file());
+}

@@ -19,6 +19,21 @@ pub fn canonicalize_name(name: &str) -> String {
     out
 }
 
+/// A file name that is a lock file: `pylock.toml` or `pylock.<name>.toml`.
+pub fn is_pylock_name(path: &std::path::Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    name == "pylock.toml"
+        || name
+            .strip_prefix("pylock.")
+            .and_then(|r| r.strip_suffix(".toml"))
+            .is_some_and(|mid| !mid.is_empty() && !mid.contains('.'))
+}
+
+/// The rule of PEP 751's file names, for messages.
+pub const PYLOCK_NAMES: &str = "`pylock.toml` or `pylock.<name>.toml` (a name without dots; PEP 751, https://packaging.python.org/en/latest/specifications/pylock-toml/)";
+
 /// A valid project name (PEP 508): ASCII letters and digits, with `.`, `_` and `-` only
 /// between them.
 pub fn is_valid_name(name: &str) -> bool {
