@@ -225,7 +225,7 @@ def main():
         print(json.dumps(result, indent=1))
     else:
         print(f"\n## Switches under load: {len(steps)} switches, {a.clients} clients, a new connection per request\n")
-        print(f"| requests | failed | served by a broken release | slowest request |\n| --- | --- | --- | --- |")
+        print("| requests | failed | served by a broken release | slowest request |\n| --- | --- | --- | --- |")
         print(f"| {result['requests']} | {result['failures']} | {result['broken_served']} | {result['slowest_request_seconds']} s |\n")
         print("| step | result | seconds | current after | answering after |\n| --- | --- | --- | --- | --- |")
         for s in steps:

@@ -19,7 +19,6 @@ machine removed. Needs PyPI and curl; uv is installed into bench/.work/uvvenv un
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tomllib
 

@@ -17,6 +17,9 @@ fn sh(program: &str, args: &[&str]) -> Output {
     Command::new(program)
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")
+        // An operator's shell variable (a checkout's build) never reaches a package's deploy:
+        // its programs are the tools package's.
+        .env("WHEELSHIP_BIN", "/nonexistent/checkout/target/release")
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))

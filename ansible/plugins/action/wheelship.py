@@ -39,7 +39,7 @@ def door_args(params, command):
     (name: value; a list repeats the option, true is a flag, false or null leaves it out)."""
     out = []
     named = [(k, params.get(k)) for k in DOOR]
-    extra = [(k, v) for k, v in sorted((params.get("options") or {}).items())]
+    extra = sorted((params.get("options") or {}).items())
     for key, value in named + extra:
         if command == "revert" and key in ("python", "before", "keep", "shared"):
             continue

@@ -92,8 +92,8 @@ options:
     type: str
   options:
     description:
-      - Any other option of the door, by its long name (with C(-) or C(_)), for example
-        V({check_interval: 2, check_back_timeout: 10, allow_downgrade: true}).
+      - "Any other option of the door, by its long name (with C(-) or C(_)), for example
+        C({check_interval: 2, check_back_timeout: 10, allow_downgrade: true})."
       - A list repeats the option (each gate runs, in order); V(true) gives a flag; V(false) or
         null leaves it out.
     type: dict
@@ -162,6 +162,7 @@ attributes:
     support: full
     description: The old and new release ids.
   platform:
+    support: full
     platforms: posix
     description: Linux hosts with a Python and the wheelship binaries (sent when missing).
 """

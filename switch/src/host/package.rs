@@ -191,6 +191,9 @@ fn configure(package: &str, version: &str, archive: &Path, old: Option<&str>) ->
     // The probe cache of mkenv, and anything else a tool caches, under the package's state:
     // a package writes nothing into a user's home.
     std::env::set_var("WHEELSHIP_CACHE", st.join("cache"));
+    // The programs are the tools package's, beside this door: an operator's `WHEELSHIP_BIN`
+    // (a checkout's build, in the shell that ran `apt-get`) does not reach a package's deploy.
+    std::env::remove_var("WHEELSHIP_BIN");
     let root = OwnedDir::create(&s.root, "root")?;
     claim(&root, package)?;
     wheelship::fs::fsx::write_atomic(
