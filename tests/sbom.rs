@@ -70,9 +70,24 @@ fn every_release_says_what_is_in_it_and_where_it_came_from() {
         json!({"name": "licensed", "version": "2.0", "meta": ["License-Expression: MIT OR Apache-2.0"],
                "files": {"licensed/__init__.py": "", "licensed-2.0.dist-info/sboms/vendored.cdx.json": "{}"}}),
     );
+    // A server that needs a project by bare name, another behind an extra nobody asks for,
+    // and a third only on a Python this target is not; licenses by classifier and by id.
+    mkwheels(
+        &wh,
+        json!([
+            {"name": "server", "version": "1.0",
+             "requires": ["pkgbase", "proctitle ; extra == 'proctitle'", "oldcompat ; python_version < '3.0'"],
+             "extras": ["proctitle"],
+             "meta": ["License: UNKNOWN", "Classifier: License :: OSI Approved :: MIT License"],
+             "files": {"server/__init__.py": ""}},
+            {"name": "pkgbase", "version": "1.0", "meta": ["License: mpl-2.0"], "files": {"pkgbase/__init__.py": ""}},
+            {"name": "proctitle", "version": "1.0", "files": {"proctitle/__init__.py": ""}},
+            {"name": "oldcompat", "version": "1.0", "files": {"oldcompat/__init__.py": ""}},
+        ]),
+    );
     std::fs::write(
         app.join("requirements.txt"),
-        "greeter==1.0\nlicensed==2.0\n",
+        "greeter==1.0\nlicensed==2.0\nserver==1.0\nproctitle==1.0\noldcompat==1.0\n",
     )
     .unwrap();
     commit_all(&app, "with licensed");
@@ -111,7 +126,11 @@ fn every_release_says_what_is_in_it_and_where_it_came_from() {
         BTreeSet::from([
             ("colors".into(), "1.0".into()),
             ("greeter".into(), "1.0".into()),
-            ("licensed".into(), "2.0".into())
+            ("licensed".into(), "2.0".into()),
+            ("oldcompat".into(), "1.0".into()),
+            ("pkgbase".into(), "1.0".into()),
+            ("proctitle".into(), "1.0".into()),
+            ("server".into(), "1.0".into()),
         ])
     );
     let comps = sbom["components"].as_array().unwrap();
@@ -146,10 +165,32 @@ fn every_release_says_what_is_in_it_and_where_it_came_from() {
             .unwrap()
             .clone()
     };
+    let purls =
+        |names: &[&str]| -> Vec<Value> { names.iter().map(|n| by(n)["purl"].clone()).collect() };
     assert_eq!(
         on(&c["bom-ref"]),
-        vec![by("greeter")["purl"].clone(), licensed["purl"].clone()]
+        purls(&["greeter", "licensed", "oldcompat", "proctitle", "server"])
     );
+    // Markers evaluated for the lock's target, extras only where asked, bare names kept.
+    assert_eq!(on(&by("server")["purl"]), purls(&["pkgbase"]));
+    assert_eq!(
+        by("server")["licenses"],
+        json!([{"license": {"id": "MIT"}}])
+    );
+    assert_eq!(
+        by("pkgbase")["licenses"],
+        json!([{"license": {"id": "MPL-2.0"}}])
+    );
+    // The target the lock was made for is said.
+    assert!(c["properties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "wheelship:target"
+            && p["value"]
+                .as_str()
+                .unwrap()
+                .starts_with("native, cpython 3.")));
     assert_eq!(
         on(&by("greeter")["purl"]),
         vec![by("colors")["purl"].clone()]

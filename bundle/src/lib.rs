@@ -20,6 +20,7 @@ pub mod members;
 mod pack;
 mod provenance;
 mod sbom;
+mod sbom_graph;
 pub mod sign;
 mod thin;
 mod tree;

@@ -98,7 +98,9 @@ pub fn run(a: PackArgs) -> Result<()> {
     let counts = counts(&items, wheels.len());
     // What was asked for, for the SBOM's graph: read as it is (pack passes the section on).
     let reqs: Option<serde_json::Value> = doc.section("requirements").unwrap_or(None);
-    let sbom = crate::sbom::sbom(&manifest, &wheel_dir, &wheels, reqs.as_ref())?;
+    let wh: Option<wheelship::doc::Wheelhouse> = doc.section("wheelhouse").unwrap_or(None);
+    let targets = crate::sbom::Targets::of(wh.as_ref());
+    let sbom = crate::sbom::sbom(&manifest, &wheel_dir, &wheels, reqs.as_ref(), &targets)?;
     let first = reserved_items(&mut items, &manifest, document, sbom, &wheel_dir, &wheels)?;
 
     let out = Out {

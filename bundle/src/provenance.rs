@@ -62,10 +62,13 @@ pub fn write(b: &Build) -> Result<PathBuf> {
         "digest": {"gitCommit": m.rev, "gitTree": m.tree},
     })];
     for (file, sha, _) in b.wheels {
-        deps.push(json!({"name": file, "digest": {"sha256": sha}}));
+        let mut d = json!({"name": file, "digest": {"sha256": sha}});
+        if let Ok(w) = wheelship::python::names::WheelFilename::parse(file) {
+            let name = wheelship::python::names::canonicalize_name(&w.name);
+            d["uri"] = json!(crate::sbom::purl(&name, &w.version, file));
+        }
+        deps.push(d);
     }
-    let user = std::env::var("USER").unwrap_or_default();
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let statement = json!({
         "_type": STATEMENT,
         "subject": [{"name": name, "digest": {"sha256": b.sha256}}],
@@ -86,7 +89,7 @@ pub fn write(b: &Build) -> Result<PathBuf> {
             "runDetails": {
                 "builder": {"id": format!("urn:wheelship:bundle-pack:{}", env!("CARGO_PKG_VERSION"))},
                 "metadata": {
-                    "invocationId": format!("{}@{}:{}", user, host.trim(), m.id),
+                    "invocationId": invocation(&m.id),
                     "startedOn": b.started,
                     "finishedOn": wheelship::time::now_rfc3339(),
                 },
@@ -98,6 +101,23 @@ pub fn write(b: &Build) -> Result<PathBuf> {
     text.push(b'\n');
     fsx::write_atomic(&path, &text)?;
     Ok(path)
+}
+
+/// Who packed where, and which release: `user@host:id`, without the parts that are unknown.
+fn invocation(id: &str) -> String {
+    let user = std::env::var("USER").unwrap_or_default();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    invocation_of(user.trim(), host.trim(), id)
+}
+
+fn invocation_of(user: &str, host: &str, id: &str) -> String {
+    let at = match (user.is_empty(), host.is_empty()) {
+        (false, false) => format!("{user}@{host}:"),
+        (true, false) => format!("{host}:"),
+        (false, true) => format!("{user}@"),
+        (true, true) => String::new(),
+    };
+    format!("{at}{id}")
 }
 
 /// Reads a statement and checks that it is about the archive whose sha256 is `sha256`.
@@ -165,4 +185,15 @@ pub fn repository(repo: &Path) -> Option<String> {
         .ok()?;
     let url = String::from_utf8(out.stdout).ok()?.trim().to_string();
     wheelship::text::url_without_userinfo(&url)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn invocation_has_no_empty_parts() {
+        assert_eq!(super::invocation_of("ci", "web1", "r1"), "ci@web1:r1");
+        assert_eq!(super::invocation_of("", "web1", "r1"), "web1:r1");
+        assert_eq!(super::invocation_of("ci", "", "r1"), "ci@r1");
+        assert_eq!(super::invocation_of("", "", "r1"), "r1");
+    }
 }

@@ -15,6 +15,7 @@ use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
 use wheelship::python::names::{canonicalize_name, WheelFilename};
 
+use crate::sbom_graph::{self, Environments, Requires};
 use crate::Manifest;
 
 /// METADATA is small; a larger one is not read (its wheel is still listed).
@@ -26,9 +27,82 @@ struct WheelInfo {
     version: String,
     file: String,
     sha256: String,
-    license: Option<Value>,
-    requires: BTreeSet<String>,
+    licenses: Vec<Value>,
+    requires: Vec<Requires>,
     sboms: Vec<String>,
+}
+
+/// What the lock was resolved for (the document's `wheelhouse` section): each target's marker
+/// environment, where it is known; the target described for the SBOM's readers.
+pub struct Targets {
+    pub envs: Environments,
+    pub properties: Vec<Value>,
+}
+
+impl Targets {
+    pub fn of(wh: Option<&wheelship::doc::Wheelhouse>) -> Targets {
+        let targets: Vec<&wheelship::doc::Target> = match wh {
+            Some(w) => match &w.locks {
+                Some(locks) => locks.iter().map(|l| &l.target).collect(),
+                None => w.target.iter().collect(),
+            },
+            None => Vec::new(),
+        };
+        if targets.is_empty() {
+            return Targets {
+                envs: vec![None],
+                properties: Vec::new(),
+            };
+        }
+        let envs = targets
+            .iter()
+            .map(|t| t.markers.as_ref().and_then(environment))
+            .collect();
+        let mut properties = Vec::new();
+        for t in targets {
+            let python = t.python.as_ref().or(t.python_version.as_ref());
+            let platforms = t
+                .platforms
+                .clone()
+                .unwrap_or_else(|| t.platform.iter().cloned().collect());
+            let text = [
+                t.spec.clone().unwrap_or_else(|| "native".into()),
+                format!(
+                    "{} {}",
+                    t.implementation.as_deref().unwrap_or("python"),
+                    python.map_or("", String::as_str)
+                )
+                .trim()
+                .to_string(),
+                platforms.join(" "),
+            ]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ");
+            properties.push(json!({"name": "wheelship:target", "value": text}));
+        }
+        Targets { envs, properties }
+    }
+}
+
+/// A recorded marker environment as pep508_rs takes it; `None` when it lacks a field.
+fn environment(m: &BTreeMap<String, String>) -> Option<pep508_rs::MarkerEnvironment> {
+    let g = |k: &str| m.get(k).map(String::as_str);
+    pep508_rs::MarkerEnvironment::try_from(pep508_rs::MarkerEnvironmentBuilder {
+        implementation_name: g("implementation_name")?,
+        implementation_version: g("implementation_version")?,
+        os_name: g("os_name")?,
+        platform_machine: g("platform_machine")?,
+        platform_python_implementation: g("platform_python_implementation")?,
+        platform_release: g("platform_release")?,
+        platform_system: g("platform_system")?,
+        platform_version: g("platform_version")?,
+        python_full_version: g("python_full_version")?,
+        python_version: g("python_version")?,
+        sys_platform: g("sys_platform")?,
+    })
+    .ok()
 }
 
 /// The SBOM of a release: its JSON bytes.
@@ -37,48 +111,63 @@ pub fn sbom(
     wheel_dir: &Path,
     wheels: &[(String, String, u64)],
     reqs: Option<&Value>,
+    targets: &Targets,
 ) -> Result<Vec<u8>> {
     let mut infos: Vec<WheelInfo> = wheels
         .iter()
         .map(|(file, sha, _)| info(&wheel_dir.join(file), file, sha))
         .collect::<Result<_>>()?;
     infos.sort_by(|a, b| (&a.name, &a.file).cmp(&(&b.name, &b.file)));
-    let purl = |w: &WheelInfo| {
-        format!(
-            "pkg:pypi/{}@{}?file_name={}",
-            w.name,
-            percent(&w.version),
-            percent(&w.file)
-        )
-    };
+    let purl = |w: &WheelInfo| purl(&w.name, &w.version, &w.file);
     let by_name: BTreeMap<&str, String> =
         infos.iter().map(|w| (w.name.as_str(), purl(w))).collect();
     let components: Vec<Value> = infos.iter().map(|w| component(w, &purl(w))).collect();
     let app_ref = format!("release:{}", m.id);
-    // The projects the requirements asked for (hashreq's entries, not its constraints).
-    let asked = reqs.and_then(|r| r["entries"].as_array()).map(|entries| {
-        entries
-            .iter()
-            .filter(|e| e["constraint"] != true)
-            .filter_map(|e| e["name"].as_str())
-            .map(canonicalize_name)
-            .filter(|n| by_name.contains_key(n.as_str()))
-            .collect::<BTreeSet<String>>()
-    });
-    let requested = asked.unwrap_or_else(|| by_name.keys().map(|k| k.to_string()).collect());
+    // The projects the requirements asked for (hashreq's entries, not its constraints), with
+    // the extras each was asked with.
+    let mut asked: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    match reqs.and_then(|r| r["entries"].as_array()) {
+        Some(entries) => {
+            for e in entries.iter().filter(|e| e["constraint"] != true) {
+                let Some(n) = e["name"].as_str().map(canonicalize_name) else {
+                    continue;
+                };
+                if !by_name.contains_key(n.as_str()) {
+                    continue;
+                }
+                let extras = e["extras"].as_array().into_iter().flatten();
+                asked
+                    .entry(n)
+                    .or_default()
+                    .extend(extras.filter_map(|x| x.as_str()).map(canonicalize_name));
+            }
+        }
+        None => asked.extend(by_name.keys().map(|k| (k.to_string(), BTreeSet::new()))),
+    }
+    let requires: BTreeMap<String, Vec<Requires>> = infos
+        .iter()
+        .map(|w| (w.name.clone(), w.requires.clone()))
+        .collect();
+    let edges = sbom_graph::graph(&requires, &asked, &targets.envs);
     let mut dependencies = vec![json!({
         "ref": app_ref,
-        "dependsOn": requested.iter().map(|n| by_name[n.as_str()].clone()).collect::<Vec<_>>(),
+        "dependsOn": asked.keys().map(|n| by_name[n.as_str()].clone()).collect::<Vec<_>>(),
     })];
     for w in &infos {
-        let on: Vec<String> = w
-            .requires
-            .iter()
-            .filter(|n| **n != w.name)
+        let on: Vec<String> = edges
+            .get(&w.name)
+            .into_iter()
+            .flatten()
             .filter_map(|n| by_name.get(n.as_str()).cloned())
             .collect();
         dependencies.push(json!({"ref": purl(w), "dependsOn": on}));
     }
+    let mut properties = vec![
+        json!({"name": "wheelship:release", "value": m.id}),
+        json!({"name": "wheelship:commit", "value": m.rev}),
+        json!({"name": "wheelship:tree", "value": m.tree}),
+    ];
+    properties.extend(targets.properties.iter().cloned());
     let doc = json!({
         "bomFormat": "CycloneDX",
         "specVersion": "1.6",
@@ -96,11 +185,7 @@ pub fn sbom(
                 "bom-ref": app_ref,
                 "name": m.name,
                 "version": m.id,
-                "properties": [
-                    {"name": "wheelship:release", "value": m.id},
-                    {"name": "wheelship:commit", "value": m.rev},
-                    {"name": "wheelship:tree", "value": m.tree},
-                ],
+                "properties": properties,
             },
         },
         "components": components,
@@ -199,8 +284,8 @@ fn component(w: &WheelInfo, purl: &str) -> Value {
         "hashes": [{"alg": "SHA-256", "content": w.sha256}],
         "properties": [{"name": "wheelship:wheel", "value": w.file}],
     });
-    if let Some(l) = &w.license {
-        c["licenses"] = json!([l]);
+    if !w.licenses.is_empty() {
+        c["licenses"] = json!(w.licenses);
     }
     if !w.sboms.is_empty() {
         c["externalReferences"] = w
@@ -232,8 +317,8 @@ fn info(path: &Path, file: &str, sha256: &str) -> Result<WheelInfo> {
             version: parsed.version,
             file: file.to_string(),
             sha256: sha256.to_string(),
-            license: None,
-            requires: BTreeSet::new(),
+            licenses: Vec::new(),
+            requires: Vec::new(),
             sboms: Vec::new(),
         });
     };
@@ -257,18 +342,16 @@ fn info(path: &Path, file: &str, sha256: &str) -> Result<WheelInfo> {
             .filter(move |(f, _)| f.eq_ignore_ascii_case(k))
             .map(|(_, v)| v.as_str())
     };
-    let license = license(
+    let licenses = sbom_graph::licenses(
         &get("License-Expression").collect::<Vec<_>>(),
         get("License").next(),
         &get("Classifier").collect::<Vec<_>>(),
     );
-    let requires = get("Requires-Dist")
-        .filter_map(|r| {
-            let end = r.find(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))?;
-            let name = if end == 0 { return None } else { &r[..end] };
-            Some(canonicalize_name(name))
-        })
+    let mut requires: Vec<Requires> = get("Requires-Dist")
+        .filter_map(sbom_graph::requires)
         .collect();
+    requires.sort();
+    requires.dedup();
     let sboms = {
         let mut s = sboms;
         s.sort();
@@ -279,7 +362,7 @@ fn info(path: &Path, file: &str, sha256: &str) -> Result<WheelInfo> {
         version: parsed.version,
         file: file.to_string(),
         sha256: sha256.to_string(),
-        license,
+        licenses,
         requires,
         sboms,
     })
@@ -306,25 +389,6 @@ fn headers(text: &str) -> Vec<(String, String)> {
     out
 }
 
-/// The license as CycloneDX has it: PEP 639's `License-Expression` (an SPDX expression), else
-/// a one-line `License`, else the license classifiers, by name.
-fn license(expression: &[&str], field: Option<&str>, classifiers: &[&str]) -> Option<Value> {
-    if let Some(e) = expression.first().filter(|e| !e.is_empty()) {
-        return Some(json!({"expression": e}));
-    }
-    if let Some(f) =
-        field.filter(|f| !f.is_empty() && !f.contains('\n') && f.len() <= 100 && *f != "UNKNOWN")
-    {
-        return Some(json!({"license": {"name": f}}));
-    }
-    let named: Vec<&str> = classifiers
-        .iter()
-        .filter_map(|c| c.strip_prefix("License :: "))
-        .map(|c| c.rsplit(" :: ").next().unwrap_or(c))
-        .collect();
-    named.first().map(|n| json!({"license": {"name": n}}))
-}
-
 /// A UUID (the form of RFC 9562's version 8, custom) from the release id: the same release,
 /// the same serial number.
 fn serial(id: &str) -> String {
@@ -348,6 +412,16 @@ fn rfc3339(t: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+/// A wheel's package URL (https://github.com/package-url/purl-spec, its PyPI type): the
+/// canonical name, the version, the file.
+pub fn purl(name: &str, version: &str, file: &str) -> String {
+    format!(
+        "pkg:pypi/{name}@{}?file_name={}",
+        percent(version),
+        percent(file)
+    )
+}
+
 /// Percent-encoding for a purl qualifier or a URL fragment: what is not unreserved.
 fn percent(s: &str) -> String {
     s.bytes()
@@ -366,28 +440,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn licenses_and_serials() {
-        assert_eq!(
-            license(&["MIT"], Some("x"), &[]),
-            Some(json!({"expression": "MIT"}))
-        );
-        assert_eq!(
-            license(
-                &[],
-                Some("BSD"),
-                &["License :: OSI Approved :: MIT License"]
-            ),
-            Some(json!({"license": {"name": "BSD"}}))
-        );
-        assert_eq!(
-            license(
-                &[],
-                Some("UNKNOWN"),
-                &["License :: OSI Approved :: MIT License"]
-            ),
-            Some(json!({"license": {"name": "MIT License"}}))
-        );
-        assert_eq!(license(&[], None, &[]), None);
+    fn serials() {
         let s = serial("20261201T223653Z-2c8bb311d226-6dbe79fe5e13");
         assert_eq!(s, serial("20261201T223653Z-2c8bb311d226-6dbe79fe5e13"));
         assert_eq!(s.len(), "urn:uuid:".len() + 36);

@@ -137,9 +137,13 @@ pub fn uv_job(spec: &Spec, exe: &str) -> Result<resolve::Job> {
 
 /// The `--python` interpreter's identity, for the lock's `target`.
 pub fn native_target(python: &str) -> Result<Target> {
-    let probe = r#"import json, platform, sys, sysconfig
-print(json.dumps({"native": True, "python": platform.python_version(), "implementation": sys.implementation.name,
-  "cache_tag": sys.implementation.cache_tag, "platform": sysconfig.get_platform(), "executable": sys.executable}))"#;
+    let probe = concat!(
+        "import json, os, platform, sys, sysconfig\n",
+        wheelship::markers_py!(),
+        r#"print(json.dumps({"native": True, "python": platform.python_version(), "implementation": sys.implementation.name,
+  "cache_tag": sys.implementation.cache_tag, "platform": sysconfig.get_platform(), "executable": sys.executable,
+  "markers": markers}))"#
+    );
     let found = wheelship::python::probe::probe(python, probe)?;
     serde_json::from_value(found).context("the interpreter's probe answered in an unknown shape")
 }

@@ -199,6 +199,7 @@ impl Named {
             platforms: Some(self.pip_cross().platforms),
             only_binary: Some(true),
             cache_tag: Some(i.cache_tag),
+            markers: Some(i.markers),
             ..Target::default()
         }
     }

@@ -337,6 +337,10 @@ pub struct Target {
     pub platforms: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only_binary: Option<bool>,
+    /// The PEP 508 marker environment the lock was resolved for, where it is known (this
+    /// interpreter's, or a named target's): the SBOM evaluates `Requires-Dist` markers with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub markers: Option<std::collections::BTreeMap<String, String>>,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -7,7 +7,27 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
-const PROBE: &str = r#"import json, os, platform, re, struct, subprocess, sys, sysconfig
+/// Python that sets `markers` to the interpreter's PEP 508 marker environment
+/// (https://peps.python.org/pep-0508/#environment-markers); it needs `os`, `platform`, `sys`.
+#[macro_export]
+macro_rules! markers_py {
+    () => {
+        r#"iv = sys.implementation.version
+impl_version = "%d.%d.%d" % iv[:3] + ("" if iv.releaselevel == "final" else iv.releaselevel[0] + str(iv.serial))
+markers = {
+  "implementation_name": sys.implementation.name, "implementation_version": impl_version,
+  "os_name": os.name, "platform_machine": platform.machine(),
+  "platform_python_implementation": platform.python_implementation(),
+  "platform_release": platform.release(), "platform_system": platform.system(),
+  "platform_version": platform.version(), "python_full_version": platform.python_version(),
+  "python_version": ".".join(platform.python_version_tuple()[:2]), "sys_platform": sys.platform,
+}
+"#
+    };
+}
+
+const PROBE: &str = concat!(
+    r#"import json, os, platform, re, struct, subprocess, sys, sysconfig
 def musl_version(exe):
     # As packaging's _musllinux: the ELF interpreter of the executable, if it is musl's
     # loader, prints "musl libc (arch)" and "Version X.Y.Z" on stderr.
@@ -48,17 +68,9 @@ base = {"base": "/@", "platbase": "/@", "installed_base": "/@", "installed_platb
 paths = {k: os.path.relpath(v, "/@") for k, v in sysconfig.get_paths(scheme=scheme, vars=base).items()}
 libc = platform.libc_ver()
 musl = musl_version(sys.executable)
-iv = sys.implementation.version
-impl_version = "%d.%d.%d" % iv[:3] + ("" if iv.releaselevel == "final" else iv.releaselevel[0] + str(iv.serial))
-markers = {
-  "implementation_name": sys.implementation.name, "implementation_version": impl_version,
-  "os_name": os.name, "platform_machine": platform.machine(),
-  "platform_python_implementation": platform.python_implementation(),
-  "platform_release": platform.release(), "platform_system": platform.system(),
-  "platform_version": platform.version(), "python_full_version": platform.python_version(),
-  "python_version": ".".join(platform.python_version_tuple()[:2]), "sys_platform": sys.platform,
-}
-if musl:
+"#,
+    markers_py!(),
+    r#"if musl:
     libc = ("musl", musl)
 print(json.dumps({
   "implementation": sys.implementation.name,
@@ -75,7 +87,8 @@ print(json.dumps({
   "gil_disabled": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
   "paths": paths,
   "markers": markers,
-}))"#;
+}))"#
+);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Interp {
