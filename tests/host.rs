@@ -77,8 +77,26 @@ fn the_host_door_stages_flips_reverts_and_names_what_failed() {
     assert!(err.ends_with(&last), "{err}");
     // A thin copy that is not one: the `thick` step fails by name, and the door's exit status
     // (75) tells the caller to send the archive whole; the uploads are gone either way.
-    let up = d.join("uploads");
-    std::fs::create_dir(&up).unwrap();
+    // --uploads names only an upload directory of this root: any other directory (the root
+    // itself, a typo for /usr/bin) is refused and left as it is.
+    for elsewhere in [root.clone(), d.join("precious")] {
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("keep.txt"), b"data").unwrap();
+        let out = host(
+            &["deploy", root_s, "--uploads", elsewhere.to_str().unwrap()],
+            &v2.to_string(),
+            d,
+        );
+        let err = failed_with(&out, 1);
+        assert!(
+            err.contains("is not an upload directory of this root"),
+            "{err}"
+        );
+        assert!(elsewhere.join("keep.txt").is_file(), "{err}");
+    }
+    let up = root.join("incoming/.tmp-uploads");
+    std::fs::create_dir_all(&up).unwrap();
+    std::fs::set_permissions(&up, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     std::fs::write(up.join("x.tar.zst.thin"), b"not a thin copy").unwrap();
     let out = host(
         &["deploy", root_s, "--uploads", up.to_str().unwrap()],
@@ -145,6 +163,27 @@ fn every_switch_option_reaches_every_caller() {
             .args(["args", "deploy", "/srv/x", "--settings"])
             .args([&conf])
             .ok_text();
+    }
+    // A settings file is read only where no other user can replace it: not in a directory
+    // another user owns or others may write, and not through a symlink.
+    use std::os::unix::fs::PermissionsExt;
+    let open = t.join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::write(open.join("pkg.conf"), "check = true\n").unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let link = t.join("link.conf");
+    std::os::unix::fs::symlink(t.join("pkg.conf"), &link).unwrap();
+    for (conf, why) in [
+        (open.join("pkg.conf"), "may be changed by another user"),
+        (link, "is a symlink"),
+    ] {
+        let out = testsupport::tool("wheelship-host")
+            .args(["args", "deploy", "/srv/x", "--settings"])
+            .args([&conf])
+            .output();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(why), "{err}");
     }
 }
 

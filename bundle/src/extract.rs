@@ -95,24 +95,33 @@ pub fn peek_manifest(archive: &Path) -> Result<Manifest> {
     Ok(m)
 }
 
-/// A member path made safe: relative, no `..`, no NUL, within the limits. `.` and empty
-/// components (`./a//b`) are dropped; anything else that could leave the tree is an error.
+/// A member path made safe: relative, no `..`, UTF-8 without control characters (a newline
+/// or an escape in a file name would reach every terminal and log that names it; mkenv
+/// refuses the same in wheels), within the limits. `.` and empty components (`./a//b`) are
+/// dropped; anything else that could leave the tree is an error. Names in messages are shown
+/// with their control characters escaped.
 fn safe_path(raw: &[u8]) -> Result<PathBuf, String> {
-    let shown = String::from_utf8_lossy(raw);
-    if raw.contains(&0) {
+    let lossy = String::from_utf8_lossy(raw);
+    let shown = wheelship::text::shown(&lossy, 200);
+    if raw.len() > MAX_PATH {
         return Err(format!(
-            "`{}`: NUL in a member name",
-            shown.replace('\0', "\\0")
+            "`{}…`: member name longer than {MAX_PATH} bytes",
+            wheelship::text::shown(&lossy, 64)
+        ));
+    }
+    if raw.contains(&0) {
+        return Err(format!("`{shown}`: NUL in a member name"));
+    }
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return Err(format!("`{shown}`: a member name that is not UTF-8"));
+    };
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "`{shown}`: the control character {c:?} in a member name"
         ));
     }
     if raw.first() == Some(&b'/') {
         return Err(format!("`{shown}`: absolute member name"));
-    }
-    if raw.len() > MAX_PATH {
-        return Err(format!(
-            "`{}…`: member name longer than {MAX_PATH} bytes",
-            &shown[..64.min(shown.len())]
-        ));
     }
     let mut p = PathBuf::new();
     for c in raw.split(|&b| b == b'/') {
@@ -136,7 +145,7 @@ fn safe_path(raw: &[u8]) -> Result<PathBuf, String> {
 /// A symlink's target, judged by its text before anything is made: not empty, no NUL, not
 /// absolute. Where it really leads is judged once the whole tree is known ([`Tree::check_links`]).
 fn check_link_text(link: &Path, target: &[u8]) -> Result<(), String> {
-    let shown = String::from_utf8_lossy(target);
+    let shown = wheelship::text::shown(&String::from_utf8_lossy(target), 200);
     if target.is_empty() || target.contains(&0) {
         return Err(format!("`{}`: empty or NUL symlink target", link.display()));
     }

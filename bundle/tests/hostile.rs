@@ -88,6 +88,30 @@ fn traversal_and_absolute_names() {
     }
 }
 
+/// A name that would reach a terminal or a log as something else (a newline that forges a
+/// line, an escape that rewrites the screen) or is not text at all: refused, and shown escaped.
+#[test]
+fn names_that_are_not_plain_text() {
+    for (name, why) in [
+        (&b"app\n.py"[..], "the control character '\\n'"),
+        (b"\x1b]0;pwn\x07x", "the control character '\\u{1b}'"),
+        (
+            b"x\x1b[2J\nbundle: signature verified/../evil",
+            "the control character",
+        ),
+        (b"\xff\xfe.py", "not UTF-8"),
+        (b"a/\x7f", "the control character"),
+    ] {
+        let c = Case::new();
+        let tar = RawTar::release("r1").file(name, b"x", 0o644).finish();
+        let (code, err) = c.unpack_bytes(&zst(&tar), &[]);
+        assert_eq!(code, 1, "accepted: {err}");
+        assert!(err.contains(why), "expected `{why}` in: {err}");
+        assert!(!err.contains('\x1b') && err.lines().count() <= 3, "{err:?}");
+        c.assert_clean();
+    }
+}
+
 #[test]
 fn links_that_leave() {
     let c = Case::new();

@@ -63,17 +63,39 @@ fn kind_of(name: &str) -> Option<Sent> {
 }
 
 /// Puts the uploads of `dir` in place and removes `dir`; the archive they make, if any.
+///
+/// `dir` must be what `remote --make-uploads` makes: `ROOT/incoming/.tmp-NAME`, a directory
+/// only root may write. Anything else is refused before it is read, and never removed: the
+/// removal of a run's uploads reaches its own directory and nothing else.
 pub fn place(at: &Layout, dir: &Path, doc: &Document) -> Result<Option<PathBuf>> {
-    let up = Dir::open(dir)?;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| {
+            n.strip_prefix(wheelship::fs::temp::TMP)
+                .is_some_and(|rest| wheelship::text::check_file_name(rest).is_ok())
+        })
+        .filter(|_| {
+            let parent = dir.parent().and_then(|p| p.canonicalize().ok());
+            let incoming = at.incoming().canonicalize().ok();
+            parent.is_some() && parent == incoming
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "--uploads `{}` is not an upload directory of this root (`{}/{}NAME`, made by the door): refusing it, and leaving it as it is",
+                dir.display(),
+                at.incoming().display(),
+                wheelship::fs::temp::TMP
+            )
+        })?;
+    let incoming = Dir::open(&at.incoming())?;
+    let up = incoming.open_dir(name)?;
     check_runnable(&up, dir, "the upload directory")?;
     let result = place_from(at, &up, doc);
-    // Ours to remove, whatever happened (the controller made it for this run).
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        wheelship::cli::warn(format_args!(
-            "cannot remove `{}`: {}",
-            dir.display(),
-            wheelship::cli::io_reason(&e)
-        ));
+    // Ours to remove, whatever happened (the controller made it for this run), by its name
+    // in `incoming/`.
+    if let Err(e) = incoming.remove_all(name) {
+        wheelship::cli::warn(format_args!("cannot remove `{}`: {e:#}", dir.display()));
     }
     result
 }

@@ -38,6 +38,7 @@ const MAX: u64 = 64 << 10;
 
 /// Reads and parses a settings file (its owner and mode checked, its size bounded).
 pub fn read(path: &Path) -> Result<Vec<Setting>> {
+    let path = &trusted_path(path)?;
     let (f, len) = wheelship::fs::fsx::open_regular(path)?;
     super::programs::check_runnable(&f, path, "the settings file")?;
     if len > MAX {
@@ -49,6 +50,45 @@ pub fn read(path: &Path) -> Result<Vec<Setting>> {
     let mut text = String::new();
     std::io::Read::read_to_string(&mut std::io::Read::take(f, MAX), &mut text).at("read", path)?;
     parse(&text, path)
+}
+
+/// The settings file's path with its directories resolved, once each of them is one that only
+/// root (or the user running the door) can change: the file's owner and mode are checked when
+/// it is opened, but whoever may write a directory above it may put another file (or a link
+/// to one) in its place. The file itself must not be a symlink.
+fn trusted_path(path: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("`{}` names no file", path.display()))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = parent.canonicalize().at("resolve", parent)?;
+    let me = rustix::process::geteuid().as_raw();
+    for d in dir.ancestors() {
+        let m = std::fs::metadata(d).at("read", d)?;
+        let owner_ok = m.uid() == 0 || m.uid() == me;
+        let sticky_root = m.mode() & 0o1000 != 0 && m.uid() == 0;
+        if !owner_ok || (m.mode() & 0o022 != 0 && !sticky_root) {
+            bail!(
+                "the settings file `{}`: its directory `{}` may be changed by another user (owner {}, mode {:04o}): a settings file lives where only root can replace it",
+                path.display(),
+                d.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            );
+        }
+    }
+    let full = dir.join(name);
+    if std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!(
+            "the settings file `{}` is a symlink: give the file itself",
+            path.display()
+        );
+    }
+    Ok(full)
 }
 
 /// The settings of `text` (read from `path`, for messages).
