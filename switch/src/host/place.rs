@@ -62,13 +62,15 @@ fn kind_of(name: &str) -> Option<Sent> {
     }
 }
 
-/// Puts the uploads of `dir` in place and removes `dir`; the archive they make, if any.
+/// Puts the uploads of `dir` in place; the archive they make, if any.
 ///
-/// `dir` must be what `remote --make-uploads` makes: `ROOT/incoming/.tmp-NAME`, a directory
-/// only root may write. Anything else is refused before it is read, and never removed: the
-/// removal of a run's uploads reaches its own directory and nothing else.
+/// `dir` is either what `remote --make-uploads` made (`ROOT/incoming/.tmp-NAME`), which is
+/// removed afterwards whatever happens, or a private directory of the caller's (owned by the
+/// user running the door, mode 0700: Ansible's remote temp directory), which is its to
+/// remove. Any other directory (the root, a typo for `/usr/bin`) is refused before it is read,
+/// and nothing in it is touched.
 pub fn place(at: &Layout, dir: &Path, doc: &Document) -> Result<Option<PathBuf>> {
-    let name = dir
+    let made = dir
         .file_name()
         .and_then(|n| n.to_str())
         .filter(|n| {
@@ -77,25 +79,31 @@ pub fn place(at: &Layout, dir: &Path, doc: &Document) -> Result<Option<PathBuf>>
         })
         .filter(|_| {
             let parent = dir.parent().and_then(|p| p.canonicalize().ok());
-            let incoming = at.incoming().canonicalize().ok();
-            parent.is_some() && parent == incoming
-        })
-        .ok_or_else(|| {
-            anyhow!(
-                "--uploads `{}` is not an upload directory of this root (`{}/{}NAME`, made by the door): refusing it, and leaving it as it is",
+            parent.is_some() && parent == at.incoming().canonicalize().ok()
+        });
+    if made.is_none() {
+        use std::os::unix::fs::MetadataExt;
+        let private = std::fs::symlink_metadata(dir).is_ok_and(|m| {
+            m.is_dir() && m.uid() == rustix::process::geteuid().as_raw() && m.mode() & 0o077 == 0
+        });
+        if !private {
+            bail!(
+                "--uploads `{}` is not an upload directory of this root (`{}/{}NAME`, made by the door) nor a private one (mode 0700, the caller's): refusing it, and leaving it as it is",
                 dir.display(),
                 at.incoming().display(),
                 wheelship::fs::temp::TMP
-            )
-        })?;
-    let incoming = Dir::open(&at.incoming())?;
-    let up = incoming.open_dir(name)?;
+            );
+        }
+    }
+    let up = Dir::open(dir)?;
     check_runnable(&up, dir, "the upload directory")?;
     let result = place_from(at, &up, doc);
-    // Ours to remove, whatever happened (the controller made it for this run), by its name
-    // in `incoming/`.
-    if let Err(e) = incoming.remove_all(name) {
-        wheelship::cli::warn(format_args!("cannot remove `{}`: {e:#}", dir.display()));
+    // Ours to remove, whatever happened (the door made it for this run), by its name in
+    // `incoming/`.
+    if let Some(name) = made {
+        if let Err(e) = Dir::open(&at.incoming()).and_then(|i| i.remove_all(name)) {
+            wheelship::cli::warn(format_args!("cannot remove `{}`: {e:#}", dir.display()));
+        }
     }
     result
 }
