@@ -232,9 +232,9 @@ fn extras_and_groups_select_packages() {
     let p = t.path();
     ok(
         p,
-        "hashreq requirements.txt | wheelhouse --dir wh --offline --pylock plain.toml >/dev/null",
+        "hashreq requirements.txt | wheelhouse --dir wh --offline --pylock pylock.plain.toml >/dev/null",
     );
-    let plain = std::fs::read_to_string(p.join("plain.toml")).unwrap();
+    let plain = std::fs::read_to_string(p.join("pylock.plain.toml")).unwrap();
     let lock = plain
         .replace(
             "created-by = \"wheelship\"\n",

@@ -375,6 +375,7 @@ fn tree_items(repo: &Path, rev: &str) -> Result<Vec<Item>> {
         let m = m.context("cannot read `git archive` output")?;
         let mut e = m.entry;
         let path = m.path.strip_suffix(b"/").unwrap_or(&m.path).to_vec();
+        plain_name(&path)?;
         let top = path.split(|&b| b == b'/').next().unwrap_or_default();
         let kind = match e.header().entry_type() {
             _ if top == RESERVED.as_bytes() => bail!(
@@ -397,6 +398,24 @@ fn tree_items(repo: &Path, rev: &str) -> Result<Vec<Item>> {
         items.push(Item { path, kind });
     }
     Ok(items)
+}
+
+/// A file name of the repository that every host will unpack: UTF-8 without control
+/// characters, as unpack requires (a newline or an escape would reach every terminal and log
+/// that names the file). Refused here, where it can be renamed, rather than on every host.
+fn plain_name(path: &[u8]) -> Result<()> {
+    let shown = || wheelship::text::shown(&String::from_utf8_lossy(path), 200);
+    match std::str::from_utf8(path) {
+        Err(_) => bail!(
+            "the repository's file `{}` has a name that is not UTF-8: a release refuses it (rename it with `git mv`)",
+            shown()
+        ),
+        Ok(t) if t.chars().any(char::is_control) => bail!(
+            "the repository's file `{}` has a control character in its name: a release refuses it (rename it with `git mv`)",
+            shown()
+        ),
+        Ok(_) => Ok(()),
+    }
 }
 
 fn sanitize_name(n: &str) -> Result<String> {

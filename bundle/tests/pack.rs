@@ -359,6 +359,22 @@ fn pack_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("bundle: stdin: not a JSON document"));
     let out = bundle(r.p(), &["unpack"], "");
     assert_eq!(out.status.code(), Some(2));
+    // A file whose name holds a newline and an escape: refused at pack (every host's unpack
+    // would refuse it), named with the characters escaped.
+    std::fs::write(app.join("x\n\x1b[2J.py"), "").unwrap();
+    testsupport::commit_all(&app, "an odd name");
+    let out = bundle(
+        r.p(),
+        &["pack", "--repo", app.to_str().unwrap(), "--no-wheels"],
+        "",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`x\\n\\u{1b}[2J.py` has a control character"),
+        "{err}"
+    );
+    assert!(!err.contains('\x1b'));
 }
 
 /// Boundaries issue, finding 11: an origin URL with credentials and no path
