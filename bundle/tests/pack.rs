@@ -359,8 +359,14 @@ fn pack_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("bundle: stdin: not a JSON document"));
     let out = bundle(r.p(), &["unpack"], "");
     assert_eq!(out.status.code(), Some(2));
-    // A file whose name holds a newline and an escape: refused at pack (every host's unpack
-    // would refuse it), named with the characters escaped.
+}
+
+/// A file whose name holds a newline and an escape: refused at pack (every host's unpack
+/// would refuse it), named with the characters escaped.
+#[test]
+fn names_unpack_would_refuse_are_refused_at_pack() {
+    let r = Repo::new();
+    let app = r.p().join("app");
     std::fs::write(app.join("x\n\x1b[2J.py"), "").unwrap();
     testsupport::commit_all(&app, "an odd name");
     let out = bundle(
