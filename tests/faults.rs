@@ -534,3 +534,31 @@ fn a_short_bytecode_write_is_never_recorded() {
         String::from_utf8_lossy(&imported.stderr)
     );
 }
+
+/// The short version of `bench/faults.py`: deploys, reverts and prunes through the host door,
+/// each SIGKILLed (its whole process group) at a random moment, then run again: every rerun
+/// succeeds, `current` is the release it should be, its env imports the app, and nothing
+/// half-made is left.
+#[test]
+fn kill_9_at_random_points_of_the_door_leaves_a_root_the_next_run_makes_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let out = Command::new("python3")
+        .arg(testsupport::repo().join("bench/faults.py"))
+        .args(["--runs", "25", "--seed", "3", "--work"])
+        .arg(t.path().join("work"))
+        .arg("--bin")
+        .arg(testsupport::bin_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("25 runs") && text.contains(" 0 broken"),
+        "{text}"
+    );
+}
