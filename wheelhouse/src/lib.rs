@@ -274,10 +274,25 @@ fn cached_or_filled(
     uv: Option<&Path>,
     use_cache: bool,
 ) -> Result<(Vec<TargetLock>, bool)> {
+    // A native target is the interpreter `--python` names, as it is now (a missing one is an
+    // error, never an answer from the cache): its version, implementation, platform and path.
+    let native = if jobs.iter().any(|j| matches!(j.spec, Spec::Native)) {
+        let t = native_target(f.python)?;
+        serde_json::json!([
+            t.python,
+            t.implementation,
+            t.cache_tag,
+            t.platform,
+            t.executable
+        ])
+    } else {
+        serde_json::Value::Null
+    };
     let key = || {
         let targets: Vec<serde_json::Value> = jobs
             .iter()
             .map(|j| serde_json::json!([j.spec.name(), j.uv]))
+            .chain(std::iter::once(native.clone()))
             .collect();
         cache::key(f.source, &targets.into(), f.dir, f.find_links)
     };

@@ -93,6 +93,56 @@ fn an_unchanged_rerun_is_a_cache_hit_and_a_change_is_not() {
     assert_eq!(fourth["cached"], false);
 }
 
+/// The cache answers only for the interpreter it was filled for: another one (a venv here, at
+/// another path) gets its own lock, and one that does not exist is an error, not the cache's
+/// answer for the last.
+#[test]
+fn the_lock_is_for_the_interpreter_asked_for_whatever_the_cache() {
+    let t = setup();
+    let doc = hashreq(&t, "Alpha==1.0\n");
+    let first = testsupport::doc_of(&wheelhouse(&t, &["--dir", "wh", "--offline"], &doc, &[]));
+    let again = testsupport::doc_of(&wheelhouse(&t, &["--dir", "wh", "--offline"], &doc, &[]));
+    assert_eq!(again["wheelhouse"]["cached"], true);
+    let venv = t.p().join("other");
+    testsupport::run(testsupport::python3_path())
+        .args(["-m", "venv", "--system-site-packages", "--without-pip"])
+        .args([&venv])
+        .ok_text();
+    let python = venv.join("bin/python");
+    let other = testsupport::doc_of(&wheelhouse(
+        &t,
+        &[
+            "--dir",
+            "wh",
+            "--offline",
+            "--python",
+            python.to_str().unwrap(),
+        ],
+        &doc,
+        &[],
+    ));
+    assert_eq!(other["wheelhouse"]["cached"], false, "{other}");
+    assert_ne!(
+        other["wheelhouse"]["target"]["executable"],
+        first["wheelhouse"]["target"]["executable"]
+    );
+    let out = wheelhouse(
+        &t,
+        &[
+            "--dir",
+            "wh",
+            "--offline",
+            "--python",
+            "/nonexistent/python3",
+        ],
+        &doc,
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/python3"));
+}
+
 #[test]
 fn a_missing_requirement_is_refused_by_name() {
     let t = setup();
