@@ -165,6 +165,9 @@ pub fn failure(out: &Output, f: &Failed) -> anyhow::Error {
         .unwrap_or_default();
     let all = format!("{err}\n{}", String::from_utf8_lossy(&out.stdout));
     if !f.offline {
+        if let Some(e) = no_such_project(&format!("{all}\n{log}"), f) {
+            return e;
+        }
         if let Some(e) = network(&format!("{all}\n{log}"), f.what) {
             return e;
         }
@@ -188,6 +191,60 @@ pub fn failure(out: &Output, f: &Failed) -> anyhow::Error {
     let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = tail[tail.len().saturating_sub(6)..].join("\n");
     anyhow!("{} failed ({}):\n{tail}", f.what, out.status)
+}
+
+/// The index answered that it has no such project: pip logs a 404 for the project's page
+/// (`Could not fetch URL https://…/simple/djnago/: 404 Client Error`), then finds no version.
+/// That is a name to check, not the network: the requirement as written, where, and the
+/// names nearest it that the wheelhouse holds.
+fn no_such_project(all: &str, f: &Failed) -> Option<anyhow::Error> {
+    let line = all
+        .lines()
+        .find(|l| l.contains("Could not fetch URL") && l.contains(": 404 "))?;
+    let url = line.split_once("Could not fetch URL ")?.1;
+    let url = url.split(": 404 ").next()?;
+    let project = url.trim_end_matches('/').rsplit('/').next()?;
+    let project = wheelship::python::names::canonicalize_name(project);
+    if project.is_empty() {
+        return None;
+    }
+    let (shown, at) = as_written(f.reqs, &project);
+    let mut near: Vec<String> = std::fs::read_dir(f.dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            wheelship::python::names::WheelFilename::parse(&n)
+                .ok()
+                .map(|w| wheelship::python::names::canonicalize_name(&w.name))
+        })
+        .filter(|n| strsim::levenshtein(n, &project) <= 2)
+        .collect();
+    near.sort();
+    near.dedup();
+    let hint = if near.is_empty() {
+        "check the name's spelling (https://pypi.org/search/ finds projects by name)".to_string()
+    } else {
+        format!(
+            "did you mean {}?",
+            near.iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    Some(
+        Hint::new(
+            format!(
+                "{} failed: the package index has no project `{project}`, which `{shown}`{at} asks for (it answered 404 for {})",
+                f.what,
+                wheelship::text::redact_userinfo(url)
+            ),
+            hint,
+        )
+        .into(),
+    )
 }
 
 /// pip could not reach an index: said in pip's output (its retries), or only in its log

@@ -446,6 +446,68 @@ fn an_unreachable_index_is_named_as_the_cause() {
     assert!(!err.contains("versions found"), "{err}");
 }
 
+/// An index that answers 404 for a project's page has no such project: a typo, named as one
+/// (the line as written, where, the nearest names the wheelhouse holds), not a network failure.
+#[test]
+fn a_project_the_index_does_not_have_is_named_as_a_typo() {
+    let t = setup();
+    std::fs::create_dir_all(t.p().join("index/simple")).unwrap();
+    std::fs::write(t.p().join("index/simple/index.html"), "<html></html>").unwrap();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-u",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "0",
+            "--directory",
+        ])
+        .arg(t.p().join("index"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // "Serving HTTP on 127.0.0.1 port N (http://127.0.0.1:N/) ..."
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let port: String = first
+        .split(" port ")
+        .nth(1)
+        .unwrap_or_default()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    std::fs::write(t.p().join("requirements.txt"), "# deps\nalpah==1.0\n").unwrap();
+    let doc = testsupport::tool("hashreq")
+        .args(["requirements.txt"])
+        .cwd(t.p())
+        .ok_text();
+    let out = wheelhouse(
+        &t,
+        &["--dir", "wh"],
+        &doc,
+        &[
+            ("PIP_INDEX_URL", &format!("http://127.0.0.1:{port}/simple")),
+            ("PIP_RETRIES", "0"),
+        ],
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the package index has no project `alpah`, which `alpah==1.0` (requirements.txt:2) asks for"),
+        "{err}"
+    );
+    assert!(err.contains("hint: did you mean `alpha`?"), "{err}");
+    assert!(!err.contains("network"), "{err}");
+}
+
 /// A cross-target lock of a project that has only an sdist.
 #[test]
 fn cross_target_with_only_an_sdist_says_so() {
