@@ -77,7 +77,7 @@ pub fn run(a: PackArgs) -> Result<()> {
     // archive.
     let mut embedded = doc.clone();
     embedded.remove("bundle");
-    let document = format!("{}\n", embedded.to_json());
+    let document = format!("{}\n", portable(&embedded, &repo)?.to_json());
 
     let name = sanitize_name(&match &a.name {
         Some(n) => n.clone(),
@@ -398,6 +398,70 @@ fn tree_items(repo: &Path, rev: &str) -> Result<Vec<Item>> {
         items.push(Item { path, kind });
     }
     Ok(items)
+}
+
+/// Where the embedded lock's wheels are: the release's own (unpack sets the real path).
+pub const WHEELS_IN_RELEASE: &str = "/.wheelship/wheels";
+
+/// The document as the archive carries it: nothing of the build box's own paths or kernel, so
+/// that the same commit, lock and options give the same release on any box, from any
+/// directory. The requirement files are named relative to the repository (by name when
+/// outside it), the wheel directory is the release's own, and a target keeps what describes
+/// the target (not the interpreter's path, nor the kernel's release and version).
+fn portable(doc: &Document, repo: &Path) -> Result<Document> {
+    let mut v: serde_json::Value = serde_json::from_str(&doc.to_json())?;
+    let relative = |p: &serde_json::Value| -> Option<serde_json::Value> {
+        let path = Path::new(p.as_str()?);
+        let rel = path
+            .strip_prefix(repo)
+            .ok()
+            .map(Path::to_path_buf)
+            .or_else(|| path.file_name().map(PathBuf::from))?;
+        Some(serde_json::Value::String(rel.to_string_lossy().to_string()))
+    };
+    if let Some(r) = v.get_mut("requirements") {
+        if let Some(files) = r.get_mut("files").and_then(|f| f.as_array_mut()) {
+            for f in files {
+                if let Some(n) = relative(f) {
+                    *f = n;
+                }
+            }
+        }
+        if let Some(entries) = r.get_mut("entries").and_then(|e| e.as_array_mut()) {
+            for e in entries {
+                if let Some(n) = e.get("file").and_then(relative) {
+                    e["file"] = n;
+                }
+            }
+        }
+    }
+    if let Some(w) = v.get_mut("wheelhouse").and_then(|w| w.as_object_mut()) {
+        if w.contains_key("dir") {
+            w.insert("dir".into(), WHEELS_IN_RELEASE.into());
+        }
+        if let Some(t) = w.get_mut("target") {
+            box_free(t);
+        }
+        if let Some(locks) = w.get_mut("locks").and_then(|l| l.as_array_mut()) {
+            for l in locks {
+                if let Some(t) = l.get_mut("target") {
+                    box_free(t);
+                }
+            }
+        }
+    }
+    Document::parse(&v.to_string(), "the document")
+}
+
+/// A target without what belongs to the build box rather than to the target.
+fn box_free(t: &mut serde_json::Value) {
+    if let Some(o) = t.as_object_mut() {
+        o.remove("executable");
+        if let Some(m) = o.get_mut("markers").and_then(|m| m.as_object_mut()) {
+            m.remove("platform_release");
+            m.remove("platform_version");
+        }
+    }
 }
 
 /// A file name of the repository that every host will unpack: UTF-8 without control

@@ -183,7 +183,11 @@ fn contents_are_git_archive_plus_wheels_and_document() {
     let embedded: Value =
         serde_json::from_str(&std::fs::read_to_string(x.join(".wheelship/document.json")).unwrap())
             .unwrap();
-    assert_eq!(embedded, r.lock());
+    // The lock as the archive carries it: the wheels are the release's own (unpack says
+    // where), not the build box's directory.
+    let mut lock = r.lock();
+    lock["wheelhouse"]["dir"] = json!("/.wheelship/wheels");
+    assert_eq!(embedded, lock);
 }
 
 #[test]
@@ -414,4 +418,51 @@ fn the_provenance_never_carries_credentials() {
         assert!(!prov.contains("T0KEN") && !prov.contains("ci:"), "{prov}");
         assert!(prov.contains(want), "{want}: {prov}");
     }
+}
+
+/// Two build boxes, two directories: the same commit, the same wheels and the same options
+/// give the same release id and the same archive bytes, wherever the repository and the
+/// wheelhouse are and whatever interpreter path and kernel the lock was made with.
+#[test]
+fn the_release_does_not_depend_on_where_it_was_built() {
+    let a = Repo::new();
+    let b = tempfile::tempdir().unwrap();
+    run(
+        "cp",
+        &[
+            "-a",
+            a.p().join("app").to_str().unwrap(),
+            a.p().join("wh").to_str().unwrap(),
+            b.path().to_str().unwrap(),
+        ],
+        Path::new("/"),
+    );
+    let pack = |base: &Path, python: &str, kernel: &str| -> Value {
+        let mut lock = a.lock();
+        lock["wheelhouse"]["dir"] = json!(base.join("wh"));
+        lock["wheelhouse"]["target"] = json!({"native": true, "python": "3.11.2",
+            "executable": python, "markers": {"python_version": "3.11", "platform_release": kernel}});
+        lock["requirements"]["files"] = json!([base.join("app/requirements.txt")]);
+        let out = bundle(
+            base,
+            &[
+                "pack",
+                "--repo",
+                base.join("app").to_str().unwrap(),
+                "--out",
+                base.join("dist").to_str().unwrap(),
+            ],
+            &lock.to_string(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let one = pack(a.p(), "/usr/bin/python3", "6.1.0");
+    let two = pack(b.path(), "/opt/py/bin/python3", "6.18.4");
+    assert_eq!(one["bundle"]["id"], two["bundle"]["id"]);
+    assert_eq!(one["bundle"]["sha256"], two["bundle"]["sha256"]);
 }
