@@ -10,6 +10,7 @@ use std::str::FromStr;
 use pep508_rs::{ExtraName, MarkerEnvironment, MarkerTree};
 use serde_json::{json, Value};
 use wheelship::python::names::canonicalize_name;
+use wheelship::python::quiet_catch;
 
 /// One `Requires-Dist`: the project, the extras it asks of it, and when it applies.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -61,7 +62,7 @@ pub type Environments = Vec<Option<MarkerEnvironment>>;
 /// with `extras`. A marker that does not parse is taken as applying (the edge is kept).
 fn applies(r: &Requires, extras: &BTreeSet<String>, envs: &Environments) -> bool {
     let Some(m) = &r.marker else { return true };
-    let tree = match quiet(|| MarkerTree::from_str(m)) {
+    let tree = match quiet_catch(|| MarkerTree::from_str(m)) {
         Some(Ok(t)) => t,
         _ => return true,
     };
@@ -70,18 +71,8 @@ fn applies(r: &Requires, extras: &BTreeSet<String>, envs: &Environments) -> bool
         .filter_map(|e| ExtraName::from_str(e).ok())
         .collect();
     envs.iter().any(|env| {
-        quiet(|| tree.evaluate_optional_environment(env.as_ref(), &extras)).unwrap_or(true)
+        quiet_catch(|| tree.evaluate_optional_environment(env.as_ref(), &extras)).unwrap_or(true)
     })
-}
-
-/// pep508_rs panics on some inputs (found by fuzzing hashreq): a wheel's METADATA is an
-/// outsider's text, so its parse and evaluation run where a panic is an answer.
-fn quiet<T>(f: impl FnOnce() -> T) -> Option<T> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
-    std::panic::set_hook(hook);
-    r
 }
 
 /// The graph: for each package of the lock, the packages of the lock it depends on. `asked`

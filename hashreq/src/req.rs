@@ -8,6 +8,7 @@ use wheelship::python::names::{canonicalize_name, WheelFilename};
 
 use crate::marker;
 use crate::redact::excerpt;
+use wheelship::python::quiet_catch;
 
 const VCS_SCHEMES: &[&str] = &[
     "git",
@@ -345,16 +346,6 @@ fn canonical_marker(m: &str) -> Result<String, String> {
         None => return Err(format!("invalid marker `{m}`")),
     }
     Ok(canonical)
-}
-
-/// Runs a parser of a crate we do not own so that a panic in it is an ordinary refusal (`None`)
-/// and not a crash: any input must end in a message.
-fn quiet_catch<T>(f: impl FnOnce() -> T) -> Option<T> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
-    std::panic::set_hook(hook);
-    r
 }
 
 /// The first line of a pep508_rs error. Its Display slices the input by byte offsets and can

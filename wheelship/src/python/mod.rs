@@ -4,3 +4,13 @@
 pub mod interp;
 pub mod names;
 pub mod probe;
+
+/// Runs `f`, a parse of an outsider's text by pep508_rs, where a panic is an answer (`None`)
+/// and prints nothing: pep508_rs 0.9.2 panics on some inputs (found by fuzzing hashreq).
+pub fn quiet_catch<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
+    std::panic::set_hook(hook);
+    r
+}
