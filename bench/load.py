@@ -2,14 +2,17 @@
 examples/zero-downtime (gunicorn re-executed through ROOT/current, the new release proven on
 a port of its own before it takes traffic).
 
-    python3 bench/load.py [--clients N] [--switches N] [--bin DIR] [--json] [--work DIR]
+    python3 bench/load.py [--clients N] [--switches N] [--kill-swaps] [--bin DIR] [--json] [--work DIR]
 
 Builds releases of examples/app (code changes, dependency changes, two broken ones whose every
 page answers 500), deploys the first locally and serves it, then runs N clients, each sending
 GET / on a new connection per request, while it deploys and rolls back, in this order (the
 first --switches of them): deploy v2 (code), v3 (a new dependency), v4 (broken), rollback,
 rollback, v5 (code and dependency), v6 (broken, another dependency), rollback, v5 again,
-rollback, v2, v5. After each switch it asks which release answers and which `switch list`
+rollback, v2, v5. With --kill-swaps, each deploy is first started and SIGKILLed (its whole
+process group) once the new gunicorn master has recorded itself and before the old one is
+stopped (a swap killed between its USR2 and its TERM: two masters serve), and then run again:
+the rerun must bring the service to one master serving `current`. After each switch it asks which release answers and which `switch list`
 calls current. Prints requests, failures, the releases seen and the steps (a Markdown table,
 or with --json the figures as JSON). Needs PyPI the first time (the wheel directory is kept in
 the work directory). Exit status 1 when a request failed, a broken release served, or the
@@ -20,6 +23,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -139,6 +143,35 @@ class Load:
             t.join()
 
 
+def masters(srv):
+    """The gunicorn masters that recorded themselves and are alive."""
+    out = []
+    d = os.path.join(srv, "run", "masters")
+    for n in os.listdir(d) if os.path.isdir(d) else []:
+        try:
+            pid = json.load(open(os.path.join(d, n)))["pid"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if os.path.exists(f"/proc/{pid}"):
+            out.append(pid)
+    return out
+
+
+def killed_swap(cmd, env, srv):
+    """Starts `cmd` and SIGKILLs its process group once two masters serve: True if it did."""
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                         start_new_session=True)
+    deadline = time.monotonic() + 120
+    while p.poll() is None and time.monotonic() < deadline:
+        if len(masters(srv)) >= 2:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            return True
+        time.sleep(0.005)
+    p.wait()
+    return False
+
+
 def answering(port):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     c.request("GET", "/")
@@ -154,6 +187,8 @@ def main():
     ap.add_argument("--bin", default=os.path.join(REPO, "target", "release"))
     ap.add_argument("--work", default=os.path.join(HERE, ".work", "load"))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--kill-swaps", action="store_true",
+                    help="kill each deploy between its new master's start and its old master's stop, then run it again")
     a = ap.parse_args()
     work = os.path.abspath(a.work)
     wheelhouse = os.path.join(work, "wheelhouse")
@@ -181,7 +216,7 @@ def main():
     sh([os.path.join(REPO, "scripts", "deploy"), os.path.join(work, "v1.json"), srv], env=env)
     sh([os.path.join(ZD, "serve"), srv, str(port)], env=env)
     flags = {w: sh([os.path.join(ZD, "flags"), srv, str(port), w]).splitlines() for w in ("deploy", "rollback")}
-    steps = []
+    steps, kills = [], 0
     try:
         with Load(port, a.clients) as load:
             time.sleep(1)
@@ -189,6 +224,8 @@ def main():
                 t = time.monotonic()
                 if what == "deploy":
                     cmd = [os.path.join(REPO, "scripts", "deploy"), os.path.join(work, f"{name}.json"), srv, *flags["deploy"]]
+                    if a.kill_swaps and killed_swap(cmd, env, srv):
+                        kills += 1
                 else:
                     cmd = [os.path.join(REPO, "scripts", "rollback"), srv, *flags["rollback"]]
                 p = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -206,6 +243,7 @@ def main():
                     "error": p.stderr.strip().splitlines()[-1] if p.returncode else "",
                 })
             time.sleep(1)
+            masters_after = len(masters(srv))
     finally:
         subprocess.run([os.path.join(ZD, "stop"), srv])
     name_of = {v: k for k, v in ids.items()}
@@ -217,9 +255,11 @@ def main():
         "broken_served": sum(c for r, c in load.seen.items() if r in broken) + load.statuses.get(500, 0),
         "seen": {name_of.get(r, r): c for r, c in sorted(load.seen.items(), key=lambda x: name_of.get(x[0], x[0]))},
         "slowest_request_seconds": round(load.slowest, 3),
+        "swaps_killed": kills,
+        "masters_after": masters_after,
         "steps": steps,
     }
-    bad = result["failures"] or result["broken_served"] or any(
+    bad = result["failures"] or result["broken_served"] or result["masters_after"] > 1 or any(
         s["current"] != s["answers"] or s["ok"] != s["expected_ok"] for s in steps)
     if a.json:
         print(json.dumps(result, indent=1))
@@ -231,6 +271,8 @@ def main():
         for s in steps:
             res = "ok" if s["ok"] else "refused (as it must be)" if not s["expected_ok"] else "FAILED"
             print(f"| {s['step']} | {res} | {s['seconds']} | {s['current']} | {s['answers']} |")
+        if a.kill_swaps:
+            print(f"\nswaps killed between the new master's start and the old one's stop: {kills}")
         print("\nreleases seen: " + ", ".join(f"{r} {c}" for r, c in result["seen"].items()))
     if old:
         shutil.rmtree(old, ignore_errors=True)

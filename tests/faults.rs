@@ -562,3 +562,56 @@ fn kill_9_at_random_points_of_the_door_leaves_a_root_the_next_run_makes_whole() 
         "{text}"
     );
 }
+
+fn faults_py(mode: &str, points: &str, work: &Path) -> String {
+    let out = Command::new("python3")
+        .arg(testsupport::repo().join("bench/faults.py"))
+        .args(["--mode", mode, "--points", points, "--seed", "5", "--work"])
+        .arg(work)
+        .arg("--bin")
+        .arg(testsupport::bin_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(" 0 broken"), "{text}");
+    text
+}
+
+/// The short version of `bench/faults.py --mode syscalls`: SIGKILL (through `strace --inject`)
+/// at the first, the last and one more call of each mutating syscall (rename, unlink, mkdir,
+/// symlink, link, fsync, syncfs and their *at forms) that a deploy, a revert and a prune make;
+/// each rerun makes the root whole.
+#[test]
+#[cfg_attr(wheelship_no_strace, ignore = "needs strace")]
+fn sigkill_at_each_mutating_syscall_leaves_a_root_the_next_run_makes_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let text = faults_py("syscalls", "3", &t.path().join("work"));
+    // The deploy built an env (it stored and linked), and most runs were killed mid-step.
+    assert!(
+        text.contains("deploy: ") && text.contains("linkat"),
+        "{text}"
+    );
+    let faulted: usize = text
+        .split(" faulted mid-step")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(faulted >= 20, "{text}");
+}
+
+/// The short version of `bench/faults.py --mode disk`: the root's disk full (bytes, then
+/// inodes) at points spread over what a deploy writes; with the space back, the rerun makes the
+/// root whole.
+#[test]
+#[cfg_attr(wheelship_not_root, ignore = "mounts a tmpfs: needs root (as CI runs)")]
+fn a_full_disk_at_each_point_of_a_deploy_leaves_a_root_the_next_run_makes_whole() {
+    let t = tempfile::tempdir().unwrap();
+    faults_py("disk", "5", &t.path().join("work"));
+}

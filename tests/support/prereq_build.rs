@@ -15,6 +15,7 @@
 // | `wheelship_no_ansible` | `WHEELSHIP_ANSIBLE_PLAYBOOK` names an ansible-playbook   |
 // | `wheelship_no_uv`    | `WHEELSHIP_UV` names a uv binary                          |
 // | `wheelship_no_cyclonedx` | `WHEELSHIP_CYCLONEDX_PYTHON` names a Python with cyclonedx-python-lib and cyclonedx-bom |
+// | `wheelship_no_strace` | `strace` is on PATH (SIGKILL at chosen syscalls)           |
 // | `wheelship_no_debian` | dpkg-deb, dpkg-shlibdeps, apt-ftparchive, strip and lintian are on PATH |
 
 fn main() {
@@ -45,6 +46,13 @@ fn main() {
                         .output()
                         .is_ok_and(|o| o.status.success())
                 }),
+        ),
+        (
+            "wheelship_no_strace",
+            std::process::Command::new("strace")
+                .arg("-V")
+                .output()
+                .is_ok_and(|o| o.status.success()),
         ),
         (
             "wheelship_no_minisign",
