@@ -469,7 +469,7 @@ fn defaults(p: &Package) -> String {
          # The interpreter of the env.\n\
          python = python3\n\
          # Keep this many releases (switch prune --keep).\n\
-         keep = 5\n\
+         keep = {keep}\n\
          # `dpkg --purge` removes the releases, envs and history; ROOT/shared too with yes.\n\
          purge-shared = no\n\
          # The service around a flip (each may be given several times: all run, in order):\n\
@@ -479,7 +479,8 @@ fn defaults(p: &Package) -> String {
          # minisign public keys (their base64 lines) one of which must have signed the archive:\n\
          # trust = RWQ...\n",
         name = p.name,
-        root = p.root
+        root = p.root,
+        keep = wheelship::host::layout::PACKAGE_KEEP
     )
 }
 

@@ -236,7 +236,7 @@ fn check_signature(
     expected: Option<String>,
 ) -> Result<(Option<String>, Option<sign::Verified>)> {
     let Some(policy) = policy else {
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        if wheelship::cli::progress::shown() {
             eprintln!(
                 "bundle: no trusted key (--trust, or `{}`): the archive's signature is not checked",
                 root.join(trust::TRUSTED_FILE).display()

@@ -180,6 +180,16 @@ fn older(a: &str, b: &str) -> Result<bool> {
     Ok(st.success())
 }
 
+/// What a package's deploy takes when its settings leave it out: the `keep` the shipped
+/// settings file says, so that releases do not pile up for ever under an operator's own file.
+fn defaults(options: &[Setting]) -> Vec<std::ffi::OsString> {
+    if options.iter().any(|o| o.name == "keep") {
+        return Vec::new();
+    }
+    let keep = layout::PACKAGE_KEEP.to_string();
+    vec!["--keep".into(), keep.into()]
+}
+
 fn configure(package: &str, version: &str, archive: &Path, old: Option<&str>) -> Result<()> {
     let app = check_package(package)?;
     check_version(version)?;
@@ -210,6 +220,7 @@ fn configure(package: &str, version: &str, archive: &Path, old: Option<&str>) ->
     argv.push(root.path().into());
     argv.push(archive.into());
     argv.extend(settings::options("deploy", &s.path, &s.options)?);
+    argv.extend(defaults(&s.options));
     if let Some(old) = old.filter(|o| older(version, o).unwrap_or(false)) {
         eprintln!(
             "{package}: {old} to {version} is a downgrade, as asked: allowed (--allow-downgrade)"
@@ -244,5 +255,24 @@ fn configure(package: &str, version: &str, archive: &Path, old: Option<&str>) ->
                 "{version} did not go live; once the cause is fixed, `dpkg --configure -a` tries it again"
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_package_keeps_what_its_shipped_settings_say_when_the_operators_leave_keep_out() {
+        assert_eq!(
+            defaults(&[]),
+            vec![std::ffi::OsString::from("--keep"), "5".into()]
+        );
+        let keep = Setting {
+            name: "keep".into(),
+            value: "2".into(),
+            line: 3,
+        };
+        assert!(defaults(&[keep]).is_empty());
     }
 }

@@ -8,9 +8,13 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Whether progress is drawn at all.
+/// Whether progress is drawn at all: for a person at a terminal. dpkg runs maintainer scripts
+/// on a pty whose output goes to apt's logs (`DPKG_MAINTSCRIPT_NAME` is set there), and a
+/// `TERM=dumb` terminal cannot redraw a line: both get the plain lines.
 pub fn shown() -> bool {
     std::io::stderr().is_terminal()
+        && std::env::var_os("DPKG_MAINTSCRIPT_NAME").is_none()
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
 }
 
 fn target() -> ProgressDrawTarget {

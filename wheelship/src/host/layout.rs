@@ -21,6 +21,10 @@
 
 use std::path::{Path, PathBuf};
 
+/// Releases a Debian package's root keeps (`switch prune --keep`) when its settings file does
+/// not say: what the shipped settings file says.
+pub const PACKAGE_KEEP: usize = 5;
+
 pub const RELEASES: &str = "releases";
 pub const ENVS: &str = "envs";
 /// In `envs/`.
