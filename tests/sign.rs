@@ -1,6 +1,8 @@
 //! Signed releases: keys made by Debian's `minisign` tool and by `bundle keygen`, archives
 //! signed by `bundle pack --sign` and by `minisign -S`, and every way a signature can be
-//! wrong, each refused with nothing extracted.
+//! wrong, each refused with nothing extracted. A signature by a trusted key over the archive's
+//! bytes admits it whatever its trusted comment says, unless that comment is wheelship's and
+//! names another release.
 
 // A test that drives one scenario from start to end reads best as one function.
 #![allow(clippy::too_many_lines)]
@@ -162,23 +164,67 @@ fn signed_by_minisign_unpacks_with_trust() {
         }
         c.ok_text();
     };
-    // minisign's own trusted comment (a timestamp) says nothing of which release it signs:
-    // under a policy, such a signature could follow any archive, so it is refused, with how to
-    // sign instead.
+    // minisign's own trusted comment (a timestamp): the signature covers the archive's exact
+    // bytes, and the release id and dates are the verified archive's own. It is admitted.
     sign(None);
-    let (code, err) = unpack(&t, &archive, &[&public]);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("does not say which release it is for"),
-        "{err}"
-    );
     let (id, sha) = (
         doc["bundle"]["id"].as_str().unwrap(),
         doc["bundle"]["sha256"].as_str().unwrap(),
     );
-    let comment = format!("wheelship release {id} sha256 {sha}");
-    assert!(err.contains(&comment), "{err}");
+    let out = bundle(
+        t.p(),
+        &[
+            "unpack",
+            "--releases",
+            "srv/releases",
+            "--trust",
+            public.to_str().unwrap(),
+            archive.to_str().unwrap(),
+        ],
+    );
+    let unpacked = testsupport::doc_of(&out);
+    assert_eq!(unpacked["release"]["id"], id);
+    assert_eq!(releases(&t), [id]);
+    // switch checks the recorded signature again under the same policy: over the BLAKE2b-512
+    // of the archive unpack recorded. A record whose digest was changed is refused.
+    let switch = |args: &[&str]| {
+        testsupport::tool("switch")
+            .cwd(t.p())
+            .args(["--root", "srv", "--trust", public.to_str().unwrap()])
+            .args(args)
+            .stdin("")
+            .output()
+    };
+    let record = t
+        .p()
+        .join(format!("srv/releases/{id}/.wheelship/verified.json"));
+    let good = std::fs::read_to_string(&record).unwrap();
+    let mut r: Value = serde_json::from_str(&good).unwrap();
+    let prehash = r["prehash"].as_str().unwrap().to_string();
+    assert_eq!(prehash.len(), 128);
+    r["prehash"] = Value::from(format!("{}0", &prehash[..127]));
+    std::fs::write(&record, r.to_string()).unwrap();
+    let refused = switch(&["--release", id]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is not of the archive it was unpacked from"),
+        "{err}"
+    );
+    std::fs::write(&record, &good).unwrap();
+    let live = testsupport::doc_of(&switch(&["--release", id]));
+    assert_eq!(live["switch"]["current"], id);
+    // A trusted comment in wheelship's words must agree with the archive it signs.
+    std::fs::remove_dir_all(t.p().join("srv/releases").join(id)).unwrap();
+    std::fs::remove_file(t.p().join("srv/current")).unwrap();
+    let other =
+        format!("wheelship release 20250101T000000Z-aaaaaaaaaaaa-bbbbbbbbbbbb sha256 {sha}");
+    sign(Some(&other));
+    let (code, err) = unpack(&t, &archive, &[&public]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("as release `20250101T000000Z"), "{err}");
     assert!(releases(&t).is_empty());
+    let comment = format!("wheelship release {id} sha256 {sha}");
     sign(Some(&comment));
     let (code, err) = unpack(&t, &archive, &[&public]);
     assert_eq!(code, 0, "{err}");

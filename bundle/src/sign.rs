@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use minisign::{KeyPair, PublicKey, SecretKey, SecretKeyBox, SignatureBox};
 use wheelship::fs::fsx;
+use wheelship::fs::io::At;
 use wheelship::hash::Hashing;
 use wheelship::host::trust::{self, key_id, Policy};
 use wheelship::Hint;
@@ -107,6 +108,8 @@ pub struct Verified {
     pub comment: String,
     /// The sha256 of the bytes that were verified.
     pub sha256: String,
+    /// BLAKE2b-512 of the same bytes (hex): what the signature signs.
+    pub prehash: String,
     /// The signature's text, for the release's record.
     pub text: String,
 }
@@ -145,22 +148,26 @@ pub fn verify(archive: &Path, policy: &Policy) -> Result<Verified> {
         );
     };
     let (f, _) = fsx::open_regular(archive)?;
-    // Read once, hashed as it is verified: the bytes later extracted are held to this sha256
-    // (prehashed signatures, the only kind accepted, read the data once, from the start).
+    // Read once, both digests as it is read: the BLAKE2b-512 the signature signs (prehashed
+    // signatures are the only kind accepted) and the sha256 the bytes later extracted are held
+    // to. The BLAKE2b-512 goes into the release's record, where a signature whose trusted
+    // comment is not ours is checked again.
     let mut data = Hashing::new(f);
     let read = data.tally();
-    minisign::verify(&t.key, &sig, &mut data, true, false, false).map_err(|_| {
-        anyhow!(
+    let prehash = trust::prehash(&mut data).at("read", archive)?;
+    if !trust::signature_verifies(&text, &t.key, &prehash) {
+        bail!(
             "`{}`: the signature by key {signer} does not match the archive's bytes (changed after signing, or the signature of another archive)",
             archive.display()
-        )
-    })?;
+        );
+    }
     let sha256 = read.sha256();
     let comment = sig.trusted_comment().unwrap_or_default();
     Ok(Verified {
         signer,
         comment,
         sha256,
+        prehash,
         text,
     })
 }

@@ -114,36 +114,23 @@ fn mismatch(archive: &Path, want: &str, found: &str) -> anyhow::Error {
     )
 }
 
-/// Under a policy, the signature must be for this release: its trusted comment names the
-/// release id and the sha256 of the bytes it signed (what `bundle pack --sign` writes). A
-/// comment that names nothing (`minisign -S` without `-t`) would let a signature follow any
-/// archive and leave the release's record unverifiable.
+/// Under a policy, a signature by a trusted key over the archive's exact bytes admits it: the
+/// release id and dates are the verified archive's own. When the trusted comment is ours
+/// (`bundle pack --sign`), what it names must agree with them; any other (`minisign -S` on a
+/// signing machine) is information.
 fn check_signed_release(archive: &Path, v: &sign::Verified, id: &str) -> Result<()> {
     match trust::comment_names(&v.comment) {
-        Some((signed_id, sha)) if signed_id == id && sha == v.sha256 => Ok(()),
         Some((signed_id, _)) if signed_id != id => bail!(
             "`{}`: signed by key {} as release `{signed_id}`, but it is release `{id}`",
             archive.display(),
             v.signer
         ),
-        Some((_, sha)) => bail!(
+        Some((_, sha)) if sha != v.sha256 => bail!(
             "`{}`: the signature's trusted comment names sha256 {sha}, the file has {}",
             archive.display(),
             v.sha256
         ),
-        None => Err(Hint::new(
-            format!(
-                "`{}`: the signature by key {} does not say which release it is for (trusted comment `{}`)",
-                archive.display(),
-                v.signer,
-                v.comment
-            ),
-            format!(
-                "sign with `bundle pack --sign`, or `minisign -S -t \"{}\" -m ARCHIVE`",
-                trust::comment(id, &v.sha256)
-            ),
-        )
-        .into()),
+        _ => Ok(()),
     }
 }
 
@@ -164,6 +151,7 @@ fn place(
         sha256,
         verified_by: verified.map(|v| v.signer.clone()),
         signature: verified.map(|v| v.text.clone()),
+        prehash: verified.map(|v| v.prehash.clone()),
     };
     match releases.kind(id)? {
         None => {

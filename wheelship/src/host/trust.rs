@@ -207,6 +207,11 @@ pub struct Record {
     /// both null when no policy was in force.
     pub verified_by: Option<String>,
     pub signature: Option<String>,
+    /// BLAKE2b-512 of the archive (hex): what a minisign signature signs. With it, a signature
+    /// whose trusted comment is not wheelship's (`minisign -S` on a signing machine) can be
+    /// checked again against the archive it was verified with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prehash: Option<String>,
 }
 
 impl Record {
@@ -241,12 +246,45 @@ impl Record {
         }
         match comment_names(&signed.comment) {
             Some((sid, ssha)) if sid == id && ssha == self.sha256 => Ok(key.id.clone()),
-            _ => Err(format!(
+            Some(_) => Err(format!(
                 "its recorded signature is for another release (`{}`)",
                 signed.comment
             )),
+            // Another trusted comment (the minisign tool's own): the signature covers the
+            // archive's bytes, whose BLAKE2b-512 unpack recorded as it verified them.
+            None => match self.prehash.as_deref() {
+                Some(p) if signature_verifies(sig, &key.key, p) => Ok(key.id.clone()),
+                Some(_) => Err(format!(
+                    "its recorded signature (`{}`) is not of the archive it was unpacked from",
+                    signed.comment
+                )),
+                None => Err(format!(
+                    "its recorded signature (`{}`) names no release and no digest of its archive was recorded",
+                    signed.comment
+                )),
+            },
         }
     }
+}
+
+/// Whether `text` (a minisign signature) is `key`'s prehashed signature of data whose
+/// BLAKE2b-512 is `prehash` (hex), its trusted comment included.
+pub fn signature_verifies(text: &str, key: &PublicKey, prehash: &str) -> bool {
+    match (
+        Signed::parse(text),
+        data_encoding::HEXLOWER.decode(prehash.as_bytes()),
+    ) {
+        (Some(s), Ok(digest)) => s.data_verifies(key, &digest),
+        _ => false,
+    }
+}
+
+/// BLAKE2b-512 of what `r` yields, hex: the digest a prehashed minisign signature signs.
+pub fn prehash(mut r: impl std::io::Read) -> std::io::Result<String> {
+    use blake2::Digest;
+    let mut h = blake2::Blake2b512::new();
+    std::io::copy(&mut r, &mut h)?;
+    Ok(data_encoding::HEXLOWER.encode(&h.finalize()))
 }
 
 /// The parts of a minisign signature that say what was signed and by whom: the key number,
@@ -281,15 +319,25 @@ impl Signed {
 
     /// The global signature: Ed25519 over the data's signature followed by the trusted comment.
     fn comment_verifies(&self, key: &PublicKey) -> bool {
+        let mut msg = self.sig.to_vec();
+        msg.extend_from_slice(self.comment.as_bytes());
+        self.ed25519(key, &self.global, &msg)
+    }
+
+    /// The data's signature over `digest` (BLAKE2b-512 of the data: prehashed), and the
+    /// global signature that binds the trusted comment to it.
+    fn data_verifies(&self, key: &PublicKey, digest: &[u8]) -> bool {
+        digest.len() == 64 && self.ed25519(key, &self.sig, digest) && self.comment_verifies(key)
+    }
+
+    fn ed25519(&self, key: &PublicKey, sig: &[u8; 64], msg: &[u8]) -> bool {
         let bytes = key.to_bytes();
         let (Ok(pk), Ok(sig)) = (
             ed25519_compact::PublicKey::from_slice(&bytes[10..42]),
-            ed25519_compact::Signature::from_slice(&self.global),
+            ed25519_compact::Signature::from_slice(sig),
         ) else {
             return false;
         };
-        let mut msg = self.sig.to_vec();
-        msg.extend_from_slice(self.comment.as_bytes());
         self.keynum == bytes[2..10] && pk.verify(msg, &sig).is_ok()
     }
 }
