@@ -299,3 +299,42 @@ fn a_signed_release_deploys_over_ssh_with_trust() {
     assert!(!err.contains("thin copy"), "{err}");
     assert_eq!(d["switch"]["current"], v4["bundle"]["id"]);
 }
+
+/// A root that is a file is named as such, here and over ssh (where the host answered: it is
+/// not "cannot reach the host"), and nothing is sent or made.
+#[test]
+#[cfg_attr(
+    wheelship_no_ssh,
+    ignore = "needs WHEELSHIP_SSH_HOST (the test sshd; .ci/run starts one)"
+)]
+fn a_root_that_is_a_file_is_named_as_such() {
+    let host = ssh_host("a_root_that_is_a_file_is_named_as_such").unwrap();
+    let t = tempfile::tempdir().unwrap();
+    hermetic_app(t.path());
+    let cache = t.path().join("cache");
+    let env = [("WHEELSHIP_CACHE", cache.to_str().unwrap())];
+    let doc = release_offline(t.path(), &[], &env);
+    let f = t.path().join("v1.json");
+    std::fs::write(&f, doc.to_string()).unwrap();
+    let file = t.path().join("srv");
+    std::fs::write(&file, "not a directory\n").unwrap();
+    for (target, says) in [
+        (file.display().to_string(), "is a file, not a directory"),
+        (
+            file.join("sub").display().to_string(),
+            "(a directory the root",
+        ),
+        (
+            format!("{host}:{}", file.display()),
+            "is not a directory (a file is there)",
+        ),
+    ] {
+        let out = script("deploy", &[f.to_str().unwrap(), &target], &env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{target}: {err}");
+        assert!(out.stdout.is_empty());
+        assert!(err.contains(says), "{target}: {err}");
+        assert!(!err.contains("cannot reach the host"), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"not a directory\n");
+    }
+}

@@ -36,6 +36,9 @@ r=$1 mode=$2 up=$3 sum=$4 mk=$5
 shift 5
 umask 022
 if { [ -n "$mk" ] || [ -n "$up" ]; } && [ ! -e "$r" ]; then mkdir -p -- "$r" || exit 1; fi
+if [ -e "$r" ] && [ ! -d "$r" ]; then
+    printf 'wheelship-host: `%s` on this host is not a directory (a file is there): it cannot be a root\n' "$r" >&2; exit 1
+fi
 if ! real=$(cd -P -- "$r" 2>/dev/null && pwd -P); then
     if [ "$mode" = facts ]; then printf '{"arch":"%s","fresh":true}\n' "$(uname -m)"; exit 0; fi
     printf 'wheelship-host: `%s` does not exist on this host\n' "$r" >&2; exit 1

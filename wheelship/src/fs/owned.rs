@@ -37,24 +37,14 @@ impl OwnedDir {
 
     /// [`OwnedDir::open`], creating the directory first (and its missing parents) with mode 0755.
     pub fn create(path: &Path, what: &str) -> Result<OwnedDir> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(path)
-            .at(&format!("create the {what}"), path)?;
+        make_dir(path, what)?;
         OwnedDir::open(path, what)
     }
 
     /// [`OwnedDir::create`] for a directory whose files are checked by their sha256 wherever they
     /// are used (a wheelhouse, which a team may share): its owner and mode are not refused.
     pub fn create_shared(path: &Path, what: &str) -> Result<OwnedDir> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(path)
-            .at(&format!("create the {what}"), path)?;
+        make_dir(path, what)?;
         let real = std::fs::canonicalize(path).at(&format!("open the {what}"), path)?;
         let dir = Dir::open(&real)?;
         Ok(OwnedDir { path: real, dir })
@@ -169,5 +159,52 @@ pub fn parent_of(root: &OwnedDir, what: &str) -> Result<OwnedDir> {
     match root.path().parent() {
         Some(p) => OwnedDir::open(p, what),
         None => bail!("`{}` has no parent directory", root.path().display()),
+    }
+}
+
+/// Creates `path` and its missing parents, mode 0755. When it, or a directory it needs, is
+/// there as something else (a file), that is what the error says.
+fn make_dir(path: &Path, what: &str) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path);
+    let Err(e) = made else {
+        return Ok(());
+    };
+    for p in path.ancestors().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(m) = std::fs::metadata(p) {
+            if !m.is_dir() {
+                let whose = if p == path {
+                    String::new()
+                } else {
+                    format!(" (a directory the {what} `{}` needs)", path.display())
+                };
+                anyhow::bail!(
+                    "cannot create the {what}: `{}`{whose} is a {}, not a directory",
+                    p.display(),
+                    kind_of(&m)
+                );
+            }
+            break;
+        }
+    }
+    Err(e).at(&format!("create the {what}"), path)
+}
+
+fn kind_of(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_file() {
+        "file"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "device"
+    } else {
+        "special file"
     }
 }
