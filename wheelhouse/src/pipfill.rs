@@ -46,6 +46,19 @@ pub fn fill_and_lock(f: &Fill, cross: Option<&PipCross>, work: &Path) -> Result<
     lock(f, cross, work, &files)
 }
 
+/// Where a `pip wheel`/`pip download` run stands, from its log: the requirements it has
+/// collected, the files it downloaded and the wheels it built so far.
+fn pip_progress(log: &str) -> String {
+    let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    let (collected, downloaded) = (count("Collecting "), count(" Downloading "));
+    let built = count("Created wheel for ");
+    let mut said = format!("{collected} requirements collected, {downloaded} files downloaded");
+    if built > 0 {
+        said.push_str(&format!(", {built} wheels built"));
+    }
+    said
+}
+
 /// Fetch or build what is missing: `pip wheel` (native) or `pip download` (cross-target) into a
 /// staging directory, then each new wheel renamed into DIR, so no partial file ever sits there.
 fn fill(f: &Fill, cross: Option<&PipCross>, work: &Path, files: &Files) -> Result<()> {
@@ -77,10 +90,8 @@ fn fill(f: &Fill, cross: Option<&PipCross>, work: &Path, files: &Files) -> Resul
         "pip wheel"
     };
     let what = format!("filling `{}` with {verb}", dir.display());
-    let arrived = || {
-        let n = fs::read_dir(&stage).map_or(0, |r| r.count());
-        format!("{n} new files")
-    };
+    // pip saves into the staging directory only at its end: where it stands is in its log.
+    let arrived = || pip_progress(&fs::read_to_string(&log).unwrap_or_default());
     let out = pip::run_watched(c, &what, &arrived)?;
     if !out.status.success() {
         let target = cross.map(PipCross::describe);
@@ -210,4 +221,23 @@ pub fn sub(work: &Path, n: usize) -> Result<PathBuf> {
     let p = work.join(format!("target-{n}"));
     fs::create_dir_all(&p).at("create", &p)?;
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn progress_is_read_from_pips_log() {
+        let log = "2026-12-08T00:12:54,662 Collecting six==1.17.0\n\
+                   2026-12-08T00:12:54,702   Downloading six-1.17.0-py2.py3-none-any.whl (11 kB)\n\
+                   2026-12-08T00:12:54,720 Collecting lib==1.0\n\
+                   2026-12-08T00:12:55,100   Created wheel for lib: filename=lib-1.0-cp311-cp311-linux_x86_64.whl\n";
+        assert_eq!(
+            super::pip_progress(log),
+            "2 requirements collected, 1 files downloaded, 1 wheels built"
+        );
+        assert_eq!(
+            super::pip_progress(""),
+            "0 requirements collected, 0 files downloaded"
+        );
+    }
 }
