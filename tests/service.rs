@@ -203,3 +203,64 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
         std::panic::resume_unwind(e);
     }
 }
+
+/// After a failed check flips back, the previous release's check has its own deadline
+/// (`--check-back-timeout`, 30 s by default), never longer than `--check-timeout`: a check that
+/// never passes costs about twice the deadline the operator gave, not that plus 30 s.
+#[test]
+fn the_check_after_a_flip_back_is_never_longer_than_the_check() {
+    let t = tempfile::tempdir().unwrap();
+    let app = t.path().join("app");
+    testsupport::committed_app(&app);
+    let pack = || {
+        testsupport::tool("bundle")
+            .cwd(t.path())
+            .args(["pack", "--repo", "app", "--out", "dist", "--no-wheels"])
+            .ok()
+    };
+    let unpack = |doc: &Value| {
+        testsupport::tool("bundle")
+            .cwd(t.path())
+            .args(["unpack", "--releases", "srv/releases"])
+            .stdin(doc.to_string())
+            .ok()
+    };
+    let v1 = unpack(&pack());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(app.join("app.py"), "print('v2')\n").unwrap();
+    git(&app, &["commit", "-qam", "v2"]);
+    let v2 = unpack(&pack());
+    let switch = |doc: &Value, args: &[&str]| {
+        testsupport::tool("switch")
+            .cwd(t.path())
+            .args(["--root", "srv"])
+            .args(args)
+            .stdin(doc.to_string())
+            .output()
+    };
+    testsupport::doc_of(&switch(&v1, &[]));
+    let started = std::time::Instant::now();
+    let out = switch(
+        &v2,
+        &[
+            "--restart",
+            "true",
+            "--check",
+            "false",
+            "--check-timeout",
+            "2",
+        ],
+    );
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("does not pass the check either"), "{err}");
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "{took:?}: the previous release's check outlived --check-timeout\n{err}"
+    );
+    assert_eq!(
+        current(&t.path().join("srv")),
+        v1["release"]["id"].as_str().unwrap()
+    );
+}

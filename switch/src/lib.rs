@@ -108,7 +108,8 @@ pub struct Opts {
     pub check_timeout: f64,
 
     /// After a failed check has flipped back, how long the previous release's check may take
-    /// to pass (it served a moment ago: it needs less than a new release)
+    /// to pass (it served a moment ago: it needs less than a new release); never longer than
+    /// --check-timeout
     #[arg(long, global = true, default_value_t = 30.0, value_name = "SECS", value_parser = seconds)]
     pub check_back_timeout: f64,
 
@@ -238,7 +239,9 @@ impl Opts {
                 restart: self.restart.clone(),
                 check: self.check.clone(),
                 check_timeout: Duration::from_secs_f64(self.check_timeout.max(0.0)),
-                check_back_timeout: Duration::from_secs_f64(self.check_back_timeout.max(0.0)),
+                check_back_timeout: Duration::from_secs_f64(
+                    self.check_back_timeout.min(self.check_timeout).max(0.0),
+                ),
                 check_interval: Duration::from_secs_f64(self.check_interval.max(0.0)),
             },
             trust: Trust {
