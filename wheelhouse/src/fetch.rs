@@ -411,6 +411,7 @@ pub fn build(
                 dir: d.dir,
                 offline: false,
                 target: None,
+                python: None,
                 log: Some(&log),
                 reqs: None,
             },

@@ -145,6 +145,8 @@ pub struct Failed<'a> {
     pub offline: bool,
     /// The cross-target, described.
     pub target: Option<&'a str>,
+    /// The interpreter the lock is for, when native (its path as given).
+    pub python: Option<&'a str>,
     /// pip's `--log` file: it logs what it could not fetch there at every verbosity, where its
     /// own output says nothing of it.
     pub log: Option<&'a Path>,
@@ -284,6 +286,28 @@ fn unsatisfied(f: &Failed, req: &str, versions: &str) -> anyhow::Error {
         .into();
     }
     let (shown, at) = as_written(f.reqs, req);
+    if versions.is_empty() {
+        let others = wheels_of(f.dir, req);
+        if !others.is_empty() {
+            let n = others.len();
+            return Hint::new(
+                format!(
+                    "no wheel in `{}` satisfies `{shown}`{at}: it has {} of the project, for other interpreters or platforms than this lock's ({}): {}",
+                    f.dir.display(),
+                    if n == 1 { "1 wheel".to_string() } else { format!("{n} wheels") },
+                    f.target.or(f.python).unwrap_or("the native interpreter"),
+                    others.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                        + if n > 3 { ", …" } else { "" }
+                ),
+                if f.offline {
+                    "fill the directory for this interpreter (run wheelhouse without --offline where it can fetch or build), or lock for the interpreter those wheels are for with --python"
+                } else {
+                    "check the pin and the target: the index has nothing for this interpreter either"
+                },
+            )
+            .into();
+        }
+    }
     let where_ = if f.offline {
         format!("in `{}`", f.dir.display())
     } else {
@@ -302,6 +326,30 @@ fn unsatisfied(f: &Failed, req: &str, versions: &str) -> anyhow::Error {
         hint,
     )
     .into()
+}
+
+/// The wheel files in `dir` of the project `req` names (by its normalized name), sorted.
+fn wheels_of(dir: &Path, req: &str) -> Vec<String> {
+    let name: String = req
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    let name = wheelship::python::names::canonicalize_name(&name);
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|f| {
+            f.ends_with(".whl")
+                && f.split('-')
+                    .next()
+                    .map(wheelship::python::names::canonicalize_name)
+                    == Some(name.clone())
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// The requirement line that asked for `req` (pip's spelling of it), as written in its file,

@@ -301,6 +301,7 @@ fn fetch(
                 dir,
                 offline: false,
                 target: None,
+                python: None,
                 log: Some(&log),
                 reqs: None,
             },

@@ -171,6 +171,31 @@ fn a_missing_requirement_is_refused_by_name() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// A project whose only wheels are for another interpreter is named as being there, for
+/// another interpreter, with its files: not "versions found: none".
+#[test]
+fn a_wheel_for_another_interpreter_is_named_as_such() {
+    let t = setup();
+    mkwheels(
+        &t.p().join("wh"),
+        json!([{"name": "omega", "version": "1.0", "tag": "cp399-cp399-linux_x86_64"}]),
+    );
+    let doc = hashreq(&t, "omega==1.0\n");
+    let out = wheelhouse(&t, &["--dir", "wh", "--offline"], &doc, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("satisfies `omega==1.0` (requirements.txt:1): it has 1 wheel of the project, for other interpreters or platforms"),
+        "{err}"
+    );
+    assert!(
+        err.contains("omega-1.0-cp399-cp399-linux_x86_64.whl"),
+        "{err}"
+    );
+    assert!(!err.contains("versions found"), "{err}");
+}
+
 #[test]
 fn pip_configuration_does_not_widen_offline() {
     let t = setup();
