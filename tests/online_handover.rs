@@ -209,3 +209,92 @@ fn online_the_handover_signals_only_what_it_proves_and_repairs() {
     assert!(bystander.try_wait().unwrap().is_none());
     let _ = bystander.kill();
 }
+
+/// The ASGI recipe of examples/zero-downtime: an ASGI app served by gunicorn with uvicorn's
+/// workers (`--app`, `--worker-class`), handed over to a new release by the flags
+/// `handover flags` prints, with the check proving what the workers loaded.
+#[test]
+#[cfg_attr(
+    wheelship_offline,
+    ignore = "uses PyPI: set WHEELSHIP_ONLINE=1 (.ci/run does)"
+)]
+fn online_an_asgi_app_under_uvicorn_workers_is_handed_over() {
+    testsupport::assert_pypi_reachable();
+    let t = tempfile::tempdir().unwrap();
+    let work = t.path();
+    let app = work.join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("requirements.txt"),
+        "gunicorn==22.0.0\nuvicorn==0.30.6\n",
+    )
+    .unwrap();
+    let code = |v: &str| {
+        format!(
+            "async def app(scope, receive, send):\n    \
+             if scope['type'] != 'http':\n        return\n    \
+             await send({{'type': 'http.response.start', 'status': 200, 'headers': [(b'content-type', b'text/plain')]}})\n    \
+             await send({{'type': 'http.response.body', 'body': b'{v}'}})\n"
+        )
+    };
+    std::fs::write(app.join("asgi_app.py"), code("v1")).unwrap();
+    testsupport::commit_all(&app, "v1");
+    let v1 = release(work, "v1");
+    std::fs::write(app.join("asgi_app.py"), code("v2")).unwrap();
+    testsupport::commit_all(&app, "v2");
+    let v2 = release(work, "v2");
+    let root = work.join("srv");
+    let deploy = |doc: &Path, flags: &[String]| {
+        sh(Command::new(repo().join("scripts/deploy"))
+            .arg(doc)
+            .arg(&root)
+            .args(flags)
+            .env("WHEELSHIP_BIN", bin_dir())
+            .env("WHEELSHIP_CACHE", work.join("cache")))
+    };
+    deploy(&v1, &[]);
+    let handover = root.join("bin/handover");
+    let port = free_port().to_string();
+    let asgi = [
+        "--app",
+        "asgi_app:app",
+        "--worker-class",
+        "uvicorn.workers.UvicornWorker",
+    ];
+    let _stop = Stop(root.clone(), Vec::new());
+    sh(Command::new(&handover)
+        .args(["serve"])
+        .arg(&root)
+        .arg(&port)
+        .args(asgi));
+    let get = || {
+        sh(Command::new("python3").args([
+            "-c",
+            &format!(
+                "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=10).read().decode())"
+            ),
+        ]))
+        .trim()
+        .to_string()
+    };
+    assert_eq!(get(), "v1");
+    let flags: Vec<String> = sh(Command::new(&handover)
+        .args(["flags"])
+        .arg(&root)
+        .arg(&port)
+        .arg("deploy")
+        .args(asgi))
+    .lines()
+    .map(str::to_string)
+    .collect();
+    assert!(
+        flags.iter().any(|f| f.contains("UvicornWorker")),
+        "{flags:?}"
+    );
+    let before = masters(&root);
+    deploy(&v2, &flags);
+    assert_eq!(get(), "v2");
+    let after = masters(&root);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after, before, "the master was handed over");
+}
