@@ -55,7 +55,14 @@ pub fn run(a: DebArgs) -> Result<()> {
         )
     })?;
     let wh: Option<Wheelhouse> = doc.section("wheelhouse")?;
-    let p = plan(&a, &bundle, wh.as_ref())?;
+    let asked = Asked {
+        package: a.package.as_deref(),
+        maintainer: a.maintainer.as_deref(),
+        description: a.description.as_deref(),
+        root: a.root.as_deref(),
+        tools: &a.tools,
+    };
+    let p = plan(&asked, &bundle, wh.as_ref())?;
     std::fs::create_dir_all(&a.out).at("create", &a.out)?;
     let file = format!("{}_{}_{}.deb", p.name, p.version, p.arch);
     let out = a.out.join(&file);
@@ -75,8 +82,19 @@ pub fn run(a: DebArgs) -> Result<()> {
     doc.write_stdout()
 }
 
-fn plan(a: &DebArgs, b: &Bundle, wh: Option<&Wheelhouse>) -> Result<Package> {
-    let app = match &a.package {
+/// What the operator asked of the package, each checked by [`plan`]: its name, the control
+/// file's maintainer and description, the root it deploys to, the tools package it needs.
+struct Asked<'a> {
+    package: Option<&'a str>,
+    maintainer: Option<&'a str>,
+    description: Option<&'a str>,
+    root: Option<&'a str>,
+    tools: &'a str,
+}
+
+/// The package a release becomes, from what was asked and what the document proves.
+fn plan(a: &Asked, b: &Bundle, wh: Option<&Wheelhouse>) -> Result<Package> {
+    let app = match a.package {
         Some(n) => n.strip_prefix(PREFIX).unwrap_or(n).to_string(),
         None => b
             .name
@@ -97,7 +115,7 @@ fn plan(a: &DebArgs, b: &Bundle, wh: Option<&Wheelhouse>) -> Result<Package> {
         ))
         .into());
     }
-    let root = a.root.clone().unwrap_or_else(|| format!("/srv/{app}"));
+    let root = a.root.map_or_else(|| format!("/srv/{app}"), str::to_string);
     // The root goes into the settings file as it is.
     let safe = |c: u8| c.is_ascii_alphanumeric() || b"/._+-".contains(&c);
     if !root.starts_with('/') || root == "/" || !root.bytes().all(safe) || root.contains("/../") {
@@ -113,11 +131,11 @@ fn plan(a: &DebArgs, b: &Bundle, wh: Option<&Wheelhouse>) -> Result<Package> {
                 UsageError(format!("{e}: it would become a field of the control file")).into()
             })
     };
-    let maintainer = match &a.maintainer {
+    let maintainer = match a.maintainer {
         Some(m) => line("--maintainer", m)?,
         None => default_maintainer(&line)?,
     };
-    let description = match &a.description {
+    let description = match a.description {
         Some(d) => line("--description", d)?,
         None => format!("release of {app}, deployed by wheelship"),
     };

@@ -278,9 +278,15 @@ fn fetch(
             }
         }
     }
-    if remote.is_empty() {
-        return fsx::fsync_dir(dir);
+    if !remote.is_empty() {
+        download(python, dir, work, &remote)?;
     }
+    fsx::fsync_dir(dir)
+}
+
+/// `pip download --require-hashes` of `remote` (requirement lines with their hashes) into a
+/// staging directory, each file then renamed into DIR.
+fn download(python: &str, dir: &Path, work: &Path, remote: &str) -> Result<()> {
     let stage = work.join("stage");
     std::fs::create_dir_all(&stage).at("create", &stage)?;
     let req = work.join("pylock-fetch.txt");
@@ -314,7 +320,7 @@ fn fetch(
             std::fs::rename(e.path(), &dest).at("rename", &dest)?;
         }
     }
-    fsx::fsync_dir(dir)
+    Ok(())
 }
 
 /// The URL the lock file gives the wheel whose sha256 is `sha`, as written (with credentials).
