@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use wheelship::doc::{doc_path, Bundle, Release, Wheelhouse};
+use wheelship::doc::{doc_path, Bundle, Release};
 use wheelship::failpoint::point;
 use wheelship::fs::beneath::{Dir, Kind};
 use wheelship::fs::fsx;
@@ -281,36 +281,7 @@ fn document(
             doc.set_raw(k, v.clone());
         }
     }
-    if let Some(wh) = doc.section::<Wheelhouse>("wheelhouse")? {
-        let dir = doc_path(final_dir.join(RESERVED).join("wheels"))?;
-        doc.set("wheelhouse", &Wheelhouse { dir, ..wh })?;
-    }
-    // The carried document names requirement files relative to the repository (pack keeps
-    // the build box's paths out): here they are the release's files.
-    if let Some(mut r) = doc.raw("requirements").cloned() {
-        let here = |v: &mut serde_json::Value| {
-            if let Some(rel) = v.as_str().filter(|p| !p.starts_with('/')) {
-                let rel = Path::new(rel);
-                if rel
-                    .components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_)))
-                {
-                    *v = final_dir.join(rel).to_string_lossy().to_string().into();
-                }
-            }
-        };
-        if let Some(files) = r.get_mut("files").and_then(|f| f.as_array_mut()) {
-            files.iter_mut().for_each(here);
-        }
-        if let Some(entries) = r.get_mut("entries").and_then(|e| e.as_array_mut()) {
-            for e in entries {
-                if let Some(f) = e.get_mut("file") {
-                    here(f);
-                }
-            }
-        }
-        doc.set_raw("requirements", r);
-    }
+    let mut doc = wheelship::host::carried::on_host(doc, &final_dir)?;
     // The build box's `bundle` section (from stdin) keeps what pack said; what unpack
     // establishes is its own.
     let given: Bundle = stdin_doc.section("bundle")?.unwrap_or_default();

@@ -82,6 +82,19 @@ pub fn gc(envs: &Path, g: &Gc) -> Result<EnvGc> {
     if !tampered.is_empty() {
         return Err(tampered_error(&tampered, &users, g.dry_run));
     }
+    let cannot_run: Vec<String> = if g.verify {
+        kept.iter()
+            .filter_map(|k| {
+                let why = wheelship::python::env_interp::dead(&root.path().join(k))?;
+                Some(format!("{k}: {why}"))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for line in &cannot_run {
+        wheelship::cli::warn(format_args!("env {line}: rebuild the releases that link it for the interpreter here (`wheelship-host rebuild ROOT`)"));
+    }
     Ok(EnvGc {
         envs: doc_path(root.path())?,
         kept: kept.into_iter().collect(),
@@ -89,6 +102,7 @@ pub fn gc(envs: &Path, g: &Gc) -> Result<EnvGc> {
         removed_wheels,
         dry_run: g.dry_run,
         verified: g.verify.then_some(entries.len()),
+        cannot_run,
         extra: Default::default(),
     })
 }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use anyhow::Result;
-use wheelship::doc::{TargetLock, Wheelhouse};
+use wheelship::doc::{Target, TargetLock, Wheelhouse};
 use wheelship::python::interp::Interp;
 use wheelship::python::names::WheelFilename;
 use wheelship::Hint;
@@ -13,6 +13,25 @@ use wheelship::Hint;
 /// it can install becomes the lock (`wheels` and `target`); without, the lock as it is.
 pub fn lock_for(mut wh: Wheelhouse, interp: &Interp) -> Result<Wheelhouse> {
     let Some(locks) = wh.locks.take() else {
+        // One lock: it was resolved for one Python (markers, wheels): another minor version
+        // is refused, naming both, as a document of several locks with none for it is.
+        if let Some(t) = wh.target.as_ref().filter(|t| !version_fits(t, interp)) {
+            let one = TargetLock {
+                target: t.clone(),
+                wheels: Vec::new(),
+                extra: Default::default(),
+            };
+            return Err(Hint::new(
+                format!(
+                    "the document's lock is for {}, not for this interpreter (Python {}, `{}`)",
+                    name(&one),
+                    interp.version,
+                    interp.base_executable
+                ),
+                "release it for this interpreter too: `scripts/release --target native --target py<X.Y>` on the build box (or `wheelhouse --target …`)",
+            )
+            .into());
+        }
         return Ok(wh);
     };
     match locks.iter().find(|l| fits(l, interp)) {
@@ -40,16 +59,16 @@ pub fn lock_for(mut wh: Wheelhouse, interp: &Interp) -> Result<Wheelhouse> {
     }
 }
 
-fn fits(l: &TargetLock, interp: &Interp) -> bool {
+/// Whether the lock's Python (when it says) is this interpreter's minor version.
+fn version_fits(t: &Target, interp: &Interp) -> bool {
     let xy = interp.xy();
-    let version = l
-        .target
-        .python_version
-        .as_deref()
-        .or(l.target.python.as_deref());
-    let version_ok = version.is_none_or(|v| v == xy || v.starts_with(&format!("{xy}.")));
+    let version = t.python_version.as_deref().or(t.python.as_deref());
+    version.is_none_or(|v| v == xy || v.starts_with(&format!("{xy}.")))
+}
+
+fn fits(l: &TargetLock, interp: &Interp) -> bool {
     let supported: HashSet<&str> = interp.tags.iter().map(String::as_str).collect();
-    version_ok
+    version_fits(&l.target, interp)
         && l.wheels.iter().all(|w| {
             WheelFilename::parse(&w.file)
                 .is_ok_and(|f| f.tags().iter().any(|t| supported.contains(t.as_str())))

@@ -457,3 +457,32 @@ pub(crate) fn revert(a: &Activate, root: &DeployRoot, to: Option<&str>) -> Resul
     serve(&a.service, root, &target, from.as_deref())?;
     root.section(Some(target), from)
 }
+
+/// `wheelship-host rebuild`'s link of a kept release to the env just built for it: under the
+/// root's lock and the store's, the env checked (whole, ours, its interpreter alive), the
+/// release's `venv` replaced by rename, the change in the history. `current` is not touched.
+pub fn relink(root: &Path, id: &str, env: &Path) -> Result<()> {
+    check_id(id)?;
+    let opening = crate::root::Opening {
+        root: Some(root),
+        init: false,
+        dry_run: false,
+    };
+    let root = crate::root::open_root(&opening, None)?;
+    let wait = std::time::Duration::from_secs(600);
+    let _lock = lock(&root, wait)?;
+    let _envs = root.envs_lock(wait)?;
+    let env = env_now(env)?;
+    root.open_release(id).map_err(|e| gone(id, e))?;
+    prepare(&root, id, Some(&env), &[])?;
+    record_rebuild(&root.dir, id, &env)
+}
+
+/// The history's record of a release's env rebuilt.
+pub fn record_rebuild(root: &Path, id: &str, env: &Path) -> Result<()> {
+    let key = env.file_name().map(|n| n.to_string_lossy().to_string());
+    History::append(
+        root,
+        &Event::new(Action::Rebuild, None, Some(id), None, key),
+    )
+}

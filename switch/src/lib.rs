@@ -25,6 +25,7 @@ use clap::{Parser, Subcommand};
 use wheelship::doc::Release;
 use wheelship::{Document, UsageError};
 
+pub use activate::{record_rebuild, relink};
 pub use shared::link_shared_paths;
 
 /// Deploy, revert, list and prune releases by atomic symlink flips.

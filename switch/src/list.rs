@@ -85,6 +85,11 @@ pub(crate) fn list(root: &DeployRoot) -> Result<Switch> {
                 bad: r.bad,
                 rev: r.rev.clone(),
                 verified_by: r.verified_by.clone(),
+                cannot_run: r
+                    .env
+                    .as_deref()
+                    .and_then(wheelship::python::env_interp::dead)
+                    .map(|d| d.to_string()),
                 extra: Default::default(),
             })
         })
@@ -107,8 +112,12 @@ pub(crate) fn table(s: &Switch) -> String {
             .as_deref()
             .map_or("unsigned".to_string(), |k| format!("signed by {k}"));
         let bad = if r.bad { "  BAD" } else { "" };
+        let dead = r
+            .cannot_run
+            .as_deref()
+            .map_or(String::new(), |why| format!("  CANNOT RUN: {why}"));
         out.push_str(&format!(
-            "{mark} {}  {last}  commit {rev}  {signed}{bad}\n",
+            "{mark} {}  {last}  commit {rev}  {signed}{bad}{dead}\n",
             r.id
         ));
     }

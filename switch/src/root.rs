@@ -217,6 +217,22 @@ pub(crate) fn check_env(env: &Path) -> Result<()> {
             env.display()
         );
     }
+    // Never live on a dead interpreter: a system Python upgrade took it from under the env.
+    if let Some(dead) = wheelship::python::env_interp::dead(env) {
+        let root = env
+            .parent()
+            .and_then(Path::parent)
+            .map_or("ROOT".into(), |r| r.display().to_string());
+        return Err(wheelship::Hint::new(
+            format!(
+                "env `{}` cannot run: {dead} ({}): refusing to make it live",
+                env.display(),
+                wheelship::python::env_interp::host_python("python3")
+            ),
+            format!("rebuild the kept releases' envs for the interpreter now on this host, offline from their own locks and wheels: `wheelship-host rebuild {root}`"),
+        )
+        .into());
+    }
     Ok(())
 }
 

@@ -15,8 +15,24 @@
 // | `wheelship_no_ansible` | `WHEELSHIP_ANSIBLE_PLAYBOOK` names an ansible-playbook   |
 // | `wheelship_no_uv`    | `WHEELSHIP_UV` names a uv binary                          |
 // | `wheelship_no_cyclonedx` | `WHEELSHIP_CYCLONEDX_PYTHON` names a Python with cyclonedx-python-lib and cyclonedx-bom |
+// | `wheelship_no_pythons` | pyenv holds CPython 3.11 and 3.12 (`$PYENV_ROOT/versions`) |
 // | `wheelship_no_strace` | `strace` is on PATH (SIGKILL at chosen syscalls)           |
 // | `wheelship_no_debian` | dpkg-deb, dpkg-shlibdeps, apt-ftparchive, strip and lintian are on PATH |
+
+/// Whether pyenv's versions directory holds a CPython of each minor version given.
+fn pyenv_has(minors: &[&str]) -> bool {
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pyenv")));
+    let names: Vec<String> = root
+        .and_then(|r| std::fs::read_dir(r.join("versions")).ok())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    minors.iter().all(|m| names.iter().any(|n| n.starts_with(m)))
+}
 
 fn main() {
     let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
@@ -47,6 +63,7 @@ fn main() {
                         .is_ok_and(|o| o.status.success())
                 }),
         ),
+        ("wheelship_no_pythons", pyenv_has(&["3.11.", "3.12."])),
         (
             "wheelship_no_strace",
             std::process::Command::new("strace")

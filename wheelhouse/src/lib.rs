@@ -64,7 +64,8 @@ pub struct Args {
     pub python: String,
 
     /// A target to lock for (repeatable; all are filled at once): `native` (the --python
-    /// interpreter, the default) or py<X.Y[.Z]>-<platform tag>, e.g.
+    /// interpreter, the default), py<X.Y[.Z]> (that Python on this host's platform: the
+    /// interpreter the next distribution release brings), or py<X.Y[.Z]>-<platform tag>, e.g.
     /// py3.12-manylinux_2_28_x86_64, py3.11-musllinux_1_2_aarch64 (binary wheels only)
     #[arg(long, value_name = "TARGET")]
     pub target: Vec<String>,
@@ -196,7 +197,12 @@ pub fn run(args: Args) -> Result<()> {
         abi: args.abi.clone(),
     };
     cross.check()?;
-    let specs = targets(&args.target, args.targets_from.as_deref(), cross)?;
+    let specs = targets(
+        &args.target,
+        args.targets_from.as_deref(),
+        cross,
+        &args.python,
+    )?;
     let mut doc = Document::from_stdin()?;
     if args.check || args.prune {
         let job = check::Job {

@@ -20,7 +20,12 @@ pub struct Job {
 }
 
 /// The targets asked for: --target and --targets-from, pip's cross options, or `native`.
-pub fn targets(given: &[String], from: Option<&Path>, cross: PipCross) -> Result<Vec<Spec>> {
+pub fn targets(
+    given: &[String],
+    from: Option<&Path>,
+    cross: PipCross,
+    python: &str,
+) -> Result<Vec<Spec>> {
     let mut names = given.to_vec();
     if let Some(f) = from {
         let text = fs::read_to_string(f).about("--targets-from", f)?;
@@ -47,6 +52,11 @@ pub fn targets(given: &[String], from: Option<&Path>, cross: PipCross) -> Result
     for n in &names {
         let s = if n == "native" {
             Spec::Native
+        } else if !n.contains('-') && n.starts_with("py") {
+            // `py3.12`: that Python on this host's platform (the --python interpreter's), the
+            // next interpreter a distribution upgrade brings.
+            let named = format!("{n}-{}", platform_here(python)?);
+            Spec::Named(Named::parse(&named).map_err(UsageError)?)
         } else {
             Spec::Named(Named::parse(n).map_err(UsageError)?)
         };
@@ -56,6 +66,21 @@ pub fn targets(given: &[String], from: Option<&Path>, cross: PipCross) -> Result
         specs.push(s);
     }
     Ok(specs)
+}
+
+/// The platform tag of the `python` interpreter's host: `manylinux_2_36_x86_64`.
+fn platform_here(python: &str) -> Result<String> {
+    let i = wheelship::python::interp::Interp::probe(python)?;
+    let (libc, version) = (&i.libc.0, &i.libc.1);
+    let minor = version.split('.').nth(1).unwrap_or("0");
+    match libc.as_str() {
+        "glibc" => Ok(format!("manylinux_2_{minor}_{}", i.machine)),
+        "musl" => Ok(format!("musllinux_1_{minor}_{}", i.machine)),
+        _ => Err(UsageError(format!(
+            "`{python}` runs on neither glibc nor musl: name the target's platform (py<X.Y>-<platform tag>)"
+        ))
+        .into()),
+    }
 }
 
 impl Spec {

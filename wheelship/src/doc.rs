@@ -390,6 +390,10 @@ pub struct EnvGc {
     /// `--verify`: how many stored wheels were rehashed (all were as stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<usize>,
+    /// `--verify`: the kept envs that cannot run (their interpreter is gone or is another
+    /// version now), each `KEY: why`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cannot_run: Vec<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }

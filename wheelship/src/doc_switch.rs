@@ -73,6 +73,10 @@ pub struct Listed {
     /// The key whose signature `bundle unpack` verified (its record); null when unverified.
     #[serde(default)]
     pub verified_by: Option<String>,
+    /// Why its env cannot run (its interpreter is gone, or is another version now); absent
+    /// when it can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cannot_run: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }

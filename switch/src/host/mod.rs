@@ -56,6 +56,11 @@ pub enum HostCmd {
     Flip(Flip),
     /// switch revert: back to the release live before, by the history, or to --to
     Revert(Revert),
+    /// After a system Python upgrade: every kept release's env built again for --python
+    /// (the live one first) from the release's own lock and wheels, offline, its venv moved
+    /// to it and the history told; the live release then handed over as a deploy would be
+    /// (gates, restart, check). A release with no lock for the interpreter stays as it is
+    Rebuild(Flip),
     /// switch list: the releases, as a document
     List {
         #[arg(value_name = "ROOT")]
@@ -212,6 +217,7 @@ pub fn run(args: HostArgs) -> Result<()> {
         HostCmd::Stage(d) => steps::deploy(&d, false),
         HostCmd::Flip(f) => steps::flip(&f),
         HostCmd::Revert(r) => steps::revert(&r),
+        HostCmd::Rebuild(f) => steps::rebuild(&f),
         HostCmd::List { root } => steps::list(&root),
         HostCmd::Facts { root, id } => steps::facts(&root, id.as_deref()),
         HostCmd::Paths { root } => steps::paths(&root),

@@ -285,3 +285,119 @@ pub fn paths(root: &Path) -> Result<()> {
     let out = Layout::new(root).json();
     wheelship::cli::write_stdout(format!("{out}\n").as_bytes())
 }
+
+/// The kept releases, the live one first, then the newest first (ids sort by commit time).
+fn kept_releases(at: &Layout) -> Result<(Option<String>, Vec<String>)> {
+    let current = std::fs::read_link(at.current())
+        .ok()
+        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().to_string()));
+    let mut ids: Vec<String> = std::fs::read_dir(at.releases())
+        .with_context(|| format!("cannot list `{}`", at.releases().display()))?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    ids.sort_by(|a, b| b.cmp(a));
+    if let Some(c) = &current {
+        ids.retain(|i| i != c);
+        ids.insert(0, c.clone());
+    }
+    Ok((current, ids))
+}
+
+/// The document release `id` carries, as it reads on this host, with its `release` section.
+fn carried(at: &Layout, id: &str) -> Result<Document> {
+    wheelship::text::check_file_name(id).map_err(|e| anyhow!("release id: {e}"))?;
+    let dir = at.release(id);
+    let path = dir
+        .join(wheelship::host::carried::RESERVED)
+        .join("document.json");
+    let text = wheelship::fs::fsx::read_capped(&path, 64 << 20, "a release's document")?;
+    let text = String::from_utf8(text).map_err(|_| anyhow!("`{}` is not UTF-8", path.display()))?;
+    let mut doc =
+        wheelship::host::carried::on_host(Document::parse(&text, "document.json")?, &dir)?;
+    doc.set(
+        "release",
+        &wheelship::doc::Release {
+            id: id.to_string(),
+            dir: wheelship::doc::doc_path(dir)?,
+            name: None,
+            rev: None,
+            extra: Default::default(),
+        },
+    )?;
+    Ok(doc)
+}
+
+/// `wheelship-host rebuild ROOT`: for every kept release (the live one first), an env for
+/// `--python` from the release's own lock for that interpreter and its own wheels, no index;
+/// its `venv` moved to it under the root's lock, and the change in the history. The live
+/// release is then handed over as a deploy would be (its gates, restart and check). A release
+/// with no lock for the interpreter is named and left as it is.
+pub fn rebuild(f: &Flip) -> Result<()> {
+    let root = open_root(&f.root, false)?;
+    let at = Layout::new(root.path());
+    write_handover(&root)?;
+    let programs = Programs::find()?;
+    let (current, ids) = kept_releases(&at)?;
+    let envs = at.envs();
+    let mkenv = [
+        os("--envs"),
+        envs.as_os_str(),
+        os("--python"),
+        os(&f.host.python),
+    ];
+    let mut done = Vec::new();
+    let mut live_failed = None;
+    for id in ids {
+        let live = current.as_deref() == Some(id.as_str());
+        let built =
+            carried(&at, &id).and_then(|doc| tool(&programs, "mkenv", &mkenv, &doc, root.path()));
+        let doc = match built {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!(
+                    "{}: release `{id}` stays on its env: no env for `{}` could be built from it ({e:#})",
+                    wheelship::cli::tool(),
+                    f.host.python
+                );
+                done.push(json!({"id": id, "live": live, "runs_here": false}));
+                if live {
+                    live_failed = Some(id);
+                }
+                continue;
+            }
+        };
+        let env = PathBuf::from(
+            doc.section::<wheelship::doc::Env>("env")?
+                .ok_or_else(|| anyhow!("mkenv wrote no `env` section"))?
+                .path,
+        );
+        let linked = std::fs::canonicalize(at.release(&id).join("venv")).ok();
+        let rebuilt = linked.as_deref() != Some(env.as_path());
+        if rebuilt && live {
+            flip_and_prune(root.path(), &f.switch, None, doc)?;
+            crate::record_rebuild(root.path(), &id, &env)?;
+        } else if rebuilt {
+            crate::relink(root.path(), &id, &env)?;
+        }
+        done.push(
+            json!({"id": id, "live": live, "runs_here": true, "rebuilt": rebuilt, "env": env}),
+        );
+    }
+    let mut out = Document::default();
+    out.set_raw(
+        "rebuild",
+        json!({"root": root.path(), "python": f.host.python, "releases": done}),
+    );
+    out.write_stdout()?;
+    match live_failed {
+        Some(id) => Err(wheelship::Hint::new(
+            format!("the live release `{id}` carries no lock for `{}`: the service stays on its env", f.host.python),
+            "deploy a release locked for this interpreter too (`scripts/release --target native --target py<X.Y>-<platform>`), or rebuild with --python naming the interpreter it was locked for",
+        )
+        .into()),
+        None => Ok(()),
+    }
+}

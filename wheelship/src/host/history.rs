@@ -29,6 +29,9 @@ pub enum Action {
     Bad,
     /// A release pruned.
     Prune,
+    /// A release's env rebuilt for another interpreter (`wheelship-host rebuild`): `to` is the
+    /// release, `env` its new env; not an activation.
+    Rebuild,
     /// An action of a later wheelship: read, never written.
     #[serde(other)]
     Other,
