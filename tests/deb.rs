@@ -292,6 +292,33 @@ fn debian_packages_install_upgrade_downgrade_purge_and_apt() {
         "the other package's purge touched nothing"
     );
 
+    // The dpkg trigger on the system's python3: the package declares it, and `postinst
+    // triggered` (run by dpkg once the trigger is activated, as an interpreter upgrade does)
+    // rebuilds the envs for the interpreter now there; the same interpreter: nothing moves.
+    let info = sh("dpkg-deb", &["-I", deb1.to_str().unwrap(), "triggers"]);
+    let triggers = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        triggers.contains("interest-noawait /usr/bin/python3\n"),
+        "{triggers}"
+    );
+    let history = std::fs::read_to_string(root.join("history.jsonl")).unwrap();
+    ok("dpkg-trigger", &["--no-await", "/usr/bin/python3"]);
+    let ran = sh("dpkg", &["--triggers-only", "--pending"]);
+    let said = String::from_utf8_lossy(&ran.stderr);
+    assert!(ran.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "{package}: the system's Python changed (dpkg trigger)"
+        )),
+        "{said}"
+    );
+    assert_eq!(current(&root), id(&v1));
+    assert_eq!(
+        std::fs::read_to_string(root.join("history.jsonl")).unwrap(),
+        history,
+        "the envs were for this interpreter already"
+    );
+
     // Remove leaves the data; purge removes what the package made, keeps the app's data in
     // shared/ and says where; a reinstall after it works.
     ok("dpkg", &["-r", &package]);

@@ -202,7 +202,8 @@ fn signed_by_minisign_unpacks_with_trust() {
     let mut r: Value = serde_json::from_str(&good).unwrap();
     let prehash = r["prehash"].as_str().unwrap().to_string();
     assert_eq!(prehash.len(), 128);
-    r["prehash"] = Value::from(format!("{}0", &prehash[..127]));
+    let last = if prehash.ends_with('0') { '1' } else { '0' };
+    r["prehash"] = Value::from(format!("{}{last}", &prehash[..127]));
     std::fs::write(&record, r.to_string()).unwrap();
     let refused = switch(&["--release", id]);
     let err = String::from_utf8_lossy(&refused.stderr);

@@ -269,3 +269,180 @@ fn common_current(root: &Path) -> String {
         .to_string_lossy()
         .to_string()
 }
+
+/// The example app (Flask under gunicorn, from PyPI) served with the zero-downtime handover on
+/// the "system" 3.11 under constant load; the system moves to 3.12; `wheelship-host rebuild`
+/// with the handover's flags hands the service to 3.12 through the same socket: not one
+/// request fails, and the master that serves runs 3.12.
+#[test]
+#[cfg_attr(
+    any(wheelship_no_pythons, wheelship_offline),
+    ignore = "needs pyenv's CPython 3.11 and 3.12 and PyPI (.ci/run provides both)"
+)]
+fn online_the_service_moves_to_the_new_interpreter_without_a_failed_request() {
+    testsupport::assert_pypi_reachable();
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    let usr = p.join("usr/bin");
+    std::fs::create_dir_all(&usr).unwrap();
+    let py311 = system_python("3.11", &p.join("py311"));
+    std::os::unix::fs::symlink(&py311, usr.join("python3")).unwrap();
+    let path = format!("{}:{}", usr.display(), std::env::var("PATH").unwrap());
+    let cache = p.join("cache");
+    let env = [
+        ("PATH", path.as_str()),
+        ("WHEELSHIP_CACHE", cache.to_str().unwrap()),
+    ];
+    let app = p.join("app");
+    testsupport::run("cp")
+        .args(["-R"])
+        .args([testsupport::repo().join("examples/app"), app.clone()])
+        .ok_text();
+    commit_all(&app, "v1");
+    let doc = script("release")
+        .args([
+            "--wheelhouse",
+            "wheelhouse",
+            "--out",
+            "dist",
+            "--target",
+            "native",
+            "--target",
+            "py3.12",
+            "app",
+        ])
+        .cwd(p)
+        .envs(&env)
+        .ok();
+    let f = p.join("v1.json");
+    std::fs::write(&f, doc.to_string()).unwrap();
+    let root = p.join("srv");
+    script("deploy")
+        .args([f.as_path(), root.as_path()])
+        .envs(&env)
+        .ok();
+    let handover = root.join("bin/handover");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let _stop = Stop(root.clone());
+    testsupport::run(&handover)
+        .args(["serve", root.to_str().unwrap(), &port])
+        .envs(&env)
+        .ok_text();
+    let flags: Vec<String> = testsupport::run(&handover)
+        .args(["flags", root.to_str().unwrap(), &port, "deploy"])
+        .ok_text()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let load = Load::start(port.parse().unwrap(), 4);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    // The upgrade, under load: python3 is 3.12 and the 3.11 tree is gone.
+    let py312 = system_python("3.12", &p.join("py312"));
+    std::fs::remove_file(usr.join("python3")).unwrap();
+    std::os::unix::fs::symlink(&py312, usr.join("python3")).unwrap();
+    std::fs::remove_dir_all(p.join("py311")).unwrap();
+    let out = tool("wheelship-host")
+        .args(["rebuild"])
+        .args([root.as_path()])
+        .args(&flags)
+        .envs(&env)
+        .output();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (served, failed) = load.stop();
+    eprintln!(
+        "{served} requests across the interpreter upgrade, {} failed",
+        failed.len()
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(served > 50, "{served} requests");
+    assert_eq!(failed, Vec::<String>::new(), "of {served} requests");
+    // One master serves, and it runs the new interpreter.
+    let masters: Vec<String> = std::fs::read_dir(root.join("run/masters"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let r: Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            let pid = r["pid"].as_u64()?;
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .map(|x| x.display().to_string())
+        })
+        .collect();
+    assert_eq!(masters.len(), 1, "{masters:?}");
+    assert!(masters[0].contains("py312"), "{masters:?}");
+}
+
+/// Stops the test's service, whatever happened.
+struct Stop(PathBuf);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(self.0.join("bin/handover"))
+            .arg("stop")
+            .arg(&self.0)
+            .output();
+    }
+}
+
+/// Clients sending GET / on a new connection each, until stopped.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(port: u16, clients: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let (mut n, mut failed) = (0, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += 1;
+                        if let Err(e) = get(port) {
+                            failed.push(e);
+                        }
+                    }
+                    (n, failed)
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = (0, Vec::new());
+        for t in self.threads {
+            let (n, f) = t.join().unwrap();
+            all.0 += n;
+            all.1.extend(f);
+        }
+        all
+    }
+}
+
+/// One GET / that must answer 200.
+fn get(port: u16) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    if body.starts_with("HTTP/1.1 200") || body.starts_with("HTTP/1.0 200") {
+        Ok(())
+    } else {
+        Err(body.lines().next().unwrap_or("no answer").to_string())
+    }
+}

@@ -34,6 +34,8 @@ struct Package {
     archive_name: String,
     /// Its signature, `<archive>.minisig`, when there is one (checked to be a signature).
     signature: Option<Vec<u8>>,
+    /// The Pythons the release is locked for (3, 11): its dpkg trigger's interests.
+    pythons: Vec<(u32, u32)>,
 }
 
 /// Every app package's name starts with this (the door's `package` commands expect it).
@@ -142,7 +144,8 @@ fn plan(a: &Asked, b: &Bundle, wh: Option<&Wheelhouse>) -> Result<Package> {
     let (version, time) = version(&b.id)?;
     let (archive, archive_name) = archive(b)?;
     let signature = signature(b)?;
-    let python = python_depends(wh)?;
+    let pythons = pythons(wh);
+    let python = python_depends(&pythons);
     let tools = format!("{} (>= {})", a.tools, env!("CARGO_PKG_VERSION"));
     Ok(Package {
         description,
@@ -156,6 +159,7 @@ fn plan(a: &Asked, b: &Bundle, wh: Option<&Wheelhouse>) -> Result<Package> {
         archive,
         archive_name,
         signature,
+        pythons,
     })
 }
 
@@ -285,7 +289,8 @@ fn architecture(wh: Option<&Wheelhouse>) -> Result<String> {
 }
 
 /// `python3 (>= 3.X), python3 (<< 3.X+1)` for the Python the lock was made for.
-fn python_depends(wh: Option<&Wheelhouse>) -> Result<String> {
+/// The Python versions (X, Y) the release's locks are for, sorted.
+fn pythons(wh: Option<&Wheelhouse>) -> Vec<(u32, u32)> {
     let mut xy: Vec<(u32, u32)> = Vec::new();
     let targets = wh.into_iter().flat_map(|w| {
         w.target
@@ -306,13 +311,30 @@ fn python_depends(wh: Option<&Wheelhouse>) -> Result<String> {
         }
     }
     xy.sort();
+    xy
+}
+
+/// The Depends on python3 the locks allow: apt upgrades the system's Python only to a
+/// version the release carries a lock for.
+fn python_depends(xy: &[(u32, u32)]) -> String {
     match (xy.first(), xy.last()) {
-        (Some((x, lo)), Some((_, hi))) => Ok(format!(
-            "python3 (>= {x}.{lo}), python3 (<< {x}.{})",
-            hi + 1
-        )),
-        _ => Ok("python3".into()),
+        (Some((x, lo)), Some((_, hi))) => {
+            format!("python3 (>= {x}.{lo}), python3 (<< {x}.{})", hi + 1)
+        }
+        _ => "python3".into(),
     }
+}
+
+/// The dpkg trigger (deb-triggers(5)): a file trigger on the system's `python3` and on each
+/// locked `python3.X`, which their packages install, upgrade or remove, so that dpkg runs
+/// `postinst triggered` (the envs rebuilt for the interpreter now there) after an
+/// interpreter upgrade.
+fn triggers(xy: &[(u32, u32)]) -> String {
+    let mut out = String::from("interest-noawait /usr/bin/python3\n");
+    for (x, y) in xy {
+        out.push_str(&format!("interest-noawait /usr/bin/python{x}.{y}\n"));
+    }
+    out
 }
 
 /// `$DEBFULLNAME <$DEBEMAIL>`, each held to one line where it enters, else wheelship's.
@@ -445,6 +467,11 @@ fn control_entries<'a>(p: &Package, md5sums: &str, installed: u64) -> Vec<Entry<
         ),
         file("control", 0o644, Body::Bytes(control.into_bytes())),
         file("md5sums", 0o644, Body::Bytes(md5sums.as_bytes().to_vec())),
+        file(
+            "triggers",
+            0o644,
+            Body::Bytes(triggers(&p.pythons).into_bytes()),
+        ),
     ];
     for (name, text) in scripts {
         v.push(file(name, 0o755, Body::Bytes(text.into_bytes())));

@@ -54,6 +54,14 @@ pub enum PackageCmd {
         #[arg(long, value_name = "VERSION")]
         old_version: Option<String>,
     },
+    /// postinst triggered (the package's dpkg trigger on the system's python3 fired): every
+    /// kept release's env rebuilt for the interpreter now there, offline, and the service
+    /// handed over, with the package's settings (`wheelship-host rebuild`)
+    Triggered {
+        /// The package (wsapp-<name>)
+        #[arg(value_name = "PACKAGE")]
+        package: String,
+    },
 }
 
 /// A package name of an app: the prefix, then a Debian package name's characters.
@@ -95,7 +103,44 @@ pub fn run(a: &PackageArgs) -> Result<()> {
             archive,
             old_version,
         } => configure(package, version, archive, old_version.as_deref()),
+        PackageCmd::Triggered { package } => triggered(package),
     }
+}
+
+/// `postinst triggered`: the root's envs rebuilt for the interpreter the settings name (by
+/// default `python3`, which just changed), with the package's service settings.
+fn triggered(package: &str) -> Result<()> {
+    let app = check_package(package)?;
+    let s = settings_of(package, app)?;
+    let st = state(package)?;
+    std::env::set_var("WHEELSHIP_CACHE", st.join("cache"));
+    std::env::remove_var("WHEELSHIP_BIN");
+    if !s.root.join(layout::CURRENT).exists() && !s.root.join(layout::RELEASES).is_dir() {
+        eprintln!(
+            "{package}: nothing deployed in `{}` yet: nothing to rebuild",
+            s.root.display()
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "{package}: the system's Python changed (dpkg trigger): rebuilding the envs of `{}` for the interpreter now here",
+        s.root.display()
+    );
+    let mut argv: Vec<std::ffi::OsString> = vec!["wheelship-host".into(), "rebuild".into()];
+    argv.push(s.root.clone().into());
+    argv.extend(settings::options("rebuild", &s.path, &s.options)?);
+    let args = match <super::HostArgs as clap::Parser>::try_parse_from(argv) {
+        Ok(super::HostArgs {
+            cmd: super::HostCmd::Rebuild(f),
+        }) => f,
+        Ok(_) => unreachable!("parsed as rebuild"),
+        Err(e) => bail!(
+            "{}: {}",
+            s.path.display(),
+            e.render().to_string().trim_end()
+        ),
+    };
+    super::steps::rebuild_doc(&args).map(|_| ())
 }
 
 /// What the settings file says, the door's options apart from the package's own.

@@ -336,6 +336,11 @@ fn carried(at: &Layout, id: &str) -> Result<Document> {
 /// release is then handed over as a deploy would be (its gates, restart and check). A release
 /// with no lock for the interpreter is named and left as it is.
 pub fn rebuild(f: &Flip) -> Result<()> {
+    rebuild_doc(f)?.write_stdout()
+}
+
+/// [`rebuild`]'s document: what became of each kept release.
+pub fn rebuild_doc(f: &Flip) -> Result<Document> {
     let root = open_root(&f.root, false)?;
     let at = Layout::new(root.path());
     write_handover(&root)?;
@@ -391,13 +396,12 @@ pub fn rebuild(f: &Flip) -> Result<()> {
         "rebuild",
         json!({"root": root.path(), "python": f.host.python, "releases": done}),
     );
-    out.write_stdout()?;
     match live_failed {
         Some(id) => Err(wheelship::Hint::new(
             format!("the live release `{id}` carries no lock for `{}`: the service stays on its env", f.host.python),
-            "deploy a release locked for this interpreter too (`scripts/release --target native --target py<X.Y>-<platform>`), or rebuild with --python naming the interpreter it was locked for",
+            "deploy a release locked for this interpreter too (`scripts/release --target native --target py<X.Y>`), or rebuild with --python naming the interpreter it was locked for",
         )
         .into()),
-        None => Ok(()),
+        None => Ok(out),
     }
 }
