@@ -443,6 +443,56 @@ fn an_sdist_is_built_once() {
         s["wheelhouse"]["wheels"][0]["sha256"]
     );
     assert_eq!(std::fs::read_to_string(&count).unwrap(), "built\n");
+    // Each lock names the sdist its wheel was built from (file, sha256, where it came from),
+    // whichever run built it; the release's SBOM (pedigree) and provenance name it too.
+    let sdist = std::fs::read(t.p().join("index/files/built-1.0.tar.gz")).unwrap();
+    let sdist_sha = testsupport::sha256(&sdist);
+    for doc in [&s, &s2] {
+        let b = &doc["wheelhouse"]["wheels"][0]["built_from"];
+        assert_eq!(b["file"], "built-1.0.tar.gz", "{doc}");
+        assert_eq!(b["sha256"], sdist_sha.as_str(), "{doc}");
+        assert!(
+            b["url"].as_str().unwrap().ends_with("/built-1.0.tar.gz"),
+            "{doc}"
+        );
+    }
+    testsupport::committed_app(&t.p().join("app"));
+    let packed = tool("bundle")
+        .cwd(t.p())
+        .args(["pack", "--repo", "app", "--out", "dist"])
+        .stdin(s.to_string())
+        .ok();
+    let archive = packed["bundle"]["path"].as_str().unwrap();
+    let sbom: Value =
+        serde_json::from_str(&tool("bundle").args(["sbom", archive]).ok_text()).unwrap();
+    let built = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "built")
+        .unwrap();
+    let ancestor = &built["pedigree"]["ancestors"][0];
+    assert_eq!(
+        ancestor["hashes"][0]["content"],
+        sdist_sha.as_str(),
+        "{built}"
+    );
+    assert!(
+        ancestor["purl"]
+            .as_str()
+            .unwrap()
+            .ends_with("?file_name=built-1.0.tar.gz"),
+        "{built}"
+    );
+    let provenance: Value = serde_json::from_str(
+        &std::fs::read_to_string(packed["bundle"]["provenance"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let deps = provenance["predicate"]["buildDefinition"]["resolvedDependencies"].to_string();
+    assert!(
+        deps.contains(&sdist_sha) && deps.contains("\"builtInto\""),
+        "{deps}"
+    );
 }
 
 /// `scripts/release --target … --target …`: one fill, the locks of both in the archive's

@@ -41,6 +41,8 @@ pub struct Build<'a> {
     pub manifest: &'a Manifest,
     pub repository: Option<String>,
     pub wheels: &'a [(String, String, u64)],
+    /// The sdist each wheel built on the build box came from, by the wheel's sha256.
+    pub sources: &'a std::collections::BTreeMap<String, serde_json::Value>,
     pub level: i32,
     pub no_wheels: bool,
     pub started: String,
@@ -66,6 +68,22 @@ pub fn write(b: &Build) -> Result<PathBuf> {
         if let Ok(w) = wheelship::python::names::WheelFilename::parse(file) {
             let name = wheelship::python::names::canonicalize_name(&w.name);
             d["uri"] = json!(crate::sbom::purl(&name, &w.version, file));
+            // Built here from an sdist: the source it was built from is an input too.
+            if let Some(b) = b.sources.get(sha) {
+                let sdist = b["file"].as_str().unwrap_or_default();
+                let mut s = json!({
+                    "name": sdist,
+                    "uri": crate::sbom::purl(&name, &w.version, sdist),
+                    "digest": {"sha256": b["sha256"]},
+                    "annotations": {"builtInto": file},
+                });
+                if let Some(url) = b["url"].as_str() {
+                    s["downloadLocation"] = json!(url);
+                }
+                deps.push(d);
+                deps.push(s);
+                continue;
+            }
         }
         deps.push(d);
     }

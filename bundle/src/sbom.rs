@@ -37,10 +37,23 @@ struct WheelInfo {
 pub struct Targets {
     pub envs: Environments,
     pub properties: Vec<Value>,
+    /// The sdist each wheel built on the build box came from (`built_from` of its lock
+    /// entry), by the wheel's sha256.
+    pub sources: BTreeMap<String, Value>,
 }
 
 impl Targets {
     pub fn of(wh: Option<&wheelship::doc::Wheelhouse>) -> Targets {
+        let sources: BTreeMap<String, Value> = wh
+            .into_iter()
+            .flat_map(|w| {
+                w.wheels
+                    .iter()
+                    .chain(w.locks.iter().flatten().flat_map(|l| &l.wheels))
+            })
+            .filter_map(|w| Some((w.sha256.clone(), w.extra.get("built_from")?.clone())))
+            .filter(|(_, b)| b["file"].is_string() && b["sha256"].is_string())
+            .collect();
         let targets: Vec<&wheelship::doc::Target> = match wh {
             Some(w) => match &w.locks {
                 Some(locks) => locks.iter().map(|l| &l.target).collect(),
@@ -52,6 +65,7 @@ impl Targets {
             return Targets {
                 envs: vec![None],
                 properties: Vec::new(),
+                sources,
             };
         }
         let envs = targets
@@ -82,7 +96,11 @@ impl Targets {
             .join(", ");
             properties.push(json!({"name": "wheelship:target", "value": text}));
         }
-        Targets { envs, properties }
+        Targets {
+            envs,
+            properties,
+            sources,
+        }
     }
 }
 
@@ -121,7 +139,10 @@ pub fn sbom(
     let purl = |w: &WheelInfo| purl(&w.name, &w.version, &w.file);
     let by_name: BTreeMap<&str, String> =
         infos.iter().map(|w| (w.name.as_str(), purl(w))).collect();
-    let components: Vec<Value> = infos.iter().map(|w| component(w, &purl(w))).collect();
+    let components: Vec<Value> = infos
+        .iter()
+        .map(|w| component(w, &purl(w), targets.sources.get(&w.sha256)))
+        .collect();
     let app_ref = format!("release:{}", m.id);
     // The projects the requirements asked for (hashreq's entries, not its constraints), with
     // the extras each was asked with.
@@ -274,7 +295,9 @@ fn from_archive(p: &Path) -> Result<Vec<u8>> {
     )
 }
 
-fn component(w: &WheelInfo, purl: &str) -> Value {
+/// A wheel's component; one built on the build box from an sdist names it as its ancestor
+/// (CycloneDX pedigree: the source file, its purl and sha256, where it was downloaded).
+fn component(w: &WheelInfo, purl: &str, built_from: Option<&Value>) -> Value {
     let mut c = json!({
         "type": "library",
         "bom-ref": purl,
@@ -286,6 +309,21 @@ fn component(w: &WheelInfo, purl: &str) -> Value {
     });
     if !w.licenses.is_empty() {
         c["licenses"] = json!(w.licenses);
+    }
+    if let Some(b) = built_from {
+        let file = b["file"].as_str().unwrap_or_default();
+        let mut sdist = json!({
+            "type": "library",
+            "name": w.name,
+            "version": w.version,
+            "purl": self::purl(&w.name, &w.version, file),
+            "hashes": [{"alg": "SHA-256", "content": b["sha256"]}],
+            "properties": [{"name": "wheelship:sdist", "value": file}],
+        });
+        if let Some(url) = b["url"].as_str() {
+            sdist["externalReferences"] = json!([{"type": "distribution", "url": url}]);
+        }
+        c["pedigree"] = json!({"ancestors": [sdist]});
     }
     if !w.sboms.is_empty() {
         c["externalReferences"] = w

@@ -351,6 +351,51 @@ fn built_cache(sdist_sha: &str) -> Option<PathBuf> {
     wheelship::python::probe::cache_dir().map(|d| d.join("built").join(sdist_sha))
 }
 
+/// Which sdist a wheel was built from, by the wheel's sha256: written when it is built (or
+/// taken from the cache), read for every lock, so that a release names the source its wheel
+/// came from whatever run built it. The cache is the user's own (`WHEELSHIP_CACHE`).
+fn built_index(wheel_sha: &str) -> Option<PathBuf> {
+    wheelship::text::check_sha256(wheel_sha).ok()?;
+    wheelship::python::probe::cache_dir()
+        .map(|d| d.join("built-from").join(format!("{wheel_sha}.json")))
+}
+
+/// What [`built_index`] says of a wheel: `{"file", "sha256", "url"}` of its sdist.
+pub fn built_from(wheel_sha: &str) -> Option<serde_json::Value> {
+    let path = built_index(wheel_sha)?;
+    let bytes = fsx::read_capped(&path, 64 << 10, "a cache entry").ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let ok = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .is_some_and(|s| s.len() <= 4096)
+    };
+    (ok("file") && ok("sha256") && wheelship::text::check_sha256(v["sha256"].as_str()?).is_ok())
+        .then_some(v)
+}
+
+/// Records that the wheel whose sha256 is `wheel_sha` was built from `sdist` (best effort).
+fn record_built(wheel_sha: &str, sdist: &Artifact, url: &str) {
+    let Some(path) = built_index(wheel_sha) else {
+        return;
+    };
+    // A local sdist's path is the build box's: not a fact of the release (pack keeps those
+    // out, so that two boxes make the same archive).
+    let url = Some(url)
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        .and_then(wheelship::text::url_without_userinfo);
+    let v = serde_json::json!({
+        "file": sdist.file,
+        "sha256": sdist.sha256,
+        "url": url,
+    });
+    if let Some(d) = path.parent() {
+        if std::fs::create_dir_all(d).is_ok() {
+            let _ = fsx::write_atomic(&path, v.to_string().as_bytes());
+        }
+    }
+}
+
 /// The wheel of `sdist` for the interpreter whose tags are `tags`: from wheelship's cache, or
 /// built with `pip wheel --no-deps` (pip's configuration applies: the build's own requirements
 /// come from the index), its sdist checked against the sha256. Returns the wheel's file name
@@ -373,6 +418,7 @@ pub fn build(
                 let file = e.file_name().to_string_lossy().to_string();
                 if fits(&file) {
                     let got = fsx::copy_in(&e.path(), d.dir, &file, None)?;
+                    record_built(&got.0, sdist, &sdist_url(d, sdist)?);
                     return Ok((file, got));
                 }
             }
@@ -380,10 +426,7 @@ pub fn build(
     }
     let stage = d.work.join(format!("build-{}", sdist.sha256));
     std::fs::create_dir_all(&stage).at("create", &stage)?;
-    let url = match &sdist.at {
-        Location::Url(u) => u.clone(),
-        Location::Local(p) => format!("file://{}", d.local(p)?.display()),
-    };
+    let url = sdist_url(d, sdist)?;
     let req = stage.join("requirement.txt");
     std::fs::write(
         &req,
@@ -436,7 +479,15 @@ pub fn build(
         }
     }
     let got = fsx::copy_in(&from, d.dir, &built, None)?;
+    record_built(&got.0, sdist, &url);
     Ok((built, got))
+}
+
+fn sdist_url(d: &Dirs, sdist: &Artifact) -> Result<String> {
+    Ok(match &sdist.at {
+        Location::Url(u) => u.clone(),
+        Location::Local(p) => format!("file://{}", d.local(p)?.display()),
+    })
 }
 
 #[cfg(test)]

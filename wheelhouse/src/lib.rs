@@ -464,6 +464,12 @@ pub fn write_files(source: &Source, work: &Path, fill: bool) -> Result<(PathBuf,
 /// union (each file once) in `wheels`.
 fn section(dir: &Path, mut locks: Vec<TargetLock>, cached: bool) -> Result<Wheelhouse> {
     let dir = doc_path(dir)?;
+    // A wheel built here from an sdist names it (`built_from`: file, sha256, url).
+    for w in locks.iter_mut().flat_map(|l| l.wheels.iter_mut()) {
+        if let Some(b) = fetch::built_from(&w.sha256) {
+            w.extra.insert("built_from".into(), b);
+        }
+    }
     if locks.len() == 1 {
         let only = locks.pop().expect("one");
         return Ok(Wheelhouse {
