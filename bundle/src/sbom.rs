@@ -123,6 +123,34 @@ fn environment(m: &BTreeMap<String, String>) -> Option<pep508_rs::MarkerEnvironm
     .ok()
 }
 
+/// The projects the requirements asked for (hashreq's entries, not its constraints) that the
+/// lock has, with the extras each was asked with; every locked project without requirements.
+fn asked(
+    reqs: Option<&Value>,
+    by_name: &BTreeMap<&str, String>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut asked: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    match reqs.and_then(|r| r["entries"].as_array()) {
+        Some(entries) => {
+            for e in entries.iter().filter(|e| e["constraint"] != true) {
+                let Some(n) = e["name"].as_str().map(canonicalize_name) else {
+                    continue;
+                };
+                if !by_name.contains_key(n.as_str()) {
+                    continue;
+                }
+                let extras = e["extras"].as_array().into_iter().flatten();
+                asked
+                    .entry(n)
+                    .or_default()
+                    .extend(extras.filter_map(|x| x.as_str()).map(canonicalize_name));
+            }
+        }
+        None => asked.extend(by_name.keys().map(|k| (k.to_string(), BTreeSet::new()))),
+    }
+    asked
+}
+
 /// The SBOM of a release: its JSON bytes.
 pub fn sbom(
     m: &Manifest,
@@ -144,27 +172,7 @@ pub fn sbom(
         .map(|w| component(w, &purl(w), targets.sources.get(&w.sha256)))
         .collect();
     let app_ref = format!("release:{}", m.id);
-    // The projects the requirements asked for (hashreq's entries, not its constraints), with
-    // the extras each was asked with.
-    let mut asked: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    match reqs.and_then(|r| r["entries"].as_array()) {
-        Some(entries) => {
-            for e in entries.iter().filter(|e| e["constraint"] != true) {
-                let Some(n) = e["name"].as_str().map(canonicalize_name) else {
-                    continue;
-                };
-                if !by_name.contains_key(n.as_str()) {
-                    continue;
-                }
-                let extras = e["extras"].as_array().into_iter().flatten();
-                asked
-                    .entry(n)
-                    .or_default()
-                    .extend(extras.filter_map(|x| x.as_str()).map(canonicalize_name));
-            }
-        }
-        None => asked.extend(by_name.keys().map(|k| (k.to_string(), BTreeSet::new()))),
-    }
+    let asked = asked(reqs, &by_name);
     let requires: BTreeMap<String, Vec<Requires>> = infos
         .iter()
         .map(|w| (w.name.clone(), w.requires.clone()))
