@@ -285,6 +285,17 @@ fn debian_packages_install_upgrade_downgrade_purge_and_apt() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // Nor does its trigger rebuild that root (its settings name it; the root names the first).
+    let trig = sh(
+        "wheelship-host",
+        &["package", "triggered", &format!("wsapp-{other}")],
+    );
+    assert!(!trig.status.success());
+    assert!(
+        String::from_utf8_lossy(&trig.stderr).contains("trigger does not rebuild it"),
+        "{}",
+        String::from_utf8_lossy(&trig.stderr)
+    );
     ok("dpkg", &["--purge", &format!("wsapp-{other}")]);
     assert_eq!(
         current(&root),

@@ -1,8 +1,8 @@
 //! Signed releases: keys made by Debian's `minisign` tool and by `bundle keygen`, archives
 //! signed by `bundle pack --sign` and by `minisign -S`, and every way a signature can be
 //! wrong, each refused with nothing extracted. A signature by a trusted key over the archive's
-//! bytes admits it whatever its trusted comment says, unless that comment is wheelship's and
-//! names another release.
+//! bytes admits it when its trusted comment names the release (minisign's own names the
+//! archive's file), and, when that comment is wheelship's, names its sha256 too.
 
 // A test that drives one scenario from start to end reads best as one function.
 #![allow(clippy::too_many_lines)]
@@ -215,9 +215,43 @@ fn signed_by_minisign_unpacks_with_trust() {
     std::fs::write(&record, &good).unwrap();
     let live = testsupport::doc_of(&switch(&["--release", id]));
     assert_eq!(live["switch"]["current"], id);
+    // A release copied in by hand, carrying this record with its id and sha256 made its own:
+    // the signed comment names this release, not that one.
+    let fake = "20250101T000000Z-aaaaaaaaaaaa-bbbbbbbbbbbb";
+    let dir = t.p().join("srv/releases");
+    testsupport::run("cp")
+        .args(["-a"])
+        .args([dir.join(id), dir.join(fake)])
+        .ok_text();
+    let mut forged: Value = serde_json::from_str(&good).unwrap();
+    forged["id"] = Value::from(fake);
+    std::fs::write(
+        dir.join(fake).join(".wheelship/verified.json"),
+        forged.to_string(),
+    )
+    .unwrap();
+    let refused = switch(&["--release", fake]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("names another release"), "{err}");
+    std::fs::remove_dir_all(dir.join(fake)).unwrap();
+    // A trusted comment of the signer's own words that does not name the release: the
+    // signature could then be any archive's; refused, with how to sign.
+    std::fs::remove_dir_all(dir.join(id)).unwrap();
+    std::fs::remove_file(t.p().join("srv/current")).unwrap();
+    sign(Some("signed on the offline box"));
+    let (code, err) = unpack(&t, &archive, &[&public]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("does not name release `{id}`")),
+        "{err}"
+    );
+    assert!(releases(&t).is_empty());
+    sign(Some(&format!("release {id}, approved")));
+    let (code, err) = unpack(&t, &archive, &[&public]);
+    assert_eq!(code, 0, "{err}");
     // A trusted comment in wheelship's words must agree with the archive it signs.
     std::fs::remove_dir_all(t.p().join("srv/releases").join(id)).unwrap();
-    std::fs::remove_file(t.p().join("srv/current")).unwrap();
     let other =
         format!("wheelship release 20250101T000000Z-aaaaaaaaaaaa-bbbbbbbbbbbb sha256 {sha}");
     sign(Some(&other));

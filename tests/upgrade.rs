@@ -201,6 +201,12 @@ fn a_system_python_upgrade_is_survived() {
     assert!(err.contains("wheelship-host rebuild"), "{err}");
     assert_eq!(common_current(&root), id(&v2));
 
+    // A release whose reserved directory is a link (made by hand: unpack never makes one) is
+    // not read through it.
+    let reserved = root.join("releases").join(id(&old)).join(".wheelship");
+    let moved = p.join("moved-wheelship");
+    std::fs::rename(&reserved, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &reserved).unwrap();
     // The rebuild: offline, from each release's own lock and wheels, the live one first.
     let out = tool("wheelship-host")
         .args(["rebuild"])
@@ -222,6 +228,12 @@ fn a_system_python_upgrade_is_survived() {
         err.contains(&format!("release `{}` stays on its env", id(&old))),
         "{err}"
     );
+    assert!(
+        err.contains("is not a directory of the release (a link"),
+        "{err}"
+    );
+    std::fs::remove_file(&reserved).unwrap();
+    std::fs::rename(&moved, &reserved).unwrap();
     assert_eq!(runs(&id(&v2)), "3.12");
     assert_eq!(runs(&id(&v1)), "3.12");
     assert_eq!(common_current(&root), id(&v2));

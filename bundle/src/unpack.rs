@@ -116,8 +116,9 @@ fn mismatch(archive: &Path, want: &str, found: &str) -> anyhow::Error {
 
 /// Under a policy, a signature by a trusted key over the archive's exact bytes admits it: the
 /// release id and dates are the verified archive's own. When the trusted comment is ours
-/// (`bundle pack --sign`), what it names must agree with them; any other (`minisign -S` on a
-/// signing machine) is information.
+/// (`bundle pack --sign`), what it names must agree with them; any other must name the
+/// release id, as `minisign -S`'s own does (`file:app-<id>.tar.zst`): the signed comment is
+/// what ties the release's record to the signed bytes when switch checks it again.
 fn check_signed_release(archive: &Path, v: &sign::Verified, id: &str) -> Result<()> {
     match trust::comment_names(&v.comment) {
         Some((signed_id, _)) if signed_id != id => bail!(
@@ -130,7 +131,18 @@ fn check_signed_release(archive: &Path, v: &sign::Verified, id: &str) -> Result<
             archive.display(),
             v.sha256
         ),
-        _ => Ok(()),
+        Some(_) => Ok(()),
+        None if trust::comment_names_release(&v.comment, id) => Ok(()),
+        None => Err(Hint::new(
+            format!(
+                "`{}`: the signature by key {} does not name release `{id}` (trusted comment `{}`)",
+                archive.display(),
+                v.signer,
+                wheelship::text::shown(&v.comment, 200)
+            ),
+            "sign the archive under its own name (`minisign -S -m app-<id>.tar.zst`: its default trusted comment names the file), or with `bundle pack --sign`",
+        )
+        .into()),
     }
 }
 

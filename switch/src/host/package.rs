@@ -115,12 +115,26 @@ fn triggered(package: &str) -> Result<()> {
     let st = state(package)?;
     std::env::set_var("WHEELSHIP_CACHE", st.join("cache"));
     std::env::remove_var("WHEELSHIP_BIN");
-    if !s.root.join(layout::CURRENT).exists() && !s.root.join(layout::RELEASES).is_dir() {
-        eprintln!(
-            "{package}: nothing deployed in `{}` yet: nothing to rebuild",
-            s.root.display()
-        );
-        return Ok(());
+    // Only a root this package deployed to: one that names it (`configure` claimed it). A
+    // settings file naming another package's root, or a root nothing deployed, is left alone.
+    let owner = OwnedDir::open(&s.root, "root")
+        .ok()
+        .and_then(|r| r.dir().read(layout::PACKAGE).ok())
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string());
+    match owner.as_deref() {
+        Some(p) if p == package => {}
+        None => {
+            eprintln!(
+                "{package}: nothing of this package is deployed in `{}`: nothing to rebuild",
+                s.root.display()
+            );
+            return Ok(());
+        }
+        Some(other) => bail!(
+            "the root `{}` belongs to package `{}`: `{package}`'s trigger does not rebuild it",
+            s.root.display(),
+            wheelship::text::shown(other, 100)
+        ),
     }
     eprintln!(
         "{package}: the system's Python changed (dpkg trigger): rebuilding the envs of `{}` for the interpreter now here",

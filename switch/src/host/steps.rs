@@ -307,12 +307,24 @@ fn kept_releases(at: &Layout) -> Result<(Option<String>, Vec<String>)> {
 }
 
 /// The document release `id` carries, as it reads on this host, with its `release` section.
+/// The release and its reserved directory must be real directories (unpack makes them so), and
+/// its wheels, when it has any: a link there would make the rebuild read what it names.
 fn carried(at: &Layout, id: &str) -> Result<Document> {
     wheelship::text::check_file_name(id).map_err(|e| anyhow!("release id: {e}"))?;
     let dir = at.release(id);
-    let path = dir
-        .join(wheelship::host::carried::RESERVED)
-        .join("document.json");
+    let reserved = dir.join(wheelship::host::carried::RESERVED);
+    let wheels = reserved.join("wheels");
+    for (d, needed) in [(&dir, true), (&reserved, true), (&wheels, false)] {
+        match std::fs::symlink_metadata(d) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Err(e) if !needed && e.kind() == std::io::ErrorKind::NotFound => {}
+            _ => bail!(
+                "release `{id}`: `{}` is not a directory of the release (a link, or missing): refusing to read it",
+                d.display()
+            ),
+        }
+    }
+    let path = reserved.join("document.json");
     let text = wheelship::fs::fsx::read_capped(&path, 64 << 20, "a release's document")?;
     let text = String::from_utf8(text).map_err(|_| anyhow!("`{}` is not UTF-8", path.display()))?;
     let mut doc =
@@ -382,7 +394,7 @@ pub fn rebuild_doc(f: &Flip) -> Result<Document> {
         let linked = std::fs::canonicalize(at.release(&id).join("venv")).ok();
         let rebuilt = linked.as_deref() != Some(env.as_path());
         if rebuilt && live {
-            flip_and_prune(root.path(), &f.switch, None, doc)?;
+            flip_and_prune(root.path(), &f.switch, f.host.keep, doc)?;
             crate::record_rebuild(root.path(), &id, &env)?;
         } else if rebuilt {
             crate::relink(root.path(), &id, &env)?;

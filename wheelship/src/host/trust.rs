@@ -197,6 +197,19 @@ pub fn comment_names(comment: &str) -> Option<(&str, &str)> {
     Some((id, sha.trim()))
 }
 
+/// Whether a trusted comment that is not ours names release `id` as a whole word (minisign's
+/// own, `timestamp:…\tfile:app-<id>.tar.zst\thashed`, names the archive, whose name ends in
+/// the id), not as part of a longer one.
+pub fn comment_names_release(comment: &str, id: &str) -> bool {
+    let edge = |c: Option<char>| c.is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '-'));
+    !id.is_empty()
+        && comment.match_indices(id).any(|(i, _)| {
+            let rest = &comment[i + id.len()..];
+            (edge(comment[..i].chars().next_back()) || comment[..i].ends_with('-'))
+                && (edge(rest.chars().next()) || rest.starts_with(".tar"))
+        })
+}
+
 /// What unpack established about a release (`RECORD` in it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -250,8 +263,13 @@ impl Record {
                 "its recorded signature is for another release (`{}`)",
                 signed.comment
             )),
-            // Another trusted comment (the minisign tool's own): the signature covers the
-            // archive's bytes, whose BLAKE2b-512 unpack recorded as it verified them.
+            // Another trusted comment (the minisign tool's own): it must name this release
+            // (its archive's file name does), and the signature covers the archive's bytes,
+            // whose BLAKE2b-512 unpack recorded as it verified them.
+            None if !comment_names_release(&signed.comment, id) => Err(format!(
+                "its recorded signature names another release (`{}`)",
+                signed.comment
+            )),
             None => match self.prehash.as_deref() {
                 Some(p) if signature_verifies(sig, &key.key, p) => Ok(key.id.clone()),
                 Some(_) => Err(format!(
