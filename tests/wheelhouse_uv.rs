@@ -314,8 +314,8 @@ fn targets_are_checked() {
     let t = setup();
     for (args, why) in [
         (
-            &["--target", "py3.12"][..],
-            "--target `py3.12` is not a target",
+            &["--target", "py3"][..],
+            "--target `py3` is not a target (the Python version must be 3.Y or 3.Y.Z)",
         ),
         (
             &["--target", "py3.12-win_amd64"][..],

@@ -54,7 +54,9 @@ pub fn targets(
             Spec::Native
         } else if !n.contains('-') && n.starts_with("py") {
             // `py3.12`: that Python on this host's platform (the --python interpreter's), the
-            // next interpreter a distribution upgrade brings.
+            // next interpreter a distribution upgrade brings. Its version is checked as given.
+            Named::parse(&format!("{n}-manylinux_2_17_x86_64"))
+                .map_err(|e| UsageError(e.replace("-manylinux_2_17_x86_64", "")))?;
             let named = format!("{n}-{}", platform_here(python)?);
             Spec::Named(Named::parse(&named).map_err(UsageError)?)
         } else {
