@@ -25,9 +25,11 @@ fn help(argv: &[&str]) -> String {
     } else {
         bin_dir().join(program)
     };
+    // The scripts find the binaries by WHEELSHIP_BIN (else they would build a release).
     let out = Command::new(&path)
         .args(rest)
         .arg("--help")
+        .env("WHEELSHIP_BIN", bin_dir())
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));

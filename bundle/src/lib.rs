@@ -33,7 +33,7 @@ use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
 /// The directory of a release that belongs to wheelship, not to the app.
-pub const RESERVED: &str = ".wheelship";
+pub const RESERVED: &str = wheelship::host::carried::RESERVED;
 
 /// The files of `RESERVED` that an archive carries (`bundle pack` writes them, with the
 /// wheels in `wheels/`); everything else there is written by `bundle unpack` alone.

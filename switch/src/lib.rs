@@ -185,7 +185,7 @@ pub const SHARED_FILE: &str = ".wheelship-shared";
 const NOTHING_TO_ACTIVATE: &str = "nothing to activate: give --release, or a document with a `release` section (or use revert, list, prune)";
 
 /// wheelship's own directory in a release (what `bundle` writes).
-const RESERVED: &str = ".wheelship";
+const RESERVED: &str = wheelship::host::carried::RESERVED;
 
 /// The service around a flip, from the command line: what runs before it, the restart after
 /// it, and the check with its timing.

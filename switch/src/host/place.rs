@@ -95,7 +95,13 @@ pub fn place(at: &Layout, dir: &Path, doc: &Document) -> Result<Option<PathBuf>>
             );
         }
     }
-    let up = Dir::open(dir)?;
+    // The door's own directory is opened beneath `incoming/`'s handle, by its name (no link
+    // followed, whatever happened to the path since it was checked); a private one by its path,
+    // then checked on the handle.
+    let up = match made {
+        Some(name) => Dir::open(&at.incoming())?.open_dir(name)?,
+        None => Dir::open(dir)?,
+    };
     check_runnable(&up, dir, "the upload directory")?;
     let result = place_from(at, &up, doc);
     // Ours to remove, whatever happened (the door made it for this run), by its name in
