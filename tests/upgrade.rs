@@ -237,6 +237,16 @@ fn a_system_python_upgrade_is_survived() {
     assert_eq!(runs(&id(&v2)), "3.12");
     assert_eq!(runs(&id(&v1)), "3.12");
     assert_eq!(common_current(&root), id(&v2));
+    // mkenv reads a kept release's own document too (`--release`): the env is there.
+    let again = tool("mkenv")
+        .args(["--envs"])
+        .args([root.join("envs")])
+        .args(["--release"])
+        .args([root.join("releases").join(id(&v1))])
+        .envs(&env)
+        .ok();
+    assert_eq!(again["env"]["reused"], true, "{again}");
+    assert_eq!(again["release"]["id"], id(&v1).as_str());
     // The history says so; nothing counts it as a deploy.
     let history = std::fs::read_to_string(root.join("history.jsonl")).unwrap();
     assert_eq!(history.matches("\"rebuild\"").count(), 2, "{history}");

@@ -198,7 +198,7 @@ fn tampered_error(tampered: &[(String, String)], users: &Users, dry_run: bool) -
             lines.join("; "),
             if envs.is_empty() { "none".into() } else { envs.join(", ") }
         ),
-        "rebuild each such env from its release: `mkenv --verify --envs ENVS < RELEASE/.wheelship/document.json`",
+        "rebuild each such env from its release: `mkenv --verify --envs ENVS --release RELEASE_DIR`",
     )
     .into()
 }

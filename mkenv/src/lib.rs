@@ -83,6 +83,11 @@ pub struct Args {
     #[arg(long, global = true, default_value_t = 600, value_name = "SECS")]
     pub lock_timeout: u64,
 
+    /// Read the document the unpacked release in DIR carries (its lock, its own wheels)
+    /// instead of stdin: `mkenv --verify --envs ROOT/envs --release ROOT/releases/ID`
+    #[arg(long, value_name = "DIR")]
+    pub release: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Option<Cmd>,
 }
@@ -112,7 +117,13 @@ pub enum Cmd {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mut doc = Document::from_stdin()?;
+    let mut doc = match &args.release {
+        Some(dir) => {
+            let real = std::fs::canonicalize(dir).about("release", dir)?;
+            wheelship::host::carried::read(&real)?
+        }
+        None => Document::from_stdin()?,
+    };
     if let Some(Cmd::Gc {
         keep,
         releases,

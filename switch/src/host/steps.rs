@@ -306,40 +306,10 @@ fn kept_releases(at: &Layout) -> Result<(Option<String>, Vec<String>)> {
     Ok((current, ids))
 }
 
-/// The document release `id` carries, as it reads on this host, with its `release` section.
-/// The release and its reserved directory must be real directories (unpack makes them so), and
-/// its wheels, when it has any: a link there would make the rebuild read what it names.
+/// The document release `id` carries, as it reads on this host ([`wheelship::host::carried`]).
 fn carried(at: &Layout, id: &str) -> Result<Document> {
     wheelship::text::check_file_name(id).map_err(|e| anyhow!("release id: {e}"))?;
-    let dir = at.release(id);
-    let reserved = dir.join(wheelship::host::carried::RESERVED);
-    let wheels = reserved.join("wheels");
-    for (d, needed) in [(&dir, true), (&reserved, true), (&wheels, false)] {
-        match std::fs::symlink_metadata(d) {
-            Ok(m) if m.file_type().is_dir() => {}
-            Err(e) if !needed && e.kind() == std::io::ErrorKind::NotFound => {}
-            _ => bail!(
-                "release `{id}`: `{}` is not a directory of the release (a link, or missing): refusing to read it",
-                d.display()
-            ),
-        }
-    }
-    let path = reserved.join("document.json");
-    let text = wheelship::fs::fsx::read_capped(&path, 64 << 20, "a release's document")?;
-    let text = String::from_utf8(text).map_err(|_| anyhow!("`{}` is not UTF-8", path.display()))?;
-    let mut doc =
-        wheelship::host::carried::on_host(Document::parse(&text, "document.json")?, &dir)?;
-    doc.set(
-        "release",
-        &wheelship::doc::Release {
-            id: id.to_string(),
-            dir: wheelship::doc::doc_path(dir)?,
-            name: None,
-            rev: None,
-            extra: Default::default(),
-        },
-    )?;
-    Ok(doc)
+    wheelship::host::carried::read(&at.release(id))
 }
 
 /// `wheelship-host rebuild ROOT`: for every kept release (the live one first), an env for
