@@ -367,7 +367,16 @@ pub fn rebuild_doc(f: &Flip) -> Result<Document> {
             flip_and_prune(root.path(), &f.switch, f.host.keep, doc)?;
             crate::record_rebuild(root.path(), &id, &env)?;
         } else if rebuilt {
-            crate::relink(root.path(), &id, &env)?;
+            // A release pruned meanwhile (or otherwise not linkable) is named; the others
+            // go on.
+            if let Err(e) = crate::relink(root.path(), &id, &env) {
+                eprintln!(
+                    "{}: release `{id}` stays as it is: {e:#}",
+                    wheelship::cli::tool()
+                );
+                done.push(json!({"id": id, "live": false, "runs_here": false}));
+                continue;
+            }
         }
         done.push(
             json!({"id": id, "live": live, "runs_here": true, "rebuilt": rebuilt, "env": env}),
