@@ -1,7 +1,10 @@
-"""kill -9 at random points of a host's deploy, revert and prune, then the next run: does it
-bring the root back to whole?
+"""Faults in a host's deploy, revert and prune, then the next run: does it bring the root back
+to whole? `--mode kill` (kill -9 at random moments, described below), `--mode syscalls`
+(SIGKILL at chosen calls of each mutating syscall, with `strace --inject`), `--mode disk` (a
+full tmpfs, bytes then inodes, at points spread over what a deploy writes; needs root).
 
-    python3 bench/faults.py [--runs N] [--seed S] [--bin DIR] [--work DIR]
+    python3 bench/faults.py [--mode kill|syscalls|disk] [--runs N] [--points N] [--seed S]
+                            [--bin DIR] [--work DIR]
 
 Three releases of a small app (wheels made here, a different lock each, so a deploy builds
 an env once prune has removed that release's), deployed in turn through the host door (`wheelship-host deploy ROOT ARCHIVE`, which

@@ -111,14 +111,7 @@ fn scripts_have_a_version_and_do_not_rebuild_what_is_built() {
         .args([fake.join("cargo")])
         .ok_text();
     let stamp = |secs_ago: u64| {
-        for tool in [
-            "hashreq",
-            "wheelhouse",
-            "mkenv",
-            "bundle",
-            "switch",
-            "wheelship-host",
-        ] {
+        for tool in testsupport::TOOLS {
             let p = co.join("target/release").join(tool);
             std::fs::write(&p, "").unwrap();
             std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -224,14 +217,7 @@ fn a_terminal_gets_words_not_json() {
     let listed: Value = serde_json::from_str(screen.trim()).unwrap();
     assert_eq!(listed["switch"]["current"], doc["bundle"]["id"]);
     // Every tool's --help says what it is and its exit statuses.
-    for tool in [
-        "hashreq",
-        "wheelhouse",
-        "mkenv",
-        "bundle",
-        "switch",
-        "wheelship-host",
-    ] {
+    for tool in testsupport::TOOLS {
         let help = testsupport::tool(tool).args(["--help"]).ok_text();
         assert!(help.contains("Exit status"), "{tool} --help:\n{help}");
         assert!(

@@ -4,10 +4,13 @@
 //! and its check proves what the workers loaded. Uses PyPI for the app's wheels (once, into a
 //! wheel directory of the test's own).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Stop;
 use serde_json::Value;
 use testsupport::{bin_dir, repo};
 
@@ -56,21 +59,6 @@ fn masters(root: &Path) -> Vec<u32> {
         }
     }
     out
-}
-
-/// Stops what the test started, whatever happened.
-struct Stop(PathBuf, Vec<u32>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        let _ = Command::new(self.0.join("bin/handover"))
-            .args(["stop"])
-            .arg(&self.0)
-            .output();
-        for pid in &self.1 {
-            let _ = Command::new("kill").arg(pid.to_string()).output();
-        }
-    }
 }
 
 // One scenario, from the first serve to the last handover, reads best as one function.

@@ -313,13 +313,14 @@ fn a_root_that_is_a_file_is_named_as_such() {
     hermetic_app(t.path());
     let cache = t.path().join("cache");
     let env = [("WHEELSHIP_CACHE", cache.to_str().unwrap())];
-    let doc = release_offline(t.path(), &[], &env);
-    let f = t.path().join("v1.json");
-    std::fs::write(&f, doc.to_string()).unwrap();
+    let (_, f) = release_saved(t.path(), "v1", &[], &env);
     let file = t.path().join("srv");
     std::fs::write(&file, "not a directory\n").unwrap();
     for (target, says) in [
-        (file.display().to_string(), "is a file, not a directory"),
+        (
+            file.display().to_string(),
+            "is a regular file, not a directory",
+        ),
         (
             file.join("sub").display().to_string(),
             "(a directory the root",

@@ -10,6 +10,8 @@
 // One upgrade, from the first deploy to the last rollback, reads best as one function.
 #![allow(clippy::too_many_lines)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -49,6 +51,42 @@ fn system_python(minor: &str, dir: &Path) -> PathBuf {
     exe
 }
 
+/// A host whose `python3` (first on PATH, `DIR/usr/bin/python3`) is a "system" CPython 3.11
+/// until [`Host::upgrade`] points it at a 3.12 and removes the 3.11 tree.
+struct Host {
+    dir: PathBuf,
+    path: String,
+    cache: String,
+}
+
+impl Host {
+    fn new(dir: &Path) -> Host {
+        let usr = dir.join("usr/bin");
+        std::fs::create_dir_all(&usr).unwrap();
+        let py311 = system_python("3.11", &dir.join("py311"));
+        std::os::unix::fs::symlink(&py311, usr.join("python3")).unwrap();
+        Host {
+            dir: dir.to_path_buf(),
+            path: format!("{}:{}", usr.display(), std::env::var("PATH").unwrap()),
+            cache: dir.join("cache").display().to_string(),
+        }
+    }
+
+    /// What the tools run with on this host: its PATH, a cache of the test's own.
+    fn env(&self) -> [(&str, &str); 2] {
+        [("PATH", &self.path), ("WHEELSHIP_CACHE", &self.cache)]
+    }
+
+    /// The distribution upgrade: `python3` is 3.12, and the 3.11 tree is gone.
+    fn upgrade(&self) {
+        let py312 = system_python("3.12", &self.dir.join("py312"));
+        let link = self.dir.join("usr/bin/python3");
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&py312, &link).unwrap();
+        std::fs::remove_dir_all(self.dir.join("py311")).unwrap();
+    }
+}
+
 #[test]
 #[cfg_attr(
     wheelship_no_pythons,
@@ -57,17 +95,8 @@ fn system_python(minor: &str, dir: &Path) -> PathBuf {
 fn a_system_python_upgrade_is_survived() {
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
-    // /usr/bin/python3 -> python3.11, as on the server.
-    let usr = p.join("usr/bin");
-    std::fs::create_dir_all(&usr).unwrap();
-    let py311 = system_python("3.11", &p.join("py311"));
-    std::os::unix::fs::symlink(&py311, usr.join("python3")).unwrap();
-    let path = format!("{}:{}", usr.display(), std::env::var("PATH").unwrap());
-    let cache = p.join("cache");
-    let env = [
-        ("PATH", path.as_str()),
-        ("WHEELSHIP_CACHE", cache.to_str().unwrap()),
-    ];
+    let host = Host::new(p);
+    let env = host.env();
     // An app and its wheels (pure Python: they install on either interpreter).
     let wh = p.join("wheelhouse");
     mkwheels(
@@ -146,10 +175,7 @@ fn a_system_python_upgrade_is_survived() {
     assert_eq!(runs(&id(&v2)), "3.11");
 
     // The upgrade: python3 is 3.12 now, and the 3.11 tree is gone.
-    let py312 = system_python("3.12", &p.join("py312"));
-    std::fs::remove_file(usr.join("python3")).unwrap();
-    std::os::unix::fs::symlink(&py312, usr.join("python3")).unwrap();
-    std::fs::remove_dir_all(p.join("py311")).unwrap();
+    host.upgrade();
 
     // Every place that shows envs says which cannot run.
     let list = tool("switch")
@@ -199,7 +225,7 @@ fn a_system_python_upgrade_is_survived() {
     assert!(err.contains("built for Python 3.11"), "{err}");
     assert!(err.contains("Python 3.12"), "{err}");
     assert!(err.contains("wheelship-host rebuild"), "{err}");
-    assert_eq!(common_current(&root), id(&v2));
+    assert_eq!(common::current(&root), id(&v2));
 
     // A release whose reserved directory is a link (made by hand: unpack never makes one) is
     // not read through it.
@@ -232,11 +258,25 @@ fn a_system_python_upgrade_is_survived() {
         err.contains("is not a directory of the release (a link"),
         "{err}"
     );
+    // mkenv --release reads no release through such a link either.
+    let (_, err) = fails(
+        &tool("mkenv")
+            .args(["--envs"])
+            .args([root.join("envs")])
+            .args(["--release"])
+            .args([root.join("releases").join(id(&old))])
+            .envs(&env)
+            .output(),
+    );
+    assert!(
+        err.contains("is not a directory of the release (a link"),
+        "{err}"
+    );
     std::fs::remove_file(&reserved).unwrap();
     std::fs::rename(&moved, &reserved).unwrap();
     assert_eq!(runs(&id(&v2)), "3.12");
     assert_eq!(runs(&id(&v1)), "3.12");
-    assert_eq!(common_current(&root), id(&v2));
+    assert_eq!(common::current(&root), id(&v2));
     // mkenv reads a kept release's own document too (`--release`): the env is there.
     let again = tool("mkenv")
         .args(["--envs"])
@@ -261,7 +301,7 @@ fn a_system_python_upgrade_is_survived() {
             .output(),
     );
     assert!(err.contains("Python 3.12"), "{err}");
-    assert_eq!(common_current(&root), id(&v1));
+    assert_eq!(common::current(&root), id(&v1));
     // Deploying the 3.11-only release anew is refused by mkenv, naming both.
     let (_, err) = fails(&deploy(&old));
     assert!(
@@ -283,15 +323,6 @@ fn a_system_python_upgrade_is_survived() {
     }
 }
 
-fn common_current(root: &Path) -> String {
-    std::fs::read_link(root.join("current"))
-        .unwrap()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .to_string()
-}
-
 /// The example app (Flask under gunicorn, from PyPI) served with the zero-downtime handover on
 /// the "system" 3.11 under constant load; the system moves to 3.12; `wheelship-host rebuild`
 /// with the handover's flags hands the service to 3.12 through the same socket: not one
@@ -305,16 +336,8 @@ fn online_the_service_moves_to_the_new_interpreter_without_a_failed_request() {
     testsupport::assert_pypi_reachable();
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
-    let usr = p.join("usr/bin");
-    std::fs::create_dir_all(&usr).unwrap();
-    let py311 = system_python("3.11", &p.join("py311"));
-    std::os::unix::fs::symlink(&py311, usr.join("python3")).unwrap();
-    let path = format!("{}:{}", usr.display(), std::env::var("PATH").unwrap());
-    let cache = p.join("cache");
-    let env = [
-        ("PATH", path.as_str()),
-        ("WHEELSHIP_CACHE", cache.to_str().unwrap()),
-    ];
+    let host = Host::new(p);
+    let env = host.env();
     let app = p.join("app");
     testsupport::run("cp")
         .args(["-R"])
@@ -350,7 +373,7 @@ fn online_the_service_moves_to_the_new_interpreter_without_a_failed_request() {
         .unwrap()
         .port()
         .to_string();
-    let _stop = Stop(root.clone());
+    let _stop = common::Stop(root.clone(), Vec::new());
     testsupport::run(&handover)
         .args(["serve", root.to_str().unwrap(), &port])
         .envs(&env)
@@ -365,10 +388,7 @@ fn online_the_service_moves_to_the_new_interpreter_without_a_failed_request() {
     std::thread::sleep(std::time::Duration::from_millis(500));
 
     // The upgrade, under load: python3 is 3.12 and the 3.11 tree is gone.
-    let py312 = system_python("3.12", &p.join("py312"));
-    std::fs::remove_file(usr.join("python3")).unwrap();
-    std::os::unix::fs::symlink(&py312, usr.join("python3")).unwrap();
-    std::fs::remove_dir_all(p.join("py311")).unwrap();
+    host.upgrade();
     let out = tool("wheelship-host")
         .args(["rebuild"])
         .args([root.as_path()])
@@ -399,18 +419,6 @@ fn online_the_service_moves_to_the_new_interpreter_without_a_failed_request() {
         .collect();
     assert_eq!(masters.len(), 1, "{masters:?}");
     assert!(masters[0].contains("py312"), "{masters:?}");
-}
-
-/// Stops the test's service, whatever happened.
-struct Stop(PathBuf);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(self.0.join("bin/handover"))
-            .arg("stop")
-            .arg(&self.0)
-            .output();
-    }
 }
 
 /// Clients sending GET / on a new connection each, until stopped.

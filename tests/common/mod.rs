@@ -91,3 +91,19 @@ pub fn ssh_host(test: &str) -> Option<String> {
     );
     host
 }
+
+/// Stops a service the test started with ROOT/bin/handover (and kills the other processes it
+/// names), whatever happened.
+pub struct Stop(pub PathBuf, pub Vec<u32>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = Command::new(self.0.join("bin/handover"))
+            .args(["stop"])
+            .arg(&self.0)
+            .output();
+        for pid in &self.1 {
+            let _ = Command::new("kill").arg(pid.to_string()).output();
+        }
+    }
+}

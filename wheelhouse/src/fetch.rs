@@ -363,15 +363,21 @@ fn built_index(wheel_sha: &str) -> Option<PathBuf> {
 /// What [`built_index`] says of a wheel: `{"file", "sha256", "url"}` of its sdist.
 pub fn built_from(wheel_sha: &str) -> Option<serde_json::Value> {
     let path = built_index(wheel_sha)?;
-    let bytes = fsx::read_capped(&path, 64 << 10, "a cache entry").ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let ok = |k: &str| {
-        v.get(k)
-            .and_then(|x| x.as_str())
-            .is_some_and(|s| s.len() <= 4096)
-    };
-    (ok("file") && ok("sha256") && wheelship::text::check_sha256(v["sha256"].as_str()?).is_ok())
-        .then_some(v)
+    parse_built(&fsx::read_capped(&path, 64 << 10, "a cache entry").ok()?)
+}
+
+/// A [`built_index`] entry, when it holds what it must.
+fn parse_built(bytes: &[u8]) -> Option<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    // It goes into the lock, the SBOM and the provenance: a file name, a sha256, a URL of
+    // one line (or none).
+    let file_ok = wheelship::text::check_file_name(v["file"].as_str()?).is_ok();
+    let sha_ok = wheelship::text::check_sha256(v["sha256"].as_str()?).is_ok();
+    let url_ok = v["url"].is_null()
+        || v["url"]
+            .as_str()
+            .is_some_and(|u| u.len() <= 4096 && !u.chars().any(char::is_control));
+    (file_ok && sha_ok && url_ok).then_some(v)
 }
 
 /// Records that the wheel whose sha256 is `wheel_sha` was built from `sdist` (best effort).
@@ -493,6 +499,25 @@ fn sdist_url(d: &Dirs, sdist: &Artifact) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_entry_of_what_a_wheel_was_built_from_is_held_to_its_shape() {
+        let sha = "a".repeat(64);
+        let ok = format!(r#"{{"file": "x-1.0.tar.gz", "sha256": "{sha}", "url": null}}"#);
+        assert!(parse_built(ok.as_bytes()).is_some());
+        for bad in [
+            format!(r#"{{"file": "../x.tar.gz", "sha256": "{sha}", "url": null}}"#),
+            format!(
+                r#"{{"file": "x
+Replaces: y", "sha256": "{sha}", "url": null}}"#
+            ),
+            r#"{"file": "x-1.0.tar.gz", "sha256": "nothex", "url": null}"#.to_string(),
+            format!(r#"{{"file": "x-1.0.tar.gz", "sha256": "{sha}", "url": "https://h/[2J"}}"#),
+            "not json".to_string(),
+        ] {
+            assert!(parse_built(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_local_file_must_be_in_a_local_directory() {

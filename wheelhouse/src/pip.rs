@@ -328,24 +328,26 @@ fn unsatisfied(f: &Failed, req: &str, versions: &str) -> anyhow::Error {
     .into()
 }
 
-/// The wheel files in `dir` of the project `req` names (by its normalized name), sorted.
-fn wheels_of(dir: &Path, req: &str) -> Vec<String> {
+/// The project a requirement as pip writes it names (`Flask>=3` → `flask`), normalized.
+fn project_of(req: &str) -> String {
     let name: String = req
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .collect();
-    let name = wheelship::python::names::canonicalize_name(&name);
+    wheelship::python::names::canonicalize_name(&name)
+}
+
+/// The wheel files in `dir` of the project `req` names, sorted.
+fn wheels_of(dir: &Path, req: &str) -> Vec<String> {
+    let name = project_of(req);
     let mut out: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|f| {
-            f.ends_with(".whl")
-                && f.split('-')
-                    .next()
-                    .map(wheelship::python::names::canonicalize_name)
-                    == Some(name.clone())
+            wheelship::python::names::WheelFilename::parse(f)
+                .is_ok_and(|w| wheelship::python::names::canonicalize_name(&w.name) == name)
         })
         .collect();
     out.sort();
@@ -355,11 +357,7 @@ fn wheels_of(dir: &Path, req: &str) -> Vec<String> {
 /// The requirement line that asked for `req` (pip's spelling of it), as written in its file,
 /// and where: (`fastapi==0.999.0`, ` (requirements.txt:3)`). pip's spelling when not found.
 fn as_written(reqs: Option<&wheelship::doc::Requirements>, req: &str) -> (String, String) {
-    let name: String = req
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        .collect();
-    let name = wheelship::python::names::canonicalize_name(&name);
+    let name = project_of(req);
     let found = reqs.into_iter().flat_map(|r| &r.entries).find_map(|e| {
         if e.name.as_deref() != Some(name.as_str()) || e.line == 0 {
             return None;

@@ -117,10 +117,14 @@ fn triggered(package: &str) -> Result<()> {
     std::env::remove_var("WHEELSHIP_BIN");
     // Only a root this package deployed to: one that names it (`configure` claimed it). A
     // settings file naming another package's root, or a root nothing deployed, is left alone.
-    let owner = OwnedDir::open(&s.root, "root")
-        .ok()
-        .and_then(|r| r.dir().read(layout::PACKAGE).ok())
-        .map(|b| String::from_utf8_lossy(&b).trim().to_string());
+    let owner = match std::fs::symlink_metadata(&s.root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        _ => OwnedDir::open(&s.root, "root")?
+            .dir()
+            .read(layout::PACKAGE)
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string()),
+    };
     match owner.as_deref() {
         Some(p) if p == package => {}
         None => {

@@ -286,24 +286,23 @@ pub fn paths(root: &Path) -> Result<()> {
     wheelship::cli::write_stdout(format!("{out}\n").as_bytes())
 }
 
-/// The kept releases, the live one first, then the newest first (ids sort by commit time).
-fn kept_releases(at: &Layout) -> Result<(Option<String>, Vec<String>)> {
-    let current = std::fs::read_link(at.current())
-        .ok()
-        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().to_string()));
-    let mut ids: Vec<String> = std::fs::read_dir(at.releases())
-        .with_context(|| format!("cannot list `{}`", at.releases().display()))?
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| !n.starts_with('.'))
+/// The kept releases as `switch list` sees them (its ids checked, real directories only), the
+/// live one first, then by their last activation, and the live one's id.
+fn kept_releases(root: &Path) -> Result<(Option<String>, Vec<String>)> {
+    let listed = list_doc(root)?
+        .section::<wheelship::doc::Switch>("switch")?
+        .unwrap_or_default();
+    let mut ids: Vec<String> = listed
+        .releases
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.id)
         .collect();
-    ids.sort_by(|a, b| b.cmp(a));
-    if let Some(c) = &current {
+    if let Some(c) = &listed.current {
         ids.retain(|i| i != c);
         ids.insert(0, c.clone());
     }
-    Ok((current, ids))
+    Ok((listed.current, ids))
 }
 
 /// The document release `id` carries, as it reads on this host ([`wheelship::host::carried`]).
@@ -327,7 +326,7 @@ pub fn rebuild_doc(f: &Flip) -> Result<Document> {
     let at = Layout::new(root.path());
     write_handover(&root)?;
     let programs = Programs::find()?;
-    let (current, ids) = kept_releases(&at)?;
+    let (current, ids) = kept_releases(root.path())?;
     let envs = at.envs();
     let mkenv = [
         os("--envs"),
@@ -389,7 +388,7 @@ pub fn rebuild_doc(f: &Flip) -> Result<Document> {
     );
     match live_failed {
         Some(id) => Err(wheelship::Hint::new(
-            format!("the live release `{id}` carries no lock for `{}`: the service stays on its env", f.host.python),
+            format!("no env for `{}` could be built for the live release `{id}` (said above): the service stays on its env", f.host.python),
             "deploy a release locked for this interpreter too (`scripts/release --target native --target py<X.Y>`), or rebuild with --python naming the interpreter it was locked for",
         )
         .into()),

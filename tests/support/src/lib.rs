@@ -18,6 +18,16 @@ pub fn repo() -> PathBuf {
         .expect("the repository")
 }
 
+/// The workspace's binaries, by name.
+pub const TOOLS: [&str; 6] = [
+    "hashreq",
+    "wheelhouse",
+    "mkenv",
+    "bundle",
+    "switch",
+    "wheelship-host",
+];
+
 /// The directory of the workspace's binaries: the test executable lives in `target/<profile>/deps`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");

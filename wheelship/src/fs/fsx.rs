@@ -179,34 +179,43 @@ pub fn check_ordinary_fs(f: &File, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What a file of type `t` is, in words: `a regular file`, `a directory`, `a FIFO`, …
+pub fn kind(t: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// Opens `path` for reading only if it is a regular file on an ordinary file system, and
 /// returns it with its size. The open does not block (a FIFO would wait for a writer for
 /// ever) and the type is checked on the open file, so a device, a FIFO, a directory or a file
 /// of procfs or sysfs is refused with a message that names it.
 pub fn open_regular(path: &Path) -> Result<(File, u64)> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let f = fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
         .open(path)
         .at("read", path)?;
     let m = f.metadata().at("read", path)?;
-    let t = m.file_type();
-    if !t.is_file() {
-        let what = if t.is_dir() {
-            "a directory"
-        } else if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_char_device() || t.is_block_device() {
-            "a device"
-        } else if t.is_socket() {
-            "a socket"
-        } else {
-            "not a regular file"
-        };
+    if !m.file_type().is_file() {
         bail!(
-            "cannot read `{}`: it is {what}, not a regular file",
-            path.display()
+            "cannot read `{}`: it is {}, not a regular file",
+            path.display(),
+            kind(m.file_type())
         );
     }
     check_ordinary_fs(&f, path)?;

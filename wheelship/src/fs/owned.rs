@@ -182,29 +182,13 @@ fn make_dir(path: &Path, what: &str) -> Result<()> {
                     format!(" (a directory the {what} `{}` needs)", path.display())
                 };
                 anyhow::bail!(
-                    "cannot create the {what}: `{}`{whose} is a {}, not a directory",
+                    "cannot create the {what}: `{}`{whose} is {}, not a directory",
                     p.display(),
-                    kind_of(&m)
+                    crate::fs::fsx::kind(m.file_type())
                 );
             }
             break;
         }
     }
     Err(e).at(&format!("create the {what}"), path)
-}
-
-fn kind_of(m: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = m.file_type();
-    if t.is_file() {
-        "file"
-    } else if t.is_fifo() {
-        "FIFO"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "device"
-    } else {
-        "special file"
-    }
 }

@@ -199,14 +199,14 @@ pub fn comment_names(comment: &str) -> Option<(&str, &str)> {
 
 /// Whether a trusted comment that is not ours names release `id` as a whole word (minisign's
 /// own, `timestamp:…\tfile:app-<id>.tar.zst\thashed`, names the archive, whose name ends in
-/// the id), not as part of a longer one.
+/// the id): not preceded by a letter or digit, not followed by one or by `-`.
 pub fn comment_names_release(comment: &str, id: &str) -> bool {
-    let edge = |c: Option<char>| c.is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '-'));
     !id.is_empty()
         && comment.match_indices(id).any(|(i, _)| {
-            let rest = &comment[i + id.len()..];
-            (edge(comment[..i].chars().next_back()) || comment[..i].ends_with('-'))
-                && (edge(rest.chars().next()) || rest.starts_with(".tar"))
+            let before = comment[..i].chars().next_back();
+            let after = comment[i + id.len()..].chars().next();
+            !before.is_some_and(|c| c.is_ascii_alphanumeric())
+                && !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
         })
 }
 
@@ -277,7 +277,7 @@ impl Record {
                     signed.comment
                 )),
                 None => Err(format!(
-                    "its recorded signature (`{}`) names no release and no digest of its archive was recorded",
+                    "its record keeps no digest of the archive its signature (`{}`) is over",
                     signed.comment
                 )),
             },
@@ -507,5 +507,25 @@ mod tests {
         let c = comment("r1", "ab");
         assert_eq!(comment_names(&c), Some(("r1", "ab")));
         assert_eq!(comment_names("timestamp:1"), None);
+    }
+}
+
+#[cfg(test)]
+mod comment_tests {
+    use super::comment_names_release as names;
+
+    #[test]
+    fn a_comment_names_a_release_only_as_a_whole_word() {
+        let id = "20261208T003503Z-7c0f6482485b-08bec5cfa14a";
+        assert!(names(
+            &format!("timestamp:1\tfile:app-{id}.tar.zst\thashed"),
+            id
+        ));
+        assert!(names(&format!("release {id}, approved"), id));
+        assert!(names(id, id));
+        assert!(!names("signed on the offline box", id));
+        assert!(!names(&format!("{id}-x"), id));
+        assert!(!names(&format!("x{id}"), id));
+        assert!(!names("anything", ""));
     }
 }

@@ -37,7 +37,9 @@ fn cfg_value<'a>(cfg: &'a str, key: &str) -> Option<&'a str> {
 /// `None` when `env` can run (or is not one mkenv built: no `executable` recorded); why it
 /// cannot otherwise.
 pub fn dead(env: &Path) -> Option<Dead> {
-    let cfg = std::fs::read_to_string(env.join("pyvenv.cfg")).ok()?;
+    let bytes =
+        crate::fs::fsx::read_capped(&env.join("pyvenv.cfg"), 64 << 10, "a pyvenv.cfg").ok()?;
+    let cfg = String::from_utf8(bytes).ok()?;
     let executable = PathBuf::from(cfg_value(&cfg, "executable")?);
     let version = cfg_value(&cfg, "version")?.to_string();
     (!executable.is_file()).then_some(Dead {
